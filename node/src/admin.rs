@@ -1,0 +1,96 @@
+//! The admin HTTP endpoint: `/metrics` (Prometheus / OpenMetrics text),
+//! `/metrics.json`, and `/healthz` (200 while serving, 503 once shutdown began).
+//! HTTP/1.1 over hyper; it stops accepting when the node shuts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::service::Shared;
+
+/// Content type of the text exposition format prometheus-client writes.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            PROMETHEUS_CONTENT_TYPE,
+            shared.metrics.prometheus(),
+        ),
+        "/metrics.json" => reply(StatusCode::OK, "application/json", shared.metrics.json()),
+        "/healthz" | "/readyz" => {
+            if shared.serving.load(Ordering::Relaxed) {
+                reply(StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics, /metrics.json or /healthz\n".into(),
+        ),
+    }
+}
+
+/// Serves admin requests on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::server::stopped(&mut stop) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = route(&shared, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}

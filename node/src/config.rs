@@ -1,0 +1,276 @@
+//! The node's configuration: one TOML file with a section per component
+//! (`[server]`, `[store]`, `[limits]`, `[log]`), every field optional with a
+//! named default. Flags and `DISTCACHE_*` environment variables override the
+//! file (see `cli.rs`). Validated once, by [`NodeConfig::validate`].
+//!
+//! `node/distcache-node.sample.toml` is a commented sample.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// Default gRPC listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
+/// Default admin HTTP listen address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9101";
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Listeners, identity and shutdown.
+    pub server: ServerConfig,
+    /// The storage engine.
+    pub store: StoreSection,
+    /// Input limits (always on).
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Admin HTTP (`/metrics`, `/metrics.json`, `/healthz`) listen address.
+    pub admin_listen: SocketAddr,
+    /// This node's name in health answers and logs; defaults to the listen address.
+    pub node_id: String,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: HumanDuration,
+    /// Largest gRPC message accepted, in bytes (bounds batch requests).
+    pub max_message_bytes: ByteSize,
+    /// Most requests served concurrently on one connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: parse_addr(DEFAULT_LISTEN),
+            admin_listen: parse_addr(DEFAULT_ADMIN_LISTEN),
+            node_id: String::new(),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
+            max_message_bytes: ByteSize(16 << 20),
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Bound on memory charged to entries; least recently used entries are
+    /// evicted beyond it.
+    pub max_memory: ByteSize,
+    /// Number of shards (a power of two).
+    pub shards: usize,
+    /// How long a tombstone blocks older replicated writes after a delete.
+    pub tombstone_ttl: HumanDuration,
+    /// How often the sweeper reclaims expired entries.
+    pub sweep_interval: HumanDuration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            max_memory: ByteSize(crate::store::DEFAULT_MAX_MEMORY),
+            shards: crate::store::DEFAULT_SHARDS,
+            tombstone_ttl: HumanDuration(Duration::from_millis(
+                crate::store::DEFAULT_TOMBSTONE_TTL_MS,
+            )),
+            sweep_interval: HumanDuration(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// `[limits]`: requests beyond these get `INVALID_ARGUMENT` naming the limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest key in bytes (keys must also be non-empty).
+    pub max_key_bytes: ByteSize,
+    /// Largest value in bytes.
+    pub max_value_bytes: ByteSize,
+    /// Longest TTL.
+    pub max_ttl: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: ByteSize(1 << 10),
+            max_value_bytes: ByteSize(1 << 20),
+            max_ttl: HumanDuration(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// trace, debug, info, warn or error, or a tracing filter directive.
+    pub level: String,
+    /// Append logs to this file instead of standard error.
+    pub file: Option<PathBuf>,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            file: None,
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks ranges once, before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.store;
+        if !s.shards.is_power_of_two() || s.shards > 1 << 16 {
+            return bad(format!(
+                "store.shards must be a power of two up to 65536, got {}",
+                s.shards
+            ));
+        }
+        if s.max_memory.0 < 1 << 20 {
+            return bad(format!(
+                "store.max_memory must be at least 1MiB, got {} bytes",
+                s.max_memory.0
+            ));
+        }
+        if s.sweep_interval.0.is_zero() {
+            return bad("store.sweep_interval must be positive".into());
+        }
+        let l = &self.limits;
+        if l.max_key_bytes.0 == 0 || l.max_value_bytes.0 == 0 || l.max_ttl.0.is_zero() {
+            return bad("limits must be positive".into());
+        }
+        if l.max_key_bytes.0 + l.max_value_bytes.0 + 4096 > self.server.max_message_bytes.0 {
+            return bad(format!(
+                "server.max_message_bytes ({}) must exceed max_key_bytes + max_value_bytes",
+                self.server.max_message_bytes.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node id, defaulting to the listen address.
+    pub fn node_id(&self) -> String {
+        if self.server.node_id.is_empty() {
+            self.server.listen.to_string()
+        } else {
+            self.server.node_id.clone()
+        }
+    }
+
+    /// The store's part of the configuration.
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            shards: self.store.shards,
+            max_memory: self.store.max_memory.0,
+            tombstone_ttl_ms: u64::try_from(self.store.tombstone_ttl.0.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NodeConfig::default();
+        c.validate().expect("valid");
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(c.limits.max_key_bytes.0, 1024);
+    }
+
+    #[test]
+    fn sample_file_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("distcache-node.sample.toml");
+        let c = NodeConfig::from_file(&path).expect("sample parses");
+        c.validate().expect("sample is valid");
+        assert_eq!(c.store.max_memory.0, 1 << 30);
+    }
+
+    #[test]
+    fn units_and_unknown_fields() {
+        let c: NodeConfig = toml::from_str(
+            "[store]\nmax_memory = \"64MiB\"\nshards = 16\n[limits]\nmax_ttl = \"1d\"\n",
+        )
+        .expect("parses");
+        assert_eq!(c.store.max_memory.0, 64 << 20);
+        assert_eq!(c.limits.max_ttl.0.as_secs(), 86_400);
+        assert!(toml::from_str::<NodeConfig>("[store]\nmax_memroy = 1\n").is_err());
+        let bad: NodeConfig = toml::from_str("[store]\nshards = 3\n").expect("parses");
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! A distcache storage node: a complete single-node cache served over gRPC.
+//!
+//! The store ([`store`]) is a synchronous sharded LRU with TTLs, versions,
+//! tombstones, compare-and-swap and counters; [`service`] adapts it to
+//! `distcache.v1.CacheService`; [`admin`] serves `/metrics`, `/metrics.json`
+//! and `/healthz`; [`server::run`] ties them together on listeners the caller
+//! bound, so tests start nodes in-process on `127.0.0.1:0`.
+//!
+//! This crate does not distribute keys: the SDK (`distcache`) places keys on
+//! nodes and replicates them. Durability (WAL, snapshots) and the security
+//! stack (TLS, tokens, rate limits) are later layers.
+//!
+//! ```text
+//!                 ┌──────────── tokio runtime ─────────────┐
+//!   gRPC :7001 ──►│ tonic: health, reflection, CacheNode ──┼─► Store (256 × Mutex<Shard>)
+//!   HTTP :9101 ──►│ admin: /metrics /metrics.json /healthz │      ▲
+//!                 │ sweeper task (every 100 ms) ───────────┼──────┘ reclaims expired entries
+//!                 │ shutdown: serving=false → NOT_SERVING  │
+//!                 │   → stop tasks → drain within grace    │
+//!                 └────────────────────────────────────────┘
+//! ```
+//!
+//! No shard lock is ever held across an `.await`: every store call is
+//! synchronous and short.
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod units;
+
+pub use config::NodeConfig;
+pub use server::{Listeners, NodeError, run};

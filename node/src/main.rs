@@ -1,0 +1,62 @@
+//! `distcache-node`: parses flags and config, sets up logging, binds the
+//! listeners and runs the node until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use distcache_node::cli::Args;
+use distcache_node::{Listeners, logging, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Args::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("distcache-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("distcache-node: cannot set up logging: {e}");
+        return ExitCode::from(2);
+    }
+    let listeners = match Listeners::bind(&config).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, listen = %config.server.listen, admin = %config.server.admin_listen, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Ok(grpc), Ok(admin)) = (listeners.grpc.local_addr(), listeners.admin.local_addr()) {
+        tracing::info!(%grpc, %admin, "listening");
+    }
+    match run(listeners, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

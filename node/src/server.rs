@@ -1,0 +1,194 @@
+//! Starts a node on listeners the caller bound, and runs it until `shutdown`
+//! resolves; then drains within the grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use distcache_proto::v1::cache_service_server::CacheServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::service::{CacheNode, Shared};
+use crate::store::Store;
+
+/// The sockets a node serves on, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &NodeConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.server.admin_listen).await?,
+        })
+    }
+}
+
+/// Why a node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// gRPC reflection could not be set up.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Socket I/O failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Background tasks, stopped together when the node shuts down.
+struct Tasks {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Tasks {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then stops taking requests (new
+/// ones get `UNAVAILABLE`, health turns `NOT_SERVING`), lets in-flight ones
+/// finish for up to `server.shutdown_grace`, and returns.
+pub async fn run(
+    listeners: Listeners,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let store = Arc::new(Store::new(config.store_config()));
+    let node_id = config.node_id();
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(store.clone(), node_id.clone()),
+        store: store.clone(),
+        limits: Limits::from(config.limits),
+        node_id: node_id.clone(),
+        serving: AtomicBool::new(true),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CacheServiceServer<CacheNode>>().await;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha =
+        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+    let max_msg = usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX);
+    let cache = CacheServiceServer::new(CacheNode::new(shared.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+
+    let (stop, stop_rx) = watch::channel(false);
+    let tasks = Tasks {
+        stop,
+        handles: vec![
+            tokio::spawn(sweep(
+                store.clone(),
+                config.store.sweep_interval.0,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(crate::admin::serve(
+                listeners.admin,
+                shared.clone(),
+                stop_rx.clone(),
+            )),
+        ],
+    };
+
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let mut grpc_stop = stop_rx.clone();
+    let server = Server::builder()
+        .max_concurrent_streams(Some(config.server.max_concurrent_streams))
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(cache)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
+            stopped(&mut grpc_stop).await;
+        });
+    let mut server = tokio::spawn(server);
+    tracing::info!(%node_id, grpc = %grpc_addr, "distcache node serving");
+
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            tasks.stop().await;
+            return match result {
+                Ok(r) => r.map_err(NodeError::from),
+                Err(e) => Err(std::io::Error::other(e).into()),
+            };
+        }
+    }
+
+    let grace = config.server.shutdown_grace.0;
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    shared.serving.store(false, Ordering::Relaxed);
+    health
+        .set_not_serving::<CacheServiceServer<CacheNode>>()
+        .await;
+    tasks.stop().await;
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => return Err(std::io::Error::other(e).into()),
+        Err(_) => {
+            tracing::warn!("grace period over; closing remaining connections");
+            server.abort();
+        }
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Reclaims expired entries a slice at a time so no shard lock is held long.
+async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<bool>) {
+    const SLOTS_PER_SHARD: usize = 64;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        let removed: u64 = (0..store.shard_count())
+            .map(|i| store.sweep_shard(i, SLOTS_PER_SHARD))
+            .sum();
+        if removed > 0 {
+            tracing::trace!(removed, "swept expired entries");
+        }
+    }
+}
+
+/// Resolves once the stop flag turns true (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,332 @@
+//! `distcache.v1.CacheService` over the store: a thin adapter that checks
+//! limits, calls the store, counts the outcome, and turns errors into a
+//! `tonic::Status` in exactly one function ([`to_status`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use distcache_proto::v1::{
+    self as pb, cache_service_server::CacheService, operation, operation_result,
+};
+use tonic::{Code, Request, Response, Status};
+
+use crate::limits::{LimitError, Limits};
+use crate::metrics::{Metrics, Op, Outcome};
+use crate::store::{Condition, SetOptions, Store, StoreError};
+
+/// State shared by the gRPC service, the admin endpoint and background tasks.
+#[derive(Debug)]
+pub struct Shared {
+    /// The storage engine.
+    pub store: Arc<Store>,
+    /// Input limits.
+    pub limits: Limits,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// This node's name.
+    pub node_id: String,
+    /// False once shutdown began: new requests get `UNAVAILABLE`.
+    pub serving: AtomicBool,
+}
+
+/// Why one operation failed.
+#[derive(Debug, thiserror::Error)]
+enum OpError {
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown set condition {0}")]
+    BadCondition(i32),
+    #[error("empty batch operation")]
+    EmptyOperation,
+}
+
+/// The one place errors become gRPC statuses.
+fn to_status(e: &OpError) -> Status {
+    let code = match e {
+        OpError::Limit(_) | OpError::BadCondition(_) | OpError::EmptyOperation => {
+            Code::InvalidArgument
+        }
+        OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
+        OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
+        OpError::Store(StoreError::NotAnInteger | StoreError::Overflow) => Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn error_outcome(e: &OpError) -> Outcome {
+    match to_status(e).code() {
+        Code::InvalidArgument => Outcome::InvalidArgument,
+        _ => Outcome::Error,
+    }
+}
+
+fn applied(yes: bool) -> Outcome {
+    if yes {
+        Outcome::Ok
+    } else {
+        Outcome::NotApplied
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct CacheNode {
+    shared: Arc<Shared>,
+}
+
+impl CacheNode {
+    /// A service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn get(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
+        self.shared.limits.key(&r.key)?;
+        Ok(match self.shared.store.get(&r.key) {
+            Some(v) => (
+                pb::GetResponse {
+                    found: true,
+                    value: v.value,
+                    version: v.version,
+                    ttl_ms: v.ttl_ms,
+                },
+                Outcome::Ok,
+            ),
+            None => (pb::GetResponse::default(), Outcome::Miss),
+        })
+    }
+
+    fn set(&self, r: pb::SetRequest) -> Result<(pb::SetResponse, Outcome), OpError> {
+        self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
+        let condition = match pb::SetCondition::try_from(r.condition) {
+            Ok(pb::SetCondition::Always) => Condition::Always,
+            Ok(pb::SetCondition::IfAbsent) => Condition::IfAbsent,
+            Ok(pb::SetCondition::IfPresent) => Condition::IfPresent,
+            Err(_) => return Err(OpError::BadCondition(r.condition)),
+        };
+        let w = self.shared.store.set(
+            &r.key,
+            &r.value,
+            SetOptions {
+                ttl_ms: r.ttl_ms,
+                condition,
+                version: r.version,
+                keep_ttl: r.keep_ttl,
+            },
+        )?;
+        let resp = pb::SetResponse {
+            applied: w.applied,
+            version: w.version,
+        };
+        Ok((resp, applied(w.applied)))
+    }
+
+    fn delete(&self, r: pb::DeleteRequest) -> Result<(pb::DeleteResponse, Outcome), OpError> {
+        self.shared.limits.key(&r.key)?;
+        let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
+        let resp = pb::DeleteResponse {
+            deleted,
+            version: w.version,
+        };
+        Ok((resp, applied(w.applied)))
+    }
+
+    fn cas(
+        &self,
+        r: pb::CompareAndSwapRequest,
+    ) -> Result<(pb::CompareAndSwapResponse, Outcome), OpError> {
+        self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
+        let w =
+            self.shared
+                .store
+                .compare_and_swap(&r.key, r.expected_version, &r.value, r.ttl_ms)?;
+        let resp = pb::CompareAndSwapResponse {
+            swapped: w.applied,
+            version: w.version,
+        };
+        Ok((resp, applied(w.applied)))
+    }
+
+    fn incr_by(&self, r: pb::IncrByRequest) -> Result<(pb::IncrByResponse, Outcome), OpError> {
+        self.shared.limits.key(&r.key)?;
+        let (value, w) = self.shared.store.incr_by(&r.key, r.delta)?;
+        let resp = pb::IncrByResponse {
+            value,
+            version: w.version,
+        };
+        Ok((resp, Outcome::Ok))
+    }
+
+    fn expire(&self, r: pb::ExpireRequest) -> Result<(pb::ExpireResponse, Outcome), OpError> {
+        self.shared.limits.key(&r.key)?;
+        self.shared.limits.ttl(r.ttl_ms)?;
+        let w = self.shared.store.expire(&r.key, r.ttl_ms, r.version)?;
+        let resp = pb::ExpireResponse {
+            applied: w.applied,
+            version: w.version,
+        };
+        Ok((resp, applied(w.applied)))
+    }
+
+    fn batch_one(&self, op: pb::Operation) -> pb::OperationResult {
+        use operation::Op as In;
+        use operation_result::Result as Out;
+        let (kind, result) = match op.op {
+            Some(In::Get(r)) => (Op::Get, self.get(r).map(|(v, o)| (Out::Get(v), o))),
+            Some(In::Set(r)) => (Op::Set, self.set(r).map(|(v, o)| (Out::Set(v), o))),
+            Some(In::Delete(r)) => (Op::Delete, self.delete(r).map(|(v, o)| (Out::Delete(v), o))),
+            Some(In::CompareAndSwap(r)) => (
+                Op::Cas,
+                self.cas(r).map(|(v, o)| (Out::CompareAndSwap(v), o)),
+            ),
+            Some(In::IncrBy(r)) => (
+                Op::IncrBy,
+                self.incr_by(r).map(|(v, o)| (Out::IncrBy(v), o)),
+            ),
+            Some(In::Expire(r)) => (Op::Expire, self.expire(r).map(|(v, o)| (Out::Expire(v), o))),
+            None => (Op::Batch, Err(OpError::EmptyOperation)),
+        };
+        let result = match result {
+            Ok((out, outcome)) => {
+                self.shared.metrics.count(kind, outcome);
+                out
+            }
+            Err(e) => {
+                self.shared.metrics.count(kind, error_outcome(&e));
+                let status = to_status(&e);
+                Out::Error(pb::OperationError {
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                })
+            }
+        };
+        pb::OperationResult {
+            result: Some(result),
+        }
+    }
+
+    /// Runs one unary RPC: refuses while shutting down, times it, counts it.
+    fn serve<T>(
+        &self,
+        op: Op,
+        f: impl FnOnce() -> Result<(T, Outcome), OpError>,
+    ) -> Result<Response<T>, Status> {
+        if !self.shared.serving.load(Ordering::Relaxed) {
+            return Err(Status::unavailable("node is shutting down"));
+        }
+        let start = Instant::now();
+        let result = f();
+        let metrics = &self.shared.metrics;
+        metrics.observe(op, start.elapsed());
+        match result {
+            Ok((resp, outcome)) => {
+                metrics.count(op, outcome);
+                Ok(Response::new(resp))
+            }
+            Err(e) => {
+                metrics.count(op, error_outcome(&e));
+                Err(to_status(&e))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CacheService for CacheNode {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.serve(Op::Get, || CacheNode::get(self, req.into_inner()))
+    }
+
+    async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        self.serve(Op::Set, || CacheNode::set(self, req.into_inner()))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.serve(Op::Delete, || CacheNode::delete(self, req.into_inner()))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        self.serve(Op::Cas, || self.cas(req.into_inner()))
+    }
+
+    async fn incr_by(
+        &self,
+        req: Request<pb::IncrByRequest>,
+    ) -> Result<Response<pb::IncrByResponse>, Status> {
+        self.serve(Op::IncrBy, || CacheNode::incr_by(self, req.into_inner()))
+    }
+
+    async fn expire(
+        &self,
+        req: Request<pb::ExpireRequest>,
+    ) -> Result<Response<pb::ExpireResponse>, Status> {
+        self.serve(Op::Expire, || CacheNode::expire(self, req.into_inner()))
+    }
+
+    async fn batch(
+        &self,
+        req: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        self.serve(Op::Batch, || {
+            let results = req
+                .into_inner()
+                .operations
+                .into_iter()
+                .map(|op| self.batch_one(op))
+                .collect();
+            Ok((pb::BatchResponse { results }, Outcome::Ok))
+        })
+    }
+
+    async fn health_check(
+        &self,
+        _req: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        let s = &self.shared;
+        let status = if s.serving.load(Ordering::Relaxed) {
+            pb::ServingStatus::Serving
+        } else {
+            pb::ServingStatus::NotServing
+        };
+        // Answers even while shutting down, so callers see NOT_SERVING.
+        s.metrics.count(Op::Health, Outcome::Ok);
+        Ok(Response::new(pb::HealthCheckResponse {
+            status: status as i32,
+            node_id: s.node_id.clone(),
+            uptime_seconds: s.metrics.uptime().as_secs(),
+            keys: s.store.len(),
+            memory_bytes: s.store.memory_bytes(),
+            max_memory_bytes: s.store.max_memory(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+        self.serve(Op::Metrics, || {
+            let json = req.into_inner().format == pb::MetricsFormat::Json as i32;
+            let m = &self.shared.metrics;
+            let (body, content_type) = if json {
+                (m.json(), "application/json")
+            } else {
+                (m.prometheus(), crate::admin::PROMETHEUS_CONTENT_TYPE)
+            };
+            let resp = pb::GetMetricsResponse {
+                body,
+                content_type: content_type.to_owned(),
+            };
+            Ok((resp, Outcome::Ok))
+        })
+    }
+}

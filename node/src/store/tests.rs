@@ -1,0 +1,339 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::clock::ManualClock;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn store(max_memory: u64) -> (Store, Arc<ManualClock>) {
+    store_with_shards(max_memory, 4)
+}
+
+fn store_with_shards(max_memory: u64, shards: usize) -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = StoreConfig {
+        shards,
+        max_memory,
+        tombstone_ttl_ms: 10_000,
+    };
+    (Store::with_clock(cfg, clock.clone()), clock)
+}
+
+fn set(s: &Store, k: &str, v: &str) -> Written {
+    s.set(k.as_bytes(), v.as_bytes(), SetOptions::default())
+        .expect("set")
+}
+
+fn get(s: &Store, k: &str) -> Option<String> {
+    s.get(k.as_bytes())
+        .map(|v| String::from_utf8(v.value.to_vec()).expect("utf8"))
+}
+
+#[test]
+fn set_get_delete_and_versions_grow() {
+    let (s, _) = store(1 << 20);
+    assert_eq!(get(&s, "a"), None);
+    let w1 = set(&s, "a", "1");
+    assert!(w1.applied);
+    assert_eq!(w1.version, T0 << 16, "first version is the clock floor");
+    let w2 = set(&s, "a", "2");
+    assert_eq!(w2.version, w1.version + 1);
+    assert_eq!(get(&s, "a").as_deref(), Some("2"));
+    let (deleted, w3) = s.delete(b"a", 0).expect("delete");
+    assert!(deleted && w3.version > w2.version);
+    assert_eq!(get(&s, "a"), None);
+    // Deleting a missing key is a no-op, not a tombstone.
+    let (deleted, w4) = s.delete(b"missing", 0).expect("delete");
+    assert!(!deleted && !w4.applied);
+    // Re-creating after a delete continues from the tombstone's version.
+    assert!(set(&s, "a", "3").version > w3.version);
+    let st = s.stats();
+    assert_eq!((st.keys, st.entries), (1, 1));
+}
+
+#[test]
+fn conditions() {
+    let (s, _) = store(1 << 20);
+    let nx = SetOptions {
+        condition: Condition::IfAbsent,
+        ..SetOptions::default()
+    };
+    let xx = SetOptions {
+        condition: Condition::IfPresent,
+        ..SetOptions::default()
+    };
+    assert!(!s.set(b"k", b"x", xx).expect("xx").applied);
+    assert!(s.set(b"k", b"a", nx).expect("nx").applied);
+    let w = s.set(b"k", b"b", nx).expect("nx");
+    assert!(
+        !w.applied && w.version != 0,
+        "rejected returns current version"
+    );
+    assert!(s.set(b"k", b"c", xx).expect("xx").applied);
+    assert_eq!(get(&s, "k").as_deref(), Some("c"));
+    s.delete(b"k", 0).expect("delete");
+    assert!(s.set(b"k", b"d", nx).expect("nx over tombstone").applied);
+}
+
+#[test]
+fn replicated_writes_apply_only_when_newer_including_tombstones() {
+    let (s, _) = store(1 << 20);
+    let at = |v| SetOptions {
+        version: v,
+        ..SetOptions::default()
+    };
+    assert!(s.set(b"k", b"v10", at(10)).expect("set").applied);
+    assert!(!s.set(b"k", b"v5", at(5)).expect("set").applied);
+    assert!(!s.set(b"k", b"v10b", at(10)).expect("set").applied);
+    assert_eq!(get(&s, "k").as_deref(), Some("v10"));
+    // A replicated delete at 20 blocks a late write at 15.
+    let (deleted, w) = s.delete(b"k", 20).expect("delete");
+    assert!(deleted && w.version == 20);
+    let late = s.set(b"k", b"v15", at(15)).expect("set");
+    assert!(!late.applied);
+    assert_eq!(late.version, 20);
+    assert_eq!(get(&s, "k"), None);
+    // A replicated delete of a key never seen still leaves a tombstone.
+    assert!(s.delete(b"other", 7).expect("delete").1.applied);
+    assert!(!s.set(b"other", b"old", at(6)).expect("set").applied);
+    assert!(s.set(b"k", b"v30", at(30)).expect("set").applied);
+}
+
+#[test]
+fn tombstones_expire_after_their_ttl() {
+    let (s, clock) = store(1 << 20);
+    s.delete(b"k", 50).expect("delete");
+    assert_eq!(s.stats().entries, 1);
+    clock.advance(10_000);
+    let at40 = SetOptions {
+        version: 40,
+        ..SetOptions::default()
+    };
+    assert!(s.set(b"k", b"x", at40).expect("set").applied);
+}
+
+#[test]
+fn ttl_expiry_is_lazy_and_swept() {
+    let (s, clock) = store(1 << 20);
+    let ttl = |ms| SetOptions {
+        ttl_ms: ms,
+        ..SetOptions::default()
+    };
+    s.set(b"a", b"1", ttl(1000)).expect("set");
+    s.set(b"b", b"2", ttl(1000)).expect("set");
+    s.set(b"c", b"3", SetOptions::default()).expect("set");
+    assert_eq!(s.get(b"a").expect("live").ttl_ms, 1000);
+    clock.advance(400);
+    assert_eq!(s.get(b"a").expect("live").ttl_ms, 600);
+    clock.advance(600);
+    assert_eq!(s.get(b"a"), None, "expired exactly at the deadline");
+    let swept: u64 = (0..s.shard_count()).map(|i| s.sweep_shard(i, 100)).sum();
+    assert_eq!(swept, 1, "b is reclaimed by the sweeper");
+    let st = s.stats();
+    assert_eq!((st.keys, st.expirations), (1, 2));
+    assert_eq!(st.memory_bytes, charge(1, 1));
+}
+
+#[test]
+fn keep_ttl_and_expire_and_persist() {
+    let (s, clock) = store(1 << 20);
+    s.set(
+        b"k",
+        b"1",
+        SetOptions {
+            ttl_ms: 500,
+            ..SetOptions::default()
+        },
+    )
+    .expect("set");
+    let keep = SetOptions {
+        keep_ttl: true,
+        ..SetOptions::default()
+    };
+    s.set(b"k", b"2", keep).expect("set");
+    assert_eq!(s.get(b"k").expect("live").ttl_ms, 500);
+    assert!(s.expire(b"k", 2000, 0).expect("expire").applied);
+    clock.advance(1000);
+    assert_eq!(s.get(b"k").expect("live").ttl_ms, 1000);
+    assert!(s.expire(b"k", 0, 0).expect("persist").applied);
+    assert!(!s.expire(b"k", 0, 0).expect("persist again").applied);
+    assert_eq!(s.get(b"k").expect("live").ttl_ms, 0);
+    assert!(!s.expire(b"missing", 100, 0).expect("expire").applied);
+}
+
+#[test]
+fn compare_and_swap_rules() {
+    let (s, _) = store(1 << 20);
+    let w = s.compare_and_swap(b"k", 0, b"first", 0).expect("cas");
+    assert!(w.applied);
+    let miss = s.compare_and_swap(b"k", 0, b"again", 0).expect("cas");
+    assert!(!miss.applied);
+    assert_eq!(miss.version, w.version);
+    let w2 = s
+        .compare_and_swap(b"k", w.version, b"second", 0)
+        .expect("cas");
+    assert!(w2.applied && w2.version > w.version);
+    assert!(
+        !s.compare_and_swap(b"k", w.version, b"stale", 0)
+            .expect("cas")
+            .applied
+    );
+    assert_eq!(get(&s, "k").as_deref(), Some("second"));
+}
+
+#[test]
+fn cas_races_have_exactly_one_winner_per_version() {
+    let (s, _) = store(1 << 24);
+    let s = Arc::new(s);
+    let wins = Arc::new(AtomicU64::new(0));
+    let rounds = 200;
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (s, wins) = (s.clone(), wins.clone());
+            scope.spawn(move || {
+                for _ in 0..rounds {
+                    let current = s.get(b"counter").map_or(0, |v| v.version);
+                    let w = s
+                        .compare_and_swap(b"counter", current, format!("{t}").as_bytes(), 0)
+                        .expect("cas");
+                    if w.applied {
+                        wins.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    // Every success moved the version by exactly one step from the version
+    // its caller read, so the number of distinct versions equals the wins.
+    let final_version = s.get(b"counter").expect("live").version;
+    let first = T0 << 16;
+    assert_eq!(final_version - first + 1, wins.load(Ordering::SeqCst));
+}
+
+#[test]
+fn counters() {
+    let (s, _) = store(1 << 20);
+    assert_eq!(s.incr_by(b"n", 5).expect("incr").0, 5);
+    assert_eq!(s.incr_by(b"n", -7).expect("incr").0, -2);
+    assert_eq!(get(&s, "n").as_deref(), Some("-2"));
+    set(&s, "text", "abc");
+    assert_eq!(s.incr_by(b"text", 1), Err(StoreError::NotAnInteger));
+    set(&s, "big", &i64::MAX.to_string());
+    assert_eq!(s.incr_by(b"big", 1), Err(StoreError::Overflow));
+    for bad in ["", " 1", "+1", "01", "-0", "1.5", "99999999999999999999"] {
+        set(&s, "bad", bad);
+        assert_eq!(
+            s.incr_by(b"bad", 1),
+            Err(StoreError::NotAnInteger),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn counters_keep_ttl_and_are_atomic_across_threads() {
+    let (s, _) = store(1 << 20);
+    s.set(
+        b"n",
+        b"0",
+        SetOptions {
+            ttl_ms: 5000,
+            ..SetOptions::default()
+        },
+    )
+    .expect("set");
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    s.incr_by(b"n", 1).expect("incr");
+                }
+            });
+        }
+    });
+    let v = s.get(b"n").expect("live");
+    assert_eq!(&v.value[..], b"4000");
+    assert_eq!(v.ttl_ms, 5000);
+}
+
+#[test]
+fn memory_bound_evicts_least_recently_used() {
+    // One shard: eviction order is exactly LRU. With many shards each shard
+    // keeps its own LRU order, which approximates a global one when keys
+    // spread evenly (as memcached's and quick_cache's sharded LRUs do).
+    let per = charge(4, 100);
+    let (s, _) = store_with_shards(per * 40, 1);
+    let v = [7u8; 100];
+    for i in 0..40 {
+        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
+            .expect("set");
+    }
+    assert_eq!(s.stats().keys, 40);
+    // Touch the first ten so they are recent, then overflow by twenty.
+    for i in 0..10 {
+        assert!(s.get(format!("k{i:03}").as_bytes()).is_some());
+    }
+    for i in 40..60 {
+        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
+            .expect("set");
+    }
+    let st = s.stats();
+    assert!(st.memory_bytes <= per * 40, "{} > bound", st.memory_bytes);
+    assert_eq!(st.keys, 40);
+    assert_eq!(st.evictions, 20);
+    for i in 0..10 {
+        assert!(
+            s.get(format!("k{i:03}").as_bytes()).is_some(),
+            "recent k{i:03} kept"
+        );
+    }
+    for i in 50..60 {
+        assert!(
+            s.get(format!("k{i:03}").as_bytes()).is_some(),
+            "new k{i:03} kept"
+        );
+    }
+}
+
+#[test]
+fn writing_far_more_than_the_bound_stays_bounded() {
+    let (s, _) = store(256 * 1024);
+    let v = vec![1u8; 1000];
+    for i in 0..10_000u32 {
+        s.set(&i.to_le_bytes(), &v, SetOptions::default())
+            .expect("set");
+        assert!(s.memory_bytes() <= 256 * 1024);
+    }
+    let st = s.stats();
+    assert!(st.keys > 150 && st.keys < 260, "{st:?}");
+    assert!(s.get(&9999u32.to_le_bytes()).is_some());
+}
+
+#[test]
+fn oversize_and_empty_keys_are_refused() {
+    let (s, _) = store(1000);
+    assert_eq!(
+        s.set(b"k", &[0u8; 1000], SetOptions::default()),
+        Err(StoreError::TooLarge {
+            size: charge(1, 1000),
+            max: 1000
+        })
+    );
+    assert_eq!(
+        s.set(b"", b"v", SetOptions::default()),
+        Err(StoreError::EmptyKey)
+    );
+    assert_eq!(s.get(b""), None);
+}
+
+#[test]
+fn hits_and_misses_are_counted() {
+    let (s, _) = store(1 << 20);
+    set(&s, "a", "1");
+    s.get(b"a");
+    s.get(b"a");
+    s.get(b"b");
+    let st = s.stats();
+    assert_eq!((st.hits, st.misses), (2, 1));
+}

@@ -1,0 +1,151 @@
+//! Human-friendly sizes (`64MiB`, `1GiB`, `512k`) and durations (`250ms`,
+//! `30s`, `5m`, `2h`, `30d`) for flags and the config file.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+/// A size in bytes, written as a plain number or with a unit suffix:
+/// `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB` (all powers of 1024,
+/// as in Redis's `maxmemory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// A duration written as a number with a unit: `ms`, `s`, `m`, `h`, `d`.
+/// A bare number means seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+/// Why a size or duration did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {input:?}: expected e.g. {example}")]
+pub struct UnitError {
+    what: &'static str,
+    input: String,
+    example: &'static str,
+}
+
+fn split(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    (&s[..at], s[at..].trim())
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = UnitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || UnitError {
+            what: "size",
+            input: s.to_owned(),
+            example: "64MiB, 1GiB, 512KiB or 1048576",
+        };
+        let (num, unit) = split(s);
+        let n: u64 = num.parse().map_err(|_| err())?;
+        let shift = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            "t" | "tb" | "tib" => 40,
+            _ => return Err(err()),
+        };
+        n.checked_mul(1 << shift).map(ByteSize).ok_or_else(err)
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = UnitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || UnitError {
+            what: "duration",
+            input: s.to_owned(),
+            example: "250ms, 30s, 5m, 2h or 30d",
+        };
+        let (num, unit) = split(s);
+        let n: u64 = num.parse().map_err(|_| err())?;
+        let ms_per = match unit {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(err()),
+        };
+        n.checked_mul(ms_per)
+            .map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(err)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+/// Accepts a TOML integer or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(u64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) => Ok(ByteSize(n)),
+            NumOrStr::Str(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            NumOrStr::Str(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let p = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(p("64MiB"), Ok(64 << 20));
+        assert_eq!(p("1GiB"), Ok(1 << 30));
+        assert_eq!(p("1gb"), Ok(1 << 30));
+        assert_eq!(p("512k"), Ok(512 << 10));
+        assert_eq!(p("1024"), Ok(1024));
+        assert_eq!(p(" 2 MiB "), Ok(2 << 20));
+        for bad in ["", "MiB", "-1", "1.5GiB", "1XB", "99999999999TiB"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let p = |s: &str| s.parse::<HumanDuration>().map(|d| d.0.as_millis());
+        assert_eq!(p("250ms"), Ok(250));
+        assert_eq!(p("30s"), Ok(30_000));
+        assert_eq!(p("30"), Ok(30_000));
+        assert_eq!(p("5m"), Ok(300_000));
+        assert_eq!(p("30d"), Ok(30 * 86_400_000));
+        for bad in ["", "s", "1.5s", "3w", "-1s"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+}

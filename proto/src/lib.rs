@@ -1,0 +1,24 @@
+//! distcache's wire contract: the `distcache.v1` protobuf messages and the
+//! `CacheService` gRPC client and server stubs, generated at build time from
+//! `proto/cache.proto` by protox and tonic-prost-build (no system `protoc`).
+//!
+//! This crate holds types only; the node, SDK and proxy hold behaviour.
+//! Byte fields are [`bytes::Bytes`], so values move between layers without copies.
+
+/// Generated types and stubs of package `distcache.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("distcache.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `distcache.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/distcache_descriptor.bin"));
+
+/// Bits of a version below the millisecond timestamp (see `cache.proto`).
+pub const VERSION_LOGICAL_BITS: u32 = 16;
+
+/// The smallest version a clock reading of `unix_ms` milliseconds stands for.
+pub fn version_floor(unix_ms: u64) -> u64 {
+    unix_ms << VERSION_LOGICAL_BITS
+}
