@@ -1,0 +1,417 @@
+//! A real node on loopback, driven through the generated tonic client.
+
+#![allow(clippy::expect_used)] // helpers outside #[test] fns fail loudly too
+
+use std::time::Duration;
+
+use distcache_proto::v1::{self as pb, operation, operation_result};
+use distcache_tests::{TestNode, http_get, test_config};
+use tonic::Code;
+
+fn set(key: &str, value: &str) -> pb::SetRequest {
+    pb::SetRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
+}
+
+fn key(k: &str) -> prost::bytes::Bytes {
+    prost::bytes::Bytes::copy_from_slice(k.as_bytes())
+}
+
+async fn channel(node: &TestNode) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(node.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn set_get_delete_miss_and_cas() {
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+
+    let miss = c
+        .get(pb::GetRequest {
+            key: key("user:123"),
+        })
+        .await
+        .expect("a miss is not an error")
+        .into_inner();
+    assert!(!miss.found);
+
+    let w = c
+        .set(set("user:123", r#"{"name":"Alice"}"#))
+        .await
+        .expect("set")
+        .into_inner();
+    assert!(w.applied && w.version > 0);
+
+    let got = c
+        .get(pb::GetRequest {
+            key: key("user:123"),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found);
+    assert_eq!(&got.value[..], br#"{"name":"Alice"}"#);
+    assert_eq!(got.version, w.version);
+    assert_eq!(got.ttl_ms, 0);
+
+    let stale = c
+        .compare_and_swap(pb::CompareAndSwapRequest {
+            key: key("user:123"),
+            expected_version: w.version - 1,
+            value: b"x".to_vec().into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("cas mismatch is an answer, not an error")
+        .into_inner();
+    assert!(!stale.swapped);
+    assert_eq!(stale.version, w.version);
+    let swapped = c
+        .compare_and_swap(pb::CompareAndSwapRequest {
+            key: key("user:123"),
+            expected_version: w.version,
+            value: b"Bob".to_vec().into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(swapped.swapped && swapped.version > w.version);
+
+    let d = c
+        .delete(pb::DeleteRequest {
+            key: key("user:123"),
+            version: 0,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(d.deleted && d.version > swapped.version);
+    // A replicated write older than the tombstone does not bring it back.
+    let late = c
+        .set(pb::SetRequest {
+            version: swapped.version + 1,
+            ..set("user:123", "late")
+        })
+        .await
+        .expect("set")
+        .into_inner();
+    assert!(!late.applied);
+    assert_eq!(late.version, d.version);
+    let gone = c
+        .get(pb::GetRequest {
+            key: key("user:123"),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!gone.found);
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn ttl_expires() {
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+    c.set(pb::SetRequest {
+        ttl_ms: 100,
+        ..set("short", "lived")
+    })
+    .await
+    .expect("set");
+    let live = c
+        .get(pb::GetRequest { key: key("short") })
+        .await
+        .expect("get")
+        .into_inner();
+    // The key may already be gone on a very slow machine; if found, its TTL is bounded.
+    assert!(!live.found || (live.ttl_ms > 0 && live.ttl_ms <= 100));
+    // Poll until the deadline passes rather than sleeping a fixed time.
+    let mut found = true;
+    for _ in 0..100 {
+        found = c
+            .get(pb::GetRequest { key: key("short") })
+            .await
+            .expect("get")
+            .into_inner()
+            .found;
+        if !found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!found, "key outlived its TTL by seconds");
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn oversize_input_is_invalid_argument_naming_the_limit() {
+    let mut cfg = test_config();
+    cfg.limits.max_key_bytes.0 = 16;
+    cfg.limits.max_value_bytes.0 = 1024;
+    cfg.limits.max_ttl.0 = Duration::from_secs(60);
+    let node = TestNode::start(cfg).await;
+    let mut c = node.client().await;
+    let cases = [
+        (set(&"k".repeat(17), "v"), "max-key-bytes"),
+        (set("", "v"), "empty"),
+        (set("k", &"v".repeat(1025)), "max-value-bytes"),
+        (
+            pb::SetRequest {
+                ttl_ms: 61_000,
+                ..set("k", "v")
+            },
+            "max-ttl",
+        ),
+        (
+            pb::SetRequest {
+                condition: 42,
+                ..set("k", "v")
+            },
+            "condition",
+        ),
+    ];
+    for (req, limit) in cases {
+        let e = c.set(req).await.expect_err("refused");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(limit), "{limit}: {}", e.message());
+    }
+    // Nothing was stored, and the node still answers.
+    let h = c
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(h.keys, 0);
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn counters_expire_and_batch() {
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+    let n = c
+        .incr_by(pb::IncrByRequest {
+            key: key("n"),
+            delta: 5,
+        })
+        .await
+        .expect("incr")
+        .into_inner();
+    assert_eq!(n.value, 5);
+    c.set(set("text", "abc")).await.expect("set");
+    let e = c
+        .incr_by(pb::IncrByRequest {
+            key: key("text"),
+            delta: 1,
+        })
+        .await
+        .expect_err("not an integer");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    let ex = c
+        .expire(pb::ExpireRequest {
+            key: key("n"),
+            ttl_ms: 60_000,
+            version: 0,
+        })
+        .await
+        .expect("expire")
+        .into_inner();
+    assert!(ex.applied);
+
+    let op = |o| pb::Operation { op: Some(o) };
+    let batch = c
+        .batch(pb::BatchRequest {
+            operations: vec![
+                op(operation::Op::Set(set("a", "1"))),
+                op(operation::Op::Get(pb::GetRequest { key: key("a") })),
+                op(operation::Op::Get(pb::GetRequest { key: key("nope") })),
+                op(operation::Op::Set(set("", "bad"))),
+                op(operation::Op::IncrBy(pb::IncrByRequest {
+                    key: key("n"),
+                    delta: -2,
+                })),
+                op(operation::Op::Delete(pb::DeleteRequest {
+                    key: key("a"),
+                    version: 0,
+                })),
+                pb::Operation { op: None },
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    use operation_result::Result as R;
+    let r: Vec<_> = batch.results.into_iter().map(|r| r.result).collect();
+    assert_eq!(r.len(), 7);
+    assert!(matches!(&r[0], Some(R::Set(s)) if s.applied));
+    assert!(matches!(&r[1], Some(R::Get(g)) if g.found && &g.value[..] == b"1"));
+    assert!(matches!(&r[2], Some(R::Get(g)) if !g.found));
+    assert!(matches!(&r[3], Some(R::Error(e)) if e.code == Code::InvalidArgument as i32));
+    assert!(matches!(&r[4], Some(R::IncrBy(i)) if i.value == 3));
+    assert!(matches!(&r[5], Some(R::Delete(d)) if d.deleted));
+    assert!(matches!(&r[6], Some(R::Error(e)) if e.code == Code::InvalidArgument as i32));
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn health_grpc_health_and_reflection() {
+    let mut cfg = test_config();
+    cfg.server.node_id = "node-a".into();
+    let node = TestNode::start(cfg).await;
+    let mut c = node.client().await;
+    c.set(set("k", "v")).await.expect("set");
+    let h = c
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(h.status, pb::ServingStatus::Serving as i32);
+    assert_eq!(h.node_id, "node-a");
+    assert_eq!(h.keys, 1);
+    assert!(h.memory_bytes > 0 && h.max_memory_bytes == 64 << 20);
+
+    // The standard health service, as a Kubernetes gRPC probe asks it.
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(&node).await);
+    for service in ["", "distcache.v1.CacheService"] {
+        let s = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("check")
+            .into_inner();
+        assert_eq!(s.status, 1, "{service:?} is SERVING");
+    }
+
+    // Server reflection, as grpcurl uses it.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(channel(&node).await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .expect("message")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"distcache.v1.CacheService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn metrics_over_http_and_grpc() {
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+    c.set(set("k", "v")).await.expect("set");
+    c.get(pb::GetRequest { key: key("k") }).await.expect("get");
+    c.get(pb::GetRequest {
+        key: key("missing"),
+    })
+    .await
+    .expect("get");
+
+    let (status, body) = http_get(node.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        r#"distcache_operations_total{op="set",result="ok"} 1"#,
+        r#"distcache_operations_total{op="get",result="ok"} 1"#,
+        r#"distcache_operations_total{op="get",result="miss"} 1"#,
+        "distcache_cache_hits_total 1",
+        "distcache_cache_misses_total 1",
+        "distcache_keys 1",
+        "distcache_request_duration_seconds_bucket",
+        "distcache_memory_bytes",
+        "distcache_evictions_total 0",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in:\n{body}");
+    }
+    let (status, json) = http_get(node.admin, "/metrics.json").await;
+    assert_eq!(status, 200);
+    assert!(json.contains(r#""keys":1"#), "{json}");
+    assert_eq!(http_get(node.admin, "/healthz").await.0, 200);
+    assert_eq!(http_get(node.admin, "/nope").await.0, 404);
+
+    let m = c
+        .get_metrics(pb::GetMetricsRequest {
+            format: pb::MetricsFormat::Json as i32,
+        })
+        .await
+        .expect("metrics")
+        .into_inner();
+    assert_eq!(m.content_type, "application/json");
+    assert!(m.body.contains(r#""hits":1"#), "{}", m.body);
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn memory_bound_holds_under_load_and_node_keeps_answering() {
+    let mut cfg = test_config();
+    cfg.store.max_memory.0 = 2 << 20;
+    let node = TestNode::start(cfg).await;
+    let mut c = node.client().await;
+    let value = "x".repeat(1000);
+    // 8 MiB of values into a 2 MiB node.
+    for i in 0..8192 {
+        c.set(set(&format!("key:{i}"), &value)).await.expect("set");
+    }
+    let h = c
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert!(h.memory_bytes <= 2 << 20, "{} bytes", h.memory_bytes);
+    assert!(h.keys > 1000 && h.keys < 2100, "{} keys", h.keys);
+    let newest = c
+        .get(pb::GetRequest {
+            key: key("key:8191"),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(newest.found);
+    let (_, body) = http_get(node.admin, "/metrics").await;
+    assert!(
+        !body.contains("distcache_evictions_total 0\n"),
+        "evictions counted"
+    );
+    node.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_and_returns() {
+    let node = TestNode::start(test_config()).await;
+    let admin = node.admin;
+    node.stop().await.expect("clean stop");
+    // The admin listener is closed after shutdown.
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}
