@@ -1,0 +1,5 @@
+//! The Redis-protocol front end's wire format.
+
+pub mod codec;
+
+pub use codec::{Limits, ProtocolError, Reply, parse_request};
