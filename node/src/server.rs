@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::security::{self, AuthLayer, Limiter, RateLimitLayer, Verifier};
 use crate::service::{CacheNode, Shared};
 use crate::store::Store;
 
@@ -50,6 +50,9 @@ pub enum NodeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS certificate or key file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] security::tls::TlsError),
     /// Socket I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -79,6 +82,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
     config.validate()?;
+    let keys = config.auth.load_keys().map_err(ConfigError::Invalid)?;
+    let tls = security::tls::server_config(&config.tls)?;
     let store = Arc::new(Store::new(config.store_config()));
     let node_id = config.node_id();
     let shared = Arc::new(Shared {
@@ -120,9 +125,54 @@ pub async fn run(
         ],
     };
 
+    if config.auth.secret_on_argv {
+        tracing::warn!(
+            "--auth-secret is visible to other users of this machine (ps, /proc); \
+             use --auth-secret-file or DISTCACHE_AUTH_SECRET"
+        );
+    }
+    let verifier = (!keys.is_empty()).then(|| {
+        Arc::new(Verifier {
+            keys,
+            leeway: config.auth.leeway.0,
+        })
+    });
+    let rl = &config.rate_limit;
+    let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
+        Arc::new(Limiter::new(
+            rl.per_client(),
+            rl.global(),
+            rl.max_clients,
+            rl.idle_timeout.0,
+        ))
+    });
+    tracing::info!(
+        tls = tls.is_some(),
+        mtls = config.tls.client_ca.is_some(),
+        auth = verifier.is_some(),
+        per_client_rps = rl.per_client_rps,
+        global_rps = rl.global_rps,
+        max_connections = config.server.max_connections,
+        "security"
+    );
+    let security_stack = tower::ServiceBuilder::new()
+        .layer(security::status_layer())
+        .layer(AuthLayer::new(verifier, shared.metrics.security.clone()))
+        .layer(RateLimitLayer::new(
+            limiter,
+            shared.metrics.security.clone(),
+        ));
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+
     let grpc_addr = listeners.grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let server = Server::builder()
+    let incoming =
+        security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
+    let server = builder
+        .layer(security_stack)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -130,7 +180,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(cache)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stopped(&mut grpc_stop).await;
         });
     let mut server = tokio::spawn(server);
