@@ -2,6 +2,9 @@
 //! certificates made here (rcgen), bearer tokens and roles against every RPC,
 //! key rotation, and rate limits. Nodes run in-process on 127.0.0.1:0.
 
+// Test support: a failed set-up should stop the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
