@@ -246,6 +246,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::Role;
 
     #[test]
     fn flags_override_defaults() {
@@ -274,5 +275,81 @@ mod tests {
         let args = Args::try_parse_from(["distcache-node", "--shards", "100"]).expect("parses");
         let e = args.into_config().expect_err("not a power of two");
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    fn parse(argv: &[&str]) -> Result<NodeConfig, String> {
+        let mut full = vec!["distcache-node"];
+        full.extend_from_slice(argv);
+        let args = Args::try_parse_from(full).map_err(|e| e.to_string())?;
+        args.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn prototype_security_flags_still_work() {
+        let dir = std::env::temp_dir().join(format!("distcache-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let tls = dir.join("tls.toml");
+        std::fs::write(
+            &tls,
+            "cert_file = \"server.pem\"\nkey = \"/abs/server.key\"\n",
+        )
+        .expect("write");
+        let tls_arg = tls.to_str().expect("utf-8");
+        let c = parse(&[
+            "--use-tls",
+            "--tls-config",
+            tls_arg,
+            "--enable-auth",
+            "--auth-secret",
+            "your-secret-key",
+            "--enable-validation",
+            "--enable-rate-limiting",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.tls.cert,
+            Some(dir.join("server.pem")),
+            "relative to the file"
+        );
+        assert_eq!(c.tls.key, Some(PathBuf::from("/abs/server.key")));
+        assert!(c.auth.enabled && c.auth.secret_on_argv);
+        assert_eq!(c.auth.keys.signing_key_id(), Some(DEFAULT_KEY_ID));
+        assert_eq!(c.rate_limit.per_client_rps, DEFAULT_PER_CLIENT_RPS);
+        assert_eq!(c.rate_limit.global_rps, DEFAULT_GLOBAL_RPS);
+        // Explicit flags win over --enable-rate-limiting's defaults.
+        let c = parse(&["--enable-rate-limiting", "--rate-limit-per-client", "5"]).expect("ok");
+        assert_eq!(c.rate_limit.per_client_rps, 5.0);
+        let e = parse(&["--use-tls"]).expect_err("no certificate");
+        assert!(e.contains("--tls-cert"), "{e}");
+        let e = parse(&["--tls-cert", "c.pem"]).expect_err("no key");
+        assert!(e.contains("cert and key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn token_subcommand_does_not_disturb_node_flags() {
+        let a = Args::try_parse_from([
+            "distcache-node",
+            "token",
+            "--secret-file",
+            "keys",
+            "--user-id",
+            "alice",
+            "--role",
+            "user",
+            "--validity",
+            "60",
+        ])
+        .expect("parses");
+        let Some(Command::Token(t)) = a.command else {
+            panic!("not the token command");
+        };
+        assert_eq!(
+            (t.user_id.as_str(), t.role, t.validity),
+            ("alice", Role::User, 60)
+        );
+        let a = Args::try_parse_from(["distcache-node", "--listen", "127.0.0.1:0"]).expect("ok");
+        assert!(a.command.is_none());
+        assert!(Args::try_parse_from(["distcache-node", "token", "--role", "root"]).is_err());
     }
 }
