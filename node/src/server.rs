@@ -125,11 +125,8 @@ pub async fn run(
         ],
     };
 
-    if config.auth.secret_on_argv {
-        tracing::warn!(
-            "--auth-secret is visible to other users of this machine (ps, /proc); \
-             use --auth-secret-file or DISTCACHE_AUTH_SECRET"
-        );
+    for warning in security::config::auth_warnings(&config.auth, &keys) {
+        tracing::warn!("{warning}");
     }
     let verifier = (!keys.is_empty()).then(|| {
         Arc::new(Verifier {

@@ -5,8 +5,7 @@
 //!
 //! `grpc.health.v1.Health` is always open so probes work without a token.
 //! Reflection needs a valid token of any role (grpcurl's `-H` sends it to
-//! reflection too). What a batch contains is checked by the service, which
-//! can see the decoded message (see [`Principal::may_batch`]).
+//! reflection too). The role table itself is in `roles.rs`.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,24 +16,9 @@ use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
 use super::BoxError;
-use super::token::{KeySet, Role, TokenError};
+pub use super::roles::{Principal, required_role};
+use super::token::{KeySet, TokenError};
 use crate::metrics::SecurityCounters;
-
-/// Who made a request, as proven by their token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's subject.
-    pub subject: Arc<str>,
-    /// The token's role.
-    pub role: Role,
-}
-
-impl Principal {
-    /// Whether this caller may run a batch holding writes, not only gets.
-    pub fn may_batch(&self, only_gets: bool) -> bool {
-        only_gets || self.role >= Role::User
-    }
-}
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,22 +37,6 @@ pub enum AuthError {
         /// The gRPC path called.
         rpc: String,
     },
-}
-
-/// The least role an RPC needs; `None` means open to anyone.
-pub fn required_role(path: &str) -> Option<Role> {
-    if path.starts_with("/grpc.health.v1.Health/") {
-        return None;
-    }
-    if path.starts_with("/grpc.reflection.") {
-        return Some(Role::Readonly);
-    }
-    match path.strip_prefix("/distcache.v1.CacheService/") {
-        Some("Get" | "Batch" | "HealthCheck") => Some(Role::Readonly),
-        Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire") => Some(Role::User),
-        // GetMetrics, and anything not listed (future admin RPCs).
-        _ => Some(Role::Admin),
-    }
 }
 
 /// Token verification settings shared by every connection.
@@ -187,7 +155,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::token::Claims;
+    use crate::security::token::{Claims, Role};
     use tower_test::mock;
 
     fn verifier() -> Arc<Verifier> {
@@ -295,25 +263,5 @@ mod tests {
             .await
             .expect("open");
         run(None, req(get, None)).await.expect("auth off");
-    }
-
-    #[test]
-    fn role_table() {
-        use Role::*;
-        let t = |m: &str| required_role(&format!("/distcache.v1.CacheService/{m}"));
-        assert_eq!(t("Get"), Some(Readonly));
-        assert_eq!(t("Batch"), Some(Readonly));
-        assert_eq!(t("HealthCheck"), Some(Readonly));
-        for m in ["Set", "Delete", "CompareAndSwap", "IncrBy", "Expire"] {
-            assert_eq!(t(m), Some(User), "{m}");
-        }
-        assert_eq!(t("GetMetrics"), Some(Admin));
-        assert_eq!(t("SomethingNew"), Some(Admin));
-        assert_eq!(required_role("/grpc.health.v1.Health/Watch"), None);
-        let ro = Principal {
-            subject: "a".into(),
-            role: Readonly,
-        };
-        assert!(ro.may_batch(true) && !ro.may_batch(false));
     }
 }

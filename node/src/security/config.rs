@@ -139,6 +139,41 @@ impl AuthConfig {
     }
 }
 
+/// Secrets shorter than this draw a warning (HMAC-SHA256 wants 32 bytes).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Things worth a warning at start-up: weak secrets, a secret on argv, a
+/// secret file other users can read.
+pub fn auth_warnings(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
+    let mut w = Vec::new();
+    if auth.secret_on_argv {
+        w.push(
+            "--auth-secret is visible to other users of this machine (ps, /proc); \
+             use --auth-secret-file or DISTCACHE_AUTH_SECRET"
+                .into(),
+        );
+    }
+    let short = keys.short_key_ids(MIN_SECRET_BYTES);
+    if !short.is_empty() {
+        w.push(format!(
+            "auth secrets shorter than {MIN_SECRET_BYTES} bytes are easier to guess: key ids {short:?}"
+        ));
+    }
+    #[cfg(unix)]
+    if let Some(path) = &auth.secret_file {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                w.push(format!(
+                    "auth secret file {} is readable by other users; chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+    }
+    w
+}
+
 /// `[rate_limit]`: token buckets; a rate of 0 turns that limit off.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -208,4 +243,58 @@ impl RateLimitConfig {
 pub fn validate(tls: &TlsConfig, rate_limit: &RateLimitConfig) -> Result<(), String> {
     tls.validate()?;
     rate_limit.validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_merge_and_warnings() {
+        let dir = std::env::temp_dir().join(format!("distcache-auth-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("keys");
+        std::fs::write(&file, "k2:a-secret-that-is-long-enough-32b\n").expect("write");
+        let mut auth = AuthConfig::default();
+        auth.keys.insert(DEFAULT_KEY_ID, b"short").expect("valid");
+        auth.secret_file = Some(file.clone());
+        auth.secret_on_argv = true;
+        let keys = auth.load_keys().expect("loads");
+        assert_eq!(
+            keys.signing_key_id(),
+            Some("k2"),
+            "the file's newest key signs"
+        );
+        let w = auth_warnings(&auth, &keys).join("\n");
+        assert!(w.contains("visible to other users"), "{w}");
+        assert!(w.contains("\"default\"") && !w.contains("\"k2\""), "{w}");
+        let off = AuthConfig {
+            enabled: true,
+            ..AuthConfig::default()
+        };
+        assert!(
+            off.load_keys()
+                .expect_err("no secret")
+                .contains("no secret")
+        );
+        let missing = AuthConfig {
+            secret_file: Some(dir.join("nope")),
+            ..AuthConfig::default()
+        };
+        assert!(missing.load_keys().expect_err("missing").contains("nope"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rates_and_bursts() {
+        let mut r = RateLimitConfig::default();
+        assert!(r.per_client().is_none() && r.global().is_none());
+        r.per_client_rps = 0.5;
+        r.global_rps = 100.0;
+        r.global_burst = 7;
+        assert_eq!(r.per_client().map(|r| r.burst), Some(1.0));
+        assert_eq!(r.global().map(|r| r.burst), Some(7.0));
+        r.global_rps = f64::NAN;
+        assert!(r.validate().is_err());
+    }
 }

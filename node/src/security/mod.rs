@@ -17,6 +17,7 @@ pub mod bucket;
 pub mod config;
 pub mod connections;
 pub mod rate_limit;
+pub mod roles;
 pub mod tls;
 pub mod token;
 pub mod token_tool;

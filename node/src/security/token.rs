@@ -190,6 +190,18 @@ impl KeySet {
         Some(one)
     }
 
+    /// Key ids whose secret is shorter than `min` bytes, sorted.
+    pub fn short_key_ids(&self, min: usize) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.len() < min)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// True when no secret is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
