@@ -492,6 +492,12 @@ async fn per_client_and_global_rate_limits() {
         code(&mut c, "Get", Some(&alice)).await,
         Code::ResourceExhausted
     );
+    let e = c
+        .get(authed(pb::GetRequest { key: "k".into() }, Some(&alice)))
+        .await
+        .expect_err("still limited");
+    let after = e.metadata().get(distcache_node::security::RETRY_AFTER_MS);
+    assert!(after.is_some(), "no retry-after-ms in {:?}", e.metadata());
     assert_eq!(
         code(&mut c, "Get", Some(&bob)).await,
         Code::Ok,
@@ -501,7 +507,7 @@ async fn per_client_and_global_rate_limits() {
     assert!(healthy(plain_channel(node.grpc).await).await);
     let (_, body) = http_get(node.admin, "/metrics").await;
     assert!(
-        body.contains("distcache_rate_limited_total{scope=\"client\"} 1"),
+        body.contains("distcache_rate_limited_total{scope=\"client\"} 2"),
         "{body}"
     );
     node.stop().await.expect("stop");

@@ -28,6 +28,9 @@ pub use auth::{AuthError, AuthLayer, Principal, Verifier};
 pub use rate_limit::{Limiter, RateLimitLayer, RateLimited};
 pub use token::{Claims, KeySet, Role, TokenError};
 
+/// Metadata key on a rate-limited answer: milliseconds until a retry can pass.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
 /// The error type flowing through the security layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,7 +45,11 @@ pub fn to_status(e: BoxError) -> Status {
         return Status::new(code, e.to_string());
     }
     if let Some(e) = e.downcast_ref::<RateLimited>() {
-        return Status::resource_exhausted(e.to_string());
+        let mut s = Status::resource_exhausted(e.to_string());
+        // For clients to back off by: whole milliseconds until a token is free.
+        let ms = u64::try_from(e.retry_after.as_millis()).unwrap_or(u64::MAX);
+        s.metadata_mut().insert(RETRY_AFTER_MS, ms.into());
+        return s;
     }
     match e.downcast::<Status>() {
         Ok(s) => *s,
@@ -77,7 +84,13 @@ mod tests {
             scope: rate_limit::Scope::Global,
             retry_after: std::time::Duration::from_millis(3),
         };
-        assert_eq!(c(Box::new(limited)), Code::ResourceExhausted);
+        let s = to_status(Box::new(limited));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let after = s
+            .metadata()
+            .get(RETRY_AFTER_MS)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(after, Some("3"));
         assert_eq!(c(Box::new(Status::aborted("x"))), Code::Aborted);
     }
 }
