@@ -15,7 +15,7 @@ use tonic::transport::Server;
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::security::{self, AuthLayer, Limiter, RateLimitLayer, Verifier};
+use crate::security::{self, Security, SecurityError};
 use crate::service::{CacheNode, Shared};
 use crate::store::Store;
 
@@ -50,9 +50,9 @@ pub enum NodeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// A TLS certificate or key file cannot be used.
+    /// TLS files or auth secrets cannot be used.
     #[error(transparent)]
-    Tls(#[from] security::tls::TlsError),
+    Security(#[from] SecurityError),
     /// Socket I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -82,8 +82,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
     config.validate()?;
-    let keys = config.auth.load_keys().map_err(ConfigError::Invalid)?;
-    let tls = security::tls::server_config(&config.tls)?;
     let store = Arc::new(Store::new(config.store_config()));
     let node_id = config.node_id();
     let shared = Arc::new(Shared {
@@ -93,6 +91,12 @@ pub async fn run(
         node_id: node_id.clone(),
         serving: AtomicBool::new(true),
     });
+    // Before any task starts, so a bad certificate or secret stops nothing.
+    let security = Security::from_config(&config, &shared.metrics.security)?;
+    let mut builder = Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheNode>>().await;
@@ -125,51 +129,12 @@ pub async fn run(
         ],
     };
 
-    for warning in security::config::auth_warnings(&config.auth, &keys) {
-        tracing::warn!("{warning}");
-    }
-    let verifier = (!keys.is_empty()).then(|| {
-        Arc::new(Verifier {
-            keys,
-            leeway: config.auth.leeway.0,
-        })
-    });
-    let rl = &config.rate_limit;
-    let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
-        Arc::new(Limiter::new(
-            rl.per_client(),
-            rl.global(),
-            rl.max_clients,
-            rl.idle_timeout.0,
-        ))
-    });
-    tracing::info!(
-        tls = tls.is_some(),
-        mtls = config.tls.client_ca.is_some(),
-        auth = verifier.is_some(),
-        per_client_rps = rl.per_client_rps,
-        global_rps = rl.global_rps,
-        max_connections = config.server.max_connections,
-        "security"
-    );
-    let security_stack = tower::ServiceBuilder::new()
-        .layer(security::status_layer())
-        .layer(AuthLayer::new(verifier, shared.metrics.security.clone()))
-        .layer(RateLimitLayer::new(
-            limiter,
-            shared.metrics.security.clone(),
-        ));
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-
     let grpc_addr = listeners.grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
     let incoming =
         security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
     let server = builder
-        .layer(security_stack)
+        .layer(security.layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

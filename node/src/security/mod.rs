@@ -22,7 +22,13 @@ pub mod tls;
 pub mod token;
 pub mod token_tool;
 
+use std::sync::Arc;
+
+use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Status};
+
+use crate::config::NodeConfig;
+use crate::metrics::SecurityCounters;
 
 pub use auth::{AuthError, AuthLayer, Principal, Verifier};
 pub use rate_limit::{Limiter, RateLimitLayer, RateLimited};
@@ -57,10 +63,90 @@ pub fn to_status(e: BoxError) -> Status {
     }
 }
 
-/// Adds [`to_status`] on top of the security layers, so tonic sees a
-/// `Status` it can send instead of an error that would end the connection.
-pub fn status_layer() -> tower::util::MapErrLayer<fn(BoxError) -> Status> {
-    tower::util::MapErrLayer::new(to_status as fn(BoxError) -> Status)
+/// Why the security settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A certificate or key file is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The secrets cannot be loaded (or auth is on without any).
+    #[error("invalid auth configuration: {0}")]
+    Auth(String),
+}
+
+/// The security stack as the gRPC server takes it: TLS settings for the
+/// builder, and one layer wrapping every service.
+#[derive(Debug)]
+pub struct Security {
+    /// TLS for `Server::tls_config`, when configured.
+    pub tls: Option<ServerTlsConfig>,
+    /// Status conversion, then auth, then rate limits.
+    pub layer: SecurityLayer,
+}
+
+impl Security {
+    /// Loads certificates and secrets named in `config` (logging warnings
+    /// about weak settings) and builds the layers, counting into `counters`.
+    pub fn from_config(
+        config: &NodeConfig,
+        counters: &SecurityCounters,
+    ) -> Result<Self, SecurityError> {
+        let keys = config.auth.load_keys().map_err(SecurityError::Auth)?;
+        let tls = tls::server_config(&config.tls)?;
+        for warning in config::auth_warnings(&config.auth, &keys) {
+            tracing::warn!("{warning}");
+        }
+        let verifier = (!keys.is_empty()).then(|| {
+            Arc::new(Verifier {
+                keys,
+                leeway: config.auth.leeway.0,
+            })
+        });
+        let rl = &config.rate_limit;
+        let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
+            Arc::new(Limiter::new(
+                rl.per_client(),
+                rl.global(),
+                rl.max_clients,
+                rl.idle_timeout.0,
+            ))
+        });
+        tracing::info!(
+            tls = tls.is_some(),
+            mtls = config.tls.client_ca.is_some(),
+            auth = verifier.is_some(),
+            per_client_rps = rl.per_client_rps,
+            global_rps = rl.global_rps,
+            max_connections = config.server.max_connections,
+            "security"
+        );
+        Ok(Self {
+            tls,
+            layer: SecurityLayer {
+                auth: AuthLayer::new(verifier, counters.clone()),
+                rate_limit: RateLimitLayer::new(limiter, counters.clone()),
+            },
+        })
+    }
+}
+
+/// [`to_status`] over [`auth::Auth`] over [`rate_limit::RateLimit`].
+#[derive(Debug, Clone)]
+pub struct SecurityLayer {
+    auth: AuthLayer,
+    rate_limit: RateLimitLayer,
+}
+
+/// The service [`SecurityLayer`] makes.
+pub type Secured<S> =
+    tower::util::MapErr<auth::Auth<rate_limit::RateLimit<S>>, fn(BoxError) -> Status>;
+
+impl<S> tower::Layer<S> for SecurityLayer {
+    type Service = Secured<S>;
+    fn layer(&self, inner: S) -> Secured<S> {
+        let inner = self.auth.layer(self.rate_limit.layer(inner));
+        tower::util::MapErr::new(inner, to_status as fn(BoxError) -> Status)
+    }
 }
 
 #[cfg(test)]
