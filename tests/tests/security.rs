@@ -530,6 +530,38 @@ async fn per_client_and_global_rate_limits() {
 }
 
 #[tokio::test]
+async fn without_tokens_each_peer_address_has_its_own_bucket() {
+    let mut cfg = test_config();
+    cfg.rate_limit.per_client_rps = 0.001;
+    cfg.rate_limit.per_client_burst = 2;
+    let node = TestNode::spawn(cfg).await;
+    wait_healthy(node.grpc, None, None).await;
+    let from = |ip: [u8; 4]| async move {
+        let ch = Channel::from_shared(format!("http://{}", node.grpc))
+            .expect("url")
+            .local_address(Some(std::net::IpAddr::from(ip)))
+            .connect()
+            .await
+            .expect("connect");
+        CacheServiceClient::new(ch)
+    };
+    let mut a = from([127, 0, 0, 1]).await;
+    let mut a2 = from([127, 0, 0, 1]).await;
+    let mut b = from([127, 0, 0, 2]).await;
+    assert_eq!(code(&mut a, "Get", None).await, Code::Ok);
+    assert_eq!(code(&mut a2, "Get", None).await, Code::Ok);
+    // A second connection from the same address shares the bucket.
+    assert_eq!(code(&mut a, "Get", None).await, Code::ResourceExhausted);
+    assert_eq!(code(&mut a2, "Get", None).await, Code::ResourceExhausted);
+    assert_eq!(
+        code(&mut b, "Get", None).await,
+        Code::Ok,
+        "another address is unaffected"
+    );
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn a_node_with_auth_enabled_but_no_secret_refuses_to_start() {
     let mut c = test_config();
     c.auth.enabled = true;
