@@ -5,16 +5,28 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, NodeConfig};
+use crate::security::config::{
+    DEFAULT_GLOBAL_RPS, DEFAULT_KEY_ID, DEFAULT_PER_CLIENT_RPS, TlsConfig,
+};
+use crate::security::token_tool::TokenArgs;
 use crate::units::{ByteSize, HumanDuration};
 
 /// A distcache storage node: a sharded LRU cache with TTLs, versions and
 /// compare-and-swap, served over gRPC (distcache.v1.CacheService).
 #[derive(Debug, Parser)]
-#[command(name = "distcache-node", version, about)]
+#[command(
+    name = "distcache-node",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A tool instead of the node (`token` mints an auth token).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file (see node/distcache-node.sample.toml).
     #[arg(long, env = "DISTCACHE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -63,6 +75,138 @@ pub struct Args {
     /// Accepted for compatibility with the C++ prototype: limits are always on.
     #[arg(long, hide = true)]
     pub enable_validation: bool,
+    /// Most gRPC connections open at once [default: 10000].
+    #[arg(long, env = "DISTCACHE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Server certificate chain (PEM); with --tls-key turns TLS on.
+    #[arg(long, env = "DISTCACHE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "DISTCACHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, env = "DISTCACHE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TOML file with cert, key and optional client_ca (the C++ prototype's flag).
+    #[arg(long, env = "DISTCACHE_TLS_CONFIG")]
+    pub tls_config: Option<PathBuf>,
+    /// Require TLS; start-up fails unless a certificate and key are configured.
+    #[arg(long)]
+    pub use_tls: bool,
+    /// File of key-id:secret lines for HMAC tokens; the last line signs. Turns auth on.
+    #[arg(long, env = "DISTCACHE_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// Require tokens; start-up fails unless a secret is configured.
+    #[arg(long)]
+    pub enable_auth: bool,
+    /// HMAC secret (key id "default"). Visible to other users in `ps`: prefer
+    /// --auth-secret-file or DISTCACHE_AUTH_SECRET.
+    #[arg(long, hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Clock-skew leeway on token expiry [default: 5s].
+    #[arg(long, env = "DISTCACHE_AUTH_LEEWAY")]
+    pub auth_leeway: Option<HumanDuration>,
+    /// Requests per second per client (token subject, else peer IP); 0 = off.
+    #[arg(long, env = "DISTCACHE_RATE_LIMIT_PER_CLIENT")]
+    pub rate_limit_per_client: Option<f64>,
+    /// Requests a client may burst [default: one second's worth].
+    #[arg(long, env = "DISTCACHE_RATE_LIMIT_PER_CLIENT_BURST")]
+    pub rate_limit_per_client_burst: Option<u32>,
+    /// Requests per second for the whole node; 0 = off.
+    #[arg(long, env = "DISTCACHE_RATE_LIMIT_GLOBAL")]
+    pub rate_limit_global: Option<f64>,
+    /// Requests the node may take in a burst [default: one second's worth].
+    #[arg(long, env = "DISTCACHE_RATE_LIMIT_GLOBAL_BURST")]
+    pub rate_limit_global_burst: Option<u32>,
+    /// Turn rate limits on with defaults: 1000/s per client, 50000/s global.
+    #[arg(long)]
+    pub enable_rate_limiting: bool,
+    /// The secret in DISTCACHE_AUTH_SECRET (read by [`Args::from_env`]).
+    #[arg(skip)]
+    pub auth_secret_env: Option<String>,
+}
+
+/// Tools that run instead of the node.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Mint an HMAC token; prints it as the last line of standard output.
+    Token(TokenArgs),
+}
+
+impl Args {
+    /// Parses argv, and reads `DISTCACHE_AUTH_SECRET` (kept out of argv, where
+    /// other users could read it).
+    pub fn from_env() -> Self {
+        let mut a = Args::parse();
+        a.auth_secret_env = std::env::var("DISTCACHE_AUTH_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if let Some(Command::Token(t)) = &mut a.command {
+            t.env_secret.clone_from(&a.auth_secret_env);
+        }
+        a
+    }
+
+    fn apply_security(&self, c: &mut NodeConfig) -> Result<(), ConfigError> {
+        let invalid = ConfigError::Invalid;
+        if let Some(path) = &self.tls_config {
+            c.tls = TlsConfig::from_file(path).map_err(invalid)?;
+        }
+        set_some(&mut c.tls.cert, &self.tls_cert);
+        set_some(&mut c.tls.key, &self.tls_key);
+        set_some(&mut c.tls.client_ca, &self.tls_client_ca);
+        if self.use_tls && !c.tls.enabled() {
+            return Err(invalid(
+                "--use-tls needs --tls-cert and --tls-key (or --tls-config FILE)".into(),
+            ));
+        }
+        set_some(&mut c.auth.secret_file, &self.auth_secret_file);
+        for s in [&self.auth_secret_env, &self.auth_secret]
+            .into_iter()
+            .flatten()
+        {
+            c.auth
+                .keys
+                .insert(DEFAULT_KEY_ID, s.as_bytes())
+                .map_err(invalid)?;
+        }
+        c.auth.secret_on_argv = self.auth_secret.is_some();
+        c.auth.enabled |= self.enable_auth;
+        if let Some(l) = self.auth_leeway {
+            c.auth.leeway = l;
+        }
+        let r = &mut c.rate_limit;
+        if self.enable_rate_limiting {
+            if r.per_client_rps == 0.0 {
+                r.per_client_rps = DEFAULT_PER_CLIENT_RPS;
+            }
+            if r.global_rps == 0.0 {
+                r.global_rps = DEFAULT_GLOBAL_RPS;
+            }
+        }
+        if let Some(v) = self.rate_limit_per_client {
+            r.per_client_rps = v;
+        }
+        if let Some(v) = self.rate_limit_per_client_burst {
+            r.per_client_burst = v;
+        }
+        if let Some(v) = self.rate_limit_global {
+            r.global_rps = v;
+        }
+        if let Some(v) = self.rate_limit_global_burst {
+            r.global_burst = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.server.max_connections = v;
+        }
+        Ok(())
+    }
+}
+
+fn set_some<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
+    if v.is_some() {
+        slot.clone_from(v);
+    }
 }
 
 impl Args {
@@ -72,6 +216,7 @@ impl Args {
             Some(path) => NodeConfig::from_file(path)?,
             None => NodeConfig::default(),
         };
+        self.apply_security(&mut c)?;
         fn set<T>(slot: &mut T, v: Option<T>) {
             if let Some(v) = v {
                 *slot = v;
@@ -101,6 +246,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::Role;
 
     #[test]
     fn flags_override_defaults() {
@@ -129,5 +275,81 @@ mod tests {
         let args = Args::try_parse_from(["distcache-node", "--shards", "100"]).expect("parses");
         let e = args.into_config().expect_err("not a power of two");
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    fn parse(argv: &[&str]) -> Result<NodeConfig, String> {
+        let mut full = vec!["distcache-node"];
+        full.extend_from_slice(argv);
+        let args = Args::try_parse_from(full).map_err(|e| e.to_string())?;
+        args.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn prototype_security_flags_still_work() {
+        let dir = std::env::temp_dir().join(format!("distcache-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let tls = dir.join("tls.toml");
+        std::fs::write(
+            &tls,
+            "cert_file = \"server.pem\"\nkey = \"/abs/server.key\"\n",
+        )
+        .expect("write");
+        let tls_arg = tls.to_str().expect("utf-8");
+        let c = parse(&[
+            "--use-tls",
+            "--tls-config",
+            tls_arg,
+            "--enable-auth",
+            "--auth-secret",
+            "your-secret-key",
+            "--enable-validation",
+            "--enable-rate-limiting",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.tls.cert,
+            Some(dir.join("server.pem")),
+            "relative to the file"
+        );
+        assert_eq!(c.tls.key, Some(PathBuf::from("/abs/server.key")));
+        assert!(c.auth.enabled && c.auth.secret_on_argv);
+        assert_eq!(c.auth.keys.signing_key_id(), Some(DEFAULT_KEY_ID));
+        assert_eq!(c.rate_limit.per_client_rps, DEFAULT_PER_CLIENT_RPS);
+        assert_eq!(c.rate_limit.global_rps, DEFAULT_GLOBAL_RPS);
+        // Explicit flags win over --enable-rate-limiting's defaults.
+        let c = parse(&["--enable-rate-limiting", "--rate-limit-per-client", "5"]).expect("ok");
+        assert_eq!(c.rate_limit.per_client_rps, 5.0);
+        let e = parse(&["--use-tls"]).expect_err("no certificate");
+        assert!(e.contains("--tls-cert"), "{e}");
+        let e = parse(&["--tls-cert", "c.pem"]).expect_err("no key");
+        assert!(e.contains("cert and key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn token_subcommand_does_not_disturb_node_flags() {
+        let a = Args::try_parse_from([
+            "distcache-node",
+            "token",
+            "--secret-file",
+            "keys",
+            "--user-id",
+            "alice",
+            "--role",
+            "user",
+            "--validity",
+            "60",
+        ])
+        .expect("parses");
+        let Some(Command::Token(t)) = a.command else {
+            panic!("not the token command");
+        };
+        assert_eq!(
+            (t.user_id.as_str(), t.role, t.validity),
+            ("alice", Role::User, 60)
+        );
+        let a = Args::try_parse_from(["distcache-node", "--listen", "127.0.0.1:0"]).expect("ok");
+        assert!(a.command.is_none());
+        assert!(Args::try_parse_from(["distcache-node", "token", "--role", "root"]).is_err());
     }
 }

@@ -30,6 +30,12 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// TLS for the gRPC listener.
+    pub tls: crate::security::config::TlsConfig,
+    /// Bearer tokens and roles.
+    pub auth: crate::security::config::AuthConfig,
+    /// Token-bucket rate limits.
+    pub rate_limit: crate::security::config::RateLimitConfig,
 }
 
 /// `[server]`.
@@ -48,6 +54,8 @@ pub struct ServerConfig {
     pub max_message_bytes: ByteSize,
     /// Most requests served concurrently on one connection.
     pub max_concurrent_streams: u32,
+    /// Most gRPC connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +67,7 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
             max_message_bytes: ByteSize(16 << 20),
             max_concurrent_streams: 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -212,7 +221,12 @@ impl NodeConfig {
                 self.server.max_message_bytes.0
             ));
         }
-        Ok(())
+        if self.server.max_connections == 0 || self.server.max_concurrent_streams == 0 {
+            return bad(
+                "server.max_connections and max_concurrent_streams must be positive".into(),
+            );
+        }
+        crate::security::config::validate(&self.tls, &self.rate_limit).map_err(ConfigError::Invalid)
     }
 
     /// The node id, defaulting to the listen address.

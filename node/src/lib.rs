@@ -7,8 +7,8 @@
 //! bound, so tests start nodes in-process on `127.0.0.1:0`.
 //!
 //! This crate does not distribute keys: the SDK (`distcache`) places keys on
-//! nodes and replicates them. Durability (WAL, snapshots) and the security
-//! stack (TLS, tokens, rate limits) are later layers.
+//! nodes and replicates them. Durability (WAL, snapshots) is a later layer.
+//! [`security`] holds TLS, bearer tokens with roles, and rate limits.
 //!
 //! ```text
 //!                 ┌──────────── tokio runtime ─────────────┐
@@ -30,6 +30,7 @@ pub mod config;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod store;

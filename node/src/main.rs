@@ -3,13 +3,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use distcache_node::cli::Args;
+use distcache_node::cli::{Args, Command};
 use distcache_node::{Listeners, logging, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Args::parse().into_config() {
+    let args = Args::from_env();
+    if let Some(Command::Token(t)) = &args.command {
+        return if t.run() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
+    }
+    let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("distcache-node: {e}");

@@ -132,9 +132,112 @@ struct OpLabel {
     op: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: &'static str,
+}
+
+/// Reasons an authentication fails, as counted.
+const AUTH_REASONS: [&str; 5] = [
+    "missing",
+    "malformed",
+    "unknown_key",
+    "bad_signature",
+    "expired",
+];
+
+/// Counters the security layers update; clones share the same counters.
+#[derive(Debug, Clone)]
+pub struct SecurityCounters {
+    auth_failures: Family<ReasonLabel, Counter>,
+    permission_denied: Counter,
+    rate_limited: Family<ScopeLabel, Counter>,
+}
+
+impl Default for SecurityCounters {
+    fn default() -> Self {
+        let c = Self {
+            auth_failures: Family::default(),
+            permission_denied: Counter::default(),
+            rate_limited: Family::default(),
+        };
+        // Created up front so every series shows, at 0, before any failure.
+        for reason in AUTH_REASONS {
+            let _ = c.auth_failures.get_or_create(&ReasonLabel { reason });
+        }
+        for scope in ["client", "global"] {
+            let _ = c.rate_limited.get_or_create(&ScopeLabel { scope });
+        }
+        c
+    }
+}
+
+impl SecurityCounters {
+    /// Counts a request refused as unauthenticated, by reason.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a request refused because the caller's role lacks the RPC.
+    pub fn permission_denied(&self) {
+        self.permission_denied.inc();
+    }
+
+    /// Counts a request refused by a rate limit (`client` or `global`).
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.rate_limited.get_or_create(&ScopeLabel { scope }).inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "auth_failures",
+            "Requests refused as unauthenticated, by reason",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "permission_denied",
+            "Requests refused because the token's role lacks the RPC",
+            self.permission_denied.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by scope",
+            self.rate_limited.clone(),
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let failures: serde_json::Map<_, _> = AUTH_REASONS
+            .iter()
+            .map(|&reason| {
+                let n = self
+                    .auth_failures
+                    .get_or_create(&ReasonLabel { reason })
+                    .get();
+                (reason.to_owned(), n.into())
+            })
+            .collect();
+        let limited = |scope| self.rate_limited.get_or_create(&ScopeLabel { scope }).get();
+        serde_json::json!({
+            "auth_failures": failures,
+            "permission_denied": self.permission_denied.get(),
+            "rate_limited": { "client": limited("client"), "global": limited("global") },
+        })
+    }
+}
+
 /// The node's metrics registry and pre-created handles.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Counters of the security layers.
+    pub security: SecurityCounters,
     registry: Registry,
     requests: Family<OpResult, Counter>,
     counts: Vec<Option<Counter>>,
@@ -185,12 +288,15 @@ impl Metrics {
             .iter()
             .map(|op| latency.get_or_create_owned(&OpLabel { op: op.name() }))
             .collect();
+        let security = SecurityCounters::default();
+        security.register(&mut registry);
         let started = Instant::now();
         registry.register_collector(Box::new(StoreCollector {
             store: store.clone(),
             started,
         }));
         Self {
+            security,
             registry,
             requests,
             counts,
@@ -262,6 +368,7 @@ impl Metrics {
             "evictions": st.evictions,
             "expirations": st.expirations,
             "operations": ops,
+            "security": self.security.json(),
         })
         .to_string()
     }

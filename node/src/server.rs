@@ -11,11 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::security::{self, Security, SecurityError};
 use crate::service::{CacheNode, Shared};
 use crate::store::Store;
 
@@ -50,6 +50,9 @@ pub enum NodeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS files or auth secrets cannot be used.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// Socket I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -88,6 +91,12 @@ pub async fn run(
         node_id: node_id.clone(),
         serving: AtomicBool::new(true),
     });
+    // Before any task starts, so a bad certificate or secret stops nothing.
+    let security = Security::from_config(&config, &shared.metrics.security)?;
+    let mut builder = Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheNode>>().await;
@@ -122,7 +131,10 @@ pub async fn run(
 
     let grpc_addr = listeners.grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let server = Server::builder()
+    let incoming =
+        security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
+    let server = builder
+        .layer(security.layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -130,7 +142,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(cache)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stopped(&mut grpc_stop).await;
         });
     let mut server = tokio::spawn(server);

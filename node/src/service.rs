@@ -13,6 +13,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::limits::{LimitError, Limits};
 use crate::metrics::{Metrics, Op, Outcome};
+use crate::security::Principal;
 use crate::store::{Condition, SetOptions, Store, StoreError};
 
 /// State shared by the gRPC service, the admin endpoint and background tasks.
@@ -41,6 +42,8 @@ enum OpError {
     BadCondition(i32),
     #[error("empty batch operation")]
     EmptyOperation,
+    #[error("role {0} may only batch get operations")]
+    BatchDenied(&'static str),
 }
 
 /// The one place errors become gRPC statuses.
@@ -50,6 +53,7 @@ fn to_status(e: &OpError) -> Status {
             Code::InvalidArgument
         }
         OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
+        OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
         OpError::Store(StoreError::NotAnInteger | StoreError::Overflow) => Code::FailedPrecondition,
     };
@@ -276,13 +280,19 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let principal = req.extensions().get::<Principal>().cloned();
         self.serve(Op::Batch, || {
-            let results = req
-                .into_inner()
-                .operations
-                .into_iter()
-                .map(|op| self.batch_one(op))
-                .collect();
+            let ops = req.into_inner().operations;
+            if let Some(p) = principal {
+                let only_gets = ops
+                    .iter()
+                    .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
+                if !p.may_batch(only_gets) {
+                    self.shared.metrics.security.permission_denied();
+                    return Err(OpError::BatchDenied(p.role.name()));
+                }
+            }
+            let results = ops.into_iter().map(|op| self.batch_one(op)).collect();
             Ok((pb::BatchResponse { results }, Outcome::Ok))
         })
     }

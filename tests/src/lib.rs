@@ -38,6 +38,14 @@ impl TestNode {
     /// Starts a node with `config` on fresh loopback ports and waits until it
     /// answers a health check.
     pub async fn start(config: NodeConfig) -> Self {
+        let node = Self::spawn(config).await;
+        node.wait_healthy().await;
+        node
+    }
+
+    /// Starts a node without waiting for it: for nodes that need TLS or a
+    /// token, whose callers poll health their own way.
+    pub async fn spawn(config: NodeConfig) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (grpc_addr, admin_addr) = (
@@ -52,14 +60,12 @@ impl TestNode {
                 let _ = rx.await;
             },
         ));
-        let node = Self {
+        Self {
             grpc: grpc_addr,
             admin: admin_addr,
             stop: Some(tx),
             task,
-        };
-        node.wait_healthy().await;
-        node
+        }
     }
 
     /// The node's gRPC URL.

@@ -1,0 +1,199 @@
+//! Token buckets, alone and keyed by client. Pure and synchronous: callers
+//! pass the current `Instant`, so tests move time by hand.
+//!
+//! A bucket holds up to `burst` tokens and gains `rate` tokens per second;
+//! each request takes one. The keyed limiter keeps one bucket per client in
+//! a few mutex-guarded shards and bounds its memory two ways: buckets idle
+//! long enough to have refilled completely are dropped (forgetting a full
+//! bucket changes nothing), and a shard at capacity evicts its longest-idle
+//! bucket before admitting a new client.
+
+use std::hash::{BuildHasher, Hash};
+use std::time::{Duration, Instant};
+
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+
+const SHARDS: usize = 16;
+
+/// One token bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Rate and burst of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_sec: f64,
+    /// Most tokens held (and the first burst allowed).
+    pub burst: f64,
+}
+
+impl Rate {
+    /// Time for an empty bucket to refill completely.
+    pub fn refill_time(&self) -> Duration {
+        Duration::from_secs_f64((self.burst / self.per_sec).min(86_400.0))
+    }
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn full(rate: Rate, now: Instant) -> Self {
+        Self {
+            tokens: rate.burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_sec).min(rate.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                ((1.0 - self.tokens) / rate.per_sec).min(86_400.0),
+            ))
+        }
+    }
+}
+
+/// A bucket per client key, with bounded memory.
+#[derive(Debug)]
+pub struct KeyedLimiter<K> {
+    rate: Rate,
+    idle: Duration,
+    per_shard: usize,
+    hasher: DefaultHashBuilder,
+    shards: Vec<Mutex<HashMap<K, Bucket>>>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// Buckets of `rate`, at most `max_clients` of them, dropped after
+    /// `idle` without requests (never before they would have refilled).
+    pub fn new(rate: Rate, max_clients: usize, idle: Duration) -> Self {
+        Self {
+            rate,
+            idle: idle.max(rate.refill_time()),
+            per_shard: max_clients.div_ceil(SHARDS).max(1),
+            hasher: DefaultHashBuilder::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// Takes a token from `key`'s bucket.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let shard = self.hasher.hash_one(key) as usize % SHARDS;
+        let mut map = self.shards[shard].lock();
+        if let Some(b) = map.get_mut(key) {
+            return b.take(self.rate, now);
+        }
+        if map.len() >= self.per_shard {
+            let idle = self.idle;
+            map.retain(|_, b| now.saturating_duration_since(b.last) < idle);
+            if map.len() >= self.per_shard {
+                // All busy: forget the one idle longest.
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, b)| b.last)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    map.remove(&k);
+                }
+            }
+        }
+        let mut b = Bucket::full(self.rate, now);
+        let r = b.take(self.rate, now);
+        map.insert(key.clone(), b);
+        r
+    }
+
+    /// Drops buckets idle long enough to be full again.
+    pub fn evict_idle(&self, now: Instant) {
+        for shard in &self.shards {
+            shard
+                .lock()
+                .retain(|_, b| now.saturating_duration_since(b.last) < self.idle);
+        }
+    }
+
+    /// Clients currently tracked.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// True when no client is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: Rate = Rate {
+        per_sec: 10.0,
+        burst: 3.0,
+    };
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(RATE, t0);
+        for _ in 0..3 {
+            assert!(b.take(RATE, t0).is_ok());
+        }
+        let wait = b.take(RATE, t0).expect_err("empty");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100));
+        assert!(b.take(RATE, t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(RATE, t0 + Duration::from_millis(100)).is_err());
+        // Refill is capped at the burst.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(b.take(RATE, later).is_ok());
+        }
+        assert!(b.take(RATE, later).is_err());
+    }
+
+    #[test]
+    fn clients_are_isolated() {
+        let t0 = Instant::now();
+        let l = KeyedLimiter::new(RATE, 100, Duration::from_secs(1));
+        for _ in 0..3 {
+            assert!(l.take(&"a", t0).is_ok());
+        }
+        assert!(l.take(&"a", t0).is_err());
+        assert!(l.take(&"b", t0).is_ok());
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_many_clients() {
+        let t0 = Instant::now();
+        let l = KeyedLimiter::new(RATE, 64, Duration::from_secs(1));
+        for i in 0..100_000u32 {
+            let _ = l.take(&i, t0);
+        }
+        assert!(l.len() <= 64 + SHARDS, "{}", l.len());
+        l.evict_idle(t0 + Duration::from_secs(2));
+        assert!(l.is_empty());
+        // An idle bucket is only dropped once it would be full anyway.
+        let slow = Rate {
+            per_sec: 1.0,
+            burst: 10.0,
+        };
+        let l = KeyedLimiter::new(slow, 64, Duration::from_secs(1));
+        let _ = l.take(&1u32, t0);
+        l.evict_idle(t0 + Duration::from_secs(5));
+        assert_eq!(l.len(), 1);
+        l.evict_idle(t0 + Duration::from_secs(10));
+        assert!(l.is_empty());
+    }
+}

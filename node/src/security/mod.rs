@@ -1,0 +1,182 @@
+//! The node's security stack, in the order a request meets it:
+//!
+//! ```text
+//! bounded accept (connections.rs) → TLS / mTLS (tls.rs, rustls + ring)
+//!   → auth layer (auth.rs: bearer token → Principal, role vs RPC)
+//!   → rate-limit layer (rate_limit.rs: per-client and global token buckets)
+//!   → CacheService (input limits in limits.rs; batch contents vs role)
+//! ```
+//!
+//! Each layer has its own error type; [`to_status`] is the one place they
+//! become a `tonic::Status`. Tokens ([`token`]) and buckets ([`bucket`]) are
+//! pure code without tokio or tonic. The standard `grpc.health.v1` service
+//! is never authenticated nor rate limited, so probes keep working.
+
+pub mod auth;
+pub mod bucket;
+pub mod config;
+pub mod connections;
+pub mod rate_limit;
+pub mod roles;
+pub mod tls;
+pub mod token;
+pub mod token_tool;
+
+use std::sync::Arc;
+
+use tonic::transport::ServerTlsConfig;
+use tonic::{Code, Status};
+
+use crate::config::NodeConfig;
+use crate::metrics::SecurityCounters;
+
+pub use auth::{AuthError, AuthLayer, Principal, Verifier};
+pub use rate_limit::{Limiter, RateLimitLayer, RateLimited};
+pub use token::{Claims, KeySet, Role, TokenError};
+
+/// Metadata key on a rate-limited answer: milliseconds until a retry can pass.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// The error type flowing through the security layers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one place security errors become gRPC statuses. Errors that are not
+/// ours pass through tonic's own conversion.
+pub fn to_status(e: BoxError) -> Status {
+    if let Some(e) = e.downcast_ref::<AuthError>() {
+        let code = match e {
+            AuthError::Denied { .. } => Code::PermissionDenied,
+            AuthError::Missing | AuthError::Token(_) => Code::Unauthenticated,
+        };
+        return Status::new(code, e.to_string());
+    }
+    if let Some(e) = e.downcast_ref::<RateLimited>() {
+        let mut s = Status::resource_exhausted(e.to_string());
+        // For clients to back off by: whole milliseconds until a token is free.
+        let ms = u64::try_from(e.retry_after.as_millis()).unwrap_or(u64::MAX);
+        s.metadata_mut().insert(RETRY_AFTER_MS, ms.into());
+        return s;
+    }
+    match e.downcast::<Status>() {
+        Ok(s) => *s,
+        Err(e) => Status::from_error(e),
+    }
+}
+
+/// Why the security settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A certificate or key file is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The secrets cannot be loaded (or auth is on without any).
+    #[error("invalid auth configuration: {0}")]
+    Auth(String),
+}
+
+/// The security stack as the gRPC server takes it: TLS settings for the
+/// builder, and one layer wrapping every service.
+#[derive(Debug)]
+pub struct Security {
+    /// TLS for `Server::tls_config`, when configured.
+    pub tls: Option<ServerTlsConfig>,
+    /// Status conversion, then auth, then rate limits.
+    pub layer: SecurityLayer,
+}
+
+impl Security {
+    /// Loads certificates and secrets named in `config` (logging warnings
+    /// about weak settings) and builds the layers, counting into `counters`.
+    pub fn from_config(
+        config: &NodeConfig,
+        counters: &SecurityCounters,
+    ) -> Result<Self, SecurityError> {
+        let keys = config.auth.load_keys().map_err(SecurityError::Auth)?;
+        let tls = tls::server_config(&config.tls)?;
+        for warning in config::auth_warnings(&config.auth, &keys) {
+            tracing::warn!("{warning}");
+        }
+        let verifier = (!keys.is_empty()).then(|| {
+            Arc::new(Verifier {
+                keys,
+                leeway: config.auth.leeway.0,
+            })
+        });
+        let rl = &config.rate_limit;
+        let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
+            Arc::new(Limiter::new(
+                rl.per_client(),
+                rl.global(),
+                rl.max_clients,
+                rl.idle_timeout.0,
+            ))
+        });
+        tracing::info!(
+            tls = tls.is_some(),
+            mtls = config.tls.client_ca.is_some(),
+            auth = verifier.is_some(),
+            per_client_rps = rl.per_client_rps,
+            global_rps = rl.global_rps,
+            max_connections = config.server.max_connections,
+            "security"
+        );
+        Ok(Self {
+            tls,
+            layer: SecurityLayer {
+                auth: AuthLayer::new(verifier, counters.clone()),
+                rate_limit: RateLimitLayer::new(limiter, counters.clone()),
+            },
+        })
+    }
+}
+
+/// [`to_status`] over [`auth::Auth`] over [`rate_limit::RateLimit`].
+#[derive(Debug, Clone)]
+pub struct SecurityLayer {
+    auth: AuthLayer,
+    rate_limit: RateLimitLayer,
+}
+
+/// The service [`SecurityLayer`] makes.
+pub type Secured<S> =
+    tower::util::MapErr<auth::Auth<rate_limit::RateLimit<S>>, fn(BoxError) -> Status>;
+
+impl<S> tower::Layer<S> for SecurityLayer {
+    type Service = Secured<S>;
+    fn layer(&self, inner: S) -> Secured<S> {
+        let inner = self.auth.layer(self.rate_limit.layer(inner));
+        tower::util::MapErr::new(inner, to_status as fn(BoxError) -> Status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_codes() {
+        let c = |e: BoxError| to_status(e).code();
+        assert_eq!(c(Box::new(AuthError::Missing)), Code::Unauthenticated);
+        assert_eq!(
+            c(Box::new(AuthError::Token(TokenError::Expired))),
+            Code::Unauthenticated
+        );
+        let denied = AuthError::Denied {
+            role: "readonly",
+            rpc: "/x".into(),
+        };
+        assert_eq!(c(Box::new(denied)), Code::PermissionDenied);
+        let limited = RateLimited {
+            scope: rate_limit::Scope::Global,
+            retry_after: std::time::Duration::from_millis(3),
+        };
+        let s = to_status(Box::new(limited));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        let after = s
+            .metadata()
+            .get(RETRY_AFTER_MS)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(after, Some("3"));
+        assert_eq!(c(Box::new(Status::aborted("x"))), Code::Aborted);
+    }
+}

@@ -1,0 +1,74 @@
+//! Which role may call which RPC: the role table, by gRPC path, and the
+//! [`Principal`] the auth layer hands on to the service.
+//!
+//! | RPC | readonly | user | admin |
+//! |---|---|---|---|
+//! | Get, HealthCheck, Batch of gets only | yes | yes | yes |
+//! | Set, Delete, CompareAndSwap, IncrBy, Expire, Batch with writes | no | yes | yes |
+//! | GetMetrics, any RPC not listed here | no | no | yes |
+//! | grpc.reflection.* | yes | yes | yes (any valid token) |
+//! | grpc.health.v1.Health/* | open, no token needed | | |
+//!
+//! A batch's contents are only known once the message is decoded, so the
+//! service checks them ([`Principal::may_batch`]).
+
+use std::sync::Arc;
+
+use super::token::Role;
+
+/// Who made a request, as proven by their token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's subject.
+    pub subject: Arc<str>,
+    /// The token's role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Whether this caller may run a batch holding writes, not only gets.
+    pub fn may_batch(&self, only_gets: bool) -> bool {
+        only_gets || self.role >= Role::User
+    }
+}
+
+/// The least role an RPC needs; `None` means open to anyone.
+pub fn required_role(path: &str) -> Option<Role> {
+    if path.starts_with("/grpc.health.v1.Health/") {
+        return None;
+    }
+    if path.starts_with("/grpc.reflection.") {
+        return Some(Role::Readonly);
+    }
+    match path.strip_prefix("/distcache.v1.CacheService/") {
+        Some("Get" | "Batch" | "HealthCheck") => Some(Role::Readonly),
+        Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire") => Some(Role::User),
+        // GetMetrics, and anything not listed (future admin RPCs).
+        _ => Some(Role::Admin),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_table() {
+        use Role::*;
+        let t = |m: &str| required_role(&format!("/distcache.v1.CacheService/{m}"));
+        assert_eq!(t("Get"), Some(Readonly));
+        assert_eq!(t("Batch"), Some(Readonly));
+        assert_eq!(t("HealthCheck"), Some(Readonly));
+        for m in ["Set", "Delete", "CompareAndSwap", "IncrBy", "Expire"] {
+            assert_eq!(t(m), Some(User), "{m}");
+        }
+        assert_eq!(t("GetMetrics"), Some(Admin));
+        assert_eq!(t("SomethingNew"), Some(Admin));
+        assert_eq!(required_role("/grpc.health.v1.Health/Watch"), None);
+        let ro = Principal {
+            subject: "a".into(),
+            role: Readonly,
+        };
+        assert!(ro.may_batch(true) && !ro.may_batch(false));
+    }
+}

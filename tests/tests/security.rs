@@ -1,0 +1,571 @@
+//! End-to-end tests of the node's security stack: TLS and mTLS with
+//! certificates made here (rcgen), bearer tokens and roles against every RPC,
+//! key rotation, and rate limits. Nodes run in-process on 127.0.0.1:0.
+
+// Test support: a failed set-up should stop the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distcache_node::NodeConfig;
+use distcache_node::security::{Claims, KeySet, Role};
+use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
+use distcache_tests::{TestNode, http_get, test_config};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// A scratch folder for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("distcache-sec-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A test certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("key");
+        Self {
+            issuer: CertifiedIssuer::self_signed(p, key).expect("ca"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate and key (PEM) for `names`, for a server or a client.
+    fn leaf(&self, names: &[&str], client: bool) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut p = CertificateParams::new(names).expect("params");
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &self.issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Writes a server certificate signed by `ca` and returns a TLS config for it.
+fn tls_config(ca: &Ca, dir: &std::path::Path, client_ca: bool) -> NodeConfig {
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false);
+    std::fs::write(dir.join("server.pem"), cert).expect("write");
+    std::fs::write(dir.join("server.key"), key).expect("write");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    let mut c = test_config();
+    c.tls.cert = Some(dir.join("server.pem"));
+    c.tls.key = Some(dir.join("server.key"));
+    if client_ca {
+        c.tls.client_ca = Some(dir.join("ca.pem"));
+    }
+    c
+}
+
+async fn tls_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("url")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn plain_channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+}
+
+/// Whether the standard health service answers SERVING on `channel`.
+async fn healthy(channel: Result<Channel, tonic::transport::Error>) -> bool {
+    let Ok(ch) = channel else { return false };
+    let req = HealthCheckRequest {
+        service: String::new(),
+    };
+    matches!(HealthClient::new(ch).check(req).await, Ok(r) if r.get_ref().status == 1)
+}
+
+/// Polls the standard health service until it answers (at most ~10 s), over
+/// TLS when `ca_pem` is given.
+async fn wait_healthy(addr: SocketAddr, ca_pem: Option<&str>, identity: Option<&(String, String)>) {
+    for _ in 0..200 {
+        let ch = match ca_pem {
+            Some(ca) => tls_channel(addr, ca, identity).await,
+            None => plain_channel(addr).await,
+        };
+        if healthy(ch).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node at {addr} never became healthy");
+}
+
+#[tokio::test]
+async fn tls_node_refuses_plaintext_and_serves_tls() {
+    let dir = scratch("tls");
+    let ca = Ca::new("test ca");
+    let node = TestNode::spawn(tls_config(&ca, &dir, false)).await;
+    wait_healthy(node.grpc, Some(&ca.pem()), None).await;
+
+    assert!(
+        !healthy(plain_channel(node.grpc).await).await,
+        "plaintext got an answer"
+    );
+    let other = Ca::new("other ca");
+    let untrusted = tls_channel(node.grpc, &other.pem(), None).await;
+    assert!(
+        !healthy(untrusted).await,
+        "a client trusting another CA connected"
+    );
+
+    let ch = tls_channel(node.grpc, &ca.pem(), None).await.expect("tls");
+    let mut c = CacheServiceClient::new(ch);
+    let set = pb::SetRequest {
+        key: "k".into(),
+        value: "v".into(),
+        ..Default::default()
+    };
+    c.set(set).await.expect("set over TLS");
+    let got = c
+        .get(pb::GetRequest { key: "k".into() })
+        .await
+        .expect("get");
+    assert_eq!(&got.get_ref().value[..], b"v");
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_both_offered() {
+    use tokio_rustls::rustls::{self, ProtocolVersion, RootCertStore, pki_types::ServerName};
+    let dir = scratch("tls-versions");
+    let ca = Ca::new("test ca");
+    let node = TestNode::spawn(tls_config(&ca, &dir, false)).await;
+    wait_healthy(node.grpc, Some(&ca.pem()), None).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).expect("root");
+    for (version, want) in [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ] {
+        let provider = rustls::crypto::ring::default_provider();
+        let cfg = rustls::ClientConfig::builder_with_provider(provider.into())
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(node.grpc)
+            .await
+            .expect("tcp");
+        let name = ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(want));
+    }
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn mtls_requires_a_client_certificate_from_the_ca() {
+    let dir = scratch("mtls");
+    let ca = Ca::new("test ca");
+    let node = TestNode::spawn(tls_config(&ca, &dir, true)).await;
+    let client = ca.leaf(&["client-a"], true);
+    wait_healthy(node.grpc, Some(&ca.pem()), Some(&client)).await;
+
+    let without = tls_channel(node.grpc, &ca.pem(), None).await;
+    assert!(!healthy(without).await, "no client certificate, yet served");
+    let stranger = Ca::new("other ca").leaf(&["client-b"], true);
+    let foreign = tls_channel(node.grpc, &ca.pem(), Some(&stranger)).await;
+    assert!(
+        !healthy(foreign).await,
+        "certificate from another CA, yet served"
+    );
+    assert!(!healthy(plain_channel(node.grpc).await).await);
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn mint(keys: &KeySet, sub: &str, role: Role, exp: u64) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        role,
+        iat: now(),
+        exp,
+    };
+    keys.sign(&claims).expect("sign")
+}
+
+fn authed<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        let v = format!("Bearer {t}").parse().expect("ascii");
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+/// A node requiring tokens signed by the keys in `key_file` (its text).
+async fn auth_node(name: &str, key_file: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+    let dir = scratch(name);
+    let path = dir.join("keys");
+    std::fs::write(&path, key_file).expect("write");
+    let mut c = test_config();
+    c.auth.secret_file = Some(path);
+    tweak(&mut c);
+    let node = TestNode::spawn(c).await;
+    // grpc.health.v1 is open: no token needed to probe.
+    wait_healthy(node.grpc, None, None).await;
+    node
+}
+
+/// Runs `rpc` with `token` and returns the status code (Ok as `Code::Ok`).
+async fn code(c: &mut CacheServiceClient<Channel>, rpc: &str, token: Option<&str>) -> Code {
+    let k = || prost::bytes::Bytes::from_static(b"k");
+    let get = || pb::Operation {
+        op: Some(operation::Op::Get(pb::GetRequest { key: k() })),
+    };
+    let r = match rpc {
+        "Get" => c
+            .get(authed(pb::GetRequest { key: k() }, token))
+            .await
+            .map(drop),
+        "Set" => {
+            let m = pb::SetRequest {
+                key: k(),
+                value: "1".into(),
+                ..Default::default()
+            };
+            c.set(authed(m, token)).await.map(drop)
+        }
+        "Delete" => {
+            let m = pb::DeleteRequest {
+                key: k(),
+                ..Default::default()
+            };
+            c.delete(authed(m, token)).await.map(drop)
+        }
+        "CompareAndSwap" => {
+            let m = pb::CompareAndSwapRequest {
+                key: k(),
+                value: "2".into(),
+                ..Default::default()
+            };
+            c.compare_and_swap(authed(m, token)).await.map(drop)
+        }
+        "IncrBy" => {
+            let m = pb::IncrByRequest {
+                key: "n".into(),
+                delta: 1,
+            };
+            c.incr_by(authed(m, token)).await.map(drop)
+        }
+        "Expire" => {
+            let m = pb::ExpireRequest {
+                key: k(),
+                ttl_ms: 60_000,
+                ..Default::default()
+            };
+            c.expire(authed(m, token)).await.map(drop)
+        }
+        "BatchGet" => {
+            let m = pb::BatchRequest {
+                operations: vec![get(), get()],
+            };
+            c.batch(authed(m, token)).await.map(drop)
+        }
+        "BatchWrite" => {
+            let set = pb::Operation {
+                op: Some(operation::Op::Set(pb::SetRequest {
+                    key: k(),
+                    value: "3".into(),
+                    ..Default::default()
+                })),
+            };
+            let m = pb::BatchRequest {
+                operations: vec![get(), set],
+            };
+            c.batch(authed(m, token)).await.map(drop)
+        }
+        "HealthCheck" => c
+            .health_check(authed(pb::HealthCheckRequest {}, token))
+            .await
+            .map(drop),
+        "GetMetrics" => c
+            .get_metrics(authed(pb::GetMetricsRequest::default(), token))
+            .await
+            .map(drop),
+        other => panic!("no such rpc {other}"),
+    };
+    r.map_or_else(|s| s.code(), |()| Code::Ok)
+}
+
+const RPCS: [&str; 10] = [
+    "Get",
+    "Set",
+    "Delete",
+    "CompareAndSwap",
+    "IncrBy",
+    "Expire",
+    "BatchGet",
+    "BatchWrite",
+    "HealthCheck",
+    "GetMetrics",
+];
+
+fn allowed(role: Role, rpc: &str) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::User => rpc != "GetMetrics",
+        Role::Readonly => matches!(rpc, "Get" | "BatchGet" | "HealthCheck"),
+    }
+}
+
+#[tokio::test]
+async fn each_role_against_each_rpc_and_each_token_failure() {
+    let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
+    let node = auth_node("roles", "k1:0123456789abcdef0123456789abcdef\n", |_| {}).await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+
+    for role in [Role::Readonly, Role::User, Role::Admin] {
+        let t = mint(&keys, "alice", role, now() + 600);
+        for rpc in RPCS {
+            let got = code(&mut c, rpc, Some(&t)).await;
+            let want = if allowed(role, rpc) {
+                Code::Ok
+            } else {
+                Code::PermissionDenied
+            };
+            assert_eq!(got, want, "{} calling {rpc}", role.name());
+        }
+    }
+
+    let good = mint(&keys, "alice", Role::Admin, now() + 600);
+    let (head, sig) = good.rsplit_once('.').expect("dots");
+    let mut flipped = sig.as_bytes().to_vec();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{head}.{}", String::from_utf8(flipped).expect("ascii"));
+    let foreign = mint(
+        &KeySet::parse("k1:some-other-secret-of-some-length").expect("keys"),
+        "mallory",
+        Role::Admin,
+        now() + 600,
+    );
+    let unknown_kid = mint(
+        &KeySet::parse("k9:0123456789abcdef0123456789abcdef").expect("keys"),
+        "mallory",
+        Role::Admin,
+        now() + 600,
+    );
+    let expired = mint(&keys, "alice", Role::Admin, now() - 60);
+    for (what, token) in [
+        ("missing", None),
+        ("malformed", Some("not-a-token")),
+        ("tampered", Some(tampered.as_str())),
+        ("foreign secret", Some(foreign.as_str())),
+        ("unknown key id", Some(unknown_kid.as_str())),
+        ("expired", Some(expired.as_str())),
+    ] {
+        assert_eq!(
+            code(&mut c, "Get", token).await,
+            Code::Unauthenticated,
+            "{what}"
+        );
+    }
+    // Within the clock-skew leeway (5 s) an expired token still works.
+    let just_expired = mint(&keys, "alice", Role::User, now() - 1);
+    assert_eq!(code(&mut c, "Get", Some(&just_expired)).await, Code::Ok);
+
+    // Reflection needs a token (any role); grpc.health.v1 does not.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let mut refl = ServerReflectionClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let list = || {
+        tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }])
+    };
+    let e = refl.server_reflection_info(authed(list(), None)).await;
+    assert_eq!(e.expect_err("no token").code(), Code::Unauthenticated);
+    let ro = mint(&keys, "bob", Role::Readonly, now() + 600);
+    refl.server_reflection_info(authed(list(), Some(&ro)))
+        .await
+        .expect("reflection with a token");
+
+    let (status, body) = http_get(node.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "distcache_auth_failures_total{reason=\"missing\"} 2",
+        "distcache_auth_failures_total{reason=\"malformed\"} 1",
+        "distcache_auth_failures_total{reason=\"bad_signature\"} 2",
+        "distcache_auth_failures_total{reason=\"unknown_key\"} 1",
+        "distcache_auth_failures_total{reason=\"expired\"} 1",
+        // readonly: 7 refused RPCs; user: GetMetrics.
+        "distcache_permission_denied_total 8",
+    ] {
+        assert!(body.contains(line), "{line} not in\n{body}");
+    }
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn key_rotation_accepts_old_keys_until_removed() {
+    let old = KeySet::parse("k1:first-secret-0123456789").expect("keys");
+    let new = KeySet::parse("k2:second-secret-0123456789").expect("keys");
+    let t_old = mint(&old, "alice", Role::User, now() + 600);
+    let t_new = mint(&new, "alice", Role::User, now() + 600);
+
+    let both = "k1:first-secret-0123456789\nk2:second-secret-0123456789\n";
+    let node = auth_node("rot-both", both, |_| {}).await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    assert_eq!(code(&mut c, "Set", Some(&t_old)).await, Code::Ok);
+    assert_eq!(code(&mut c, "Set", Some(&t_new)).await, Code::Ok);
+    node.stop().await.expect("stop");
+
+    let node = auth_node("rot-new", "k2:second-secret-0123456789\n", |_| {}).await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    assert_eq!(
+        code(&mut c, "Set", Some(&t_old)).await,
+        Code::Unauthenticated
+    );
+    assert_eq!(code(&mut c, "Set", Some(&t_new)).await, Code::Ok);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn per_client_and_global_rate_limits() {
+    let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
+    // A refill so slow that it never matters within the test.
+    let node = auth_node("rate", "k1:0123456789abcdef0123456789abcdef\n", |c| {
+        c.rate_limit.per_client_rps = 0.001;
+        c.rate_limit.per_client_burst = 3;
+    })
+    .await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let alice = mint(&keys, "alice", Role::User, now() + 600);
+    let bob = mint(&keys, "bob", Role::User, now() + 600);
+    for _ in 0..3 {
+        assert_eq!(code(&mut c, "Get", Some(&alice)).await, Code::Ok);
+    }
+    assert_eq!(
+        code(&mut c, "Get", Some(&alice)).await,
+        Code::ResourceExhausted
+    );
+    let e = c
+        .get(authed(pb::GetRequest { key: "k".into() }, Some(&alice)))
+        .await
+        .expect_err("still limited");
+    let after = e.metadata().get(distcache_node::security::RETRY_AFTER_MS);
+    assert!(after.is_some(), "no retry-after-ms in {:?}", e.metadata());
+    assert_eq!(
+        code(&mut c, "Get", Some(&bob)).await,
+        Code::Ok,
+        "bob is unaffected"
+    );
+    // Probes are never limited.
+    assert!(healthy(plain_channel(node.grpc).await).await);
+    let (_, body) = http_get(node.admin, "/metrics").await;
+    assert!(
+        body.contains("distcache_rate_limited_total{scope=\"client\"} 2"),
+        "{body}"
+    );
+    node.stop().await.expect("stop");
+
+    // Without tokens the client is the peer address; a global limit holds for all.
+    let mut cfg = test_config();
+    cfg.rate_limit.global_rps = 0.001;
+    cfg.rate_limit.global_burst = 4;
+    let node = TestNode::spawn(cfg).await;
+    wait_healthy(node.grpc, None, None).await;
+    let mut a = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let mut b = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    for _ in 0..2 {
+        assert_eq!(code(&mut a, "Get", None).await, Code::Ok);
+        assert_eq!(code(&mut b, "Get", None).await, Code::Ok);
+    }
+    assert_eq!(code(&mut a, "Get", None).await, Code::ResourceExhausted);
+    assert_eq!(code(&mut b, "Get", None).await, Code::ResourceExhausted);
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn without_tokens_each_peer_address_has_its_own_bucket() {
+    let mut cfg = test_config();
+    cfg.rate_limit.per_client_rps = 0.001;
+    cfg.rate_limit.per_client_burst = 2;
+    let node = TestNode::spawn(cfg).await;
+    wait_healthy(node.grpc, None, None).await;
+    let from = |ip: [u8; 4]| async move {
+        let ch = Channel::from_shared(format!("http://{}", node.grpc))
+            .expect("url")
+            .local_address(Some(std::net::IpAddr::from(ip)))
+            .connect()
+            .await
+            .expect("connect");
+        CacheServiceClient::new(ch)
+    };
+    let mut a = from([127, 0, 0, 1]).await;
+    let mut a2 = from([127, 0, 0, 1]).await;
+    let mut b = from([127, 0, 0, 2]).await;
+    assert_eq!(code(&mut a, "Get", None).await, Code::Ok);
+    assert_eq!(code(&mut a2, "Get", None).await, Code::Ok);
+    // A second connection from the same address shares the bucket.
+    assert_eq!(code(&mut a, "Get", None).await, Code::ResourceExhausted);
+    assert_eq!(code(&mut a2, "Get", None).await, Code::ResourceExhausted);
+    assert_eq!(
+        code(&mut b, "Get", None).await,
+        Code::Ok,
+        "another address is unaffected"
+    );
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_node_with_auth_enabled_but_no_secret_refuses_to_start() {
+    let mut c = test_config();
+    c.auth.enabled = true;
+    let node = TestNode::spawn(c).await;
+    let e = node.stop().await.expect_err("must not start");
+    assert!(e.to_string().contains("no secret"), "{e}");
+}
