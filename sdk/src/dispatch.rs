@@ -56,11 +56,14 @@ pub(crate) fn mismatched() -> Error {
     )))
 }
 
-/// A transient failure after which the operation certainly did not run, so
-/// a non-idempotent operation may go to the next replica.
-fn never_ran(s: &Status) -> bool {
-    s.code() == Code::Unavailable
-        && (s.message().contains("connect") || s.message().contains("shutting down"))
+/// Whether a non-idempotent operation may move on to the next replica after
+/// failing with `s`: yes when the connection failed (refused, reset, broken
+/// pipe, node shutting down): the node is gone, and even if it ran the
+/// operation before dying, no other replica saw that result, so running it
+/// on the next replica yields the same value. No after a timeout: the node
+/// may be alive and have applied it.
+fn may_fail_over(s: &Status) -> bool {
+    is_transient(s) && !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
 }
 
 impl Inner {
@@ -230,8 +233,8 @@ impl Inner {
         gather(rx, targets.len(), need).await
     }
 
-    /// Runs a non-idempotent `op` on the first healthy replica. Fails over
-    /// only when the operation certainly did not run.
+    /// Runs a non-idempotent `op` on the first healthy replica, failing over
+    /// only on connection failures (see [`may_fail_over`]); never retried.
     pub(crate) async fn on_primary(
         &self,
         key: &[u8],
@@ -245,7 +248,7 @@ impl Inner {
             }
             match self.call(idx, op.clone(), deadline).await {
                 Ok(out) => return Ok((idx, out)),
-                Err(s) if never_ran(&s) => continue,
+                Err(s) if may_fail_over(&s) => continue,
                 Err(s) => return Err(Error::from_status(s)),
             }
         }

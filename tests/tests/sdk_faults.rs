@@ -226,3 +226,25 @@ async fn retry_budget_caps_retries_when_all_nodes_are_down() -> Result<(), BoxEr
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_and_counters_fail_over_when_the_primary_is_down() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    // No active probes and a high threshold: the client still believes the
+    // dead primary is healthy, so the operation must fail over by itself.
+    let cache = Client::builder()
+        .nodes(urls(&nodes))
+        .probe_interval(Duration::ZERO)
+        .failure_threshold(100)
+        .build()
+        .await?;
+    let v = cache.set("c", "0", None).await?;
+    let primary = cache.owners("c")[0].clone();
+    let victim = nodes.iter().position(|n| n.url() == primary).unwrap();
+    nodes[victim].kill();
+    let swapped = cache.compare_and_swap("c", v, "10", None).await?;
+    assert!(swapped.applied);
+    assert_eq!(cache.incr_by("c", 5).await?, 15);
+    assert_eq!(&cache.get("c").await?.unwrap().value[..], b"15");
+    Ok(())
+}
