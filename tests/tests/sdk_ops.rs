@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use distcache::{Client, Condition, Consistency};
-use distcache_tests::{BoxError, cluster, urls};
+use distcache_tests::{BoxError, client, cluster, urls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_round_trip() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
-    let cache = Client::builder().nodes(urls(&nodes)).build().await?;
+    let cache = client(&nodes).build().await?;
 
     assert_eq!(cache.get("nope").await?, None);
     let v1 = cache.set("user:1", "alice", None).await?;
@@ -53,8 +53,11 @@ async fn operations_round_trip() -> Result<(), BoxError> {
         Err(distcache::Error::NotAnInteger(_))
     ));
 
-    assert!(cache.delete("user:1").await?);
-    assert!(!cache.delete("user:1").await?);
+    // Write All: with One, the second delete may reach a replica that the
+    // first one's background write has not reached yet.
+    let wall = cache.with_write_consistency(Consistency::All);
+    assert!(wall.delete("user:1").await?);
+    assert!(!wall.delete("user:1").await?);
     assert_eq!(all.get("user:1").await?, None);
 
     let items: Vec<(String, String)> = (0..50)
@@ -91,11 +94,7 @@ async fn routing_agrees_across_clients() -> Result<(), BoxError> {
     reversed.reverse();
     // replicas(1): a key lives on exactly one node, so a read through the
     // other client only finds it if both route it to the same node.
-    let a = Client::builder()
-        .nodes(urls(&nodes))
-        .replicas(1)
-        .build()
-        .await?;
+    let a = client(&nodes).replicas(1).build().await?;
     let b = Client::builder()
         .nodes(reversed)
         .replicas(1)
@@ -109,11 +108,7 @@ async fn routing_agrees_across_clients() -> Result<(), BoxError> {
     }
     let owners = a.owners("route:0");
     assert_eq!(owners.len(), 1);
-    let three = Client::builder()
-        .nodes(urls(&nodes))
-        .replicas(3)
-        .build()
-        .await?;
+    let three = client(&nodes).replicas(3).build().await?;
     let mut all = three.owners("route:0");
     assert_eq!(all[0], owners[0]);
     all.sort();
