@@ -3,14 +3,50 @@
 
 use std::time::Duration;
 
-use distcache::{Client, Condition, Consistency};
+use distcache::{Client, CoalesceConfig, Condition, Consistency};
 use distcache_tests::{BoxError, client, cluster, urls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_round_trip() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
-    let cache = client(&nodes).build().await?;
+    exercise(&client(&nodes).build().await?).await
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_round_trip_without_coalescing() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let off = CoalesceConfig {
+        max_batch: 1,
+        ..CoalesceConfig::default()
+    };
+    exercise(&client(&nodes).coalesce(off).build().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_coalesced_operations_get_their_own_answers() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let key = format!("co:{t}:{i}");
+                cache.set(&key, format!("{t}/{i}"), None).await?;
+                let got = cache.get(&key).await?.map(|e| e.value);
+                assert_eq!(got.as_deref(), Some(format!("{t}/{i}").as_bytes()));
+                assert_eq!(cache.get(format!("co:none:{t}:{i}")).await?, None);
+            }
+            Ok::<_, distcache::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn exercise(cache: &Client) -> Result<(), BoxError> {
     assert_eq!(cache.get("nope").await?, None);
     let v1 = cache.set("user:1", "alice", None).await?;
     let e = cache.get("user:1").await?.expect("written");
@@ -84,6 +120,7 @@ async fn operations_round_trip() -> Result<(), BoxError> {
         cache.set("big", &big, None).await,
         Err(distcache::Error::InvalidArgument(_))
     ));
+    cache.delete("cond").await?;
     Ok(())
 }
 
