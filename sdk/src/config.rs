@@ -88,6 +88,30 @@ impl Default for RetryConfig {
     }
 }
 
+/// Coalescing of concurrent single-key operations into `Batch` RPCs.
+#[derive(Debug, Clone)]
+pub struct CoalesceConfig {
+    /// Most operations per batch; 1 turns coalescing off (one RPC per operation).
+    pub max_batch: usize,
+    /// A batch stops growing past this many key + value bytes.
+    pub max_batch_bytes: usize,
+    /// Batches in flight per node at once.
+    pub max_in_flight: usize,
+    /// Operations that may wait per node before callers wait to enqueue.
+    pub queue: usize,
+}
+
+impl Default for CoalesceConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 8,
+            queue: 4096,
+        }
+    }
+}
+
 /// Everything a [`Client`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -117,6 +141,8 @@ pub struct ClientConfig {
     pub probe_interval: Duration,
     /// Retry policy.
     pub retry: RetryConfig,
+    /// Coalescing of concurrent operations per node.
+    pub coalesce: CoalesceConfig,
     /// Bearer token sent as `authorization` metadata.
     pub token: Option<String>,
     /// PEM CA bundle to verify `https://` nodes with.
@@ -142,6 +168,7 @@ impl Default for ClientConfig {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             retry: RetryConfig::default(),
+            coalesce: CoalesceConfig::default(),
             token: None,
             tls_ca: None,
             writer_id: None,
@@ -281,6 +308,13 @@ impl ClientBuilder {
     /// Retry policy.
     pub fn retry(mut self, r: RetryConfig) -> Self {
         self.config.retry = r;
+        self
+    }
+
+    /// Coalescing of concurrent operations into batches (default on, 64 per
+    /// batch; `max_batch: 1` turns it off).
+    pub fn coalesce(mut self, c: CoalesceConfig) -> Self {
+        self.config.coalesce = c;
         self
     }
 

@@ -102,22 +102,7 @@ impl Inner {
             return Err(Status::deadline_exceeded("request deadline passed"));
         }
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let mut stub = node.stub();
-        let rpc = async {
-            Ok::<_, Status>(match op {
-                Op::Get(r) => Out::Get(stub.get(node.request(r, t)).await?.into_inner()),
-                Op::Set(r) => Out::Set(stub.set(node.request(r, t)).await?.into_inner()),
-                Op::Delete(r) => Out::Delete(stub.delete(node.request(r, t)).await?.into_inner()),
-                Op::CompareAndSwap(r) => Out::CompareAndSwap(
-                    stub.compare_and_swap(node.request(r, t))
-                        .await?
-                        .into_inner(),
-                ),
-                Op::IncrBy(r) => Out::IncrBy(stub.incr_by(node.request(r, t)).await?.into_inner()),
-                Op::Expire(r) => Out::Expire(stub.expire(node.request(r, t)).await?.into_inner()),
-            })
-        };
-        let res = tokio::time::timeout(t, rpc)
+        let res = tokio::time::timeout(t, node.call(op, t))
             .await
             .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")));
         self.account(node, &res);
@@ -140,9 +125,8 @@ impl Inner {
             return Err(Status::deadline_exceeded("request deadline passed"));
         }
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let req = node.request(pb::BatchRequest { operations }, t);
-        let res = match tokio::time::timeout(t, node.stub().batch(req)).await {
-            Ok(r) => r.map(|r| r.into_inner().results),
+        let res = match tokio::time::timeout(t, node.conn.batch(operations, t)).await {
+            Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded("attempt timed out")),
         };
         self.account(node, &res);
@@ -230,7 +214,9 @@ impl Inner {
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
         let rx = self.fan_out(&targets, &op, deadline, true);
-        gather(rx, targets.len(), need).await
+        // Wait for the first healthy replica, the one `One` reads go to, so a
+        // client reads its own writes; the others may finish later.
+        gather(rx, targets.len(), need, targets.first().copied()).await
     }
 
     /// Runs a non-idempotent `op` on the first healthy replica, failing over
@@ -278,7 +264,7 @@ impl Inner {
         if need == 0 {
             return Ok(());
         }
-        gather(rx, targets.len(), need).await.map(|_| ())
+        gather(rx, targets.len(), need, None).await.map(|_| ())
     }
 
     /// Asks enough replicas, returns the newest state (a value, or nothing
@@ -297,7 +283,7 @@ impl Inner {
                 let targets = self.targets(&replicas, need);
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
                 let rx = self.fan_out(&targets, &op, deadline, false);
-                let answers = gather(rx, targets.len(), need).await?;
+                let answers = gather(rx, targets.len(), need, None).await?;
                 self.resolve(key, answers, deadline).await
             })
             .await
@@ -398,18 +384,25 @@ impl Inner {
     }
 }
 
-/// Collects fan-out results until `need` succeeded, or until so many failed
-/// that `need` cannot be reached. A permanent error (bad input) is returned
-/// at once.
+/// Collects fan-out results until `need` succeeded and `wait_for` (if any)
+/// answered, or until so many failed that `need` cannot be reached. A
+/// permanent error (bad input) is returned at once.
 pub(crate) async fn gather(
     mut rx: mpsc::Receiver<(usize, Result<Out>)>,
     total: usize,
     need: usize,
+    mut wait_for: Option<usize>,
 ) -> Result<Vec<(usize, Out)>> {
     let mut oks = Vec::with_capacity(need);
     let mut failed = 0;
-    while oks.len() < need && total - failed >= need {
-        match rx.recv().await {
+    while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
+        let next = rx.recv().await;
+        if let Some((idx, _)) = &next
+            && wait_for == Some(*idx)
+        {
+            wait_for = None;
+        }
+        match next {
             Some((idx, Ok(out))) => oks.push((idx, out)),
             Some((_, Err(e))) if e.is_retryable() => failed += 1,
             Some((_, Err(e))) => return Err(e),

@@ -21,9 +21,11 @@
 //!   are retried with exponential backoff and jitter within a per-request
 //!   deadline and a client-wide retry budget.
 //!
-//! Not here: TLS (an `https://` node is refused at build time for now), and
-//! coalescing of concurrent single-key operations into batches (use
-//! [`Client::mget`] / [`Client::mset`]).
+//! - **Coalescing**: concurrent operations bound for the same node travel
+//!   together in one `Batch` RPC (see [`CoalesceConfig`]); an idle client
+//!   still sends each operation at once.
+//!
+//! Not here: TLS (an `https://` node is refused at build time for now).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), distcache::Error> {
@@ -49,6 +51,7 @@
 
 mod batch;
 mod client;
+mod coalesce;
 mod config;
 mod dispatch;
 mod error;
@@ -59,9 +62,9 @@ pub mod ring;
 
 pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
 pub use config::{
-    ClientBuilder, ClientConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_REPLICAS, DEFAULT_TIMEOUT, RetryConfig,
+    ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, RetryConfig,
 };
 pub use error::{ConfigError, Error, Result};
 

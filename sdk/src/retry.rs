@@ -184,7 +184,8 @@ mod tests {
                 Err(unavailable())
             })
             .await;
-        assert!(start.elapsed() < Duration::from_millis(100));
+        // Timers have millisecond granularity and round up.
+        assert!(start.elapsed() <= Duration::from_millis(101));
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,6 +19,9 @@ pub const DEFAULT_VNODES: usize = 150;
 /// Seed of every hash the ring computes. Changing it moves every key.
 pub const RING_SEED: u64 = 0x6469_7374_6361_6368; // "distcach"
 
+/// Top bits of a hash that index the bucket table narrowing each lookup.
+const BUCKET_BITS: u32 = 12;
+
 /// The hash of a key on the ring.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
@@ -38,8 +41,14 @@ pub fn key_hash(key: &[u8]) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Ring {
     nodes: Vec<String>,
-    /// `(point, node index)` sorted by point.
-    points: Vec<(u64, u32)>,
+    /// Points on the circle, sorted.
+    hashes: Vec<u64>,
+    /// `owners[i]` is the node index of `hashes[i]`.
+    owners: Vec<u32>,
+    /// `buckets[b]` is the first point whose top `BUCKET_BITS` bits are at
+    /// least `b`: a lookup searches only its bucket's few points instead of
+    /// the whole ring (about 10 ns instead of a 10-step binary search).
+    buckets: Vec<u32>,
     vnodes: usize,
 }
 
@@ -76,9 +85,16 @@ impl Ring {
             a.0.cmp(&b.0)
                 .then_with(|| names[a.1 as usize].cmp(&names[b.1 as usize]))
         });
+        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
+        let owners = points.iter().map(|p| p.1).collect();
+        let buckets = (0..=1u64 << BUCKET_BITS)
+            .map(|b| hashes.partition_point(|&h| (h >> (64 - BUCKET_BITS)) < b) as u32)
+            .collect();
         Self {
             nodes: names,
-            points,
+            hashes,
+            owners,
+            buckets,
             vnodes,
         }
     }
@@ -111,20 +127,22 @@ impl Ring {
         self.vnodes
     }
 
-    /// Position in `points` of the first point at or after `hash` (wrapping).
+    /// Position of the first point at or after `hash` (wrapping).
     #[inline]
     fn start(&self, hash: u64) -> usize {
-        let i = self.points.partition_point(|p| p.0 < hash);
-        if i == self.points.len() { 0 } else { i }
+        let b = (hash >> (64 - BUCKET_BITS)) as usize;
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        let i = lo + self.hashes[lo..hi].partition_point(|&p| p < hash);
+        if i == self.hashes.len() { 0 } else { i }
     }
 
     /// The first owner of `key`, or `None` on an empty ring. Allocation-free.
     #[inline]
     pub fn primary(&self, key: &[u8]) -> Option<usize> {
-        if self.points.is_empty() {
+        if self.hashes.is_empty() {
             return None;
         }
-        Some(self.points[self.start(key_hash(key))].1 as usize)
+        Some(self.owners[self.start(key_hash(key))] as usize)
     }
 
     /// The first `n` distinct nodes clockwise from `key` (fewer when the ring
@@ -136,9 +154,9 @@ impl Ring {
             return;
         }
         let start = self.start(key_hash(key));
-        let len = self.points.len();
-        for step in 0..len {
-            let idx = self.points[(start + step) % len].1 as usize;
+        let (tail, head) = self.owners.split_at(start);
+        for &owner in head.iter().chain(tail) {
+            let idx = owner as usize;
             if !out.contains(&idx) {
                 out.push(idx);
                 if out.len() == want {
@@ -159,19 +177,15 @@ impl Ring {
     /// like [`Ring::nodes`]. Sums to 1 on a non-empty ring.
     pub fn ownership(&self) -> Vec<f64> {
         let mut share = vec![0.0; self.nodes.len()];
-        let len = self.points.len();
+        let len = self.hashes.len();
         for i in 0..len {
-            // The arc (points[i-1], points[i]] belongs to points[i]'s node.
-            let prev = if i == 0 {
-                self.points[len - 1].0
-            } else {
-                self.points[i - 1].0
-            };
-            let arc = self.points[i].0.wrapping_sub(prev);
-            share[self.points[i].1 as usize] += arc as f64 / 2f64.powi(64);
+            // The arc (hashes[i-1], hashes[i]] belongs to owners[i].
+            let prev = self.hashes[if i == 0 { len - 1 } else { i - 1 }];
+            let arc = self.hashes[i].wrapping_sub(prev);
+            share[self.owners[i] as usize] += arc as f64 / 2f64.powi(64);
         }
         if len == 1 {
-            share[self.points[0].1 as usize] = 1.0;
+            share[self.owners[0] as usize] = 1.0;
         }
         share
     }
@@ -203,6 +217,22 @@ mod tests {
         let one = Ring::new(["a"], 150);
         assert_eq!(one.preference_list(b"k", 3), vec![0]);
         assert!((one.ownership()[0] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bucketed_lookup_matches_binary_search() {
+        for n in [1, 2, 10, 50] {
+            let ring = Ring::new(names("b", n), DEFAULT_VNODES);
+            let mut probes: Vec<u64> = ring.hashes.clone();
+            probes.extend(ring.hashes.iter().map(|h| h.wrapping_add(1)));
+            probes.extend([0, 1, u64::MAX, u64::MAX - 1]);
+            probes.extend((0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            for h in probes {
+                let plain = ring.hashes.partition_point(|&p| p < h);
+                let plain = if plain == ring.hashes.len() { 0 } else { plain };
+                assert_eq!(ring.start(h), plain, "hash {h:#x}");
+            }
+        }
     }
 
     #[test]

@@ -150,3 +150,12 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A client builder for `nodes` with deadlines generous enough for debug
+/// builds on a loaded machine: tests check behaviour, not speed.
+pub fn client(nodes: &[ClusterNode]) -> distcache::ClientBuilder {
+    distcache::Client::builder()
+        .nodes(urls(nodes))
+        .timeout(Duration::from_secs(10))
+        .attempt_timeout(Duration::from_secs(3))
+}

@@ -6,7 +6,7 @@
 
 pub mod cluster;
 
-pub use cluster::{BoxError, ClusterNode, cluster, eventually, urls};
+pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, urls};
 
 use std::net::SocketAddr;
 use std::time::Duration;

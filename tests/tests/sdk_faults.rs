@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use distcache::{Client, Consistency, RetryConfig};
-use distcache_tests::{BoxError, ClusterNode, cluster, eventually, urls};
+use distcache_tests::{BoxError, ClusterNode, client, cluster, eventually};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -23,7 +23,7 @@ async fn wait_health(client: &Client, url: &str, healthy: bool) -> Result<(), Bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_under_load_yields_no_errors() -> Result<(), BoxError> {
     let mut nodes = cluster(3).await?;
-    let cache = Client::builder().nodes(urls(&nodes)).build().await?;
+    let cache = client(&nodes).build().await?;
     for i in 0..300 {
         cache
             .set(format!("load:{i}"), format!("v{i}"), None)
@@ -82,8 +82,7 @@ async fn killing_a_node_under_load_yields_no_errors() -> Result<(), BoxError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_is_readmitted_and_quorum_reads_stay_newest() -> Result<(), BoxError> {
     let mut nodes = cluster(3).await?;
-    let cache = Client::builder()
-        .nodes(urls(&nodes))
+    let cache = client(&nodes)
         .replicas(3)
         .read_consistency(Consistency::Quorum)
         .write_consistency(Consistency::Quorum)
@@ -129,7 +128,8 @@ async fn restarted_node_is_readmitted_and_quorum_reads_stay_newest() -> Result<(
             if k.found && k.version == new && !g.found && kept.found)
     })
     .await?;
-    assert!(cache.stats().read_repairs >= 3);
+    let s = cache.stats();
+    assert!(s.read_repairs >= 3, "{s:?}");
     Ok(())
 }
 
@@ -137,7 +137,7 @@ async fn restarted_node_is_readmitted_and_quorum_reads_stay_newest() -> Result<(
 async fn deletes_never_resurrect_from_a_stale_replica() -> Result<(), BoxError> {
     let mut nodes = cluster(2).await?;
     // N = 2: Quorum is both replicas.
-    let cache = Client::builder().nodes(urls(&nodes)).build().await?;
+    let cache = client(&nodes).build().await?;
     let quorum = cache.with_read_consistency(Consistency::Quorum);
     let v = cache.set("doomed", "alive", None).await?;
     let addr = nodes[1].addr;
@@ -167,7 +167,7 @@ async fn deletes_never_resurrect_from_a_stale_replica() -> Result<(), BoxError> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_races_have_exactly_one_winner_per_version() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
-    let cache = Client::builder().nodes(urls(&nodes)).build().await?;
+    let cache = client(&nodes).build().await?;
     cache.set("lock", "init", None).await?;
     for round in 0..10 {
         let current = cache.get("lock").await?.unwrap().version;
@@ -182,7 +182,10 @@ async fn cas_races_have_exactly_one_winner_per_version() -> Result<(), BoxError>
         }
         let mut winners = 0;
         for r in racers {
-            if r.await??.applied {
+            if r.await?
+                .map_err(|e| format!("round {round}: {e:?}"))?
+                .applied
+            {
                 winners += 1;
             }
         }
@@ -194,8 +197,7 @@ async fn cas_races_have_exactly_one_winner_per_version() -> Result<(), BoxError>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_retries_when_all_nodes_are_down() -> Result<(), BoxError> {
     let mut nodes = cluster(3).await?;
-    let cache = Client::builder()
-        .nodes(urls(&nodes))
+    let cache = client(&nodes)
         .retry(RetryConfig {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
@@ -232,13 +234,15 @@ async fn cas_and_counters_fail_over_when_the_primary_is_down() -> Result<(), Box
     let mut nodes = cluster(3).await?;
     // No active probes and a high threshold: the client still believes the
     // dead primary is healthy, so the operation must fail over by itself.
-    let cache = Client::builder()
-        .nodes(urls(&nodes))
+    let cache = client(&nodes)
         .probe_interval(Duration::ZERO)
         .failure_threshold(100)
         .build()
         .await?;
-    let v = cache.set("c", "0", None).await?;
+    let v = cache
+        .with_write_consistency(Consistency::All)
+        .set("c", "0", None)
+        .await?;
     let primary = cache.owners("c")[0].clone();
     let victim = nodes.iter().position(|n| n.url() == primary).unwrap();
     nodes[victim].kill();

@@ -3,14 +3,50 @@
 
 use std::time::Duration;
 
-use distcache::{Client, Condition, Consistency};
-use distcache_tests::{BoxError, cluster, urls};
+use distcache::{Client, CoalesceConfig, Condition, Consistency};
+use distcache_tests::{BoxError, client, cluster, urls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_round_trip() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
-    let cache = Client::builder().nodes(urls(&nodes)).build().await?;
+    exercise(&client(&nodes).build().await?).await
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_round_trip_without_coalescing() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let off = CoalesceConfig {
+        max_batch: 1,
+        ..CoalesceConfig::default()
+    };
+    exercise(&client(&nodes).coalesce(off).build().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_coalesced_operations_get_their_own_answers() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let key = format!("co:{t}:{i}");
+                cache.set(&key, format!("{t}/{i}"), None).await?;
+                let got = cache.get(&key).await?.map(|e| e.value);
+                assert_eq!(got.as_deref(), Some(format!("{t}/{i}").as_bytes()));
+                assert_eq!(cache.get(format!("co:none:{t}:{i}")).await?, None);
+            }
+            Ok::<_, distcache::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn exercise(cache: &Client) -> Result<(), BoxError> {
     assert_eq!(cache.get("nope").await?, None);
     let v1 = cache.set("user:1", "alice", None).await?;
     let e = cache.get("user:1").await?.expect("written");
@@ -53,8 +89,11 @@ async fn operations_round_trip() -> Result<(), BoxError> {
         Err(distcache::Error::NotAnInteger(_))
     ));
 
-    assert!(cache.delete("user:1").await?);
-    assert!(!cache.delete("user:1").await?);
+    // Write All: with One, the second delete may reach a replica that the
+    // first one's background write has not reached yet.
+    let wall = cache.with_write_consistency(Consistency::All);
+    assert!(wall.delete("user:1").await?);
+    assert!(!wall.delete("user:1").await?);
     assert_eq!(all.get("user:1").await?, None);
 
     let items: Vec<(String, String)> = (0..50)
@@ -81,6 +120,7 @@ async fn operations_round_trip() -> Result<(), BoxError> {
         cache.set("big", &big, None).await,
         Err(distcache::Error::InvalidArgument(_))
     ));
+    cache.delete("cond").await?;
     Ok(())
 }
 
@@ -91,11 +131,7 @@ async fn routing_agrees_across_clients() -> Result<(), BoxError> {
     reversed.reverse();
     // replicas(1): a key lives on exactly one node, so a read through the
     // other client only finds it if both route it to the same node.
-    let a = Client::builder()
-        .nodes(urls(&nodes))
-        .replicas(1)
-        .build()
-        .await?;
+    let a = client(&nodes).replicas(1).build().await?;
     let b = Client::builder()
         .nodes(reversed)
         .replicas(1)
@@ -109,11 +145,7 @@ async fn routing_agrees_across_clients() -> Result<(), BoxError> {
     }
     let owners = a.owners("route:0");
     assert_eq!(owners.len(), 1);
-    let three = Client::builder()
-        .nodes(urls(&nodes))
-        .replicas(3)
-        .build()
-        .await?;
+    let three = client(&nodes).replicas(3).build().await?;
     let mut all = three.owners("route:0");
     assert_eq!(all[0], owners[0]);
     all.sort();

@@ -56,6 +56,9 @@ struct Args {
     /// PEM CA bundle for https:// nodes.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Most operations coalesced into one Batch RPC per node (1: no coalescing).
+    #[arg(long, default_value_t = distcache::CoalesceConfig::default().max_batch)]
+    max_batch: usize,
     /// Per-request deadline in milliseconds.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
@@ -69,7 +72,11 @@ async fn connect(args: &Args) -> Result<Client, Box<dyn std::error::Error>> {
         .replicas(args.replicas)
         .read_consistency(args.read_consistency)
         .write_consistency(args.write_consistency)
-        .timeout(Duration::from_millis(args.timeout_ms));
+        .timeout(Duration::from_millis(args.timeout_ms))
+        .coalesce(distcache::CoalesceConfig {
+            max_batch: args.max_batch,
+            ..distcache::CoalesceConfig::default()
+        });
     if let Some(t) = &args.token {
         b = b.token(t.clone());
     }
