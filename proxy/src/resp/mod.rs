@@ -2,5 +2,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod exec;
+pub mod server;
 
 pub use codec::{Limits, ProtocolError, Reply, parse_request};
