@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Measures, in one run on this machine, redis-benchmark against
+#   - distcache-proxy in front of 3 distcache-node processes (replicas 1 and 2), and
+#   - twemproxy (nutcracker) in front of 3 redis-server processes,
+# with -c 50 -d 100 -t set,get at -P 1 and -P 16, and prints each figure as a
+# ratio to twemproxy's. Installs redis-server, redis-tools and nutcracker with
+# apt-get when missing. Everything listens on 127.0.0.1 and is stopped on exit.
+#
+#   scripts/bench-proxy.sh            # REQUESTS=200000 by default
+#   REQUESTS=50000 scripts/bench-proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-200000}
+
+if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null \
+  || ! command -v nutcracker >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq redis-server redis-tools nutcracker >/dev/null
+fi
+cargo build --release -q -p distcache-node -p distcache-proxy
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_ping() {
+  for _ in $(seq 1 200); do
+    if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing answers PING on port $1" >&2
+  exit 1
+}
+
+# distcache: three nodes.
+for i in 1 2 3; do
+  target/release/distcache-node --listen "127.0.0.1:$((27000 + i))" \
+    --admin-listen "127.0.0.1:$((27100 + i))" --node-id "n$i" --max-memory 1GiB \
+    --log-level warn &
+  pids+=($!)
+done
+nodes=http://127.0.0.1:27001,http://127.0.0.1:27002,http://127.0.0.1:27003
+
+# twemproxy: three redis-servers.
+for i in 1 2 3; do
+  redis-server --port "$((27200 + i))" --save "" --appendonly no --bind 127.0.0.1 \
+    --logfile "$work/redis$i.log" &
+  pids+=($!)
+done
+cat > "$work/nutcracker.yml" <<YML
+bench:
+  listen: 127.0.0.1:27290
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  servers:
+   - 127.0.0.1:27201:1
+   - 127.0.0.1:27202:1
+   - 127.0.0.1:27203:1
+YML
+nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" &
+pids+=($!)
+wait_ping 27290
+
+run() { # name port pipeline -> prints "name P test rps"
+  redis-benchmark -h 127.0.0.1 -p "$2" -c 50 -d 100 -t set,get -P "$3" -n "$REQUESTS" -r 100000 --csv \
+    | tail -n +2 | tr -d '"' | while IFS=, read -r test rps _; do
+      echo "$1 $3 $test $rps"
+    done
+}
+
+results="$work/results"
+: > "$results"
+for P in 1 16; do run twemproxy 27290 "$P" >> "$results"; done
+for R in 1 2; do
+  target/release/distcache-proxy --nodes "$nodes" --replicas "$R" \
+    --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
+    --log-level warn &
+  proxy=$!
+  wait_ping 27380
+  for P in 1 16; do run "distcache-r$R" 27380 "$P" >> "$results"; done
+  kill "$proxy"; wait "$proxy" 2>/dev/null || true
+done
+
+echo
+printf '%-16s %-3s %-5s %12s %8s\n' target P test "req/s" "vs twem"
+while read -r name p test rps; do
+  base=$(awk -v p="$p" -v t="$test" '$1=="twemproxy" && $2==p && $3==t {print $4}' "$results")
+  ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+  printf '%-16s %-3s %-5s %12.0f %8s\n' "$name" "$p" "$test" "$rps" "$ratio"
+done < "$results"
