@@ -110,9 +110,12 @@ pub async fn run(
             CacheServiceServer::new(grpc::ProxyService::new(backend.clone()))
                 .max_decoding_message_size(16 << 20),
         )
-        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
-            stopped(&mut grpc_stop).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            async move {
+                stopped(&mut grpc_stop).await;
+            },
+        );
     let grpc = tokio::spawn(grpc);
     tracing::info!("distcache proxy serving");
     shutdown.await;
