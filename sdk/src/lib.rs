@@ -14,7 +14,10 @@
 //!   [`Consistency::All`] for reads and writes, per client and per request.
 //!   Quorum and All reads return the newest version (a newer tombstone wins
 //!   over an older value) and repair stale replicas in the background. Reads
-//!   see the latest write when R + W > N (for example Quorum + Quorum).
+//!   see the latest write when R + W > N (for example Quorum + Quorum). A
+//!   write returns after W acknowledgements *and* the answer of the first
+//!   healthy replica, the one `One` reads go to, so a client reads its own
+//!   writes even at `One`/`One`; the other replicas finish in the background.
 //! - **Failure handling**: a few lazily connected HTTP/2 channels per node;
 //!   nodes that fail repeatedly or fail a health check are skipped until a
 //!   probe re-admits them (the ring does not change); idempotent operations
