@@ -14,11 +14,11 @@
 //! Operations in a batch run in order on the node and fail independently;
 //! a transport failure fails every operation of the batch with its status.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::config::CoalesceConfig;
@@ -65,29 +65,35 @@ fn op_bytes(op: &Op) -> usize {
 }
 
 async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig) {
-    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    while let Some(first) = rx.recv().await {
-        // While every slot is busy, more operations queue up behind `first`.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut bytes = op_bytes(&first.op);
-        let mut batch = vec![first];
-        while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += op_bytes(&p.op);
-                    batch.push(p);
+    // Batches in flight are polled by this task itself rather than spawned:
+    // no hand-off to another task (or worker) between queueing and sending.
+    let max_in_flight = config.max_in_flight.max(1);
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            // While every slot is busy this branch is off, and more
+            // operations queue up behind the next batch.
+            first = rx.recv(), if in_flight.len() < max_in_flight => {
+                let Some(first) = first else { break };
+                let mut bytes = op_bytes(&first.op);
+                let mut batch = vec![first];
+                while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            bytes += op_bytes(&p.op);
+                            batch.push(p);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                let conn = conn.clone();
+                in_flight.push(async move { send(&conn, batch).await });
             }
         }
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            send(&conn, batch).await;
-            drop(permit);
-        });
     }
+    while in_flight.next().await.is_some() {}
 }
 
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {

@@ -145,7 +145,7 @@ pub struct ClientConfig {
     pub coalesce: CoalesceConfig,
     /// Bearer token sent as `authorization` metadata.
     pub token: Option<String>,
-    /// PEM CA bundle to verify `https://` nodes with.
+    /// PEM CA bundle to verify `https://` nodes with (rustls, ring provider).
     pub tls_ca: Option<Vec<u8>>,
     /// Writer id (low 8 bits of every version this client stamps); random
     /// when `None`. Two live clients should not share one.
@@ -198,12 +198,17 @@ impl ClientConfig {
                     reason: e.to_string(),
                 });
             }
-            if with_scheme.starts_with("https://") {
+            if with_scheme.starts_with("https://") && self.tls_ca.is_none() {
                 return Err(ConfigError::Tls(format!(
-                    "{with_scheme}: TLS is not supported by this build of the SDK yet"
+                    "{with_scheme}: https:// nodes need a CA bundle (tls_ca)"
                 )));
             }
             *url = with_scheme;
+        }
+        if let Some(pem) = &self.tls_ca
+            && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(ConfigError::Tls("tls_ca holds no PEM certificate".into()));
         }
         if let Some(t) = &self.token
             && tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")).is_err()
@@ -343,5 +348,56 @@ impl ClientBuilder {
         let mut config = self.config;
         config.validate()?;
         Client::from_config(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(nodes: &[&str]) -> ClientConfig {
+        ClientConfig {
+            nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
+            ..ClientConfig::default()
+        }
+    }
+
+    #[test]
+    fn urls_are_normalised() {
+        let mut c = config(&["127.0.0.1:7001", "http://b:7002/", " http://c:7003 "]);
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.nodes,
+            ["http://127.0.0.1:7001", "http://b:7002", "http://c:7003"]
+        );
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused() {
+        assert!(matches!(config(&[]).validate(), Err(ConfigError::NoNodes)));
+        let mut c = config(&["a:1"]);
+        c.replicas = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroReplicas)));
+        let mut c = config(&["https://a:1"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Tls(_))));
+        c.tls_ca = Some(b"not a certificate".to_vec());
+        assert!(matches!(c.validate(), Err(ConfigError::Tls(_))));
+        let mut c = config(&["a:1"]);
+        c.token = Some("bad\ntoken".into());
+        assert!(matches!(c.validate(), Err(ConfigError::BadToken)));
+        assert!(matches!(
+            config(&["http://[::1"]).validate(),
+            Err(ConfigError::BadUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn quorum_is_a_majority() {
+        assert_eq!(Consistency::Quorum.required(2), 2);
+        assert_eq!(Consistency::Quorum.required(3), 2);
+        assert_eq!(Consistency::Quorum.required(5), 3);
+        assert_eq!(Consistency::One.required(3), 1);
+        assert_eq!(Consistency::All.required(3), 3);
+        assert_eq!("QUORUM".parse::<Consistency>(), Ok(Consistency::Quorum));
     }
 }

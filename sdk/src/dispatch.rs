@@ -191,7 +191,10 @@ impl Inner {
                         .map_err(Error::from_status)
                 };
                 let res = if retry {
-                    inner.retry.run(deadline, once).await
+                    // Stop retrying a node once it is marked unhealthy: the
+                    // caller counts it as failed and other replicas serve.
+                    let gone = || !inner.nodes[idx].is_healthy();
+                    inner.retry.run_unless(deadline, once, gone).await
                 } else {
                     once().await
                 };

@@ -14,7 +14,10 @@
 //!   [`Consistency::All`] for reads and writes, per client and per request.
 //!   Quorum and All reads return the newest version (a newer tombstone wins
 //!   over an older value) and repair stale replicas in the background. Reads
-//!   see the latest write when R + W > N (for example Quorum + Quorum).
+//!   see the latest write when R + W > N (for example Quorum + Quorum). A
+//!   write returns after W acknowledgements *and* the answer of the first
+//!   healthy replica, the one `One` reads go to, so a client reads its own
+//!   writes even at `One`/`One`; the other replicas finish in the background.
 //! - **Failure handling**: a few lazily connected HTTP/2 channels per node;
 //!   nodes that fail repeatedly or fail a health check are skipped until a
 //!   probe re-admits them (the ring does not change); idempotent operations
@@ -25,7 +28,12 @@
 //!   together in one `Batch` RPC (see [`CoalesceConfig`]); an idle client
 //!   still sends each operation at once.
 //!
-//! Not here: TLS (an `https://` node is refused at build time for now).
+//! - **Security**: a bearer token sent as `authorization` metadata on every
+//!   request; `https://` nodes verified against a PEM CA bundle (rustls).
+//!
+//! Not here: membership changes at run time (the ring is built from the
+//! configured node list), hinted handoff (a replica that missed writes while
+//! down is repaired by reads, not replayed).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), distcache::Error> {

@@ -19,7 +19,7 @@ use distcache_proto::v1::{
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::coalesce::{self, Pending};
 use crate::config::ClientConfig;
@@ -99,8 +99,16 @@ impl Node {
             url: url.to_owned(),
             reason: e.to_string(),
         };
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(bad)?
+        let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(bad)?;
+        if url.starts_with("https://")
+            && let Some(pem) = &config.tls_ca
+        {
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(config.keepalive)

@@ -59,7 +59,22 @@ impl Retrier {
 
     /// Runs `attempt` until it succeeds, fails for good, runs out of retries
     /// or budget, or the next backoff would overrun `deadline`.
-    pub(crate) async fn run<T, F, Fut>(&self, deadline: Instant, mut attempt: F) -> Result<T>
+    pub(crate) async fn run<T, F, Fut>(&self, deadline: Instant, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run_unless(deadline, attempt, || false).await
+    }
+
+    /// [`Retrier::run`], giving up early once `give_up()` is true (e.g. the
+    /// node was marked unhealthy, so other replicas should take over).
+    pub(crate) async fn run_unless<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut attempt: F,
+        give_up: impl Fn() -> bool,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -72,6 +87,9 @@ impl Retrier {
                 Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => e,
             };
+            if give_up() {
+                return Err(err);
+            }
             let Some(delay) = delays.next() else {
                 return Err(err);
             };
