@@ -562,6 +562,48 @@ async fn without_tokens_each_peer_address_has_its_own_bucket() {
 }
 
 #[tokio::test]
+async fn prototype_flags_give_a_tls_node_that_wants_tokens() {
+    use clap::Parser as _;
+    let dir = scratch("proto-flags");
+    let ca = Ca::new("test ca");
+    let (cert, key) = ca.leaf(&["localhost"], false);
+    std::fs::write(dir.join("server.pem"), cert).expect("write");
+    std::fs::write(dir.join("server.key"), key).expect("write");
+    let tls_toml = dir.join("tls.toml");
+    std::fs::write(&tls_toml, "cert = \"server.pem\"\nkey = \"server.key\"\n").expect("write");
+    let secret = "prototype-secret-0123456789abcdef";
+    let args = distcache_node::cli::Args::try_parse_from([
+        "distcache-node",
+        "--use-tls",
+        "--tls-config",
+        tls_toml.to_str().expect("utf-8"),
+        "--enable-auth",
+        "--auth-secret",
+        secret,
+        "--enable-validation",
+        "--enable-rate-limiting",
+    ])
+    .expect("flags parse");
+    let mut cfg = args.into_config().expect("valid");
+    cfg.store = test_config().store;
+    let node = TestNode::spawn(cfg).await;
+    wait_healthy(node.grpc, Some(&ca.pem()), None).await;
+
+    let keys = KeySet::parse(&format!("default:{secret}")).expect("keys");
+    let token = mint(&keys, "alice", Role::User, now() + 600);
+    let ch = tls_channel(node.grpc, &ca.pem(), None).await.expect("tls");
+    let mut c = CacheServiceClient::new(ch);
+    assert_eq!(code(&mut c, "Set", None).await, Code::Unauthenticated);
+    assert_eq!(code(&mut c, "Set", Some(&token)).await, Code::Ok);
+    assert_eq!(
+        code(&mut c, "GetMetrics", Some(&token)).await,
+        Code::PermissionDenied
+    );
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn a_node_with_auth_enabled_but_no_secret_refuses_to_start() {
     let mut c = test_config();
     c.auth.enabled = true;
