@@ -1,2 +1,6 @@
-//! Example applications that use distcache. Empty until the SDK lands; see
-//! README.md for talking to a node with grpcurl in the meantime.
+//! Example applications that use distcache; each is an `examples/*.rs`
+//! file, run with `cargo run -p distcache-examples --example NAME`.
+//!
+//! - `read_through`: a read-through cache in front of a slow "user service",
+//!   on a 3-node cluster started in-process (or on `DISTCACHE_NODES`), that
+//!   keeps serving while one node shuts down.

@@ -2,6 +2,7 @@
 //! lines, standard error or an appended file.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
@@ -23,7 +24,9 @@ pub fn init(log: &LogConfig) -> Result<(), Box<dyn std::error::Error + Send + Sy
         .with_env_filter(filter)
         .with_writer(writer);
     match log.format {
-        LogFormat::Text => builder.with_ansi(log.file.is_none()).try_init()?,
+        LogFormat::Text => builder
+            .with_ansi(log.file.is_none() && std::io::stderr().is_terminal())
+            .try_init()?,
         LogFormat::Json => builder.json().try_init()?,
     }
     Ok(())

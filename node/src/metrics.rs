@@ -55,6 +55,21 @@ impl Op {
         Op::Metrics,
     ];
 
+    /// The outcomes this operation can have (only these series are exported
+    /// before they first occur).
+    fn outcomes(self) -> &'static [Outcome] {
+        use Outcome::*;
+        match self {
+            Op::Get => &[Ok, Miss, InvalidArgument],
+            Op::Set | Op::Delete | Op::Cas | Op::Expire => {
+                &[Ok, NotApplied, InvalidArgument, Error]
+            }
+            Op::IncrBy => &[Ok, InvalidArgument, Error],
+            Op::Batch => &[Ok, InvalidArgument],
+            Op::Health | Op::Metrics => &[Ok],
+        }
+    }
+
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {
@@ -237,7 +252,8 @@ pub struct Metrics {
     /// Counters of the security layers.
     pub security: SecurityCounters,
     registry: Registry,
-    counts: Vec<Counter>,
+    requests: Family<OpResult, Counter>,
+    counts: Vec<Option<Counter>>,
     latency: Vec<Histogram>,
     store: Arc<Store>,
     started: Instant,
@@ -270,10 +286,15 @@ impl Metrics {
         let mut counts = Vec::new();
         for op in Op::ALL {
             for outcome in Outcome::ALL {
-                counts.push(requests.get_or_create_owned(&OpResult {
+                let label = OpResult {
                     op: op.name(),
                     result: outcome.name(),
-                }));
+                };
+                counts.push(
+                    op.outcomes()
+                        .contains(&outcome)
+                        .then(|| requests.get_or_create_owned(&label)),
+                );
             }
         }
         let latency = Op::ALL
@@ -290,6 +311,7 @@ impl Metrics {
         Self {
             security,
             registry,
+            requests,
             counts,
             latency,
             store,
@@ -300,7 +322,19 @@ impl Metrics {
 
     /// Counts one operation.
     pub fn count(&self, op: Op, outcome: Outcome) {
-        self.counts[index(op, outcome)].inc();
+        match &self.counts[index(op, outcome)] {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&OpResult {
+                        op: op.name(),
+                        result: outcome.name(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// Records how long an RPC took.
@@ -327,11 +361,11 @@ impl Metrics {
         let mut ops = serde_json::Map::new();
         for op in Op::ALL {
             let mut by = serde_json::Map::new();
-            for outcome in Outcome::ALL {
-                by.insert(
-                    outcome.name().into(),
-                    self.counts[index(op, outcome)].get().into(),
-                );
+            for &outcome in op.outcomes() {
+                let n = self.counts[index(op, outcome)]
+                    .as_ref()
+                    .map_or(0, Counter::get);
+                by.insert(outcome.name().into(), n.into());
             }
             ops.insert(op.name().into(), by.into());
         }

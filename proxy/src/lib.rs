@@ -1,4 +1,131 @@
-//! The distcache sidecar proxy: gRPC and Redis-protocol front ends over the SDK.
+//! The distcache sidecar proxy: Redis-protocol and gRPC front ends over the
+//! SDK, plus an admin endpoint, so services in any language use the cluster
+//! through localhost.
 //!
-//! Not built yet; it arrives with the proxy issue. Until then, run a node
-//! (`cargo run --release -p distcache-node`) and talk to it directly.
+//! ```text
+//!   redis client ── RESP :6380 ──► resp::server ─┐
+//!   gRPC client ── gRPC :50051 ──► grpc (CacheService, health, reflection)
+//!   Prometheus ── HTTP :9100 ───► admin          ├─► Backend ─► distcache::Client ─► nodes
+//!                                                 │     (ring, replication, failover)
+//!   --dev: three in-process nodes (dev) ─────────┘
+//! ```
+//!
+//! Not here yet: membership changes at run time (`--config` reload, DNS and
+//! HTTP discovery), TLS and tokens on the front ends.
+
+pub mod admin;
+pub mod backend;
+pub mod cli;
+pub mod dev;
+pub mod grpc;
+pub mod metrics;
+pub mod resp;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use distcache::proto::cache_service_server::CacheServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use backend::Backend;
+
+/// The sockets the proxy serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC front end.
+    pub grpc: TcpListener,
+    /// Redis-protocol front end.
+    pub resp: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+/// How the front ends behave.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontendConfig {
+    /// Bounds on RESP requests.
+    pub resp_limits: resp::Limits,
+    /// Most RESP connections open at once.
+    pub max_connections: usize,
+}
+
+/// Why the proxy stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// gRPC reflection could not be set up.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Resolves once the stop flag turns true (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Serves every front end until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    backend: Arc<Backend>,
+    config: FrontendConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProxyError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let resp = tokio::spawn(resp::server::serve(
+        listeners.resp,
+        backend.clone(),
+        config.resp_limits,
+        config.max_connections,
+        stop_rx.clone(),
+    ));
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        backend.clone(),
+        stop_rx.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CacheServiceServer<grpc::ProxyService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection.build_v1()?)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            CacheServiceServer::new(grpc::ProxyService::new(backend.clone()))
+                .max_decoding_message_size(16 << 20),
+        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(listeners.grpc), async move {
+            stopped(&mut grpc_stop).await;
+        });
+    let grpc = tokio::spawn(grpc);
+    tracing::info!("distcache proxy serving");
+    shutdown.await;
+    tracing::info!("proxy shutting down");
+    health
+        .set_not_serving::<CacheServiceServer<grpc::ProxyService>>()
+        .await;
+    let _ = stop.send(true);
+    let _ = resp.await;
+    let _ = admin.await;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), grpc).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(_)) | Err(_) => tracing::warn!("gRPC front end did not drain in time"),
+    }
+    Ok(())
+}

@@ -1,17 +1,72 @@
-//! The distcache client SDK.
+//! The distcache client SDK: a replicated, consistent-hashed view of many
+//! distcache nodes.
 //!
-//! Not built yet: the consistent-hash ring, pooling, retry, failover and
-//! replication arrive with the SDK issue. Until then this crate only re-exports
-//! the wire types, so a service can talk to a single node with the generated
-//! client:
+//! - **Placement**: a [`ring::Ring`] of 150 virtual nodes per node (xxh3-64,
+//!   fixed seed) gives each key a preference list of N distinct nodes; every
+//!   SDK instance with the same node list agrees on it.
+//! - **Replication**: writes are stamped with a hybrid-logical-clock version
+//!   (wall-clock milliseconds, a logical counter and a writer id) and sent to
+//!   every healthy replica in parallel; a node applies only newer versions,
+//!   so replicas converge whatever the arrival order. Deletes leave versioned
+//!   tombstones. Compare-and-swap, counters and conditional sets run on the
+//!   first healthy replica, whose result is copied to the others.
+//! - **Consistency**: [`Consistency::One`], [`Consistency::Quorum`] or
+//!   [`Consistency::All`] for reads and writes, per client and per request.
+//!   Quorum and All reads return the newest version (a newer tombstone wins
+//!   over an older value) and repair stale replicas in the background. Reads
+//!   see the latest write when R + W > N (for example Quorum + Quorum).
+//! - **Failure handling**: a few lazily connected HTTP/2 channels per node;
+//!   nodes that fail repeatedly or fail a health check are skipped until a
+//!   probe re-admits them (the ring does not change); idempotent operations
+//!   are retried with exponential backoff and jitter within a per-request
+//!   deadline and a client-wide retry budget.
+//!
+//! - **Coalescing**: concurrent operations bound for the same node travel
+//!   together in one `Batch` RPC (see [`CoalesceConfig`]); an idle client
+//!   still sends each operation at once.
+//!
+//! Not here: TLS (an `https://` node is refused at build time for now).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use distcache::proto::{cache_service_client::CacheServiceClient, GetRequest};
-//! let mut node = CacheServiceClient::connect("http://127.0.0.1:7001").await?;
-//! let reply = node.get(GetRequest { key: "user:123".into() }).await?.into_inner();
-//! println!("found={} version={}", reply.found, reply.version);
+//! # async fn demo() -> Result<(), distcache::Error> {
+//! use std::time::Duration;
+//! use distcache::{Client, Consistency};
+//!
+//! let cache = Client::builder()
+//!     .nodes(["http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003"])
+//!     .replicas(2)
+//!     .read_consistency(Consistency::Quorum)
+//!     .write_consistency(Consistency::Quorum)
+//!     .build()
+//!     .await?;
+//! let v1 = cache.set("user:123", br#"{"name":"Alice"}"#, Some(Duration::from_secs(60))).await?;
+//! let entry = cache.get("user:123").await?.expect("just written");
+//! assert_eq!(entry.version, v1);
+//! let swap = cache.compare_and_swap("user:123", v1, br#"{"name":"Bob"}"#, None).await?;
+//! assert!(swap.applied);
+//! assert_eq!(cache.incr_by("visits", 3).await?, 3);
+//! cache.delete("user:123").await?;
 //! # Ok(()) }
 //! ```
 
+mod batch;
+mod client;
+mod coalesce;
+mod config;
+mod dispatch;
+mod error;
+mod hlc;
+mod node;
+mod retry;
+pub mod ring;
+
+pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
+pub use config::{
+    ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, RetryConfig,
+};
+pub use error::{ConfigError, Error, Result};
+
+/// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

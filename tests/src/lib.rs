@@ -4,6 +4,10 @@
 // Test support: a failed set-up should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod cluster;
+
+pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, urls};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -15,10 +15,52 @@ pub const ENTRY_OVERHEAD: u64 = 128;
 
 const NIL: u32 = u32::MAX;
 
+/// Keys up to this many bytes live inside the slot, saving an allocation
+/// and, on every lookup, a cache miss.
+const INLINE_KEY: usize = 22;
+
+/// A key, inline when short. Deref gives the bytes.
+#[derive(Debug)]
+pub(crate) enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(k: &[u8]) -> Self {
+        if k.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..k.len()].copy_from_slice(k);
+            Key::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+
+    const EMPTY: Key = Key::Inline {
+        len: 0,
+        bytes: [0; INLINE_KEY],
+    };
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
 /// One stored entry. A free slab slot has an empty key (stored keys never are).
 #[derive(Debug)]
 pub(crate) struct Slot {
-    pub(crate) key: Box<[u8]>,
+    pub(crate) key: Key,
     /// `None` is a tombstone: the key was deleted at `version`.
     pub(crate) value: Option<Bytes>,
     pub(crate) version: u64,
@@ -110,7 +152,7 @@ impl Shard {
         expires_at: u64,
     ) -> u32 {
         let slot = Slot {
-            key: key.into(),
+            key: Key::new(key),
             value,
             version,
             expires_at,
@@ -178,7 +220,7 @@ impl Shard {
         if slot.value.is_some() {
             self.live -= 1;
         }
-        slot.key = Box::default();
+        slot.key = Key::EMPTY;
         slot.value = None;
         self.free.push(idx);
         self.bytes -= freed;
@@ -338,6 +380,28 @@ mod tests {
         assert_eq!((s.live, s.bytes), (0, charge(1, 0)));
         s.remove(a);
         assert_eq!((s.live, s.bytes), (0, 0));
+    }
+
+    #[test]
+    fn short_and_long_keys() {
+        let mut s = Shard::new();
+        let long = vec![b'x'; 100];
+        let edge = vec![b'y'; INLINE_KEY];
+        let over = vec![b'z'; INLINE_KEY + 1];
+        for k in [&long, &edge, &over] {
+            put(&mut s, k);
+        }
+        for k in [&long, &edge, &over] {
+            let i = s.find(h(k), k).expect("found");
+            assert_eq!(&*s.slot(i).key, &k[..]);
+        }
+        assert!(matches!(s.slot(0).key, Key::Heap(_)));
+        assert!(matches!(s.slot(1).key, Key::Inline { .. }));
+        assert!(s.find(h(b"x"), b"x").is_none());
+        let i = s.find(h(&long), &long).expect("found");
+        s.remove(i);
+        assert!(s.find(h(&long), &long).is_none());
+        assert_eq!(s.bytes, charge(INLINE_KEY, 1) + charge(INLINE_KEY + 1, 1));
     }
 
     #[test]

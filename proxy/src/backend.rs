@@ -1,0 +1,107 @@
+//! What the front ends share: the SDK client over the cluster, the node list,
+//! metrics, and a few cluster-wide answers (DBSIZE, INFO, health).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use distcache::Client;
+use distcache::proto::{HealthCheckRequest, cache_service_client::CacheServiceClient};
+use futures_util::future::join_all;
+
+use crate::metrics::ProxyMetrics;
+
+/// The state behind every front end.
+#[derive(Debug)]
+pub struct Backend {
+    /// The SDK client all requests go through.
+    pub client: Client,
+    /// Replication factor the client was built with.
+    pub replicas: usize,
+    /// Request counts and latencies.
+    pub metrics: ProxyMetrics,
+    /// RESP connections open now.
+    pub resp_connections: AtomicUsize,
+    /// RESP connections accepted since start.
+    pub resp_accepted: AtomicU64,
+    started: Instant,
+}
+
+impl Backend {
+    /// A backend over `client`.
+    pub fn new(client: Client, replicas: usize) -> Self {
+        Self {
+            metrics: ProxyMetrics::new(client.clone()),
+            client,
+            replicas,
+            resp_connections: AtomicUsize::new(0),
+            resp_accepted: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds since the proxy started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// True when at least one node is considered healthy.
+    pub fn any_healthy(&self) -> bool {
+        self.client.health().iter().any(|(_, h)| *h)
+    }
+
+    /// Live keys per node (None when a node did not answer), asked directly.
+    pub async fn node_keys(&self) -> Vec<(String, Option<u64>)> {
+        let nodes: Vec<String> = self.client.ring().nodes().to_vec();
+        let answers = join_all(nodes.iter().map(|url| async move {
+            let mut c = CacheServiceClient::connect(url.clone()).await.ok()?;
+            let h = c.health_check(HealthCheckRequest {}).await.ok()?;
+            Some(h.into_inner().keys)
+        }))
+        .await;
+        nodes.into_iter().zip(answers).collect()
+    }
+
+    /// An estimate of distinct live keys: the sum over nodes divided by the
+    /// replication factor (exact when every replica holds every key it owns).
+    pub async fn dbsize(&self) -> u64 {
+        let total: u64 = self.node_keys().await.iter().filter_map(|(_, k)| *k).sum();
+        let n = self.client.ring().len().min(self.replicas).max(1) as u64;
+        total / n
+    }
+
+    /// The INFO text: Redis's sections that clients read, with distcache's figures.
+    pub async fn info(&self) -> String {
+        let health = self.client.health();
+        let healthy = health.iter().filter(|(_, h)| *h).count();
+        let stats = self.client.stats();
+        let mut s = String::new();
+        s.push_str("# Server\r\nredis_version:7.2.0\r\nredis_mode:standalone\r\n");
+        s.push_str(&format!(
+            "distcache_version:{}\r\nuptime_in_seconds:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            self.uptime_secs()
+        ));
+        s.push_str(&format!(
+            "\r\n# Clients\r\nconnected_clients:{}\r\n",
+            self.resp_connections.load(Ordering::Relaxed)
+        ));
+        s.push_str(&format!(
+            "\r\n# Stats\r\ntotal_connections_received:{}\r\nupstream_attempts:{}\r\nupstream_failovers:{}\r\nupstream_retries:{}\r\n",
+            self.resp_accepted.load(Ordering::Relaxed),
+            stats.attempts,
+            stats.failovers,
+            stats.retries
+        ));
+        s.push_str(&format!(
+            "\r\n# Cluster\r\nnodes:{}\r\nhealthy_nodes:{}\r\nreplicas:{}\r\n",
+            health.len(),
+            healthy,
+            self.replicas
+        ));
+        s.push_str(&format!(
+            "\r\n# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+            self.dbsize().await
+        ));
+        s
+    }
+}

@@ -1,0 +1,133 @@
+//! Command-line flags of `distcache-proxy` (each also a `DISTCACHE_*`
+//! environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use distcache_node::config::{LogConfig, LogFormat};
+use distcache_node::units::{ByteSize, HumanDuration};
+
+/// A consistency level on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    /// The first healthy replica.
+    One,
+    /// A majority of the key's replicas.
+    Quorum,
+    /// Every replica of the key.
+    All,
+}
+
+impl From<Level> for distcache::Consistency {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::One => distcache::Consistency::One,
+            Level::Quorum => distcache::Consistency::Quorum,
+            Level::All => distcache::Consistency::All,
+        }
+    }
+}
+
+/// A sidecar proxy in front of a distcache cluster: the Redis protocol and
+/// distcache's gRPC API on localhost, spread over the nodes by the SDK.
+#[derive(Debug, Parser)]
+#[command(name = "distcache-proxy", version, about)]
+pub struct Args {
+    /// Node URLs, comma separated (http://host:port).
+    #[arg(
+        long,
+        env = "DISTCACHE_NODES",
+        value_delimiter = ',',
+        required_unless_present = "dev"
+    )]
+    pub nodes: Vec<String>,
+    /// Start three in-process memory-only nodes and use them (for trying distcache out).
+    #[arg(long, env = "DISTCACHE_DEV")]
+    pub dev: bool,
+    /// Replicas per key.
+    #[arg(long, env = "DISTCACHE_REPLICAS", default_value_t = 2)]
+    pub replicas: usize,
+    /// Read consistency.
+    #[arg(long, env = "DISTCACHE_READ_CONSISTENCY", value_enum, default_value_t = Level::One)]
+    pub read_consistency: Level,
+    /// Write consistency.
+    #[arg(long, env = "DISTCACHE_WRITE_CONSISTENCY", value_enum, default_value_t = Level::One)]
+    pub write_consistency: Level,
+    /// Per-request deadline towards the cluster, e.g. 2s.
+    #[arg(long, env = "DISTCACHE_TIMEOUT", default_value = "2s")]
+    pub timeout: HumanDuration,
+    /// gRPC front end (distcache.v1.CacheService, health, reflection).
+    #[arg(long, env = "DISTCACHE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Redis-protocol front end.
+    #[arg(long, env = "DISTCACHE_RESP_LISTEN", default_value = "127.0.0.1:6380")]
+    pub resp_listen: SocketAddr,
+    /// Admin HTTP: /metrics, /metrics.json, /healthz, /ring.
+    #[arg(long, env = "DISTCACHE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
+    /// Most RESP client connections open at once.
+    #[arg(long, env = "DISTCACHE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest RESP argument (a key or value) accepted.
+    #[arg(long, env = "DISTCACHE_MAX_ARG_BYTES", default_value = "2MiB")]
+    pub max_arg_bytes: ByteSize,
+    /// File holding the token the proxy presents to nodes (`authorization: Bearer`).
+    #[arg(long, env = "DISTCACHE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Log level (trace, debug, info, warn, error) or a tracing filter.
+    #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Append logs to this file instead of standard error.
+    #[arg(long, env = "DISTCACHE_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, env = "DISTCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The logging part.
+    pub fn log(&self) -> LogConfig {
+        LogConfig {
+            level: self.log_level.clone(),
+            file: self.log_file.clone(),
+            format: self.log_format,
+        }
+    }
+
+    /// The per-request deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_dev() {
+        let a = Args::try_parse_from(["distcache-proxy", "--dev"]).expect("parses");
+        assert!(a.dev && a.nodes.is_empty());
+        assert_eq!(a.resp_listen.port(), 6380);
+        assert_eq!(a.grpc_listen.port(), 50051);
+        assert_eq!(a.admin_listen.port(), 9100);
+        assert_eq!(a.replicas, 2);
+        let a = Args::try_parse_from([
+            "distcache-proxy",
+            "--nodes",
+            "http://n1:7001,http://n2:7001",
+            "--read-consistency",
+            "quorum",
+        ])
+        .expect("parses");
+        assert_eq!(a.nodes.len(), 2);
+        assert_eq!(a.read_consistency, Level::Quorum);
+        assert!(
+            Args::try_parse_from(["distcache-proxy"]).is_err(),
+            "nodes or --dev required"
+        );
+    }
+}

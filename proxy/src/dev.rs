@@ -1,0 +1,54 @@
+//! `--dev`: three memory-only nodes in this process, on loopback ports the
+//! kernel picks, so one command gives a working cluster to try.
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use distcache_node::{Listeners, NodeConfig};
+
+/// Nodes running in this process.
+#[derive(Debug)]
+pub struct DevCluster {
+    /// Their gRPC URLs.
+    pub urls: Vec<String>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DevCluster {
+    /// Starts `n` nodes of 256 MiB each.
+    pub async fn start(n: usize) -> std::io::Result<Self> {
+        let (stop, rx) = watch::channel(false);
+        let mut urls = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let grpc = TcpListener::bind("127.0.0.1:0").await?;
+            let admin = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = grpc.local_addr()?;
+            let mut config = NodeConfig::default();
+            config.server.node_id = format!("dev-{}", i + 1);
+            config.store.max_memory.0 = 256 << 20;
+            let mut rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move { crate::stopped(&mut rx).await };
+                if let Err(e) =
+                    distcache_node::run(Listeners { grpc, admin }, config, shutdown).await
+                {
+                    tracing::error!(error = %e, "dev node failed");
+                }
+            }));
+            tracing::info!(node = i + 1, %addr, "dev node started");
+            urls.push(format!("http://{addr}"));
+        }
+        Ok(Self { urls, stop, tasks })
+    }
+
+    /// Stops every node and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

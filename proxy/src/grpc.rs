@@ -1,0 +1,305 @@
+//! `distcache.v1.CacheService` on the proxy: the same service a node serves,
+//! answered through the SDK, so a client can point at a node or at the proxy
+//! interchangeably.
+//!
+//! Differences from a node, by design: versions are stamped by the proxy's
+//! SDK (a request's non-zero `version` is refused: replicated writes are for
+//! nodes), `Delete` and `IncrBy` answer `version = 0` (the SDK does not return
+//! the tombstone's or counter's version), and `HealthCheck` describes the
+//! cluster (SERVING while any node is healthy; keys are the DBSIZE estimate).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distcache::proto::{
+    self as pb, cache_service_server::CacheService, operation, operation_result,
+};
+use distcache::{Condition, Error};
+use tonic::{Code, Request, Response, Status};
+
+use crate::backend::Backend;
+
+/// The one place SDK errors become gRPC statuses.
+pub fn to_status(e: &Error) -> Status {
+    let code = match e {
+        Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
+        Error::NotAnInteger(_) => Code::FailedPrecondition,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::Timeout(_) => Code::DeadlineExceeded,
+        Error::Rpc(s) => s.code(),
+        _ => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn ttl(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn no_version(v: u64) -> Result<(), Status> {
+    if v == 0 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(
+            "the proxy stamps versions itself; send version = 0 (replicated writes go to nodes)",
+        ))
+    }
+}
+
+/// The proxy's CacheService.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    backend: Arc<Backend>,
+}
+
+impl ProxyService {
+    /// A service over `backend`.
+    pub fn new(backend: Arc<Backend>) -> Self {
+        Self { backend }
+    }
+
+    async fn get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        let e = self
+            .backend
+            .client
+            .get(&r.key)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(
+            e.map_or_else(pb::GetResponse::default, |e| pb::GetResponse {
+                found: true,
+                value: e.value,
+                version: e.version,
+                ttl_ms: e.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+            }),
+        )
+    }
+
+    async fn set(&self, r: pb::SetRequest) -> Result<pb::SetResponse, Status> {
+        no_version(r.version)?;
+        let c = &self.backend.client;
+        let condition = match pb::SetCondition::try_from(r.condition) {
+            Ok(pb::SetCondition::Always) => Condition::Always,
+            Ok(pb::SetCondition::IfAbsent) => Condition::IfAbsent,
+            Ok(pb::SetCondition::IfPresent) => Condition::IfPresent,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown set condition {}",
+                    r.condition
+                )));
+            }
+        };
+        let mut ttl_value = ttl(r.ttl_ms);
+        if r.keep_ttl {
+            ttl_value = c
+                .get(&r.key)
+                .await
+                .map_err(|e| to_status(&e))?
+                .and_then(|e| e.ttl);
+        }
+        let w = c
+            .set_with(&r.key, &r.value, ttl_value, condition)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::SetResponse {
+            applied: w.applied,
+            version: w.version,
+        })
+    }
+
+    async fn delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+        no_version(r.version)?;
+        let deleted = self
+            .backend
+            .client
+            .delete(&r.key)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::DeleteResponse {
+            deleted,
+            version: 0,
+        })
+    }
+
+    async fn cas(
+        &self,
+        r: pb::CompareAndSwapRequest,
+    ) -> Result<pb::CompareAndSwapResponse, Status> {
+        let w = self
+            .backend
+            .client
+            .compare_and_swap(&r.key, r.expected_version, &r.value, ttl(r.ttl_ms))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::CompareAndSwapResponse {
+            swapped: w.applied,
+            version: w.version,
+        })
+    }
+
+    async fn incr_by(&self, r: pb::IncrByRequest) -> Result<pb::IncrByResponse, Status> {
+        let value = self
+            .backend
+            .client
+            .incr_by(&r.key, r.delta)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::IncrByResponse { value, version: 0 })
+    }
+
+    async fn expire(&self, r: pb::ExpireRequest) -> Result<pb::ExpireResponse, Status> {
+        no_version(r.version)?;
+        let applied = self
+            .backend
+            .client
+            .expire(&r.key, ttl(r.ttl_ms))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(pb::ExpireResponse {
+            applied,
+            version: 0,
+        })
+    }
+
+    async fn one(&self, op: pb::Operation) -> pb::OperationResult {
+        use operation::Op as In;
+        use operation_result::Result as Out;
+        let result = match op.op {
+            Some(In::Get(r)) => self.get(r).await.map(Out::Get),
+            Some(In::Set(r)) => self.set(r).await.map(Out::Set),
+            Some(In::Delete(r)) => self.delete(r).await.map(Out::Delete),
+            Some(In::CompareAndSwap(r)) => self.cas(r).await.map(Out::CompareAndSwap),
+            Some(In::IncrBy(r)) => self.incr_by(r).await.map(Out::IncrBy),
+            Some(In::Expire(r)) => self.expire(r).await.map(Out::Expire),
+            None => Err(Status::invalid_argument("empty batch operation")),
+        };
+        let result = result.unwrap_or_else(|s| {
+            Out::Error(pb::OperationError {
+                code: s.code() as i32,
+                message: s.message().to_owned(),
+            })
+        });
+        pb::OperationResult {
+            result: Some(result),
+        }
+    }
+
+    /// Times and counts one RPC.
+    async fn serve<T>(
+        &self,
+        name: &'static str,
+        f: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let r = f.await;
+        self.backend
+            .metrics
+            .record("grpc", name, r.is_ok(), start.elapsed());
+        r.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl CacheService for ProxyService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.serve("get", ProxyService::get(self, req.into_inner()))
+            .await
+    }
+
+    async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        self.serve("set", ProxyService::set(self, req.into_inner()))
+            .await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.serve("delete", ProxyService::delete(self, req.into_inner()))
+            .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        self.serve("compare_and_swap", self.cas(req.into_inner()))
+            .await
+    }
+
+    async fn incr_by(
+        &self,
+        req: Request<pb::IncrByRequest>,
+    ) -> Result<Response<pb::IncrByResponse>, Status> {
+        self.serve("incr_by", ProxyService::incr_by(self, req.into_inner()))
+            .await
+    }
+
+    async fn expire(
+        &self,
+        req: Request<pb::ExpireRequest>,
+    ) -> Result<Response<pb::ExpireResponse>, Status> {
+        self.serve("expire", ProxyService::expire(self, req.into_inner()))
+            .await
+    }
+
+    async fn batch(
+        &self,
+        req: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        self.serve("batch", async {
+            // In order, as on a node: later operations may depend on earlier ones.
+            let mut results = Vec::new();
+            for op in req.into_inner().operations {
+                results.push(self.one(op).await);
+            }
+            Ok(pb::BatchResponse { results })
+        })
+        .await
+    }
+
+    async fn health_check(
+        &self,
+        _req: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        let b = &self.backend;
+        let status = if b.any_healthy() {
+            pb::ServingStatus::Serving
+        } else {
+            pb::ServingStatus::NotServing
+        };
+        Ok(Response::new(pb::HealthCheckResponse {
+            status: status as i32,
+            node_id: "distcache-proxy".into(),
+            uptime_seconds: b.uptime_secs(),
+            keys: b.dbsize().await,
+            memory_bytes: 0,
+            max_memory_bytes: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+        let json = req.into_inner().format == pb::MetricsFormat::Json as i32;
+        let (body, content_type) = if json {
+            (
+                crate::admin::metrics_json(&self.backend).await,
+                "application/json",
+            )
+        } else {
+            (
+                self.backend.metrics.prometheus(),
+                crate::admin::PROMETHEUS_CONTENT_TYPE,
+            )
+        };
+        Ok(Response::new(pb::GetMetricsResponse {
+            body,
+            content_type: content_type.into(),
+        }))
+    }
+}

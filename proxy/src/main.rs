@@ -1,0 +1,101 @@
+//! `distcache-proxy`: parses flags, sets up logging, starts a dev cluster if
+//! asked, builds the SDK client, binds the front ends and serves until
+//! SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use distcache_proxy::cli::Args;
+use distcache_proxy::dev::DevCluster;
+use distcache_proxy::{Backend, FrontendConfig, Listeners, resp, run};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = distcache_node::logging::init(&args.log()) {
+        eprintln!("distcache-proxy: cannot set up logging: {e}");
+        return ExitCode::from(2);
+    }
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let dev = if args.dev && args.nodes.is_empty() {
+        Some(DevCluster::start(3).await?)
+    } else {
+        None
+    };
+    let nodes = dev
+        .as_ref()
+        .map_or_else(|| args.nodes.clone(), |d| d.urls.clone());
+    let mut builder = distcache::Client::builder()
+        .nodes(nodes.clone())
+        .replicas(args.replicas)
+        .read_consistency(args.read_consistency.into())
+        .write_consistency(args.write_consistency.into())
+        .timeout(args.timeout());
+    if let Some(path) = &args.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        builder = builder.token(token.trim().to_owned());
+    }
+    let client = builder.build().await?;
+    let backend = Arc::new(Backend::new(client, args.replicas));
+    let listeners = Listeners {
+        grpc: bind(args.grpc_listen, "gRPC").await?,
+        resp: bind(args.resp_listen, "RESP").await?,
+        admin: bind(args.admin_listen, "admin").await?,
+    };
+    tracing::info!(
+        resp = %listeners.resp.local_addr()?,
+        grpc = %listeners.grpc.local_addr()?,
+        admin = %listeners.admin.local_addr()?,
+        nodes = ?nodes,
+        "listening"
+    );
+    let config = FrontendConfig {
+        resp_limits: resp::Limits {
+            max_bulk: usize::try_from(args.max_arg_bytes.0).unwrap_or(usize::MAX),
+            ..resp::Limits::default()
+        },
+        max_connections: args.max_connections,
+    };
+    run(listeners, backend, config, shutdown_signal()).await?;
+    if let Some(dev) = dev {
+        dev.stop().await;
+    }
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,359 @@
+//! The Redis serialization protocol (RESP2), request side and reply side.
+//!
+//! Requests are arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what
+//! every client library sends) or inline commands (`GET k\r\n`, what a person
+//! types into telnet). Arguments are returned as [`Bytes`] split off the read
+//! buffer, so parsing copies nothing. Frame sizes and argument counts are
+//! bounded: a request beyond a bound is a [`ProtocolError`] and the caller
+//! closes that connection, as Redis does.
+//!
+//! Synchronous and I/O-free: the connection task feeds it a `BytesMut`.
+//! A maintained crate (redis-protocol) exists, but it decodes into a general
+//! frame tree that would then be copied into commands; requests are a small,
+//! fixed subset of RESP, so this parser is short, allocation-light and
+//! property-tested instead.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Bounds on what one request may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string (one argument) in bytes.
+    pub max_bulk: usize,
+    /// Most arguments in one request.
+    pub max_args: usize,
+    /// Longest inline command line in bytes.
+    pub max_inline: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bulk: 2 << 20,
+            max_args: 64 * 1024,
+            max_inline: 64 * 1024,
+        }
+    }
+}
+
+/// A request that cannot be parsed; the connection is closed after replying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// Something other than the expected byte at a position.
+    #[error("Protocol error: expected '{expected}', got '{got}'")]
+    Unexpected {
+        /// What the grammar wanted.
+        expected: char,
+        /// What arrived (as a char, lossy).
+        got: char,
+    },
+    /// A length or count that is not a number.
+    #[error("Protocol error: invalid {what} length")]
+    BadLength {
+        /// "multibulk" or "bulk".
+        what: &'static str,
+    },
+    /// A bound in [`Limits`] was exceeded.
+    #[error("Protocol error: {what} exceeds the limit of {limit}")]
+    TooLarge {
+        /// Which bound.
+        what: &'static str,
+        /// Its value.
+        limit: usize,
+    },
+    /// An inline command with an unbalanced quote.
+    #[error("Protocol error: unbalanced quotes in request")]
+    UnbalancedQuotes,
+}
+
+/// Parses one request from the front of `buf`. Returns `Ok(None)` when more
+/// bytes are needed (nothing is consumed), `Ok(Some(args))` with the request's
+/// arguments (possibly empty for a blank inline line) after consuming it.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_multibulk(buf, limits),
+        Some(_) => parse_inline(buf, limits),
+    }
+}
+
+/// Position of the first "\r\n" at or after `from`.
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| p + from)
+}
+
+/// Reads a decimal integer line that starts right after a type byte at `at`.
+/// Returns (value, index just past the CRLF) or None when incomplete.
+fn read_len(
+    buf: &[u8],
+    at: usize,
+    what: &'static str,
+    max_line: usize,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let Some(end) = find_crlf(buf, at + 1) else {
+        if buf.len() - at > max_line {
+            return Err(ProtocolError::BadLength { what });
+        }
+        return Ok(None);
+    };
+    let digits = &buf[at + 1..end];
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 20)
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(ProtocolError::BadLength { what })?;
+    Ok(Some((n, end + 2)))
+}
+
+fn parse_multibulk(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some((count, mut pos)) = read_len(buf, 0, "multibulk", 32)? else {
+        return Ok(None);
+    };
+    if count <= 0 {
+        // "*0\r\n" and "*-1\r\n" are empty requests; Redis skips them.
+        buf.advance(pos);
+        return Ok(Some(Vec::new()));
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    if count > limits.max_args {
+        return Err(ProtocolError::TooLarge {
+            what: "argument count",
+            limit: limits.max_args,
+        });
+    }
+    // First pass: check the whole request is here, remembering spans.
+    let mut spans = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        if kind != b'$' {
+            return Err(ProtocolError::Unexpected {
+                expected: '$',
+                got: char::from(kind),
+            });
+        }
+        let Some((len, start)) = read_len(buf, pos, "bulk", 32)? else {
+            return Ok(None);
+        };
+        let len = usize::try_from(len).map_err(|_| ProtocolError::BadLength { what: "bulk" })?;
+        if len > limits.max_bulk {
+            return Err(ProtocolError::TooLarge {
+                what: "bulk length",
+                limit: limits.max_bulk,
+            });
+        }
+        let end = start + len;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::Unexpected {
+                expected: '\r',
+                got: char::from(buf[end]),
+            });
+        }
+        spans.push((start, end));
+        pos = end + 2;
+    }
+    // Second pass: split the request off and slice arguments out of it.
+    let frame = buf.split_to(pos).freeze();
+    Ok(Some(
+        spans.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
+    ))
+}
+
+fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_inline {
+            return Err(ProtocolError::TooLarge {
+                what: "inline request",
+                limit: limits.max_inline,
+            });
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_inline {
+        return Err(ProtocolError::TooLarge {
+            what: "inline request",
+            limit: limits.max_inline,
+        });
+    }
+    let line = buf.split_to(nl + 1);
+    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let args = split_inline(line)?;
+    if args.len() > limits.max_args {
+        return Err(ProtocolError::TooLarge {
+            what: "argument count",
+            limit: limits.max_args,
+        });
+    }
+    Ok(Some(args))
+}
+
+/// Splits an inline line on spaces, honouring "double" and 'single' quotes
+/// and the escapes redis-cli understands inside double quotes.
+fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            break;
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                loop {
+                    let Some(&c) = line.get(i) else {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    };
+                    i += 1;
+                    if c == q {
+                        break;
+                    }
+                    if c == b'\\' && q == b'"' {
+                        let Some(&e) = line.get(i) else {
+                            return Err(ProtocolError::UnbalancedQuotes);
+                        };
+                        i += 1;
+                        arg.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'0' => 0,
+                            other => other,
+                        });
+                    } else {
+                        arg.push(c);
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(Bytes::from(arg));
+    }
+    Ok(args)
+}
+
+/// A reply, encoded as RESP2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`
+    Simple(&'static str),
+    /// `-ERR …`: the text must start with an error code such as `ERR`.
+    Error(String),
+    /// `:42`
+    Integer(i64),
+    /// `$3\r\nfoo` or, for `None`, the nil bulk `$-1`.
+    Bulk(Option<Bytes>),
+    /// `*N` followed by the elements, or for `None` the nil array `*-1`.
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub const OK: Reply = Reply::Simple("OK");
+
+    /// An `-ERR …` reply.
+    pub fn err(msg: impl std::fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {msg}"))
+    }
+
+    /// A non-nil bulk string.
+    pub fn bulk(b: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(Some(b.into()))
+    }
+
+    /// Appends the RESP2 encoding to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Simple(s) => line(out, b'+', s.as_bytes()),
+            Reply::Error(s) => {
+                // Error lines must not contain CR or LF.
+                let clean: Vec<u8> = s
+                    .bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+                    .collect();
+                line(out, b'-', &clean);
+            }
+            Reply::Integer(n) => {
+                out.put_u8(b':');
+                out.put_slice(itoa(*n, &mut [0; 20]));
+                out.put_slice(b"\r\n");
+            }
+            Reply::Bulk(None) => out.put_slice(b"$-1\r\n"),
+            Reply::Bulk(Some(b)) => {
+                header(out, b'$', b.len());
+                out.put_slice(b);
+                out.put_slice(b"\r\n");
+            }
+            Reply::Array(None) => out.put_slice(b"*-1\r\n"),
+            Reply::Array(Some(items)) => {
+                header(out, b'*', items.len());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut BytesMut, kind: u8, body: &[u8]) {
+    out.reserve(body.len() + 3);
+    out.put_u8(kind);
+    out.put_slice(body);
+    out.put_slice(b"\r\n");
+}
+
+fn header(out: &mut BytesMut, kind: u8, len: usize) {
+    out.put_u8(kind);
+    out.put_slice(itoa(i64::try_from(len).unwrap_or(i64::MAX), &mut [0; 20]));
+    out.put_slice(b"\r\n");
+}
+
+/// Formats an i64 without allocating.
+fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let neg = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if neg {
+        // u64::MAX has 20 digits but i64's magnitude has at most 19, so there is room.
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

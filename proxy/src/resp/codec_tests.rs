@@ -1,0 +1,172 @@
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+
+fn encode_request(args: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+    let mut buf = BytesMut::from(input);
+    let mut out = Vec::new();
+    while let Some(args) = parse_request(&mut buf, &Limits::default())? {
+        out.push(args);
+    }
+    Ok(out)
+}
+
+fn strs(args: &[Bytes]) -> Vec<&str> {
+    args.iter()
+        .map(|a| std::str::from_utf8(a).expect("utf8"))
+        .collect()
+}
+
+#[test]
+fn multibulk_pipelined_and_partial() {
+    let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n";
+    let reqs = parse_all(input).expect("parses");
+    assert_eq!(strs(&reqs[0]), ["GET", "k"]);
+    assert_eq!(strs(&reqs[1]), ["SET", "k", ""]);
+    // Every strict prefix of one request is "need more" and consumes nothing.
+    let one = &input[..20];
+    for cut in 0..one.len() {
+        let mut buf = BytesMut::from(&one[..cut]);
+        assert_eq!(
+            parse_request(&mut buf, &Limits::default()),
+            Ok(None),
+            "cut {cut}"
+        );
+        assert_eq!(buf.len(), cut);
+    }
+}
+
+#[test]
+fn inline_commands_with_quotes() {
+    let reqs = parse_all(b"PING\r\nset k \"a b\\n\" 'c d'\n\r\n").expect("parses");
+    assert_eq!(strs(&reqs[0]), ["PING"]);
+    assert_eq!(strs(&reqs[1]), ["set", "k", "a b\n", "c d"]);
+    assert!(reqs[2].is_empty(), "a blank line is an empty request");
+    assert_eq!(
+        parse_all(b"get \"open\r\n"),
+        Err(ProtocolError::UnbalancedQuotes)
+    );
+}
+
+#[test]
+fn binary_safe_bulk() {
+    let value: Vec<u8> = (0..=255).collect();
+    let input = encode_request(&[b"SET".to_vec(), b"k\r\n".to_vec(), value.clone()]);
+    let reqs = parse_all(&input).expect("parses");
+    assert_eq!(&reqs[0][1][..], b"k\r\n");
+    assert_eq!(&reqs[0][2][..], &value[..]);
+}
+
+#[test]
+fn malformed_and_oversize_frames_are_errors() {
+    let limits = Limits {
+        max_bulk: 10,
+        max_args: 3,
+        max_inline: 16,
+    };
+    let p = |input: &[u8]| parse_request(&mut BytesMut::from(input), &limits);
+    assert!(matches!(p(b"*x\r\n"), Err(ProtocolError::BadLength { .. })));
+    assert!(matches!(
+        p(b"*1\r\n:1\r\n"),
+        Err(ProtocolError::Unexpected { .. })
+    ));
+    assert!(matches!(
+        p(b"*1\r\n$2\r\nabc\r\n"),
+        Err(ProtocolError::Unexpected { .. })
+    ));
+    assert!(matches!(
+        p(b"*1\r\n$-5\r\n"),
+        Err(ProtocolError::BadLength { .. })
+    ));
+    assert!(matches!(p(b"*4\r\n"), Err(ProtocolError::TooLarge { .. })));
+    assert!(matches!(
+        p(b"*1\r\n$11\r\n"),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        p(&[b'a'; 17]),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        p(b"*99999999999999999999999999999999999"),
+        Err(ProtocolError::BadLength { .. })
+    ));
+    assert_eq!(p(b"*0\r\n"), Ok(Some(vec![])));
+}
+
+#[test]
+fn replies_encode_as_redis_does() {
+    let enc = |r: Reply| {
+        let mut b = BytesMut::new();
+        r.encode(&mut b);
+        b.to_vec()
+    };
+    assert_eq!(enc(Reply::OK), b"+OK\r\n");
+    assert_eq!(
+        enc(Reply::err("unknown command 'FOO'")),
+        b"-ERR unknown command 'FOO'\r\n"
+    );
+    assert_eq!(
+        enc(Reply::Error("WRONGTYPE x\r\ny".into())),
+        b"-WRONGTYPE x  y\r\n"
+    );
+    assert_eq!(enc(Reply::Integer(-2)), b":-2\r\n");
+    assert_eq!(enc(Reply::Integer(i64::MIN)), b":-9223372036854775808\r\n");
+    assert_eq!(enc(Reply::Integer(0)), b":0\r\n");
+    assert_eq!(enc(Reply::Bulk(None)), b"$-1\r\n");
+    assert_eq!(enc(Reply::bulk("hi")), b"$2\r\nhi\r\n");
+    assert_eq!(enc(Reply::Array(None)), b"*-1\r\n");
+    assert_eq!(
+        enc(Reply::Array(Some(vec![
+            Reply::bulk("a"),
+            Reply::Bulk(None)
+        ]))),
+        b"*2\r\n$1\r\na\r\n$-1\r\n"
+    );
+}
+
+proptest! {
+    #[test]
+    fn multibulk_round_trips_at_any_split(
+        reqs in prop::collection::vec(prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6), 1..5),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let wire: Vec<u8> = reqs.iter().flat_map(|r| encode_request(r)).collect();
+        let cut = cut.index(wire.len() + 1);
+        let mut buf = BytesMut::from(&wire[..cut]);
+        let mut got = Vec::new();
+        while let Some(args) = parse_request(&mut buf, &Limits::default()).expect("valid") {
+            got.push(args);
+        }
+        buf.extend_from_slice(&wire[cut..]);
+        while let Some(args) = parse_request(&mut buf, &Limits::default()).expect("valid") {
+            got.push(args);
+        }
+        let got: Vec<Vec<Vec<u8>>> = got.into_iter().map(|r| r.into_iter().map(|a| a.to_vec()).collect()).collect();
+        prop_assert_eq!(got, reqs);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = BytesMut::from(&input[..]);
+        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128 };
+        for _ in 0..input.len() + 1 {
+            match parse_request(&mut buf, &limits) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Turns a RESP request's arguments into a typed [`Command`], with the exact
+//! error replies Redis gives for wrong arity, bad options and bad numbers.
+//! Pure: executing a command against the cluster is the front end's job.
+
+use bytes::Bytes;
+
+use super::codec::Reply;
+
+/// When a SET's value expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No expiry (SET without an option clears any TTL).
+    None,
+    /// In this many milliseconds (EX, PX, SETEX, PSETEX).
+    In(u64),
+    /// At this Unix time in milliseconds (EXAT, PXAT).
+    At(u64),
+    /// Keep the current expiry (KEEPTTL).
+    Keep,
+}
+
+/// A condition on SET or EXPIRE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// No condition.
+    Always,
+    /// Only when absent (SET NX) / only when no TTL (EXPIRE NX).
+    Nx,
+    /// Only when present (SET XX) / only when a TTL exists (EXPIRE XX).
+    Xx,
+    /// EXPIRE GT: only when the new TTL is greater.
+    Gt,
+    /// EXPIRE LT: only when the new TTL is less.
+    Lt,
+}
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Command {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    Get(Bytes),
+    /// SET and its relatives. `get` returns the old value (SET … GET, GETSET).
+    Set {
+        key: Bytes,
+        value: Bytes,
+        cond: Cond,
+        expiry: Expiry,
+        get: bool,
+        /// Reply with :1/:0 instead of +OK/nil (SETNX).
+        integer_reply: bool,
+    },
+    GetDel(Bytes),
+    /// DEL and UNLINK.
+    Del(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    MGet(Vec<Bytes>),
+    MSet(Vec<(Bytes, Bytes)>),
+    /// EXPIRE / PEXPIRE / EXPIREAT / PEXPIREAT, normalised to an absolute or
+    /// relative time in milliseconds.
+    Expire {
+        key: Bytes,
+        at: Expiry,
+        cond: Cond,
+    },
+    /// TTL (`millis = false`) and PTTL.
+    Ttl {
+        key: Bytes,
+        millis: bool,
+    },
+    Persist(Bytes),
+    IncrBy(Bytes, i64),
+    Append(Bytes, Bytes),
+    StrLen(Bytes),
+    DbSize,
+    Info(Option<Bytes>),
+    Select(i64),
+    Auth(Bytes),
+    Hello {
+        proto: Option<i64>,
+        auth: Option<Bytes>,
+        name: Option<Bytes>,
+    },
+    Quit,
+    /// COMMAND and its subcommands: answered with an empty list or a count.
+    CommandInfo {
+        count: bool,
+    },
+    ClientSetName(Bytes),
+    ClientGetName,
+    /// CLIENT SETINFO and other harmless CLIENT subcommands answered +OK.
+    ClientOk,
+    ClientId,
+}
+
+fn arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+fn syntax() -> Reply {
+    Reply::err("syntax error")
+}
+
+fn not_integer() -> Reply {
+    Reply::err("value is not an integer or out of range")
+}
+
+/// Parses a decimal i64 argument the way Redis does.
+pub fn int_arg(b: &[u8]) -> Result<i64, Reply> {
+    std::str::from_utf8(b)
+        .ok()
+        .filter(|s| !s.starts_with('+') && !s.is_empty() && s.len() <= 20)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(not_integer)
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+/// A positive expire time in ms from `n` units of `unit_ms`, or Redis's error.
+fn expire_ms(n: &[u8], unit_ms: i64, cmd: &str) -> Result<u64, Reply> {
+    let n = int_arg(n)?;
+    let ms = n.checked_mul(unit_ms).filter(|ms| *ms > 0);
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .ok_or_else(|| Reply::err(format!("invalid expire time in '{cmd}' command")))
+}
+
+/// The `-ERR unknown command` reply, with the first arguments as Redis shows them.
+fn unknown(name: &[u8], rest: &[Bytes]) -> Reply {
+    let mut msg = format!(
+        "unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(name)
+    );
+    for a in rest.iter().take(10) {
+        msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
+    }
+    Reply::err(msg)
+}
+
+/// Parses one request; `Err` carries the reply to send instead.
+pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err(Reply::err("empty command"));
+    };
+    let cmd = upper(name);
+    let n = rest.len();
+    let need = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(arity(&cmd.to_ascii_lowercase()))
+        }
+    };
+    let a = |i: usize| rest[i].clone();
+    Ok(match cmd.as_str() {
+        "PING" => {
+            need(n <= 1)?;
+            Command::Ping(rest.first().cloned())
+        }
+        "ECHO" => {
+            need(n == 1)?;
+            Command::Echo(a(0))
+        }
+        "GET" => {
+            need(n == 1)?;
+            Command::Get(a(0))
+        }
+        "SET" => {
+            need(n >= 2)?;
+            parse_set(a(0), a(1), &rest[2..])?
+        }
+        "SETNX" => {
+            need(n == 2)?;
+            Command::Set {
+                key: a(0),
+                value: a(1),
+                cond: Cond::Nx,
+                expiry: Expiry::None,
+                get: false,
+                integer_reply: true,
+            }
+        }
+        "SETEX" | "PSETEX" => {
+            need(n == 3)?;
+            let unit = if cmd == "SETEX" { 1000 } else { 1 };
+            let ms = expire_ms(&rest[1], unit, &cmd.to_ascii_lowercase())?;
+            Command::Set {
+                key: a(0),
+                value: a(2),
+                cond: Cond::Always,
+                expiry: Expiry::In(ms),
+                get: false,
+                integer_reply: false,
+            }
+        }
+        "GETSET" => {
+            need(n == 2)?;
+            Command::Set {
+                key: a(0),
+                value: a(1),
+                cond: Cond::Always,
+                expiry: Expiry::None,
+                get: true,
+                integer_reply: false,
+            }
+        }
+        "GETDEL" => {
+            need(n == 1)?;
+            Command::GetDel(a(0))
+        }
+        "DEL" | "UNLINK" => {
+            need(n >= 1)?;
+            Command::Del(rest.to_vec())
+        }
+        "EXISTS" => {
+            need(n >= 1)?;
+            Command::Exists(rest.to_vec())
+        }
+        "MGET" => {
+            need(n >= 1)?;
+            Command::MGet(rest.to_vec())
+        }
+        "MSET" => {
+            need(n >= 2 && n % 2 == 0)?;
+            Command::MSet(
+                rest.chunks(2)
+                    .map(|p| (p[0].clone(), p[1].clone()))
+                    .collect(),
+            )
+        }
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            need(n == 2 || n == 3)?;
+            let t = int_arg(&rest[1])?;
+            let unit: i64 = if cmd.starts_with('P') { 1 } else { 1000 };
+            let ms = t.checked_mul(unit).ok_or_else(|| {
+                Reply::err(format!(
+                    "invalid expire time in '{}' command",
+                    cmd.to_ascii_lowercase()
+                ))
+            })?;
+            // A time at or before now deletes the key; the executor sees that
+            // as a non-positive relative or past absolute time.
+            let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+            let at = if cmd.ends_with("AT") {
+                Expiry::At(ms)
+            } else {
+                Expiry::In(ms)
+            };
+            let cond = match rest.get(2).map(|o| upper(o)).as_deref() {
+                None => Cond::Always,
+                Some("NX") => Cond::Nx,
+                Some("XX") => Cond::Xx,
+                Some("GT") => Cond::Gt,
+                Some("LT") => Cond::Lt,
+                Some(other) => {
+                    return Err(Reply::err(format!("Unsupported option {other}")));
+                }
+            };
+            Command::Expire {
+                key: a(0),
+                at,
+                cond,
+            }
+        }
+        "TTL" | "PTTL" => {
+            need(n == 1)?;
+            Command::Ttl {
+                key: a(0),
+                millis: cmd == "PTTL",
+            }
+        }
+        "PERSIST" => {
+            need(n == 1)?;
+            Command::Persist(a(0))
+        }
+        "INCR" | "DECR" => {
+            need(n == 1)?;
+            Command::IncrBy(a(0), if cmd == "INCR" { 1 } else { -1 })
+        }
+        "INCRBY" | "DECRBY" => {
+            need(n == 2)?;
+            let d = int_arg(&rest[1])?;
+            let d = if cmd == "INCRBY" {
+                d
+            } else {
+                d.checked_neg()
+                    .ok_or_else(|| Reply::err("decrement would overflow"))?
+            };
+            Command::IncrBy(a(0), d)
+        }
+        "APPEND" => {
+            need(n == 2)?;
+            Command::Append(a(0), a(1))
+        }
+        "STRLEN" => {
+            need(n == 1)?;
+            Command::StrLen(a(0))
+        }
+        "DBSIZE" => {
+            need(n == 0)?;
+            Command::DbSize
+        }
+        "INFO" => Command::Info(rest.first().cloned()),
+        "SELECT" => {
+            need(n == 1)?;
+            Command::Select(int_arg(&rest[0])?)
+        }
+        "AUTH" => {
+            need(n == 1 || n == 2)?;
+            // AUTH [username] password: the password is the token.
+            Command::Auth(rest[n - 1].clone())
+        }
+        "HELLO" => parse_hello(rest)?,
+        "QUIT" => Command::Quit,
+        "COMMAND" => match rest.first().map(|s| upper(s)).as_deref() {
+            Some("COUNT") => Command::CommandInfo { count: true },
+            _ => Command::CommandInfo { count: false },
+        },
+        "CLIENT" => {
+            need(n >= 1)?;
+            match upper(&rest[0]).as_str() {
+                "SETNAME" if n == 2 => Command::ClientSetName(a(1)),
+                "GETNAME" if n == 1 => Command::ClientGetName,
+                "ID" if n == 1 => Command::ClientId,
+                "SETINFO" if n == 3 => Command::ClientOk,
+                "SETNAME" | "GETNAME" | "ID" | "SETINFO" => {
+                    return Err(arity(&format!(
+                        "client|{}",
+                        upper(&rest[0]).to_ascii_lowercase()
+                    )));
+                }
+                "NO-EVICT" | "NO-TOUCH" | "REPLY" => Command::ClientOk,
+                other => {
+                    return Err(Reply::err(format!(
+                        "unknown subcommand '{}'. Try CLIENT HELP.",
+                        other.to_ascii_lowercase()
+                    )));
+                }
+            }
+        }
+        _ => return Err(unknown(name, rest)),
+    })
+}
+
+fn parse_set(key: Bytes, value: Bytes, opts: &[Bytes]) -> Result<Command, Reply> {
+    let mut cond = Cond::Always;
+    let mut expiry = Expiry::None;
+    let mut get = false;
+    let mut i = 0;
+    while i < opts.len() {
+        let opt = upper(&opts[i]);
+        let arg = opts.get(i + 1);
+        match (opt.as_str(), arg) {
+            ("NX", _) if cond == Cond::Always => cond = Cond::Nx,
+            ("XX", _) if cond == Cond::Always => cond = Cond::Xx,
+            ("GET", _) => get = true,
+            ("KEEPTTL", _) if expiry == Expiry::None => expiry = Expiry::Keep,
+            ("EX" | "PX" | "EXAT" | "PXAT", Some(arg)) if expiry == Expiry::None => {
+                let unit = if opt.starts_with('E') { 1000 } else { 1 };
+                let ms = expire_ms(arg, unit, "set")?;
+                expiry = if opt.ends_with("AT") {
+                    Expiry::At(ms)
+                } else {
+                    Expiry::In(ms)
+                };
+                i += 1;
+            }
+            _ => return Err(syntax()),
+        }
+        i += 1;
+    }
+    Ok(Command::Set {
+        key,
+        value,
+        cond,
+        expiry,
+        get,
+        integer_reply: false,
+    })
+}
+
+fn parse_hello(rest: &[Bytes]) -> Result<Command, Reply> {
+    let mut proto = None;
+    let mut auth = None;
+    let mut name = None;
+    let mut i = 0;
+    if let Some(first) = rest.first() {
+        let v = int_arg(first)
+            .map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?;
+        proto = Some(v);
+        i = 1;
+    }
+    while i < rest.len() {
+        match upper(&rest[i]).as_str() {
+            "AUTH" if i + 2 < rest.len() => {
+                auth = Some(rest[i + 2].clone());
+                i += 3;
+            }
+            "SETNAME" if i + 1 < rest.len() => {
+                name = Some(rest[i + 1].clone());
+                i += 2;
+            }
+            other => {
+                return Err(Reply::err(format!(
+                    "Syntax error in HELLO option '{}'",
+                    other.to_ascii_lowercase()
+                )));
+            }
+        }
+    }
+    Ok(Command::Hello { proto, auth, name })
+}
+
+#[cfg(test)]
+#[path = "command_tests.rs"]
+mod tests;

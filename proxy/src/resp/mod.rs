@@ -1,0 +1,8 @@
+//! The Redis-protocol front end's wire format.
+
+pub mod codec;
+pub mod command;
+pub mod exec;
+pub mod server;
+
+pub use codec::{Limits, ProtocolError, Reply, parse_request};

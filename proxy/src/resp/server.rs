@@ -1,0 +1,270 @@
+//! The RESP listener: one task per connection, bounded in number. Each read
+//! is parsed into as many requests as it holds (pipelining); a run of
+//! requests on distinct keys executes concurrently, anything else in order,
+//! and replies are written back in request order with one write per read.
+//! A malformed frame gets an error reply and closes that connection only.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use super::codec::{Limits, Reply, parse_request};
+use super::command::{self, Command};
+use super::exec;
+use crate::backend::Backend;
+
+/// Per-connection state that commands can change.
+#[derive(Debug, Default)]
+struct Session {
+    id: u64,
+    name: Option<Bytes>,
+}
+
+/// Serves RESP on `listener` until `stop` turns true. At most
+/// `max_connections` connections are open at once; more wait in the kernel's
+/// accept queue.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<Backend>,
+    limits: Limits,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = crate::stopped(&mut stop) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "RESP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let backend = backend.clone();
+        let stop = stop.clone();
+        let id = backend.resp_accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::spawn(async move {
+            backend.resp_connections.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(stream, &backend, limits, id, stop).await {
+                tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
+            }
+            backend.resp_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    backend: &Backend,
+    limits: Limits,
+    id: u64,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut session = Session {
+        id,
+        ..Session::default()
+    };
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let n = tokio::select! {
+            n = stream.read_buf(&mut input) => n?,
+            () = crate::stopped(&mut stop) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let mut requests = Vec::new();
+        let mut fatal = None;
+        loop {
+            match parse_request(&mut input, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        let quit = run_pipeline(backend, &mut session, requests, &mut output).await;
+        if let Some(e) = &fatal {
+            Reply::Error(e.to_string()).encode(&mut output);
+        }
+        stream.write_all(&output).await?;
+        output.clear();
+        if quit || fatal.is_some() {
+            stream.shutdown().await?;
+            return Ok(());
+        }
+    }
+}
+
+/// The keys a command touches, or `None` when it must run alone (it reads or
+/// changes connection state, or spans the whole cluster).
+fn keys(cmd: &Command) -> Option<Vec<&Bytes>> {
+    Some(match cmd {
+        Command::Get(k)
+        | Command::Set { key: k, .. }
+        | Command::GetDel(k)
+        | Command::Expire { key: k, .. }
+        | Command::Ttl { key: k, .. }
+        | Command::Persist(k)
+        | Command::IncrBy(k, _)
+        | Command::Append(k, _)
+        | Command::StrLen(k) => vec![k],
+        Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => ks.iter().collect(),
+        Command::MSet(pairs) => pairs.iter().map(|(k, _)| k).collect(),
+        Command::Ping(_) | Command::Echo(_) => vec![],
+        _ => return None,
+    })
+}
+
+/// Runs one read's worth of requests and appends their replies in order.
+/// Returns true when the client asked to QUIT.
+async fn run_pipeline(
+    backend: &Backend,
+    session: &mut Session,
+    requests: Vec<Vec<Bytes>>,
+    output: &mut BytesMut,
+) -> bool {
+    let mut parsed = Vec::with_capacity(requests.len());
+    for args in requests {
+        let name = String::from_utf8_lossy(&args[0]).into_owned();
+        parsed.push((name, command::parse(args)));
+    }
+    // Runs of data commands on pairwise distinct keys go out together.
+    let mut i = 0;
+    while i < parsed.len() {
+        let mut seen: Vec<&Bytes> = Vec::new();
+        let mut j = i;
+        while j < parsed.len() {
+            let Ok(cmd) = &parsed[j].1 else { break };
+            let Some(ks) = keys(cmd) else { break };
+            if ks.iter().any(|k| seen.contains(k)) {
+                break;
+            }
+            seen.extend(ks);
+            j += 1;
+        }
+        if j > i {
+            let run: Vec<_> = parsed[i..j]
+                .iter()
+                .filter_map(|(name, cmd)| Some((name, cmd.as_ref().ok()?.clone())))
+                .map(|(name, cmd)| async move {
+                    let start = Instant::now();
+                    let reply = exec::execute(backend, cmd).await;
+                    let ok = !matches!(reply, Reply::Error(_));
+                    backend.metrics.record("resp", name, ok, start.elapsed());
+                    reply
+                })
+                .collect();
+            for reply in join_all(run).await {
+                reply.encode(output);
+            }
+            i = j;
+            continue;
+        }
+        let (name, cmd) = &parsed[i];
+        i += 1;
+        let start = Instant::now();
+        let (reply, quit) = match cmd {
+            Err(reply) => (reply.clone(), false),
+            Ok(cmd) => connection_command(backend, session, cmd.clone()).await,
+        };
+        let ok = !matches!(reply, Reply::Error(_));
+        backend.metrics.record("resp", name, ok, start.elapsed());
+        reply.encode(output);
+        if quit {
+            return true;
+        }
+    }
+    false
+}
+
+/// Commands that read or change the connection's state, or run alone.
+async fn connection_command(
+    backend: &Backend,
+    session: &mut Session,
+    cmd: Command,
+) -> (Reply, bool) {
+    let reply = match cmd {
+        Command::Quit => return (Reply::OK, true),
+        Command::Select(0) => Reply::OK,
+        Command::Select(_) => Reply::err("DB index is out of range"),
+        Command::Auth(_) => Reply::err(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+        Command::Hello { proto, auth, name } => {
+            if matches!(proto, Some(p) if p != 2) {
+                return (
+                    Reply::Error("NOPROTO sorry, this protocol version is not supported.".into()),
+                    false,
+                );
+            }
+            if auth.is_some() {
+                return (
+                    Reply::Error(
+                        "WRONGPASS invalid username-password pair or user is disabled.".into(),
+                    ),
+                    false,
+                );
+            }
+            if let Some(n) = name {
+                session.name = Some(n);
+            }
+            hello(session.id)
+        }
+        Command::CommandInfo { count: true } => Reply::Integer(0),
+        Command::CommandInfo { count: false } => Reply::Array(Some(vec![])),
+        Command::ClientSetName(n) => {
+            session.name = (!n.is_empty()).then_some(n);
+            Reply::OK
+        }
+        Command::ClientGetName => Reply::Bulk(session.name.clone()),
+        Command::ClientId => Reply::Integer(i64::try_from(session.id).unwrap_or(i64::MAX)),
+        Command::ClientOk => Reply::OK,
+        other => exec::execute(backend, other).await,
+    };
+    (reply, false)
+}
+
+/// HELLO's reply in RESP2: a flat list of field, value pairs.
+fn hello(id: u64) -> Reply {
+    let b = |s: &'static str| Reply::bulk(Bytes::from_static(s.as_bytes()));
+    Reply::Array(Some(vec![
+        b("server"),
+        b("redis"),
+        b("version"),
+        b("7.2.0"),
+        b("proto"),
+        Reply::Integer(2),
+        b("id"),
+        Reply::Integer(i64::try_from(id).unwrap_or(i64::MAX)),
+        b("mode"),
+        b("standalone"),
+        b("role"),
+        b("master"),
+        b("modules"),
+        Reply::Array(Some(vec![])),
+    ]))
+}

@@ -1,0 +1,533 @@
+//! The public [`Client`]: typed operations over the replicated cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::{ClientBuilder, ClientConfig, Consistency};
+use crate::dispatch::{Inner, Stats, mismatched};
+use crate::error::Result;
+use crate::hlc::{Hlc, random_writer_id};
+use crate::node::Node;
+use crate::retry::{Retrier, within};
+use crate::ring::Ring;
+
+/// A live entry as read from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// Its version (an HLC value; see the crate docs).
+    pub version: u64,
+    /// Remaining time to live; `None` when the entry does not expire.
+    pub ttl: Option<Duration>,
+}
+
+impl Entry {
+    fn from_pb(r: pb::GetResponse) -> Option<Self> {
+        r.found.then(|| Entry {
+            value: r.value,
+            version: r.version,
+            ttl: (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms)),
+        })
+    }
+}
+
+/// When a [`Client::set_with`] writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// Whatever the key holds.
+    #[default]
+    Always,
+    /// Only if the key holds no live value (Redis `NX`).
+    IfAbsent,
+    /// Only if the key holds a live value (Redis `XX`).
+    IfPresent,
+}
+
+/// The outcome of a write that may be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Whether the write happened.
+    pub applied: bool,
+    /// The key's version afterwards (the new version when applied; the
+    /// version that prevailed otherwise, 0 when the key holds nothing).
+    pub version: u64,
+}
+
+/// Counters of one client (all clones share them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// RPC attempts sent to nodes.
+    pub attempts: u64,
+    /// Times a request moved on to the next replica.
+    pub failovers: u64,
+    /// Retry rounds after backoff.
+    pub retries: u64,
+    /// Retries refused by the retry budget.
+    pub budget_exhausted: u64,
+    /// Stale replicas repaired by reads.
+    pub read_repairs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Overrides {
+    read: Option<Consistency>,
+    write: Option<Consistency>,
+    timeout: Option<Duration>,
+}
+
+/// A handle on a distcache cluster. Cheap to clone; clones share
+/// connections, health and the version clock.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distcache::Error> {
+/// use std::time::Duration;
+/// use distcache::{Client, Consistency};
+///
+/// let cache = Client::builder()
+///     .nodes(["http://10.0.0.1:7001", "http://10.0.0.2:7001", "http://10.0.0.3:7001"])
+///     .replicas(2)
+///     .write_consistency(Consistency::Quorum)
+///     .build()
+///     .await?;
+/// cache.set("user:123", r#"{"name":"Alice"}"#, Some(Duration::from_secs(60))).await?;
+/// if let Some(entry) = cache.get("user:123").await? {
+///     println!("{:?} v{} ttl {:?}", entry.value, entry.version, entry.ttl);
+/// }
+/// // Per-request overrides: a strongly consistent read with a short deadline.
+/// let fresh = cache
+///     .with_read_consistency(Consistency::All)
+///     .with_timeout(Duration::from_millis(200))
+///     .get("user:123")
+///     .await?;
+/// # let _ = fresh; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    overrides: Overrides,
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> u64 {
+    match ttl {
+        None => 0,
+        Some(d) => (d.as_millis() as u64).max(1),
+    }
+}
+
+fn key_bytes(key: impl AsRef<[u8]>) -> Bytes {
+    Bytes::copy_from_slice(key.as_ref())
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
+        let ring = Ring::new(config.nodes.clone(), config.vnodes);
+        // Built from the ring's list so node indexes and ring indexes agree.
+        let nodes = ring
+            .nodes()
+            .iter()
+            .map(|url| Node::new(url, &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let writer = config.writer_id.unwrap_or_else(random_writer_id);
+        let inner = Arc::new(Inner {
+            clock: Hlc::new(writer),
+            retry: Retrier::new(config.retry.clone()),
+            stats: Stats::default(),
+            prober: std::sync::Mutex::new(None),
+            ring,
+            nodes,
+            config,
+        });
+        if !inner.config.probe_interval.is_zero() {
+            let handle = tokio::spawn(probe_loop(Arc::downgrade(&inner)));
+            if let Ok(mut p) = inner.prober.lock() {
+                *p = Some(handle);
+            }
+        }
+        Ok(Self {
+            inner,
+            overrides: Overrides::default(),
+        })
+    }
+
+    /// A handle whose requests use read consistency `c`.
+    pub fn with_read_consistency(&self, c: Consistency) -> Self {
+        let mut s = self.clone();
+        s.overrides.read = Some(c);
+        s
+    }
+
+    /// A handle whose requests use write consistency `c`.
+    pub fn with_write_consistency(&self, c: Consistency) -> Self {
+        let mut s = self.clone();
+        s.overrides.write = Some(c);
+        s
+    }
+
+    /// A handle whose requests have deadline `d` (retries included).
+    pub fn with_timeout(&self, d: Duration) -> Self {
+        let mut s = self.clone();
+        s.overrides.timeout = Some(d);
+        s
+    }
+
+    fn read_c(&self) -> Consistency {
+        self.overrides
+            .read
+            .unwrap_or(self.inner.config.read_consistency)
+    }
+
+    fn write_c(&self) -> Consistency {
+        self.overrides
+            .write
+            .unwrap_or(self.inner.config.write_consistency)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.overrides.timeout.unwrap_or(self.inner.config.timeout)
+    }
+
+    /// Runs `fut` within this handle's deadline, inside a tracing span.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        f: impl AsyncFnOnce(&Arc<Inner>, Instant) -> Result<T>,
+    ) -> Result<T> {
+        let total = self.timeout();
+        let deadline = Instant::now() + total;
+        let span = tracing::debug_span!("distcache", op);
+        within(deadline, total, f(&self.inner, deadline))
+            .instrument(span)
+            .await
+    }
+
+    /// Reads a key; `Ok(None)` on a miss.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Entry>> {
+        let key = key_bytes(key);
+        let c = self.read_c();
+        self.run("get", async |inner, deadline| {
+            let r = match c {
+                Consistency::One => inner.read_one(&key, deadline).await?,
+                _ => inner.read_quorum(&key, c, deadline).await?,
+            };
+            Ok(Entry::from_pb(r))
+        })
+        .await
+    }
+
+    /// Writes a key with an optional time to live; returns the new version.
+    pub async fn set(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        Ok(self
+            .set_with(key, value, ttl, Condition::Always)
+            .await?
+            .version)
+    }
+
+    /// Writes a key only if it holds no live value; true when written.
+    pub async fn set_if_absent(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        Ok(self
+            .set_with(key, value, ttl, Condition::IfAbsent)
+            .await?
+            .applied)
+    }
+
+    /// Writes a key only if it holds a live value; true when written.
+    pub async fn set_if_present(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        Ok(self
+            .set_with(key, value, ttl, Condition::IfPresent)
+            .await?
+            .applied)
+    }
+
+    /// Writes a key under a condition.
+    ///
+    /// Unconditional writes are stamped with this client's clock and sent to
+    /// every healthy replica. Conditional ones are decided by the first
+    /// healthy replica, which assigns the version, and then copied to the
+    /// others.
+    pub async fn set_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
+        let key = key_bytes(key);
+        let value = Bytes::copy_from_slice(value.as_ref());
+        let c = self.write_c();
+        let mut req = pb::SetRequest {
+            key: key.clone(),
+            value,
+            ttl_ms: ttl_ms(ttl),
+            condition: pb::SetCondition::Always as i32,
+            version: 0,
+            keep_ttl: false,
+        };
+        self.run("set", async |inner, deadline| {
+            if condition == Condition::Always {
+                req.version = inner.clock.next();
+                let version = req.version;
+                inner.write(&key, Op::Set(req), c, deadline).await?;
+                return Ok(WriteOutcome {
+                    applied: true,
+                    version,
+                });
+            }
+            req.condition = match condition {
+                Condition::IfAbsent => pb::SetCondition::IfAbsent,
+                _ => pb::SetCondition::IfPresent,
+            } as i32;
+            let (primary, out) = inner
+                .on_primary(&key, Op::Set(req.clone()), deadline)
+                .await?;
+            let Out::Set(r) = out else {
+                return Err(mismatched());
+            };
+            if r.applied {
+                req.condition = pb::SetCondition::Always as i32;
+                req.version = r.version;
+                inner.propagate(&key, primary, req, c, deadline).await?;
+            }
+            Ok(WriteOutcome {
+                applied: r.applied,
+                version: r.version,
+            })
+        })
+        .await
+    }
+
+    /// Deletes a key (a versioned tombstone on every replica, so a replica
+    /// that missed the delete cannot bring the key back); true when some
+    /// replica held a live value.
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        self.run("delete", async |inner, deadline| {
+            let version = inner.clock.next();
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version,
+            });
+            let acks = inner.write(&key, op, c, deadline).await?;
+            Ok(acks
+                .iter()
+                .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+        })
+        .await
+    }
+
+    /// Replaces the value only if the key's version is `expected_version`
+    /// (0: only if absent). A mismatch is `swapped == false` with the
+    /// current version, not an error. Runs on the first healthy replica; the
+    /// new version is then copied to the others.
+    pub async fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected_version: u64,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<WriteOutcome> {
+        let key = key_bytes(key);
+        let value = Bytes::copy_from_slice(value.as_ref());
+        let c = self.write_c();
+        let ttl_ms = ttl_ms(ttl);
+        self.run("cas", async |inner, deadline| {
+            let op = Op::CompareAndSwap(pb::CompareAndSwapRequest {
+                key: key.clone(),
+                expected_version,
+                value: value.clone(),
+                ttl_ms,
+            });
+            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let Out::CompareAndSwap(r) = out else {
+                return Err(mismatched());
+            };
+            if r.swapped {
+                let set = pb::SetRequest {
+                    key: key.clone(),
+                    value,
+                    ttl_ms,
+                    condition: pb::SetCondition::Always as i32,
+                    version: r.version,
+                    keep_ttl: false,
+                };
+                inner.propagate(&key, primary, set, c, deadline).await?;
+            }
+            Ok(WriteOutcome {
+                applied: r.swapped,
+                version: r.version,
+            })
+        })
+        .await
+    }
+
+    /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
+    /// returns the new value. Not retried once sent (not idempotent).
+    pub async fn incr_by(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        self.run("incr_by", async |inner, deadline| {
+            let op = Op::IncrBy(pb::IncrByRequest {
+                key: key.clone(),
+                delta,
+            });
+            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let Out::IncrBy(r) = out else {
+                return Err(mismatched());
+            };
+            let set = pb::SetRequest {
+                key: key.clone(),
+                value: Bytes::from(r.value.to_string()),
+                ttl_ms: 0,
+                condition: pb::SetCondition::Always as i32,
+                version: r.version,
+                keep_ttl: true,
+            };
+            inner.propagate(&key, primary, set, c, deadline).await?;
+            Ok(r.value)
+        })
+        .await
+    }
+
+    /// Sets the time to live of a live key (`None` removes its expiry);
+    /// true when some replica applied it.
+    pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Option<Duration>) -> Result<bool> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        let ttl_ms = ttl_ms(ttl);
+        self.run("expire", async |inner, deadline| {
+            let op = Op::Expire(pb::ExpireRequest {
+                key: key.clone(),
+                ttl_ms,
+                version: inner.clock.next(),
+            });
+            let acks = inner.write(&key, op, c, deadline).await?;
+            Ok(acks
+                .iter()
+                .any(|(_, o)| matches!(o, Out::Expire(e) if e.applied)))
+        })
+        .await
+    }
+
+    /// Reads many keys; results are in the order of `keys`. With read
+    /// consistency `One` the keys are grouped per node into one `Batch` RPC
+    /// each.
+    pub async fn mget<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Entry>>> {
+        let keys: Vec<Bytes> = keys.iter().map(key_bytes).collect();
+        let c = self.read_c();
+        self.run("mget", async |inner, deadline| {
+            crate::batch::mget(inner, keys, c, deadline).await
+        })
+        .await
+    }
+
+    /// Writes many keys with one time to live, one `Batch` RPC per node.
+    /// Fails with [`crate::Error::Unavailable`] if any key missed its
+    /// consistency level (the others are written all the same).
+    pub async fn mset<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        items: &[(K, V)],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let items: Vec<(Bytes, Bytes)> = items
+            .iter()
+            .map(|(k, v)| (key_bytes(k), Bytes::copy_from_slice(v.as_ref())))
+            .collect();
+        let c = self.write_c();
+        let ttl_ms = ttl_ms(ttl);
+        self.run("mset", async |inner, deadline| {
+            crate::batch::mset(inner, items, ttl_ms, c, deadline).await
+        })
+        .await
+    }
+
+    /// The nodes that own `key`, in preference order (the ring's answer;
+    /// health does not change it).
+    pub fn owners(&self, key: impl AsRef<[u8]>) -> Vec<String> {
+        self.inner
+            .replicas(key.as_ref())
+            .into_iter()
+            .map(|i| self.inner.ring.node(i).to_owned())
+            .collect()
+    }
+
+    /// The ring this client routes with.
+    pub fn ring(&self) -> &Ring {
+        &self.inner.ring
+    }
+
+    /// Every node with whether it is currently considered healthy.
+    pub fn health(&self) -> Vec<(String, bool)> {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| (n.url.clone(), n.is_healthy()))
+            .collect()
+    }
+
+    /// A snapshot of this client's counters.
+    pub fn stats(&self) -> ClientStats {
+        let i = &self.inner;
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            attempts: l(&i.stats.attempts),
+            failovers: l(&i.stats.failovers),
+            retries: l(&i.retry.stats.retries),
+            budget_exhausted: l(&i.retry.stats.budget_exhausted),
+            read_repairs: l(&i.stats.read_repairs),
+        }
+    }
+}
+
+/// Active health checks: every node, every `probe_interval`, concurrently.
+async fn probe_loop(weak: std::sync::Weak<Inner>) {
+    let Some(every) = weak.upgrade().map(|i| i.config.probe_interval) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let timeout = inner.config.attempt_timeout;
+        let probes: Vec<_> = (0..inner.nodes.len())
+            .map(|i| {
+                let inner = inner.clone();
+                tokio::spawn(async move { inner.nodes[i].probe(timeout).await })
+            })
+            .collect();
+        drop(inner);
+        for p in probes {
+            let _ = p.await;
+        }
+    }
+}

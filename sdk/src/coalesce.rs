@@ -1,0 +1,133 @@
+//! Coalescing: concurrent single-key operations bound for the same node are
+//! sent together as one `Batch` RPC, the way twemproxy pipelines many client
+//! connections into one server connection. One unary RPC costs both sides
+//! far more (HTTP/2 stream, headers, task wake-ups) than one more operation
+//! in a batch.
+//!
+//! No timer is involved: a per-node task takes the first queued operation,
+//! waits for a free in-flight slot (at most `max_in_flight` batches per
+//! node), then drains whatever else is already queued, up to `max_batch`
+//! operations or `max_batch_bytes`. An idle client therefore sends each
+//! operation at once (as a plain unary RPC when it is alone), and a busy one
+//! sends bigger batches exactly when the node is the bottleneck.
+//!
+//! Operations in a batch run in order on the node and fail independently;
+//! a transport failure fails every operation of the batch with its status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::Status;
+
+use crate::config::CoalesceConfig;
+use crate::node::Conn;
+
+/// One queued operation.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    op: Op,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<Out, Status>>,
+}
+
+/// Queues `op` and waits for its result.
+pub(crate) async fn submit(
+    tx: &mpsc::Sender<Pending>,
+    op: Op,
+    timeout: Duration,
+) -> Result<Out, Status> {
+    let (reply, rx) = oneshot::channel();
+    let stopped = || Status::unavailable("client is shutting down");
+    tx.send(Pending { op, timeout, reply })
+        .await
+        .map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
+}
+
+/// Starts the coalescer of one node; it stops when every sender is dropped.
+pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending> {
+    let (tx, rx) = mpsc::channel(config.queue.max(1));
+    tokio::spawn(run(rx, conn, config));
+    tx
+}
+
+fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::Get(r) => r.key.len(),
+        Op::Set(r) => r.key.len() + r.value.len(),
+        Op::Delete(r) => r.key.len(),
+        Op::CompareAndSwap(r) => r.key.len() + r.value.len(),
+        Op::IncrBy(r) => r.key.len(),
+        Op::Expire(r) => r.key.len(),
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig) {
+    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    while let Some(first) = rx.recv().await {
+        // While every slot is busy, more operations queue up behind `first`.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = op_bytes(&first.op);
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += op_bytes(&p.op);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            send(&conn, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn send(conn: &Conn, mut batch: Vec<Pending>) {
+    if batch.len() == 1
+        && let Some(p) = batch.pop()
+    {
+        let _ = p.reply.send(conn.unary(p.op, p.timeout).await);
+        return;
+    }
+    let timeout = batch.iter().map(|p| p.timeout).max().unwrap_or_default();
+    let mut replies = Vec::with_capacity(batch.len());
+    let ops = batch
+        .into_iter()
+        .map(|p| {
+            replies.push(p.reply);
+            pb::Operation { op: Some(p.op) }
+        })
+        .collect();
+    match conn.batch(ops, timeout).await {
+        Ok(results) if results.len() == replies.len() => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let out = match r.result {
+                    Some(Out::Error(e)) => Err(Status::new(tonic::Code::from(e.code), e.message)),
+                    Some(out) => Ok(out),
+                    None => Err(Status::internal("empty batch result")),
+                };
+                let _ = reply.send(out);
+            }
+        }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(Status::internal(
+                    "batch answered the wrong number of results",
+                )));
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Client configuration: a plain struct with documented units and named
+//! defaults, filled by [`ClientBuilder`] and validated once by `build`.
+
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::error::{ConfigError, Result};
+
+/// Replicas per key unless configured otherwise.
+pub const DEFAULT_REPLICAS: usize = 2;
+/// Overall deadline of one call, retries included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of one attempt against one node.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// HTTP/2 connections (tonic `Channel`s) per node.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+/// Consecutive failures after which a node is marked unhealthy.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
+/// How often the background prober checks every node.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Retries (after failover) allowed per call, on top of the budget.
+pub const DEFAULT_MAX_RETRIES: usize = 3;
+
+/// How many replicas must answer a read or acknowledge a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// One replica (the first healthy one in the preference list).
+    #[default]
+    One,
+    /// A majority of the key's N replicas: `N / 2 + 1`.
+    Quorum,
+    /// All N replicas.
+    All,
+}
+
+impl Consistency {
+    /// Answers required out of `n` replicas.
+    pub fn required(self, n: usize) -> usize {
+        match self {
+            Consistency::One => 1.min(n),
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" | "1" => Ok(Consistency::One),
+            "quorum" => Ok(Consistency::Quorum),
+            "all" => Ok(Consistency::All),
+            other => Err(format!("unknown consistency {other:?} (one, quorum, all)")),
+        }
+    }
+}
+
+/// Retry policy: exponential backoff with full jitter, bounded by a budget.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// First backoff delay.
+    pub min_delay: Duration,
+    /// Largest backoff delay.
+    pub max_delay: Duration,
+    /// Most retry rounds of one call (each round tries every candidate replica).
+    pub max_retries: usize,
+    /// Retries always allowed per second, whatever the traffic.
+    pub budget_min_per_sec: u32,
+    /// Extra retries allowed as a fraction of recent calls (0.2 = 20 %).
+    pub budget_ratio: f32,
+    /// Window over which the budget remembers calls.
+    pub budget_window: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(200),
+            max_retries: DEFAULT_MAX_RETRIES,
+            budget_min_per_sec: 10,
+            budget_ratio: 0.2,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Coalescing of concurrent single-key operations into `Batch` RPCs.
+#[derive(Debug, Clone)]
+pub struct CoalesceConfig {
+    /// Most operations per batch; 1 turns coalescing off (one RPC per operation).
+    pub max_batch: usize,
+    /// A batch stops growing past this many key + value bytes.
+    pub max_batch_bytes: usize,
+    /// Batches in flight per node at once.
+    pub max_in_flight: usize,
+    /// Operations that may wait per node before callers wait to enqueue.
+    pub queue: usize,
+}
+
+impl Default for CoalesceConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 8,
+            queue: 4096,
+        }
+    }
+}
+
+/// Everything a [`Client`] needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Node URLs (`http://host:port`); their spelling is their ring identity.
+    pub nodes: Vec<String>,
+    /// Replicas per key (N).
+    pub replicas: usize,
+    /// Virtual nodes per node on the ring.
+    pub vnodes: usize,
+    /// Default read consistency.
+    pub read_consistency: Consistency,
+    /// Default write consistency.
+    pub write_consistency: Consistency,
+    /// Overall deadline of one call.
+    pub timeout: Duration,
+    /// Deadline of one attempt against one node.
+    pub attempt_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// HTTP/2 connections per node.
+    pub pool_size: usize,
+    /// HTTP/2 keepalive ping interval.
+    pub keepalive: Duration,
+    /// Consecutive failures that mark a node unhealthy.
+    pub failure_threshold: u32,
+    /// Interval of active health checks; `Duration::ZERO` disables them.
+    pub probe_interval: Duration,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Coalescing of concurrent operations per node.
+    pub coalesce: CoalesceConfig,
+    /// Bearer token sent as `authorization` metadata.
+    pub token: Option<String>,
+    /// PEM CA bundle to verify `https://` nodes with.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Writer id (low 8 bits of every version this client stamps); random
+    /// when `None`. Two live clients should not share one.
+    pub writer_id: Option<u8>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            replicas: DEFAULT_REPLICAS,
+            vnodes: crate::ring::DEFAULT_VNODES,
+            read_consistency: Consistency::One,
+            write_consistency: Consistency::One,
+            timeout: DEFAULT_TIMEOUT,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+            keepalive: Duration::from_secs(20),
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            retry: RetryConfig::default(),
+            coalesce: CoalesceConfig::default(),
+            token: None,
+            tls_ca: None,
+            writer_id: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the configuration and normalises node URLs.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        if self.replicas == 0 {
+            return Err(ConfigError::ZeroReplicas);
+        }
+        for url in &mut self.nodes {
+            let trimmed = url.trim().trim_end_matches('/').to_owned();
+            let with_scheme = if trimmed.contains("://") {
+                trimmed
+            } else {
+                format!("http://{trimmed}")
+            };
+            if let Err(e) = with_scheme.parse::<tonic::transport::Uri>() {
+                return Err(ConfigError::BadUrl {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            if with_scheme.starts_with("https://") {
+                return Err(ConfigError::Tls(format!(
+                    "{with_scheme}: TLS is not supported by this build of the SDK yet"
+                )));
+            }
+            *url = with_scheme;
+        }
+        if let Some(t) = &self.token
+            && tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")).is_err()
+        {
+            return Err(ConfigError::BadToken);
+        }
+        self.pool_size = self.pool_size.max(1);
+        // tower's budget asserts these ranges; clamp rather than panic.
+        let r = &mut self.retry;
+        r.budget_window = r
+            .budget_window
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        r.budget_ratio = r.budget_ratio.clamp(0.0, 1000.0);
+        r.budget_min_per_sec = r.budget_min_per_sec.min(1 << 30);
+        self.failure_threshold = self.failure_threshold.max(1);
+        Ok(())
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// Starts from `config` instead of the defaults.
+    pub fn from_config(config: ClientConfig) -> Self {
+        Self { config }
+    }
+
+    /// The node URLs (`http://host:port`, or `host:port`).
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replicas per key (default 2).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.config.replicas = n;
+        self
+    }
+
+    /// Virtual nodes per node on the ring (default 150).
+    pub fn vnodes(mut self, n: usize) -> Self {
+        self.config.vnodes = n;
+        self
+    }
+
+    /// Default read consistency (default `One`).
+    pub fn read_consistency(mut self, c: Consistency) -> Self {
+        self.config.read_consistency = c;
+        self
+    }
+
+    /// Default write consistency (default `One`).
+    pub fn write_consistency(mut self, c: Consistency) -> Self {
+        self.config.write_consistency = c;
+        self
+    }
+
+    /// Overall deadline of one call, retries included (default 2 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.timeout = d;
+        self
+    }
+
+    /// Deadline of one attempt against one node (default 500 ms).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.config.attempt_timeout = d;
+        self
+    }
+
+    /// TCP connect timeout (default 500 ms).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// HTTP/2 connections per node (default 2).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.config.pool_size = n;
+        self
+    }
+
+    /// Interval of active health checks (default 500 ms; zero disables).
+    pub fn probe_interval(mut self, d: Duration) -> Self {
+        self.config.probe_interval = d;
+        self
+    }
+
+    /// Consecutive failures that mark a node unhealthy (default 2).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.config.failure_threshold = n;
+        self
+    }
+
+    /// Retry policy.
+    pub fn retry(mut self, r: RetryConfig) -> Self {
+        self.config.retry = r;
+        self
+    }
+
+    /// Coalescing of concurrent operations into batches (default on, 64 per
+    /// batch; `max_batch: 1` turns it off).
+    pub fn coalesce(mut self, c: CoalesceConfig) -> Self {
+        self.config.coalesce = c;
+        self
+    }
+
+    /// Bearer token sent with every request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(token.into());
+        self
+    }
+
+    /// PEM CA bundle for `https://` nodes.
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Fixes the writer id stamped into versions (default: random).
+    pub fn writer_id(mut self, id: u8) -> Self {
+        self.config.writer_id = Some(id);
+        self
+    }
+
+    /// Validates the configuration and creates the client. Connections are
+    /// opened lazily, so this succeeds while nodes are down; it must be
+    /// called inside a tokio runtime (it starts the health prober).
+    pub async fn build(self) -> Result<Client> {
+        let mut config = self.config;
+        config.validate()?;
+        Client::from_config(config)
+    }
+}

@@ -1,0 +1,420 @@
+//! How one logical operation becomes RPCs on replicas: single attempts with
+//! health accounting, failover along the preference list, parallel fan-out
+//! that returns after W acknowledgements, quorum reads that pick the newest
+//! version and repair stale replicas, and primary-run operations (CAS,
+//! counters, conditional sets) whose result is then propagated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+use crate::config::{ClientConfig, Consistency};
+use crate::error::{Error, Result, is_transient};
+use crate::hlc::Hlc;
+use crate::node::Node;
+use crate::retry::Retrier;
+use crate::ring::Ring;
+
+/// Counters of the dispatch layer.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) attempts: AtomicU64,
+    pub(crate) failovers: AtomicU64,
+    pub(crate) read_repairs: AtomicU64,
+}
+
+/// Everything a client shares between its clones and background tasks.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) ring: Ring,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) clock: Hlc,
+    pub(crate) retry: Retrier,
+    pub(crate) stats: Stats,
+    pub(crate) prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.prober.lock()
+            && let Some(h) = p.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+pub(crate) fn mismatched() -> Error {
+    Error::Rpc(Box::new(Status::internal(
+        "node answered with the wrong response type",
+    )))
+}
+
+/// Whether a non-idempotent operation may move on to the next replica after
+/// failing with `s`: yes when the connection failed (refused, reset, broken
+/// pipe, node shutting down): the node is gone, and even if it ran the
+/// operation before dying, no other replica saw that result, so running it
+/// on the next replica yields the same value. No after a timeout: the node
+/// may be alive and have applied it.
+fn may_fail_over(s: &Status) -> bool {
+    is_transient(s) && !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
+}
+
+impl Inner {
+    /// The key's preference list (N distinct nodes).
+    pub(crate) fn replicas(&self, key: &[u8]) -> Vec<usize> {
+        self.ring.preference_list(key, self.config.replicas)
+    }
+
+    /// Replicas worth sending to: the healthy ones in ring order, or, when
+    /// fewer than `need` are healthy, every replica (health may be stale).
+    pub(crate) fn targets(&self, replicas: &[usize], need: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = replicas
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].is_healthy())
+            .collect();
+        if out.len() < need.max(1) {
+            for &i in replicas {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+        out
+    }
+
+    /// One attempt of `op` on node `idx`, bounded by the attempt timeout and
+    /// `deadline`, reporting the outcome to the node's health.
+    pub(crate) async fn call(&self, idx: usize, op: Op, deadline: Instant) -> Result<Out, Status> {
+        let node = &self.nodes[idx];
+        let t = self
+            .config
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if t.is_zero() {
+            return Err(Status::deadline_exceeded("request deadline passed"));
+        }
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let res = tokio::time::timeout(t, node.call(op, t))
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")));
+        self.account(node, &res);
+        res
+    }
+
+    /// One `Batch` RPC on node `idx`.
+    pub(crate) async fn call_batch(
+        &self,
+        idx: usize,
+        operations: Vec<pb::Operation>,
+        deadline: Instant,
+    ) -> Result<Vec<pb::OperationResult>, Status> {
+        let node = &self.nodes[idx];
+        let t = self
+            .config
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if t.is_zero() {
+            return Err(Status::deadline_exceeded("request deadline passed"));
+        }
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let res = match tokio::time::timeout(t, node.conn.batch(operations, t)).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded("attempt timed out")),
+        };
+        self.account(node, &res);
+        res
+    }
+
+    fn account<T>(&self, node: &Node, res: &Result<T, Status>) {
+        match res {
+            Err(s) if is_transient(s) => node.record_failure(),
+            // Any answer, even a refusal, shows the node is alive.
+            _ => node.record_success(),
+        }
+    }
+
+    /// Reads from the first healthy replica, failing over to the next ones,
+    /// with retries across rounds.
+    pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
+        let replicas = self.replicas(key);
+        self.retry
+            .run(deadline, || async {
+                for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
+                    if n > 0 {
+                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let op = Op::Get(pb::GetRequest { key: key.clone() });
+                    match self.call(idx, op, deadline).await {
+                        Ok(Out::Get(r)) => {
+                            self.clock.observe(r.version);
+                            return Ok(r);
+                        }
+                        Ok(_) => return Err(mismatched()),
+                        Err(s) if is_transient(&s) => continue,
+                        Err(s) => return Err(Error::from_status(s)),
+                    }
+                }
+                Err(Error::Unavailable {
+                    needed: 1,
+                    acked: 0,
+                })
+            })
+            .await
+    }
+
+    /// Sends `op` to each of `targets` in its own task and streams the
+    /// results back. Tasks outlive the receiver, so writes still reach every
+    /// replica after the caller returned on W acknowledgements.
+    pub(crate) fn fan_out(
+        self: &Arc<Self>,
+        targets: &[usize],
+        op: &Op,
+        deadline: Instant,
+        retry: bool,
+    ) -> mpsc::Receiver<(usize, Result<Out>)> {
+        let (tx, rx) = mpsc::channel(targets.len().max(1));
+        for &idx in targets {
+            let (inner, tx, op) = (self.clone(), tx.clone(), op.clone());
+            tokio::spawn(async move {
+                let once = || async {
+                    inner
+                        .call(idx, op.clone(), deadline)
+                        .await
+                        .map_err(Error::from_status)
+                };
+                let res = if retry {
+                    inner.retry.run(deadline, once).await
+                } else {
+                    once().await
+                };
+                let _ = tx.send((idx, res)).await;
+            });
+        }
+        rx
+    }
+
+    /// Writes `op` (which carries its version) to the key's replicas and
+    /// returns once `consistency` is met.
+    pub(crate) async fn write(
+        self: &Arc<Self>,
+        key: &[u8],
+        op: Op,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<Vec<(usize, Out)>> {
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len());
+        let targets = self.targets(&replicas, need);
+        let rx = self.fan_out(&targets, &op, deadline, true);
+        // Wait for the first healthy replica, the one `One` reads go to, so a
+        // client reads its own writes; the others may finish later.
+        gather(rx, targets.len(), need, targets.first().copied()).await
+    }
+
+    /// Runs a non-idempotent `op` on the first healthy replica, failing over
+    /// only on connection failures (see [`may_fail_over`]); never retried.
+    pub(crate) async fn on_primary(
+        &self,
+        key: &[u8],
+        op: Op,
+        deadline: Instant,
+    ) -> Result<(usize, Out)> {
+        let replicas = self.replicas(key);
+        for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
+            if n > 0 {
+                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            match self.call(idx, op.clone(), deadline).await {
+                Ok(out) => return Ok((idx, out)),
+                Err(s) if may_fail_over(&s) => continue,
+                Err(s) => return Err(Error::from_status(s)),
+            }
+        }
+        Err(Error::Unavailable {
+            needed: 1,
+            acked: 0,
+        })
+    }
+
+    /// Copies the result of a primary-run operation (value + version) to the
+    /// other replicas with a versioned set; waits for as many of them as
+    /// `consistency` needs beyond the primary.
+    pub(crate) async fn propagate(
+        self: &Arc<Self>,
+        key: &[u8],
+        primary: usize,
+        set: pb::SetRequest,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<()> {
+        self.clock.observe(set.version);
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len()).saturating_sub(1);
+        let others: Vec<usize> = replicas.into_iter().filter(|&i| i != primary).collect();
+        let targets = self.targets(&others, need);
+        let rx = self.fan_out(&targets, &Op::Set(set), deadline, true);
+        if need == 0 {
+            return Ok(());
+        }
+        gather(rx, targets.len(), need, None).await.map(|_| ())
+    }
+
+    /// Asks enough replicas, returns the newest state (a value, or nothing
+    /// when the newest state is a tombstone), and repairs stale replicas in
+    /// the background.
+    pub(crate) async fn read_quorum(
+        self: &Arc<Self>,
+        key: &Bytes,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse> {
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len());
+        self.retry
+            .run(deadline, || async {
+                let targets = self.targets(&replicas, need);
+                let op = Op::Get(pb::GetRequest { key: key.clone() });
+                let rx = self.fan_out(&targets, &op, deadline, false);
+                let answers = gather(rx, targets.len(), need, None).await?;
+                self.resolve(key, answers, deadline).await
+            })
+            .await
+    }
+
+    async fn resolve(
+        self: &Arc<Self>,
+        key: &Bytes,
+        answers: Vec<(usize, Out)>,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse> {
+        let mut gets = Vec::with_capacity(answers.len());
+        for (idx, out) in answers {
+            match out {
+                Out::Get(r) => gets.push((idx, r)),
+                _ => return Err(mismatched()),
+            }
+        }
+        let Some(newest) = gets
+            .iter()
+            .filter(|(_, r)| r.found)
+            .max_by_key(|(_, r)| r.version)
+            .map(|(_, r)| r.clone())
+        else {
+            return Ok(pb::GetResponse::default());
+        };
+        self.clock.observe(newest.version);
+        // Each replica's stored version: a miss may hide a tombstone that is
+        // newer than the value another replica still holds.
+        let mut held: Vec<(usize, u64)> = Vec::with_capacity(gets.len());
+        for (idx, r) in &gets {
+            let v = if r.found {
+                r.version
+            } else {
+                self.stored_version(*idx, key, deadline).await
+            };
+            held.push((*idx, v));
+        }
+        let tombstone = held
+            .iter()
+            .zip(&gets)
+            .filter(|(_, (_, r))| !r.found)
+            .map(|((_, v), _)| *v)
+            .max()
+            .unwrap_or(0);
+        let (result, repair_to, repair) = if tombstone > newest.version {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: tombstone,
+            });
+            (pb::GetResponse::default(), tombstone, op)
+        } else {
+            let op = Op::Set(pb::SetRequest {
+                key: key.clone(),
+                value: newest.value.clone(),
+                ttl_ms: newest.ttl_ms,
+                condition: pb::SetCondition::Always as i32,
+                version: newest.version,
+                keep_ttl: false,
+            });
+            (newest, 0, op)
+        };
+        let target_version = if repair_to > 0 {
+            repair_to
+        } else {
+            result.version
+        };
+        let stale: Vec<usize> = held
+            .iter()
+            .filter(|(_, v)| *v < target_version)
+            .map(|(i, _)| *i)
+            .collect();
+        if !stale.is_empty() {
+            self.stats
+                .read_repairs
+                .fetch_add(stale.len() as u64, Ordering::Relaxed);
+            tracing::debug!(replicas = stale.len(), "read repair");
+            // Repairs are versioned, so they never overwrite anything newer.
+            drop(self.fan_out(&stale, &repair, deadline, true));
+        }
+        Ok(result)
+    }
+
+    /// The version node `idx` holds for `key`, tombstones included (0 when
+    /// nothing or unknown). `Expire` with a replicated version of 1 never
+    /// applies (every stored version is larger) and answers with the stored
+    /// version, so it is a read-only probe until `Get` reports tombstones.
+    async fn stored_version(&self, idx: usize, key: &Bytes, deadline: Instant) -> u64 {
+        let op = Op::Expire(pb::ExpireRequest {
+            key: key.clone(),
+            ttl_ms: 0,
+            version: 1,
+        });
+        match self.call(idx, op, deadline).await {
+            Ok(Out::Expire(r)) => r.version,
+            _ => 0,
+        }
+    }
+}
+
+/// Collects fan-out results until `need` succeeded and `wait_for` (if any)
+/// answered, or until so many failed that `need` cannot be reached. A
+/// permanent error (bad input) is returned at once.
+pub(crate) async fn gather(
+    mut rx: mpsc::Receiver<(usize, Result<Out>)>,
+    total: usize,
+    need: usize,
+    mut wait_for: Option<usize>,
+) -> Result<Vec<(usize, Out)>> {
+    let mut oks = Vec::with_capacity(need);
+    let mut failed = 0;
+    while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
+        let next = rx.recv().await;
+        if let Some((idx, _)) = &next
+            && wait_for == Some(*idx)
+        {
+            wait_for = None;
+        }
+        match next {
+            Some((idx, Ok(out))) => oks.push((idx, out)),
+            Some((_, Err(e))) if e.is_retryable() => failed += 1,
+            Some((_, Err(e))) => return Err(e),
+            None => break,
+        }
+    }
+    if oks.len() >= need {
+        Ok(oks)
+    } else {
+        Err(Error::Unavailable {
+            needed: need,
+            acked: oks.len(),
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! One node as the client sees it: a small pool of lazily connected HTTP/2
+//! channels, the request metadata (token, deadline), the optional coalescer
+//! (see [`crate::coalesce`]) and the node's health.
+//!
+//! Health is passive and active. Every attempt reports its outcome: after
+//! `failure_threshold` consecutive transport failures the node is marked
+//! unhealthy and callers skip it; the background prober (see
+//! `Client::from_config`) calls `HealthCheck` on every node and re-admits a
+//! node as soon as it answers `SERVING`. Health never changes the ring.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use distcache_proto::v1::cache_service_client::CacheServiceClient;
+use distcache_proto::v1::{
+    self as pb, HealthCheckRequest, ServingStatus, operation::Op, operation_result::Result as Out,
+};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::coalesce::{self, Pending};
+use crate::config::ClientConfig;
+use crate::error::ConfigError;
+
+/// The channels of one node and what every request to it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    channels: Arc<[Channel]>,
+    next: Arc<AtomicUsize>,
+    auth: Option<MetadataValue<Ascii>>,
+}
+
+impl Conn {
+    /// A stub over the next channel of the pool (cheap: a channel clone).
+    fn stub(&self) -> CacheServiceClient<Channel> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        CacheServiceClient::new(self.channels[i].clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Wraps `msg` with the token and a `grpc-timeout` of `timeout`.
+    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(timeout);
+        if let Some(auth) = &self.auth {
+            req.metadata_mut().insert("authorization", auth.clone());
+        }
+        req
+    }
+
+    /// One operation as its own unary RPC.
+    pub(crate) async fn unary(&self, op: Op, t: Duration) -> Result<Out, Status> {
+        let mut stub = self.stub();
+        Ok(match op {
+            Op::Get(r) => Out::Get(stub.get(self.request(r, t)).await?.into_inner()),
+            Op::Set(r) => Out::Set(stub.set(self.request(r, t)).await?.into_inner()),
+            Op::Delete(r) => Out::Delete(stub.delete(self.request(r, t)).await?.into_inner()),
+            Op::CompareAndSwap(r) => Out::CompareAndSwap(
+                stub.compare_and_swap(self.request(r, t))
+                    .await?
+                    .into_inner(),
+            ),
+            Op::IncrBy(r) => Out::IncrBy(stub.incr_by(self.request(r, t)).await?.into_inner()),
+            Op::Expire(r) => Out::Expire(stub.expire(self.request(r, t)).await?.into_inner()),
+        })
+    }
+
+    /// Many operations in one `Batch` RPC.
+    pub(crate) async fn batch(
+        &self,
+        operations: Vec<pb::Operation>,
+        t: Duration,
+    ) -> Result<Vec<pb::OperationResult>, Status> {
+        let req = self.request(pb::BatchRequest { operations }, t);
+        Ok(self.stub().batch(req).await?.into_inner().results)
+    }
+}
+
+/// A node's pool, coalescer and health.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) url: String,
+    pub(crate) conn: Conn,
+    coalescer: Option<mpsc::Sender<Pending>>,
+    healthy: AtomicBool,
+    failures: AtomicU32,
+    threshold: u32,
+}
+
+impl Node {
+    /// Must run inside a tokio runtime when coalescing is on (it spawns the
+    /// node's coalescer task, which ends when the node is dropped).
+    pub(crate) fn new(url: &str, config: &ClientConfig) -> Result<Self, ConfigError> {
+        let bad = |e: tonic::transport::Error| ConfigError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(bad)?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(config.keepalive)
+            .keep_alive_timeout(config.keepalive)
+            .keep_alive_while_idle(true);
+        // Several channels, because one HTTP/2 connection serialises its
+        // frames through one socket; each connects on first use.
+        let channels: Arc<[Channel]> = (0..config.pool_size)
+            .map(|_| endpoint.connect_lazy())
+            .collect();
+        let auth = match &config.token {
+            Some(t) => Some(
+                MetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| ConfigError::BadToken)?,
+            ),
+            None => None,
+        };
+        let conn = Conn {
+            channels,
+            next: Arc::new(AtomicUsize::new(0)),
+            auth,
+        };
+        let coalescer = (config.coalesce.max_batch > 1)
+            .then(|| coalesce::spawn(conn.clone(), config.coalesce.clone()));
+        Ok(Self {
+            url: url.to_owned(),
+            conn,
+            coalescer,
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            threshold: config.failure_threshold,
+        })
+    }
+
+    /// Runs one operation, through the coalescer when there is one.
+    pub(crate) async fn call(&self, op: Op, t: Duration) -> Result<Out, Status> {
+        match &self.coalescer {
+            Some(tx) => coalesce::submit(tx, op, t).await,
+            None => self.conn.unary(op, t).await,
+        }
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(node = %self.url, "node re-admitted");
+        }
+    }
+
+    pub(crate) fn record_failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            self.mark_unhealthy();
+        }
+    }
+
+    pub(crate) fn mark_unhealthy(&self) {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(node = %self.url, "node marked unhealthy");
+        }
+    }
+
+    /// One active health check: re-admits on `SERVING`, else marks unhealthy.
+    pub(crate) async fn probe(&self, timeout: Duration) {
+        let req = self.conn.request(HealthCheckRequest {}, timeout);
+        let answer = tokio::time::timeout(timeout, self.conn.stub().health_check(req)).await;
+        match answer {
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => {
+                self.record_success()
+            }
+            _ => self.mark_unhealthy(),
+        }
+    }
+}

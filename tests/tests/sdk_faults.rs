@@ -1,0 +1,254 @@
+//! Failover, replication and repair with nodes killed and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use distcache::{Client, Consistency, RetryConfig};
+use distcache_tests::{BoxError, ClusterNode, client, cluster, eventually};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn wait_health(client: &Client, url: &str, healthy: bool) -> Result<(), BoxError> {
+    eventually(LIMIT, || async {
+        client
+            .health()
+            .iter()
+            .any(|(u, h)| u == url && *h == healthy)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_under_load_yields_no_errors() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    for i in 0..300 {
+        cache
+            .set(format!("load:{i}"), format!("v{i}"), None)
+            .await?;
+    }
+    let errors = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..8usize {
+        let (cache, errors, done) = (cache.clone(), errors.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            for n in 0..400usize {
+                let key = format!("load:{}", (w * 37 + n * 11) % 300);
+                let r = if n % 4 == 0 {
+                    cache.set(&key, format!("w{w}n{n}"), None).await.map(|_| ())
+                } else {
+                    match cache.get(&key).await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(distcache::Error::Unavailable {
+                            needed: 0,
+                            acked: 0,
+                        }),
+                        Err(e) => Err(e),
+                    }
+                };
+                if let Err(e) = r {
+                    eprintln!("client-visible error: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Kill a node once the load is well under way.
+    eventually(LIMIT, || async { done.load(Ordering::Relaxed) >= 600 }).await?;
+    let victim = nodes[1].url();
+    nodes[1].kill();
+    for w in workers {
+        w.await?;
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    // The dead node is skipped, not paid for with a timeout on every request.
+    wait_health(&cache, &victim, false).await?;
+    let before = cache.stats();
+    for i in 0..100 {
+        assert!(cache.get(format!("load:{i}")).await?.is_some());
+    }
+    let after = cache.stats();
+    assert_eq!(
+        after.failovers, before.failovers,
+        "healthy replicas served directly"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_is_readmitted_and_quorum_reads_stay_newest() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let cache = client(&nodes)
+        .replicas(3)
+        .read_consistency(Consistency::Quorum)
+        .write_consistency(Consistency::Quorum)
+        .build()
+        .await?;
+    let old = cache.set("k", "old", None).await?;
+    cache.set("gone", "old", None).await?;
+    let gone_old = cache.get("gone").await?.unwrap().version;
+    cache.set("kept", "v", None).await?;
+
+    let addr = nodes[0].addr;
+    let url = nodes[0].url();
+    nodes[0].kill();
+    wait_health(&cache, &url, false).await?;
+    let new = cache.set("k", "new", None).await?;
+    assert!(new > old);
+    assert!(cache.delete("gone").await?);
+
+    // Back on the same address, first empty, then holding what an old WAL
+    // would have had: the values from before it died.
+    nodes[0] = ClusterNode::start_at(addr).await?;
+    nodes[0].raw_set("k", "old", old).await?;
+    nodes[0].raw_set("gone", "old", gone_old).await?;
+    wait_health(&cache, &url, true).await?;
+
+    for _ in 0..50 {
+        let e = cache.get("k").await?.unwrap();
+        assert_eq!((&e.value[..], e.version), (&b"new"[..], new));
+        assert_eq!(cache.get("gone").await?, None, "a delete resurrected");
+        assert!(cache.get("kept").await?.is_some());
+    }
+    // An All read involves the restarted node and repairs it.
+    let all = cache.with_read_consistency(Consistency::All);
+    assert_eq!(&all.get("k").await?.unwrap().value[..], b"new");
+    assert_eq!(all.get("gone").await?, None);
+    assert!(all.get("kept").await?.is_some());
+    let n0 = &nodes[0];
+    eventually(LIMIT, || async {
+        let k = n0.raw_get("k").await;
+        let g = n0.raw_get("gone").await;
+        let kept = n0.raw_get("kept").await;
+        matches!((k, g, kept), (Ok(k), Ok(g), Ok(kept))
+            if k.found && k.version == new && !g.found && kept.found)
+    })
+    .await?;
+    let s = cache.stats();
+    assert!(s.read_repairs >= 3, "{s:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_never_resurrect_from_a_stale_replica() -> Result<(), BoxError> {
+    let mut nodes = cluster(2).await?;
+    // N = 2: Quorum is both replicas.
+    let cache = client(&nodes).build().await?;
+    let quorum = cache.with_read_consistency(Consistency::Quorum);
+    let v = cache.set("doomed", "alive", None).await?;
+    let addr = nodes[1].addr;
+    let url = nodes[1].url();
+    nodes[1].kill();
+    wait_health(&cache, &url, false).await?;
+    // Default write consistency One: the delete succeeds with a node down.
+    assert!(cache.delete("doomed").await?);
+    nodes[1] = ClusterNode::start_at(addr).await?;
+    nodes[1].raw_set("doomed", "alive", v).await?;
+    wait_health(&cache, &url, true).await?;
+    for _ in 0..20 {
+        assert_eq!(quorum.get("doomed").await?, None);
+    }
+    // The stale replica got the tombstone by read repair.
+    let n1 = &nodes[1];
+    eventually(LIMIT, || async {
+        matches!(n1.raw_get("doomed").await, Ok(r) if !r.found)
+    })
+    .await?;
+    for _ in 0..20 {
+        assert_eq!(cache.get("doomed").await?, None);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_races_have_exactly_one_winner_per_version() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    cache.set("lock", "init", None).await?;
+    for round in 0..10 {
+        let current = cache.get("lock").await?.unwrap().version;
+        let mut racers = Vec::new();
+        for t in 0..16 {
+            let cache = cache.clone();
+            racers.push(tokio::spawn(async move {
+                cache
+                    .compare_and_swap("lock", current, format!("r{round}t{t}"), None)
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for r in racers {
+            if r.await?
+                .map_err(|e| format!("round {round}: {e:?}"))?
+                .applied
+            {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_retries_when_all_nodes_are_down() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let cache = client(&nodes)
+        .retry(RetryConfig {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_retries: 5,
+            budget_min_per_sec: 1,
+            budget_ratio: 0.1,
+            budget_window: Duration::from_secs(10),
+        })
+        .build()
+        .await?;
+    for n in &mut nodes {
+        n.kill();
+    }
+    let calls = 200u64;
+    for i in 0..calls {
+        let r = cache.get(format!("k{i}")).await;
+        assert!(r.is_err(), "a dead cluster answered");
+    }
+    let s = cache.stats();
+    // 10 % of the calls plus a reserve of 1/s over the 10 s window, not 5 per call.
+    assert!(s.retries <= calls / 10 + 10 + 2, "retries = {}", s.retries);
+    assert!(s.budget_exhausted > 0);
+    // Each call tries at most the key's 2 replicas per round.
+    assert!(
+        s.attempts <= 2 * (calls + s.retries),
+        "attempts = {}",
+        s.attempts
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_and_counters_fail_over_when_the_primary_is_down() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    // No active probes and a high threshold: the client still believes the
+    // dead primary is healthy, so the operation must fail over by itself.
+    let cache = client(&nodes)
+        .probe_interval(Duration::ZERO)
+        .failure_threshold(100)
+        .build()
+        .await?;
+    let v = cache
+        .with_write_consistency(Consistency::All)
+        .set("c", "0", None)
+        .await?;
+    let primary = cache.owners("c")[0].clone();
+    let victim = nodes.iter().position(|n| n.url() == primary).unwrap();
+    nodes[victim].kill();
+    let swapped = cache.compare_and_swap("c", v, "10", None).await?;
+    assert!(swapped.applied);
+    assert_eq!(cache.incr_by("c", 5).await?, 15);
+    assert_eq!(&cache.get("c").await?.unwrap().value[..], b"15");
+    Ok(())
+}

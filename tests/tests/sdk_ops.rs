@@ -1,0 +1,156 @@
+//! The SDK's operations against a real 3-node cluster, and routing agreement.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use distcache::{Client, CoalesceConfig, Condition, Consistency};
+use distcache_tests::{BoxError, client, cluster, urls};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_round_trip() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    exercise(&client(&nodes).build().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_round_trip_without_coalescing() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let off = CoalesceConfig {
+        max_batch: 1,
+        ..CoalesceConfig::default()
+    };
+    exercise(&client(&nodes).coalesce(off).build().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_coalesced_operations_get_their_own_answers() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let key = format!("co:{t}:{i}");
+                cache.set(&key, format!("{t}/{i}"), None).await?;
+                let got = cache.get(&key).await?.map(|e| e.value);
+                assert_eq!(got.as_deref(), Some(format!("{t}/{i}").as_bytes()));
+                assert_eq!(cache.get(format!("co:none:{t}:{i}")).await?, None);
+            }
+            Ok::<_, distcache::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn exercise(cache: &Client) -> Result<(), BoxError> {
+    assert_eq!(cache.get("nope").await?, None);
+    let v1 = cache.set("user:1", "alice", None).await?;
+    let e = cache.get("user:1").await?.expect("written");
+    assert_eq!(&e.value[..], b"alice");
+    assert_eq!(e.version, v1);
+    assert_eq!(e.ttl, None);
+
+    cache.set("ttl", "x", Some(Duration::from_secs(60))).await?;
+    let ttl = cache.get("ttl").await?.unwrap().ttl.unwrap();
+    assert!(ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(50));
+    assert!(cache.expire("ttl", None).await?);
+    assert_eq!(cache.get("ttl").await?.unwrap().ttl, None);
+    assert!(cache.expire("ttl", Some(Duration::from_secs(5))).await?);
+    assert!(cache.get("ttl").await?.unwrap().ttl.is_some());
+    assert!(!cache.expire("absent", Some(Duration::from_secs(5))).await?);
+
+    assert!(cache.set_if_absent("nx", "first", None).await?);
+    assert!(!cache.set_if_absent("nx", "second", None).await?);
+    assert!(!cache.set_if_present("xx", "v", None).await?);
+    assert!(cache.set_if_present("nx", "third", None).await?);
+    let all = cache.with_read_consistency(Consistency::All);
+    assert_eq!(&all.get("nx").await?.unwrap().value[..], b"third");
+
+    let cur = cache.get("user:1").await?.unwrap().version;
+    let stale = cache.compare_and_swap("user:1", cur - 1, "x", None).await?;
+    assert!(!stale.applied);
+    assert_eq!(stale.version, cur);
+    let swapped = cache.compare_and_swap("user:1", cur, "bob", None).await?;
+    assert!(swapped.applied && swapped.version > cur);
+    // The new version was propagated: every replica agrees.
+    let e = all.get("user:1").await?.unwrap();
+    assert_eq!((&e.value[..], e.version), (&b"bob"[..], swapped.version));
+    assert!(cache.compare_and_swap("fresh", 0, "v", None).await?.applied);
+
+    assert_eq!(cache.incr_by("n", 5).await?, 5);
+    assert_eq!(cache.incr_by("n", -2).await?, 3);
+    assert_eq!(&all.get("n").await?.unwrap().value[..], b"3");
+    assert!(matches!(
+        cache.incr_by("user:1", 1).await,
+        Err(distcache::Error::NotAnInteger(_))
+    ));
+
+    // Write All: with One, the second delete may reach a replica that the
+    // first one's background write has not reached yet.
+    let wall = cache.with_write_consistency(Consistency::All);
+    assert!(wall.delete("user:1").await?);
+    assert!(!wall.delete("user:1").await?);
+    assert_eq!(all.get("user:1").await?, None);
+
+    let items: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("m{i}"), format!("v{i}")))
+        .collect();
+    cache.mset(&items, None).await?;
+    let mut keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+    keys.push("missing".into());
+    for c in [Consistency::One, Consistency::Quorum] {
+        let got = cache.with_read_consistency(c).mget(&keys).await?;
+        assert_eq!(got.len(), 51);
+        for (i, g) in got[..50].iter().enumerate() {
+            assert_eq!(g.as_ref().unwrap().value, format!("v{i}").as_bytes());
+        }
+        assert!(got[50].is_none());
+    }
+
+    let out = cache
+        .set_with("cond", "v", None, Condition::IfAbsent)
+        .await?;
+    assert!(out.applied && out.version > 0);
+    let big = vec![b'x'; 2 << 20];
+    assert!(matches!(
+        cache.set("big", &big, None).await,
+        Err(distcache::Error::InvalidArgument(_))
+    ));
+    cache.delete("cond").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_agrees_across_clients() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let mut reversed = urls(&nodes);
+    reversed.reverse();
+    // replicas(1): a key lives on exactly one node, so a read through the
+    // other client only finds it if both route it to the same node.
+    let a = client(&nodes).replicas(1).build().await?;
+    let b = Client::builder()
+        .nodes(reversed)
+        .replicas(1)
+        .build()
+        .await?;
+    for i in 0..200 {
+        let key = format!("route:{i}");
+        assert_eq!(a.owners(&key), b.owners(&key));
+        a.set(&key, "v", None).await?;
+        assert!(b.get(&key).await?.is_some(), "{key} routed differently");
+    }
+    let owners = a.owners("route:0");
+    assert_eq!(owners.len(), 1);
+    let three = client(&nodes).replicas(3).build().await?;
+    let mut all = three.owners("route:0");
+    assert_eq!(all[0], owners[0]);
+    all.sort();
+    let mut expect = urls(&nodes);
+    expect.sort();
+    assert_eq!(all, expect);
+    Ok(())
+}
