@@ -611,3 +611,38 @@ async fn a_node_with_auth_enabled_but_no_secret_refuses_to_start() {
     let e = node.stop().await.expect_err("must not start");
     assert!(e.to_string().contains("no secret"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_sends_its_token_and_maps_auth_errors() {
+    let secret = "sdk-secret-0123456789abcdef012345";
+    let keys = KeySet::parse(&format!("k1:{secret}")).expect("keys");
+    let node = auth_node("sdk", &format!("k1:{secret}\n"), |_| {}).await;
+    let url = format!("http://{}", node.grpc);
+    let build = |token: Option<String>| {
+        let mut b = distcache::Client::builder().nodes([url.clone()]);
+        if let Some(t) = token {
+            b = b.token(t);
+        }
+        b.build()
+    };
+    let user = build(Some(mint(&keys, "svc-a", Role::User, now() + 600)))
+        .await
+        .expect("client");
+    user.set("k", "v", None)
+        .await
+        .expect("set with a user token");
+    let got = user.get("k").await.expect("get").expect("found");
+    assert_eq!(&got.value[..], b"v");
+
+    let readonly = build(Some(mint(&keys, "svc-b", Role::Readonly, now() + 600)))
+        .await
+        .expect("client");
+    assert!(readonly.get("k").await.expect("get").is_some());
+    let e = readonly.set("k", "w", None).await.expect_err("readonly");
+    assert!(matches!(e, distcache::Error::PermissionDenied(_)), "{e:?}");
+
+    let anonymous = build(None).await.expect("client");
+    let e = anonymous.get("k").await.expect_err("no token");
+    assert!(matches!(e, distcache::Error::Unauthenticated(_)), "{e:?}");
+    node.stop().await.expect("stop");
+}
