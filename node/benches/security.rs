@@ -55,5 +55,22 @@ fn buckets(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tokens, buckets);
+fn churn(c: &mut Criterion) {
+    // Every request from a new client, with the limiter full of busy ones.
+    let rate = Rate {
+        per_sec: 1.0,
+        burst: 10.0,
+    };
+    let limiter = KeyedLimiter::new(rate, 100_000, Duration::from_secs(60));
+    let now = Instant::now();
+    let mut i = 0u64;
+    c.bench_function("bucket_take_new_client_at_capacity_100k", |b| {
+        b.iter(|| {
+            i += 1;
+            limiter.take(black_box(&i), now)
+        })
+    });
+}
+
+criterion_group!(benches, tokens, buckets, churn);
 criterion_main!(benches);

@@ -78,6 +78,9 @@ pub struct Args {
     /// Most gRPC connections open at once [default: 10000].
     #[arg(long, env = "DISTCACHE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most requests served at once; more get RESOURCE_EXHAUSTED [default: 4096].
+    #[arg(long, env = "DISTCACHE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
     /// Server certificate chain (PEM); with --tls-key turns TLS on.
     #[arg(long, env = "DISTCACHE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -198,6 +201,9 @@ impl Args {
         }
         if let Some(v) = self.max_connections {
             c.server.max_connections = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            c.server.max_in_flight = v;
         }
         Ok(())
     }

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Most gRPC connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Most requests served at once, node-wide; more get `RESOURCE_EXHAUSTED`.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             max_message_bytes: ByteSize(16 << 20),
             max_concurrent_streams: 1024,
             max_connections: 10_000,
+            max_in_flight: 4096,
         }
     }
 }
@@ -221,9 +224,11 @@ impl NodeConfig {
                 self.server.max_message_bytes.0
             ));
         }
-        if self.server.max_connections == 0 || self.server.max_concurrent_streams == 0 {
+        let sv = &self.server;
+        if sv.max_connections == 0 || sv.max_concurrent_streams == 0 || sv.max_in_flight == 0 {
             return bad(
-                "server.max_connections and max_concurrent_streams must be positive".into(),
+                "server.max_connections, max_concurrent_streams and max_in_flight must be positive"
+                    .into(),
             );
         }
         crate::security::config::validate(&self.tls, &self.rate_limit).map_err(ConfigError::Invalid)

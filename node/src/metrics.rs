@@ -157,6 +157,7 @@ pub struct SecurityCounters {
     auth_failures: Family<ReasonLabel, Counter>,
     permission_denied: Counter,
     rate_limited: Family<ScopeLabel, Counter>,
+    shed: Counter,
 }
 
 impl Default for SecurityCounters {
@@ -165,6 +166,7 @@ impl Default for SecurityCounters {
             auth_failures: Family::default(),
             permission_denied: Counter::default(),
             rate_limited: Family::default(),
+            shed: Counter::default(),
         };
         // Created up front so every series shows, at 0, before any failure.
         for reason in AUTH_REASONS {
@@ -195,6 +197,11 @@ impl SecurityCounters {
         self.rate_limited.get_or_create(&ScopeLabel { scope }).inc();
     }
 
+    /// Counts a request refused because the node was at its in-flight bound.
+    pub fn shed(&self) {
+        self.shed.inc();
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "auth_failures",
@@ -210,6 +217,11 @@ impl SecurityCounters {
             "rate_limited",
             "Requests refused by a rate limit, by scope",
             self.rate_limited.clone(),
+        );
+        r.register(
+            "requests_shed",
+            "Requests refused because max_in_flight requests were being served",
+            self.shed.clone(),
         );
     }
 
@@ -229,6 +241,7 @@ impl SecurityCounters {
             "auth_failures": failures,
             "permission_denied": self.permission_denied.get(),
             "rate_limited": { "client": limited("client"), "global": limited("global") },
+            "requests_shed": self.shed.get(),
         })
     }
 }

@@ -562,10 +562,87 @@ async fn without_tokens_each_peer_address_has_its_own_bucket() {
 }
 
 #[tokio::test]
+async fn prototype_flags_give_a_tls_node_that_wants_tokens() {
+    use clap::Parser as _;
+    let dir = scratch("proto-flags");
+    let ca = Ca::new("test ca");
+    let (cert, key) = ca.leaf(&["localhost"], false);
+    std::fs::write(dir.join("server.pem"), cert).expect("write");
+    std::fs::write(dir.join("server.key"), key).expect("write");
+    let tls_toml = dir.join("tls.toml");
+    std::fs::write(&tls_toml, "cert = \"server.pem\"\nkey = \"server.key\"\n").expect("write");
+    let secret = "prototype-secret-0123456789abcdef";
+    let args = distcache_node::cli::Args::try_parse_from([
+        "distcache-node",
+        "--use-tls",
+        "--tls-config",
+        tls_toml.to_str().expect("utf-8"),
+        "--enable-auth",
+        "--auth-secret",
+        secret,
+        "--enable-validation",
+        "--enable-rate-limiting",
+    ])
+    .expect("flags parse");
+    let mut cfg = args.into_config().expect("valid");
+    cfg.store = test_config().store;
+    let node = TestNode::spawn(cfg).await;
+    wait_healthy(node.grpc, Some(&ca.pem()), None).await;
+
+    let keys = KeySet::parse(&format!("default:{secret}")).expect("keys");
+    let token = mint(&keys, "alice", Role::User, now() + 600);
+    let ch = tls_channel(node.grpc, &ca.pem(), None).await.expect("tls");
+    let mut c = CacheServiceClient::new(ch);
+    assert_eq!(code(&mut c, "Set", None).await, Code::Unauthenticated);
+    assert_eq!(code(&mut c, "Set", Some(&token)).await, Code::Ok);
+    assert_eq!(
+        code(&mut c, "GetMetrics", Some(&token)).await,
+        Code::PermissionDenied
+    );
+    node.stop().await.expect("stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn a_node_with_auth_enabled_but_no_secret_refuses_to_start() {
     let mut c = test_config();
     c.auth.enabled = true;
     let node = TestNode::spawn(c).await;
     let e = node.stop().await.expect_err("must not start");
     assert!(e.to_string().contains("no secret"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_sends_its_token_and_maps_auth_errors() {
+    let secret = "sdk-secret-0123456789abcdef012345";
+    let keys = KeySet::parse(&format!("k1:{secret}")).expect("keys");
+    let node = auth_node("sdk", &format!("k1:{secret}\n"), |_| {}).await;
+    let url = format!("http://{}", node.grpc);
+    let build = |token: Option<String>| {
+        let mut b = distcache::Client::builder().nodes([url.clone()]);
+        if let Some(t) = token {
+            b = b.token(t);
+        }
+        b.build()
+    };
+    let user = build(Some(mint(&keys, "svc-a", Role::User, now() + 600)))
+        .await
+        .expect("client");
+    user.set("k", "v", None)
+        .await
+        .expect("set with a user token");
+    let got = user.get("k").await.expect("get").expect("found");
+    assert_eq!(&got.value[..], b"v");
+
+    let readonly = build(Some(mint(&keys, "svc-b", Role::Readonly, now() + 600)))
+        .await
+        .expect("client");
+    assert!(readonly.get("k").await.expect("get").is_some());
+    let e = readonly.set("k", "w", None).await.expect_err("readonly");
+    assert!(matches!(e, distcache::Error::PermissionDenied(_)), "{e:?}");
+
+    let anonymous = build(None).await.expect("client");
+    let e = anonymous.get("k").await.expect_err("no token");
+    assert!(matches!(e, distcache::Error::Unauthenticated(_)), "{e:?}");
+    node.stop().await.expect("stop");
 }

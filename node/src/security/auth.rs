@@ -115,10 +115,9 @@ pub struct Auth<S> {
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<B>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -145,10 +144,8 @@ where
                 }
             }
         }
-        // The clone that was driven to readiness serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { inner.call(req).await.map_err(Into::into) })
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
     }
 }
 

@@ -5,8 +5,10 @@
 //! each request takes one. The keyed limiter keeps one bucket per client in
 //! a few mutex-guarded shards and bounds its memory two ways: buckets idle
 //! long enough to have refilled completely are dropped (forgetting a full
-//! bucket changes nothing), and a shard at capacity evicts its longest-idle
-//! bucket before admitting a new client.
+//! bucket changes nothing), and a shard still at capacity evicts the
+//! longest-idle of a few sampled buckets before admitting a new client. The
+//! idle sweep runs at most once a second per shard, so a flood of new
+//! clients costs O(1) each, not a scan of the shard.
 
 use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
@@ -16,6 +18,10 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
+/// Buckets looked at when one must be evicted.
+const EVICTION_SAMPLE: usize = 8;
+/// Least time between two idle sweeps of one shard.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// One token bucket.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +78,13 @@ pub struct KeyedLimiter<K> {
     idle: Duration,
     per_shard: usize,
     hasher: DefaultHashBuilder,
-    shards: Vec<Mutex<HashMap<K, Bucket>>>,
+    shards: Vec<Mutex<Shard<K>>>,
+}
+
+#[derive(Debug)]
+struct Shard<K> {
+    buckets: HashMap<K, Bucket>,
+    swept: Option<Instant>,
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
@@ -84,49 +96,67 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             idle: idle.max(rate.refill_time()),
             per_shard: max_clients.div_ceil(SHARDS).max(1),
             hasher: DefaultHashBuilder::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        swept: None,
+                    })
+                })
+                .collect(),
         }
     }
 
     /// Takes a token from `key`'s bucket.
     pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let shard = self.hasher.hash_one(key) as usize % SHARDS;
-        let mut map = self.shards[shard].lock();
-        if let Some(b) = map.get_mut(key) {
+        let mut shard = self.shards[shard].lock();
+        if let Some(b) = shard.buckets.get_mut(key) {
             return b.take(self.rate, now);
         }
-        if map.len() >= self.per_shard {
-            let idle = self.idle;
-            map.retain(|_, b| now.saturating_duration_since(b.last) < idle);
-            if map.len() >= self.per_shard {
-                // All busy: forget the one idle longest.
-                let oldest = map
+        if shard.buckets.len() >= self.per_shard {
+            let due = shard
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            if due {
+                let idle = self.idle;
+                shard
+                    .buckets
+                    .retain(|_, b| now.saturating_duration_since(b.last) < idle);
+                shard.swept = Some(now);
+            }
+            if shard.buckets.len() >= self.per_shard {
+                let victim = shard
+                    .buckets
                     .iter()
+                    .take(EVICTION_SAMPLE)
                     .min_by_key(|(_, b)| b.last)
                     .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    map.remove(&k);
+                if let Some(k) = victim {
+                    shard.buckets.remove(&k);
                 }
             }
         }
         let mut b = Bucket::full(self.rate, now);
         let r = b.take(self.rate, now);
-        map.insert(key.clone(), b);
+        shard.buckets.insert(key.clone(), b);
         r
     }
 
     /// Drops buckets idle long enough to be full again.
     pub fn evict_idle(&self, now: Instant) {
         for shard in &self.shards {
+            let mut shard = shard.lock();
             shard
-                .lock()
+                .buckets
                 .retain(|_, b| now.saturating_duration_since(b.last) < self.idle);
+            shard.swept = Some(now);
         }
     }
 
     /// Clients currently tracked.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().buckets.len()).sum()
     }
 
     /// True when no client is tracked.

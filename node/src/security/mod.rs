@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! bounded accept (connections.rs) → TLS / mTLS (tls.rs, rustls + ring)
+//!   → in-flight bound (in_flight.rs: RESOURCE_EXHAUSTED beyond max_in_flight)
 //!   → auth layer (auth.rs: bearer token → Principal, role vs RPC)
 //!   → rate-limit layer (rate_limit.rs: per-client and global token buckets)
 //!   → CacheService (input limits in limits.rs; batch contents vs role)
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod bucket;
 pub mod config;
 pub mod connections;
+pub mod in_flight;
 pub mod rate_limit;
 pub mod roles;
 pub mod tls;
@@ -31,6 +33,7 @@ use crate::config::NodeConfig;
 use crate::metrics::SecurityCounters;
 
 pub use auth::{AuthError, AuthLayer, Principal, Verifier};
+pub use in_flight::{InFlightLayer, Overloaded};
 pub use rate_limit::{Limiter, RateLimitLayer, RateLimited};
 pub use token::{Claims, KeySet, Role, TokenError};
 
@@ -49,6 +52,9 @@ pub fn to_status(e: BoxError) -> Status {
             AuthError::Missing | AuthError::Token(_) => Code::Unauthenticated,
         };
         return Status::new(code, e.to_string());
+    }
+    if let Some(e) = e.downcast_ref::<Overloaded>() {
+        return Status::resource_exhausted(e.to_string());
     }
     if let Some(e) = e.downcast_ref::<RateLimited>() {
         let mut s = Status::resource_exhausted(e.to_string());
@@ -118,11 +124,13 @@ impl Security {
             per_client_rps = rl.per_client_rps,
             global_rps = rl.global_rps,
             max_connections = config.server.max_connections,
+            max_in_flight = config.server.max_in_flight,
             "security"
         );
         Ok(Self {
             tls,
             layer: SecurityLayer {
+                in_flight: InFlightLayer::new(config.server.max_in_flight, counters.clone()),
                 auth: AuthLayer::new(verifier, counters.clone()),
                 rate_limit: RateLimitLayer::new(limiter, counters.clone()),
             },
@@ -130,21 +138,25 @@ impl Security {
     }
 }
 
-/// [`to_status`] over [`auth::Auth`] over [`rate_limit::RateLimit`].
+/// [`to_status`] over [`in_flight::InFlight`] over [`auth::Auth`] over
+/// [`rate_limit::RateLimit`].
 #[derive(Debug, Clone)]
 pub struct SecurityLayer {
+    in_flight: InFlightLayer,
     auth: AuthLayer,
     rate_limit: RateLimitLayer,
 }
 
 /// The service [`SecurityLayer`] makes.
-pub type Secured<S> =
-    tower::util::MapErr<auth::Auth<rate_limit::RateLimit<S>>, fn(BoxError) -> Status>;
+pub type Secured<S> = tower::util::MapErr<
+    in_flight::InFlight<auth::Auth<rate_limit::RateLimit<S>>>,
+    fn(BoxError) -> Status,
+>;
 
 impl<S> tower::Layer<S> for SecurityLayer {
     type Service = Secured<S>;
     fn layer(&self, inner: S) -> Secured<S> {
-        let inner = self.auth.layer(self.rate_limit.layer(inner));
+        let inner = (self.in_flight).layer(self.auth.layer(self.rate_limit.layer(inner)));
         tower::util::MapErr::new(inner, to_status as fn(BoxError) -> Status)
     }
 }
@@ -177,6 +189,7 @@ mod tests {
             .get(RETRY_AFTER_MS)
             .and_then(|v| v.to_str().ok());
         assert_eq!(after, Some("3"));
+        assert_eq!(c(Box::new(Overloaded { max: 1 })), Code::ResourceExhausted);
         assert_eq!(c(Box::new(Status::aborted("x"))), Code::Aborted);
     }
 }

@@ -162,10 +162,9 @@ pub struct RateLimit<S> {
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<B>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -184,9 +183,8 @@ where
                 }
             }
         }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { inner.call(req).await.map_err(Into::into) })
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
     }
 }
 

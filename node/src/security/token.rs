@@ -110,10 +110,26 @@ impl TokenError {
     }
 }
 
+/// A secret, with its HMAC state keyed once (cloned per token, which saves
+/// hashing the key on every request).
+#[derive(Clone)]
+struct Key {
+    secret: Arc<[u8]>,
+    mac: HmacSha256,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for Key {}
+
 /// One or more HMAC secrets by key id; the last one added signs.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
-    keys: HashMap<String, Arc<[u8]>>,
+    keys: HashMap<String, Key>,
     newest: Option<String>,
 }
 
@@ -148,7 +164,13 @@ impl KeySet {
         if secret.is_empty() {
             return Err(format!("empty secret for key id {kid:?}"));
         }
-        self.keys.insert(kid.to_owned(), Arc::from(secret));
+        let mac = HmacSha256::new_from_slice(secret)
+            .map_err(|_| format!("unusable secret for key id {kid:?}"))?;
+        let key = Key {
+            secret: Arc::from(secret),
+            mac,
+        };
+        self.keys.insert(kid.to_owned(), key);
         self.newest = Some(kid.to_owned());
         Ok(())
     }
@@ -195,7 +217,7 @@ impl KeySet {
         let mut ids: Vec<&str> = self
             .keys
             .iter()
-            .filter(|(_, s)| s.len() < min)
+            .filter(|(_, k)| k.secret.len() < min)
             .map(|(k, _)| k.as_str())
             .collect();
         ids.sort_unstable();
@@ -215,10 +237,9 @@ impl KeySet {
     /// Mints a token for `claims` with the newest key.
     pub fn sign(&self, claims: &Claims) -> Option<String> {
         let kid = self.newest.as_deref()?;
-        let secret = self.keys.get(kid)?;
+        let mut mac = self.keys.get(kid)?.mac.clone();
         let json = serde_json::to_vec(claims).ok()?;
         let signed = format!("{PREFIX}.{kid}.{}", B64.encode(json));
-        let mut mac = HmacSha256::new_from_slice(secret).ok()?;
         mac.update(signed.as_bytes());
         let sig = B64.encode(mac.finalize().into_bytes());
         Some(format!("{signed}.{sig}"))
@@ -240,8 +261,12 @@ impl KeySet {
             return Err(TokenError::Malformed);
         }
         let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
-        let secret = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TokenError::UnknownKey)?;
+        let mut mac = self
+            .keys
+            .get(kid)
+            .ok_or(TokenError::UnknownKey)?
+            .mac
+            .clone();
         mac.update(signed.as_bytes());
         mac.verify_slice(&sig)
             .map_err(|_| TokenError::BadSignature)?;

@@ -20,7 +20,7 @@ pub struct TokenArgs {
     /// admin, user or readonly.
     #[arg(long)]
     pub role: Role,
-    /// Seconds until the token expires [default: 3600].
+    /// Seconds until the token expires.
     #[arg(long, default_value_t = 3600)]
     pub validity: u64,
     /// Sign with this key id from the file instead of the last one.
