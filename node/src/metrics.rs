@@ -126,6 +126,7 @@ pub struct Metrics {
     store: Arc<Store>,
     started: Instant,
     node_id: String,
+    wal: Option<Arc<crate::wal::WalStats>>,
 }
 
 fn index(op: Op, outcome: Outcome) -> usize {
@@ -176,7 +177,15 @@ impl Metrics {
             store,
             started,
             node_id,
+            wal: None,
         }
+    }
+
+    /// Adds the durability layer's figures (WAL, snapshots, recovery).
+    pub fn add_wal(&mut self, stats: Arc<crate::wal::WalStats>) {
+        self.registry
+            .register_collector(Box::new(crate::wal::WalCollector(stats.clone())));
+        self.wal = Some(stats);
     }
 
     /// Counts one operation.
@@ -216,6 +225,7 @@ impl Metrics {
             }
             ops.insert(op.name().into(), by.into());
         }
+        let wal = self.wal.as_ref().map(|w| w.json());
         serde_json::json!({
             "node_id": self.node_id,
             "uptime_seconds": self.uptime().as_secs(),
@@ -228,6 +238,7 @@ impl Metrics {
             "evictions": st.evictions,
             "expirations": st.expirations,
             "operations": ops,
+            "wal": wal,
         })
         .to_string()
     }

@@ -18,6 +18,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::{CacheNode, Shared};
 use crate::store::Store;
+use crate::wal::{OpenError, Wal};
 
 /// The sockets a node serves on, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -53,6 +54,9 @@ pub enum NodeError {
     /// Socket I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory could not be locked or recovered.
+    #[error(transparent)]
+    Wal(#[from] OpenError),
 }
 
 /// Background tasks, stopped together when the node shuts down.
@@ -81,12 +85,22 @@ pub async fn run(
     config.validate()?;
     let store = Arc::new(Store::new(config.store_config()));
     let node_id = config.node_id();
+    // Recovery runs before anything listens, so no request sees a half-loaded store.
+    let wal = match config.wal_options() {
+        Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
+        None => None,
+    };
+    let mut metrics = Metrics::new(store.clone(), node_id.clone());
+    if let Some(w) = &wal {
+        metrics.add_wal(w.stats().clone());
+    }
     let shared = Arc::new(Shared {
-        metrics: Metrics::new(store.clone(), node_id.clone()),
+        metrics,
         store: store.clone(),
         limits: Limits::from(config.limits),
         node_id: node_id.clone(),
         serving: AtomicBool::new(true),
+        wal: wal.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -104,7 +118,7 @@ pub async fn run(
         .max_encoding_message_size(max_msg);
 
     let (stop, stop_rx) = watch::channel(false);
-    let tasks = Tasks {
+    let mut tasks = Tasks {
         stop,
         handles: vec![
             tokio::spawn(sweep(
@@ -119,6 +133,11 @@ pub async fn run(
             )),
         ],
     };
+    if let Some(w) = &wal {
+        tasks
+            .handles
+            .push(tokio::spawn(w.clone().run_snapshotter(stop_rx.clone())));
+    }
 
     let grpc_addr = listeners.grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
@@ -140,6 +159,7 @@ pub async fn run(
         () = shutdown => {}
         result = &mut server => {
             tasks.stop().await;
+            close_wal(wal.as_deref()).await;
             return match result {
                 Ok(r) => r.map_err(NodeError::from),
                 Err(e) => Err(std::io::Error::other(e).into()),
@@ -165,8 +185,19 @@ pub async fn run(
             server.abort();
         }
     }
+    close_wal(wal.as_deref()).await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The one place the WAL is flushed and fsynced on the way out (with a final
+/// snapshot if configured), once no request is in flight.
+async fn close_wal(wal: Option<&Wal>) {
+    if let Some(w) = wal {
+        if let Err(e) = w.close().await {
+            tracing::error!(error = %e, "could not flush the write-ahead log");
+        }
+    }
 }
 
 /// Reclaims expired entries a slice at a time so no shard lock is held long.
