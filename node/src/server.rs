@@ -193,10 +193,10 @@ pub async fn run(
 /// The one place the WAL is flushed and fsynced on the way out (with a final
 /// snapshot if configured), once no request is in flight.
 async fn close_wal(wal: Option<&Wal>) {
-    if let Some(w) = wal {
-        if let Err(e) = w.close().await {
-            tracing::error!(error = %e, "could not flush the write-ahead log");
-        }
+    if let Some(w) = wal
+        && let Err(e) = w.close().await
+    {
+        tracing::error!(error = %e, "could not flush the write-ahead log");
     }
 }
 

@@ -502,10 +502,10 @@ impl Store {
         let mut shard = lock.lock();
         // Not find_fresh: an expired marker must keep blocking older records.
         let idx = shard.find(hash, key);
-        if let Some(i) = idx {
-            if shard.slot(i).version >= version {
-                return Restored::Stale;
-            }
+        if let Some(i) = idx
+            && shard.slot(i).version >= version
+        {
+            return Restored::Stale;
         }
         let expired = if value.is_none() && expires_at == 0 {
             true

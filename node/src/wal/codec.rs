@@ -420,7 +420,8 @@ mod tests {
             encode_frame(42, &body, &mut buf);
             let i = bit.index(buf.len() * 8);
             buf[i / 8] ^= 1 << (i % 8);
-            prop_assert!(!matches!(decode_frame(&buf), Frame::Valid { .. }));
+            let valid = matches!(decode_frame(&buf), Frame::Valid { .. });
+            prop_assert!(!valid, "flipped bit {} not detected", i);
         }
     }
 

@@ -405,10 +405,10 @@ impl Wal {
     /// The one place the WAL is flushed at shutdown: an optional final
     /// snapshot, then write and fsync everything queued, then stop the writer.
     pub async fn close(&self) -> Result<(), WalError> {
-        if self.opts.snapshot_on_shutdown {
-            if let Err(e) = self.snapshot().await {
-                tracing::error!(error = %e, "final snapshot failed");
-            }
+        if self.opts.snapshot_on_shutdown
+            && let Err(e) = self.snapshot().await
+        {
+            tracing::error!(error = %e, "final snapshot failed");
         }
         let seq = self.flush().await?;
         tracing::info!(last_seq = seq, "write-ahead log flushed");

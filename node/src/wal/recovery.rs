@@ -87,17 +87,16 @@ pub(crate) fn recover(
     };
     replay.last_seq = replay.report.snapshot_seq;
     let snap_seq = replay.report.snapshot_seq;
-    if replay.report.snapshots_skipped > 0 {
-        if let Some((first, _)) = segments.first() {
-            if *first > snap_seq.saturating_add(1) {
-                tracing::warn!(
-                    from_seq = snap_seq + 1,
-                    to_seq = first - 1,
-                    "WAL records between the snapshot used and the oldest segment are gone \
-                     (they were covered by the snapshot that failed); those writes are lost"
-                );
-            }
-        }
+    if replay.report.snapshots_skipped > 0
+        && let Some((first, _)) = segments.first()
+        && *first > snap_seq.saturating_add(1)
+    {
+        tracing::warn!(
+            from_seq = snap_seq + 1,
+            to_seq = first - 1,
+            "WAL records between the snapshot used and the oldest segment are gone \
+             (they were covered by the snapshot that failed); those writes are lost"
+        );
     }
     for (i, (base, path)) in segments.iter().enumerate() {
         let next_base = segments.get(i + 1).map(|(b, _)| *b);
