@@ -5,6 +5,9 @@
 //! integration test the path of a binary of its own package
 //! (`CARGO_BIN_EXE_distcache-node`).
 
+// Test helpers outside #[test] functions; panicking is how they fail a test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
