@@ -49,6 +49,7 @@ pub(crate) fn recover(
     };
     remove_temporaries(dir).map_err(io)?;
     let mut report = RecoveryReport::default();
+    let mut failed_seq = 0;
     for (seq, path) in list_snapshots(dir).map_err(io)? {
         match load_snapshot(&path, store) {
             Ok(loaded) => {
@@ -69,11 +70,18 @@ pub(crate) fn recover(
             }
             Err(e) => {
                 report.snapshots_skipped += 1;
+                // Set aside (kept for inspection), so that it is neither tried
+                // again nor counted as the newest snapshot when pruning.
+                let aside = PathBuf::from(format!("{}.corrupt", path.display()));
                 tracing::warn!(
                     file = %path.display(),
                     error = %e,
+                    renamed_to = %aside.display(),
                     "snapshot failed verification; falling back to an older one"
                 );
+                std::fs::rename(&path, &aside).map_err(io)?;
+                // Sequence numbers it covered were handed out: never reuse them.
+                failed_seq = failed_seq.max(seq);
             }
         }
     }
@@ -110,7 +118,7 @@ pub(crate) fn recover(
         store.sweep_shard(shard, usize::MAX);
     }
     let mut report = replay.report;
-    report.last_seq = replay.last_seq;
+    report.last_seq = replay.last_seq.max(failed_seq);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(Recovered {
         report,
@@ -127,7 +135,20 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
+    /// Replays one segment and logs the progress.
     fn segment(&mut self, path: &Path, base: u64, last: bool) -> Result<(), OpenError> {
+        let before = self.report.records_replayed;
+        self.replay_segment(path, base, last)?;
+        tracing::info!(
+            file = %path.display(),
+            records = self.report.records_replayed - before,
+            last_seq = self.last_seq,
+            "replayed WAL segment"
+        );
+        Ok(())
+    }
+
+    fn replay_segment(&mut self, path: &Path, base: u64, last: bool) -> Result<(), OpenError> {
         let buf = std::fs::read(path).map_err(|e| OpenError::Io {
             path: path.to_owned(),
             source: e,

@@ -196,12 +196,12 @@ impl Collector for WalCollector {
             l(&s.bytes),
         )?;
         counter(e, "wal_fsyncs", "fsyncs of WAL segments", l(&s.fsyncs))?;
-        let g = ConstGauge::new(l(&s.fsync_micros) as f64 / 1e6);
-        g.encode(e.encode_descriptor(
-            "wal_fsync_seconds_total",
+        let c = ConstCounter::new(l(&s.fsync_micros) as f64 / 1e6);
+        c.encode(e.encode_descriptor(
+            "wal_fsync_seconds",
             "Time spent in WAL fsyncs",
             None,
-            g.metric_type(),
+            c.metric_type(),
         )?)?;
         counter(
             e,

@@ -376,6 +376,9 @@ async fn snapshots_cover_and_retire_segments_and_fall_back() {
     let r = wal.stats().recovery();
     assert_eq!(r.snapshots_skipped, 1);
     assert_eq!(r.snapshot_seq, snaps[1].0);
+    assert!(r.last_seq >= snaps[0].0, "sequence numbers are not reused");
+    assert!(Path::new(&format!("{}.corrupt", newest.display())).exists());
+    assert_eq!(snapshot::list_snapshots(dir.path()).expect("list").len(), 1);
     assert_eq!(get(&third, "k1").as_deref(), Some("x".repeat(100).as_str()));
     assert_eq!(get(&third, "k0"), None);
 }
@@ -413,4 +416,33 @@ async fn memory_only_batch_records_nothing_and_everysec_does_not_wait() {
     let again = store_on(&clock, 1 << 20);
     let _wal = Wal::open(o, again.clone()).await.expect("reopen");
     assert_eq!(get(&again, "a").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn recovery_figures_are_exported() {
+    let (dir, clock) = fresh();
+    let store = store_on(&clock, 1 << 20);
+    let wal = Wal::open(opts(dir.path()), store.clone())
+        .await
+        .expect("open");
+    set(&wal, &store, "a", "1", 0).await;
+    drop(wal);
+    let again = store_on(&clock, 1 << 20);
+    let wal = Wal::open(opts(dir.path()), again.clone())
+        .await
+        .expect("reopen");
+    let mut m = crate::metrics::Metrics::new(again, "n".into());
+    m.add_wal(wal.stats().clone());
+    let text = m.prometheus();
+    for name in [
+        "distcache_recovery_records_replayed 1",
+        "distcache_recovery_seconds",
+        "distcache_wal_fsyncs_total",
+        "distcache_wal_fsync_seconds_total",
+        "distcache_snapshots_total 0",
+    ] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&m.json()).expect("json");
+    assert_eq!(json["wal"]["recovery"]["records_replayed"], 1);
 }
