@@ -194,29 +194,55 @@ fn recovery(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
+    // CPU time too: on a shared machine wall time says more about the
+    // neighbours than about the code.
+    let cpu = std::cell::Cell::new((0.0f64, 0u64));
     let mut open_timed = |b: &mut criterion::Bencher<'_>| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let store = fresh_store();
-                let start = Instant::now();
+                let (start, cpu0) = (Instant::now(), cpu_seconds());
                 let wal = rt
                     .block_on(Wal::open(opts.clone(), store.clone()))
                     .expect("open");
                 total += start.elapsed();
+                let (sum, n) = cpu.get();
+                cpu.set((sum + cpu_seconds() - cpu0, n + 1));
                 assert_eq!(store.len(), RECORDS);
                 drop(wal);
             }
             total
         });
     };
+    let report = |name: &str| {
+        let (sum, n) = cpu.replace((0.0, 0));
+        let per = sum / n.max(1) as f64;
+        eprintln!(
+            "recovery_1m/{name}: {per:.3} CPU s per start ({:.0} records per CPU second)",
+            RECORDS as f64 / per
+        );
+    };
     group.bench_function("wal_replay", &mut open_timed);
+    report("wal_replay");
     rt.block_on(async {
         let wal = Wal::open(opts.clone(), fresh_store()).await.expect("open");
         wal.snapshot().await.expect("snapshot").expect("written");
     });
     group.bench_function("snapshot_load", &mut open_timed);
+    report("snapshot_load");
     group.finish();
+}
+
+/// User + system CPU time of this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name (which ends with ')') come state, ppid, ...;
+    // utime and stime are the 12th and 13th, in clock ticks (100 per second).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
 }
 
 criterion_group!(benches, set_throughput, recovery);

@@ -221,6 +221,11 @@ impl Store {
         self.max_memory
     }
 
+    /// The index of the shard holding `key` (recovery groups records by it).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (xxh3_64_with_seed(key, SHARD_SEED) >> 40) as usize & self.mask
+    }
+
     fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
         let hash = xxh3_64_with_seed(key, SHARD_SEED);
         // Bits 40.. pick the shard: hashbrown uses the top 7 bits and the low

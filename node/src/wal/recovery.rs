@@ -26,6 +26,10 @@ use crate::store::{Restored, Store};
 /// A frame claiming a sequence number this far past the expected one is not
 /// taken as a resynchronisation point.
 const RESYNC_WINDOW: u64 = 1 << 32;
+/// Records decoded before they are applied in parallel.
+const APPLY_CHUNK: usize = 1 << 16;
+/// Most threads replay uses.
+const MAX_APPLY_THREADS: usize = 4;
 
 /// Outcome of [`recover`].
 #[derive(Debug)]
@@ -170,12 +174,19 @@ impl Replay<'_> {
         }
         let mut at = codec::FILE_HEADER_LEN;
         let mut expected = base;
+        let mut pending = Vec::with_capacity(APPLY_CHUNK);
         while at < buf.len() {
             let reason = match codec::decode_frame(&buf[at..]) {
                 Frame::Valid { seq, body, len } if seq == expected => {
                     match codec::decode_body(body) {
                         Ok(rec) if !matches!(rec, Record::End { .. }) => {
-                            self.apply(seq, &rec);
+                            self.last_seq = self.last_seq.max(seq);
+                            if seq > self.report.snapshot_seq {
+                                pending.push(rec);
+                                if pending.len() == APPLY_CHUNK {
+                                    self.apply_all(&mut pending);
+                                }
+                            }
                             at += len;
                             expected += 1;
                             continue;
@@ -188,6 +199,7 @@ impl Replay<'_> {
                 Frame::Incomplete => "record cut short".to_owned(),
                 Frame::Corrupt(e) => e.to_string(),
             };
+            self.apply_all(&mut pending);
             match resync(&buf, at + 1, expected) {
                 Some(next) => {
                     self.corrupt(path, at, next - at, &reason)?;
@@ -199,37 +211,42 @@ impl Replay<'_> {
                 None => return self.corrupt(path, at, buf.len() - at, &reason),
             }
         }
+        self.apply_all(&mut pending);
         Ok(())
     }
 
-    fn apply(&mut self, seq: u64, rec: &Record<'_>) {
-        self.last_seq = self.last_seq.max(seq);
-        if seq <= self.report.snapshot_seq {
-            return;
-        }
-        self.report.records_replayed += 1;
-        let restored = match *rec {
-            Record::Put {
-                key,
-                value,
-                version,
-                expires_at,
-            } => self.store.restore(
-                key,
-                Some(Bytes::copy_from_slice(value)),
-                version,
-                expires_at,
-            ),
-            Record::Tombstone {
-                key,
-                version,
-                expires_at,
-            } => self.store.restore(key, None, version, expires_at),
-            Record::End { .. } => return,
+    /// Applies decoded records on several threads, thread `t` taking the
+    /// records of the shards `s` with `s % threads == t`. A key always lives
+    /// in one shard, so each key's records are applied in log order by one
+    /// thread.
+    fn apply_all(&mut self, pending: &mut Vec<Record<'_>>) {
+        let store = self.store;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_APPLY_THREADS);
+        let expired = if threads == 1 || pending.len() < 4096 {
+            apply_part(store, pending, None, 0, 1)
+        } else {
+            let shards: Vec<u32> = pending
+                .iter()
+                .map(|rec| match rec {
+                    Record::Put { key, .. } | Record::Tombstone { key, .. } => {
+                        store.shard_of(key) as u32
+                    }
+                    Record::End { .. } => 0,
+                })
+                .collect();
+            let (recs, shards) = (&pending[..], &shards[..]);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = (0..threads)
+                    .map(|t| s.spawn(move || apply_part(store, recs, Some(shards), t, threads)))
+                    .collect();
+                parts.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            })
         };
-        if restored == Restored::Expired {
-            self.report.expired += 1;
-        }
+        self.report.records_replayed += pending.len() as u64;
+        self.report.expired += expired;
+        pending.clear();
     }
 
     /// Cuts a torn tail off the last segment.
@@ -293,6 +310,48 @@ impl Replay<'_> {
         self.skipped_corruption = true;
         Ok(())
     }
+}
+
+/// Restores the records whose shard is `part` modulo `parts` (all of them
+/// without `shards`); returns how many were expired on arrival.
+fn apply_part(
+    store: &Store,
+    recs: &[Record<'_>],
+    shards: Option<&[u32]>,
+    part: usize,
+    parts: usize,
+) -> u64 {
+    let mut expired = 0;
+    for (i, rec) in recs.iter().enumerate() {
+        if let Some(shards) = shards
+            && shards.get(i).map_or(0, |&s| s as usize) % parts != part
+        {
+            continue;
+        }
+        let restored = match *rec {
+            Record::Put {
+                key,
+                value,
+                version,
+                expires_at,
+            } => store.restore(
+                key,
+                Some(Bytes::copy_from_slice(value)),
+                version,
+                expires_at,
+            ),
+            Record::Tombstone {
+                key,
+                version,
+                expires_at,
+            } => store.restore(key, None, version, expires_at),
+            Record::End { .. } => continue,
+        };
+        if restored == Restored::Expired {
+            expired += 1;
+        }
+    }
+    expired
 }
 
 /// The offset of the next valid frame at or after `from` whose sequence
