@@ -4,6 +4,8 @@
 //!   in-process node over loopback gRPC, 64 concurrent clients (one HTTP/2
 //!   connection each), 16-byte keys, 100-byte values; the same run for a
 //!   memory-only node and the two fsync policies, so they compare directly.
+//!   Then the three again, all running, in alternating rounds (printed as
+//!   medians and ratios; fairer on a machine shared with other work).
 //! - `recovery_1m/{wal_replay,snapshot_load}`: start-up of a node whose data
 //!   directory holds 1M records of 100-byte values, first as WAL segments
 //!   only, then as one snapshot.
@@ -151,6 +153,52 @@ fn set_throughput(c: &mut Criterion) {
     group.finish();
 }
 
+/// All three nodes up at once, measured in alternating rounds, so that load
+/// from elsewhere on the machine falls on each mode alike; prints the median
+/// throughput of each and the ratios to memory-only.
+fn set_throughput_interleaved(_: &mut Criterion) {
+    const ROUNDS: usize = 7;
+    const SETS: u64 = 20_000;
+    let rt = runtime();
+    let modes = [
+        ("memory", None),
+        ("everysec", Some(FsyncPolicy::EverySec)),
+        ("always", Some(FsyncPolicy::Always)),
+    ];
+    let mut nodes = Vec::new();
+    for (_, policy) in modes {
+        let node = rt.block_on(start(policy));
+        let cs = rt.block_on(clients(node.addr));
+        nodes.push((node, cs));
+    }
+    let mut rates = vec![Vec::new(); modes.len()];
+    for round in 0..ROUNDS as u64 {
+        for (i, (_, cs)) in nodes.iter().enumerate() {
+            let took = rt.block_on(set_many(cs, SETS, 1000 + round));
+            rates[i].push(SETS as f64 / took.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut rates[0].clone());
+    for (i, (name, _)) in modes.iter().enumerate() {
+        let m = median(&mut rates[i]);
+        eprintln!(
+            "set_grpc_64_clients interleaved/{name}: median {m:.0} SET/s over {ROUNDS} rounds of {SETS} ({:.2}x memory-only)",
+            m / base
+        );
+    }
+    for (mut node, cs) in nodes {
+        drop(cs);
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        rt.block_on(async { node.task.await.expect("node stops") });
+    }
+}
+
 fn wal_options(dir: &std::path::Path) -> WalOptions {
     WalOptions {
         dir: dir.to_owned(),
@@ -245,5 +293,10 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-criterion_group!(benches, set_throughput, recovery);
+criterion_group!(
+    benches,
+    set_throughput,
+    set_throughput_interleaved,
+    recovery
+);
 criterion_main!(benches);

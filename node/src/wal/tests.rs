@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::*;
 use crate::clock::ManualClock;
 use crate::store::{SetOptions, StoreConfig};
@@ -445,4 +447,41 @@ async fn recovery_figures_are_exported() {
     }
     let json: serde_json::Value = serde_json::from_str(&m.json()).expect("json");
     assert_eq!(json["wal"]["recovery"]["records_replayed"], 1);
+}
+
+#[tokio::test]
+async fn parallel_replay_keeps_each_keys_newest_state() {
+    let (dir, clock) = fresh();
+    let store = store_on(&clock, 64 << 20);
+    let mut o = opts(dir.path());
+    o.fsync = FsyncPolicy::No;
+    let wal = Wal::open(o.clone(), store.clone()).await.expect("open");
+    let mut b = Batch::new();
+    for i in 0..20_000u64 {
+        let key = format!("key-{}", i % 500);
+        let w = Written {
+            applied: true,
+            version: i + 1,
+            expires_at: 0,
+        };
+        // Every 7th write of a key deletes it.
+        if (i / 500) % 7 == 6 {
+            b.tombstone(key.as_bytes(), &w);
+        } else {
+            b.put(key.as_bytes(), format!("v{i}").as_bytes(), &w);
+        }
+    }
+    wal.append(b).await.expect("append");
+    drop(wal);
+    let again = store_on(&clock, 64 << 20);
+    let wal = Wal::open(o, again.clone()).await.expect("reopen");
+    assert_eq!(wal.stats().recovery().records_replayed, 20_000);
+    for k in 0..500u64 {
+        let last = 19_500 + k; // the last round (39) is not a delete round
+        let v = again.get(format!("key-{k}").as_bytes()).expect("present");
+        assert_eq!(
+            (v.value, v.version),
+            (Bytes::from(format!("v{last}")), last + 1)
+        );
+    }
 }
