@@ -181,7 +181,9 @@ impl CacheNode {
     ) -> Result<(pb::IncrByResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (value, w) = self.shared.store.incr_by(&r.key, r.delta)?;
-        log.put(&r.key, value.to_string().as_bytes(), &w);
+        if log.is_recording() {
+            log.put(&r.key, value.to_string().as_bytes(), &w);
+        }
         let resp = pb::IncrByResponse {
             value,
             version: w.version,

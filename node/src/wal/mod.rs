@@ -204,6 +204,11 @@ impl Batch {
         self.bodies.push(body);
     }
 
+    /// True when this batch records (the node has a WAL).
+    pub fn is_recording(&self) -> bool {
+        self.enabled
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.bodies.is_empty()
