@@ -455,3 +455,85 @@ async fn corruption_lock_and_graceful_shutdown() {
     assert_eq!(m["wal"]["recovery"]["snapshot_entries"], 199, "{m}");
     assert_eq!(m["keys"], 199);
 }
+
+#[tokio::test]
+async fn every_mutation_kind_is_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = ["--wal-fsync", "always"];
+    let mut node = spawn(dir.path(), &flags).expect("starts");
+    let mut c = node.client().await;
+    let key = |k: &str| Bytes::from(k.to_owned());
+    let set = |k: &str, v: &str, ttl_ms: u64| pb::SetRequest {
+        key: key(k),
+        value: Bytes::from(v.to_owned()),
+        ttl_ms,
+        ..Default::default()
+    };
+    c.set(set("plain", "v", 0)).await.expect("set");
+    c.set(set("gone", "v", 0)).await.expect("set");
+    c.delete(pb::DeleteRequest {
+        key: key("gone"),
+        version: 0,
+    })
+    .await
+    .expect("delete");
+    let v = c
+        .set(set("cas", "old", 0))
+        .await
+        .expect("set")
+        .get_ref()
+        .version;
+    let swapped = c
+        .compare_and_swap(pb::CompareAndSwapRequest {
+            key: key("cas"),
+            expected_version: v,
+            value: Bytes::from_static(b"new"),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("cas");
+    assert!(swapped.get_ref().swapped);
+    for _ in 0..3 {
+        c.incr_by(pb::IncrByRequest {
+            key: key("counter"),
+            delta: 7,
+        })
+        .await
+        .expect("incr");
+    }
+    c.set(set("ttl", "v", 0)).await.expect("set");
+    c.expire(pb::ExpireRequest {
+        key: key("ttl"),
+        ttl_ms: 3_600_000,
+        version: 0,
+    })
+    .await
+    .expect("expire");
+    c.set(set("short", "v", 300)).await.expect("set");
+    node.child.kill().expect("SIGKILL");
+    let _ = node.child.wait();
+    drop(node);
+    // Let "short" expire while the node is down.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let node = spawn(dir.path(), &flags).expect("restarts");
+    let mut c = node.client().await;
+    let get = |k: &str| pb::GetRequest { key: key(k) };
+    let value = |r: &pb::GetResponse| (r.found, String::from_utf8_lossy(&r.value).into_owned());
+    let r = c.get(get("plain")).await.expect("get");
+    assert_eq!(value(r.get_ref()), (true, "v".into()));
+    let r = c.get(get("gone")).await.expect("get");
+    assert!(!r.get_ref().found, "deleted stays deleted");
+    let r = c.get(get("cas")).await.expect("get");
+    assert_eq!(value(r.get_ref()), (true, "new".into()));
+    let r = c.get(get("counter")).await.expect("get");
+    assert_eq!(value(r.get_ref()), (true, "21".into()));
+    let r = c.get(get("ttl")).await.expect("get");
+    let ttl = r.get_ref().ttl_ms;
+    assert!(
+        r.get_ref().found && ttl > 3_500_000 && ttl <= 3_600_000,
+        "ttl {ttl}"
+    );
+    let r = c.get(get("short")).await.expect("get");
+    assert!(!r.get_ref().found, "expired while down");
+}
