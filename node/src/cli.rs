@@ -13,6 +13,7 @@ use crate::security::config::{
 };
 use crate::security::token_tool::TokenArgs;
 use crate::units::{ByteSize, HumanDuration};
+use crate::wal::{FsyncPolicy, RecoveryMode};
 
 /// A distcache storage node: a sharded LRU cache with TTLs, versions and
 /// compare-and-swap, served over gRPC (distcache.v1.CacheService).
@@ -72,6 +73,29 @@ pub struct Args {
     /// Log line format [default: text].
     #[arg(long, env = "DISTCACHE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Directory for the write-ahead log and snapshots; without it the node
+    /// is memory-only.
+    #[arg(long, env = "DISTCACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When the WAL is fsynced: always (acknowledge after fsync), everysec, no [default: everysec].
+    #[arg(long, env = "DISTCACHE_WAL_FSYNC", value_enum)]
+    pub wal_fsync: Option<FsyncPolicy>,
+    /// Size at which a WAL segment is rotated, e.g. 100MiB [default: 100MiB].
+    #[arg(long, env = "DISTCACHE_WAL_SEGMENT_BYTES")]
+    pub wal_segment_bytes: Option<ByteSize>,
+    /// Corruption before the end of the WAL at start-up: strict refuses to
+    /// start, skip-corrupt skips the damaged records [default: strict].
+    #[arg(long, env = "DISTCACHE_WAL_RECOVERY", value_enum)]
+    pub wal_recovery: Option<RecoveryMode>,
+    /// Time between snapshots, e.g. 5m; 0 disables them [default: 5m].
+    #[arg(long, env = "DISTCACHE_SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<HumanDuration>,
+    /// Number of snapshots kept [default: 3].
+    #[arg(long, env = "DISTCACHE_SNAPSHOT_RETAIN")]
+    pub snapshot_retain: Option<usize>,
+    /// Write a snapshot on graceful shutdown [default: false].
+    #[arg(long, env = "DISTCACHE_SNAPSHOT_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
+    pub snapshot_on_shutdown: Option<bool>,
     /// Accepted for compatibility with the C++ prototype: limits are always on.
     #[arg(long, hide = true)]
     pub enable_validation: bool,
@@ -244,6 +268,15 @@ impl Args {
             c.log.file = self.log_file;
         }
         set(&mut c.log.format, self.log_format);
+        if self.data_dir.is_some() {
+            c.wal.data_dir = self.data_dir;
+        }
+        set(&mut c.wal.fsync, self.wal_fsync);
+        set(&mut c.wal.segment_bytes, self.wal_segment_bytes);
+        set(&mut c.wal.recovery, self.wal_recovery);
+        set(&mut c.snapshot.interval, self.snapshot_interval);
+        set(&mut c.snapshot.retain, self.snapshot_retain);
+        set(&mut c.snapshot.on_shutdown, self.snapshot_on_shutdown);
         c.validate()?;
         Ok(c)
     }
@@ -271,6 +304,47 @@ mod tests {
         assert_eq!(c.server.listen.port(), 0);
         assert_eq!(c.store.max_memory.0, 64 << 20);
         assert_eq!(c.limits.max_ttl.0.as_secs(), 86_400);
+    }
+
+    #[test]
+    fn durability_flags() {
+        let c = Args::try_parse_from(["distcache-node"])
+            .expect("parses")
+            .into_config()
+            .expect("valid");
+        assert!(c.wal_options().is_none());
+        let args = Args::try_parse_from([
+            "distcache-node",
+            "--data-dir",
+            "/tmp/d",
+            "--wal-fsync",
+            "everysec",
+            "--wal-segment-bytes",
+            "1MiB",
+            "--wal-recovery",
+            "skip-corrupt",
+            "--snapshot-interval",
+            "10s",
+            "--snapshot-retain",
+            "5",
+            "--snapshot-on-shutdown",
+        ])
+        .expect("parses");
+        let o = args
+            .into_config()
+            .expect("valid")
+            .wal_options()
+            .expect("on");
+        assert_eq!(o.dir, PathBuf::from("/tmp/d"));
+        assert_eq!(o.fsync, FsyncPolicy::EverySec);
+        assert_eq!(o.recovery, RecoveryMode::SkipCorrupt);
+        assert_eq!((o.segment_bytes, o.snapshot_retain), (1 << 20, 5));
+        assert_eq!(o.snapshot_interval.as_secs(), 10);
+        assert!(o.snapshot_on_shutdown);
+        for p in ["always", "no"] {
+            assert!(Args::try_parse_from(["distcache-node", "--wal-fsync", p]).is_ok());
+        }
+        assert!(Args::try_parse_from(["distcache-node", "--wal-fsync", "every-sec"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The node's configuration: one TOML file with a section per component
-//! (`[server]`, `[store]`, `[limits]`, `[log]`), every field optional with a
+//! (`[server]`, `[store]`, `[limits]`, `[log]`, `[wal]`, `[snapshot]`), every
+//! field optional with a
 //! named default. Flags and `DISTCACHE_*` environment variables override the
 //! file (see `cli.rs`). Validated once, by [`NodeConfig::validate`].
 //!
@@ -36,6 +37,61 @@ pub struct NodeConfig {
     pub auth: crate::security::config::AuthConfig,
     /// Token-bucket rate limits.
     pub rate_limit: crate::security::config::RateLimitConfig,
+    /// Write-ahead log (durability); off unless `data_dir` is set.
+    pub wal: WalSection,
+    /// Snapshots of the store (with the WAL only).
+    pub snapshot: SnapshotSection,
+}
+
+/// `[wal]`: durability. Without `data_dir` the node keeps everything in
+/// memory only.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalSection {
+    /// Directory for WAL segments, snapshots and the lock file; unset means
+    /// memory-only.
+    pub data_dir: Option<PathBuf>,
+    /// When to fsync: `always` (acknowledge after fsync), `everysec`, `no`.
+    pub fsync: crate::wal::FsyncPolicy,
+    /// Size at which a WAL segment is closed and a new one started.
+    pub segment_bytes: ByteSize,
+    /// Corruption before the end of the WAL at start-up: `strict` refuses to
+    /// start, `skip-corrupt` skips the damaged records and keeps a copy.
+    pub recovery: crate::wal::RecoveryMode,
+}
+
+impl Default for WalSection {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            fsync: crate::wal::FsyncPolicy::default(),
+            segment_bytes: ByteSize(crate::wal::DEFAULT_SEGMENT_BYTES),
+            recovery: crate::wal::RecoveryMode::default(),
+        }
+    }
+}
+
+/// `[snapshot]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSection {
+    /// Time between snapshots (a snapshot is also taken once the WAL grew by
+    /// two segments); 0 disables automatic snapshots.
+    pub interval: HumanDuration,
+    /// Number of snapshots kept (at least 1).
+    pub retain: usize,
+    /// Write a snapshot on graceful shutdown, so the next start replays less.
+    pub on_shutdown: bool,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration(crate::wal::DEFAULT_SNAPSHOT_INTERVAL),
+            retain: crate::wal::DEFAULT_SNAPSHOT_RETAIN,
+            on_shutdown: false,
+        }
+    }
 }
 
 /// `[server]`.
@@ -231,7 +287,30 @@ impl NodeConfig {
                     .into(),
             );
         }
+        if self.wal.segment_bytes.0 < 4096 {
+            return bad(format!(
+                "wal.segment_bytes must be at least 4KiB, got {} bytes",
+                self.wal.segment_bytes.0
+            ));
+        }
+        if self.snapshot.retain == 0 {
+            return bad("snapshot.retain must be at least 1".into());
+        }
         crate::security::config::validate(&self.tls, &self.rate_limit).map_err(ConfigError::Invalid)
+    }
+
+    /// The durability layer's options, or `None` for a memory-only node.
+    pub fn wal_options(&self) -> Option<crate::wal::WalOptions> {
+        let dir = self.wal.data_dir.clone()?;
+        Some(crate::wal::WalOptions {
+            dir,
+            fsync: self.wal.fsync,
+            segment_bytes: self.wal.segment_bytes.0,
+            recovery: self.wal.recovery,
+            snapshot_interval: self.snapshot.interval.0,
+            snapshot_retain: self.snapshot.retain,
+            snapshot_on_shutdown: self.snapshot.on_shutdown,
+        })
     }
 
     /// The node id, defaulting to the listen address.
@@ -291,5 +370,24 @@ mod tests {
         assert!(toml::from_str::<NodeConfig>("[store]\nmax_memroy = 1\n").is_err());
         let bad: NodeConfig = toml::from_str("[store]\nshards = 3\n").expect("parses");
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn wal_sections() {
+        let c = NodeConfig::default();
+        assert!(c.wal_options().is_none(), "memory-only by default");
+        let c: NodeConfig = toml::from_str(
+            "[wal]\ndata_dir = \"/tmp/x\"\nfsync = \"always\"\nsegment_bytes = \"1MiB\"\n\
+             recovery = \"skip-corrupt\"\n[snapshot]\ninterval = \"30s\"\nretain = 2\non_shutdown = true\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let o = c.wal_options().expect("enabled");
+        assert_eq!(o.fsync, crate::wal::FsyncPolicy::Always);
+        assert_eq!(o.recovery, crate::wal::RecoveryMode::SkipCorrupt);
+        assert_eq!((o.segment_bytes, o.snapshot_retain), (1 << 20, 2));
+        assert_eq!(o.snapshot_interval.as_secs(), 30);
+        assert!(o.snapshot_on_shutdown);
+        assert!(toml::from_str::<NodeConfig>("[wal]\nfsync = \"sometimes\"\n").is_err());
     }
 }

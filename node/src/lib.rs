@@ -7,16 +7,21 @@
 //! bound, so tests start nodes in-process on `127.0.0.1:0`.
 //!
 //! This crate does not distribute keys: the SDK (`distcache`) places keys on
-//! nodes and replicates them. Durability (WAL, snapshots) is a later layer.
-//! [`security`] holds TLS, bearer tokens with roles, and rate limits.
+//! nodes and replicates them. With `--data-dir`, [`wal`] makes writes durable
+//! (write-ahead log with group commit, snapshots, crash recovery); without it
+//! the node is memory-only. [`security`] holds TLS, bearer tokens with roles,
+//! and rate limits.
 //!
 //! ```text
 //!                 ┌──────────── tokio runtime ─────────────┐
 //!   gRPC :7001 ──►│ tonic: health, reflection, CacheNode ──┼─► Store (256 × Mutex<Shard>)
 //!   HTTP :9101 ──►│ admin: /metrics /metrics.json /healthz │      ▲
 //!                 │ sweeper task (every 100 ms) ───────────┼──────┘ reclaims expired entries
+//!                 │ writes ─► Wal::append ─► channel ──────┼─► WAL writer thread (group
+//!                 │ snapshotter task (interval/growth) ────┼─►  commit, fsync, rotation)
 //!                 │ shutdown: serving=false → NOT_SERVING  │
 //!                 │   → stop tasks → drain within grace    │
+//!                 │   → flush + fsync WAL (one place)      │
 //!                 └────────────────────────────────────────┘
 //! ```
 //!
@@ -35,6 +40,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod units;
+pub mod wal;
 
 pub use config::NodeConfig;
 pub use server::{Listeners, NodeError, run};

@@ -258,6 +258,7 @@ pub struct Metrics {
     store: Arc<Store>,
     started: Instant,
     node_id: String,
+    wal: Option<Arc<crate::wal::WalStats>>,
 }
 
 fn index(op: Op, outcome: Outcome) -> usize {
@@ -317,7 +318,15 @@ impl Metrics {
             store,
             started,
             node_id,
+            wal: None,
         }
+    }
+
+    /// Adds the durability layer's figures (WAL, snapshots, recovery).
+    pub fn add_wal(&mut self, stats: Arc<crate::wal::WalStats>) {
+        self.registry
+            .register_collector(Box::new(crate::wal::WalCollector(stats.clone())));
+        self.wal = Some(stats);
     }
 
     /// Counts one operation.
@@ -369,6 +378,7 @@ impl Metrics {
             }
             ops.insert(op.name().into(), by.into());
         }
+        let wal = self.wal.as_ref().map(|w| w.json());
         serde_json::json!({
             "node_id": self.node_id,
             "uptime_seconds": self.uptime().as_secs(),
@@ -382,6 +392,7 @@ impl Metrics {
             "expirations": st.expirations,
             "operations": ops,
             "security": self.security.json(),
+            "wal": wal,
         })
         .to_string()
     }

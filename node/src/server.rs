@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::security::{self, Security, SecurityError};
 use crate::service::{CacheNode, Shared};
 use crate::store::Store;
+use crate::wal::{OpenError, Wal};
 
 /// The sockets a node serves on, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -56,6 +57,9 @@ pub enum NodeError {
     /// Socket I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory could not be locked or recovered.
+    #[error(transparent)]
+    Wal(#[from] OpenError),
 }
 
 /// Background tasks, stopped together when the node shuts down.
@@ -84,19 +88,30 @@ pub async fn run(
     config.validate()?;
     let store = Arc::new(Store::new(config.store_config()));
     let node_id = config.node_id();
-    let shared = Arc::new(Shared {
-        metrics: Metrics::new(store.clone(), node_id.clone()),
-        store: store.clone(),
-        limits: Limits::from(config.limits),
-        node_id: node_id.clone(),
-        serving: AtomicBool::new(true),
-    });
-    // Before any task starts, so a bad certificate or secret stops nothing.
-    let security = Security::from_config(&config, &shared.metrics.security)?;
+    let mut metrics = Metrics::new(store.clone(), node_id.clone());
+    // Before the WAL is opened or any task starts, so a bad certificate or
+    // secret stops nothing and leaves the data directory untouched.
+    let security = Security::from_config(&config, &metrics.security)?;
     let mut builder = Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
     }
+    // Recovery runs before anything listens, so no request sees a half-loaded store.
+    let wal = match config.wal_options() {
+        Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
+        None => None,
+    };
+    if let Some(w) = &wal {
+        metrics.add_wal(w.stats().clone());
+    }
+    let shared = Arc::new(Shared {
+        metrics,
+        store: store.clone(),
+        limits: Limits::from(config.limits),
+        node_id: node_id.clone(),
+        serving: AtomicBool::new(true),
+        wal: wal.clone(),
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheNode>>().await;
@@ -113,7 +128,7 @@ pub async fn run(
         .max_encoding_message_size(max_msg);
 
     let (stop, stop_rx) = watch::channel(false);
-    let tasks = Tasks {
+    let mut tasks = Tasks {
         stop,
         handles: vec![
             tokio::spawn(sweep(
@@ -128,6 +143,11 @@ pub async fn run(
             )),
         ],
     };
+    if let Some(w) = &wal {
+        tasks
+            .handles
+            .push(tokio::spawn(w.clone().run_snapshotter(stop_rx.clone())));
+    }
 
     let grpc_addr = listeners.grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
@@ -152,6 +172,7 @@ pub async fn run(
         () = shutdown => {}
         result = &mut server => {
             tasks.stop().await;
+            close_wal(wal.as_deref()).await;
             return match result {
                 Ok(r) => r.map_err(NodeError::from),
                 Err(e) => Err(std::io::Error::other(e).into()),
@@ -177,8 +198,19 @@ pub async fn run(
             server.abort();
         }
     }
+    close_wal(wal.as_deref()).await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The one place the WAL is flushed and fsynced on the way out (with a final
+/// snapshot if configured), once no request is in flight.
+async fn close_wal(wal: Option<&Wal>) {
+    if let Some(w) = wal
+        && let Err(e) = w.close().await
+    {
+        tracing::error!(error = %e, "could not flush the write-ahead log");
+    }
 }
 
 /// Reclaims expired entries a slice at a time so no shard lock is held long.

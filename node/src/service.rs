@@ -1,6 +1,12 @@
 //! `distcache.v1.CacheService` over the store: a thin adapter that checks
 //! limits, calls the store, counts the outcome, and turns errors into a
 //! `tonic::Status` in exactly one function ([`to_status`]).
+//!
+//! With a write-ahead log, each write that applied is recorded in a
+//! [`Batch`] while the store call runs (synchronously, under the shard lock
+//! only for the store call itself); the request then awaits
+//! [`Wal::append`] with no lock held, and answers once the log has it (after
+//! the fsync with `--wal-fsync always`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +21,7 @@ use crate::limits::{LimitError, Limits};
 use crate::metrics::{Metrics, Op, Outcome};
 use crate::security::Principal;
 use crate::store::{Condition, SetOptions, Store, StoreError};
+use crate::wal::{Batch, Wal, WalError};
 
 /// State shared by the gRPC service, the admin endpoint and background tasks.
 #[derive(Debug)]
@@ -29,6 +36,8 @@ pub struct Shared {
     pub node_id: String,
     /// False once shutdown began: new requests get `UNAVAILABLE`.
     pub serving: AtomicBool,
+    /// The write-ahead log; `None` for a memory-only node.
+    pub wal: Option<Arc<Wal>>,
 }
 
 /// Why one operation failed.
@@ -44,6 +53,8 @@ enum OpError {
     EmptyOperation,
     #[error("role {0} may only batch get operations")]
     BatchDenied(&'static str),
+    #[error(transparent)]
+    Wal(#[from] WalError),
 }
 
 /// The one place errors become gRPC statuses.
@@ -56,6 +67,7 @@ fn to_status(e: &OpError) -> Status {
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
         OpError::Store(StoreError::NotAnInteger | StoreError::Overflow) => Code::FailedPrecondition,
+        OpError::Wal(_) => Code::Unavailable,
     };
     Status::new(code, e.to_string())
 }
@@ -103,7 +115,11 @@ impl CacheNode {
         })
     }
 
-    fn set(&self, r: pb::SetRequest) -> Result<(pb::SetResponse, Outcome), OpError> {
+    fn set(
+        &self,
+        r: pb::SetRequest,
+        log: &mut Batch,
+    ) -> Result<(pb::SetResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let condition = match pb::SetCondition::try_from(r.condition) {
             Ok(pb::SetCondition::Always) => Condition::Always,
@@ -121,6 +137,7 @@ impl CacheNode {
                 keep_ttl: r.keep_ttl,
             },
         )?;
+        log.put(&r.key, &r.value, &w);
         let resp = pb::SetResponse {
             applied: w.applied,
             version: w.version,
@@ -128,9 +145,14 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn delete(&self, r: pb::DeleteRequest) -> Result<(pb::DeleteResponse, Outcome), OpError> {
+    fn delete(
+        &self,
+        r: pb::DeleteRequest,
+        log: &mut Batch,
+    ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
+        log.tombstone(&r.key, &w);
         let resp = pb::DeleteResponse {
             deleted,
             version: w.version,
@@ -141,12 +163,14 @@ impl CacheNode {
     fn cas(
         &self,
         r: pb::CompareAndSwapRequest,
+        log: &mut Batch,
     ) -> Result<(pb::CompareAndSwapResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let w =
             self.shared
                 .store
                 .compare_and_swap(&r.key, r.expected_version, &r.value, r.ttl_ms)?;
+        log.put(&r.key, &r.value, &w);
         let resp = pb::CompareAndSwapResponse {
             swapped: w.applied,
             version: w.version,
@@ -154,9 +178,16 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn incr_by(&self, r: pb::IncrByRequest) -> Result<(pb::IncrByResponse, Outcome), OpError> {
+    fn incr_by(
+        &self,
+        r: pb::IncrByRequest,
+        log: &mut Batch,
+    ) -> Result<(pb::IncrByResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (value, w) = self.shared.store.incr_by(&r.key, r.delta)?;
+        if log.is_recording() {
+            log.put(&r.key, value.to_string().as_bytes(), &w);
+        }
         let resp = pb::IncrByResponse {
             value,
             version: w.version,
@@ -164,10 +195,20 @@ impl CacheNode {
         Ok((resp, Outcome::Ok))
     }
 
-    fn expire(&self, r: pb::ExpireRequest) -> Result<(pb::ExpireResponse, Outcome), OpError> {
+    fn expire(
+        &self,
+        r: pb::ExpireRequest,
+        log: &mut Batch,
+    ) -> Result<(pb::ExpireResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.shared.limits.ttl(r.ttl_ms)?;
-        let w = self.shared.store.expire(&r.key, r.ttl_ms, r.version)?;
+        let (w, value) = self
+            .shared
+            .store
+            .expire_with_value(&r.key, r.ttl_ms, r.version)?;
+        if let Some(value) = value {
+            log.put(&r.key, &value, &w);
+        }
         let resp = pb::ExpireResponse {
             applied: w.applied,
             version: w.version,
@@ -175,22 +216,28 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn batch_one(&self, op: pb::Operation) -> pb::OperationResult {
+    fn batch_one(&self, op: pb::Operation, log: &mut Batch) -> pb::OperationResult {
         use operation::Op as In;
         use operation_result::Result as Out;
         let (kind, result) = match op.op {
             Some(In::Get(r)) => (Op::Get, self.get(r).map(|(v, o)| (Out::Get(v), o))),
-            Some(In::Set(r)) => (Op::Set, self.set(r).map(|(v, o)| (Out::Set(v), o))),
-            Some(In::Delete(r)) => (Op::Delete, self.delete(r).map(|(v, o)| (Out::Delete(v), o))),
+            Some(In::Set(r)) => (Op::Set, self.set(r, log).map(|(v, o)| (Out::Set(v), o))),
+            Some(In::Delete(r)) => (
+                Op::Delete,
+                self.delete(r, log).map(|(v, o)| (Out::Delete(v), o)),
+            ),
             Some(In::CompareAndSwap(r)) => (
                 Op::Cas,
-                self.cas(r).map(|(v, o)| (Out::CompareAndSwap(v), o)),
+                self.cas(r, log).map(|(v, o)| (Out::CompareAndSwap(v), o)),
             ),
             Some(In::IncrBy(r)) => (
                 Op::IncrBy,
-                self.incr_by(r).map(|(v, o)| (Out::IncrBy(v), o)),
+                self.incr_by(r, log).map(|(v, o)| (Out::IncrBy(v), o)),
             ),
-            Some(In::Expire(r)) => (Op::Expire, self.expire(r).map(|(v, o)| (Out::Expire(v), o))),
+            Some(In::Expire(r)) => (
+                Op::Expire,
+                self.expire(r, log).map(|(v, o)| (Out::Expire(v), o)),
+            ),
             None => (Op::Batch, Err(OpError::EmptyOperation)),
         };
         let result = match result {
@@ -212,17 +259,28 @@ impl CacheNode {
         }
     }
 
-    /// Runs one unary RPC: refuses while shutting down, times it, counts it.
-    fn serve<T>(
+    /// Runs one unary RPC: refuses while shutting down, times it, logs its
+    /// writes to the WAL (if any) before answering, counts it.
+    async fn serve<T>(
         &self,
         op: Op,
-        f: impl FnOnce() -> Result<(T, Outcome), OpError>,
+        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
     ) -> Result<Response<T>, Status> {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
         }
         let start = Instant::now();
-        let result = f();
+        let mut log = match self.shared.wal {
+            Some(_) => Batch::new(),
+            None => Batch::disabled(),
+        };
+        let mut result = f(&mut log);
+        if let (Some(wal), false) = (&self.shared.wal, log.is_empty()) {
+            // No lock is held here: the store calls above have returned.
+            if let Err(e) = wal.append(log).await {
+                result = Err(e.into());
+            }
+        }
         let metrics = &self.shared.metrics;
         metrics.observe(op, start.elapsed());
         match result {
@@ -241,39 +299,51 @@ impl CacheNode {
 #[tonic::async_trait]
 impl CacheService for CacheNode {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.serve(Op::Get, || CacheNode::get(self, req.into_inner()))
+        self.serve(Op::Get, |_| CacheNode::get(self, req.into_inner()))
+            .await
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.serve(Op::Set, || CacheNode::set(self, req.into_inner()))
+        self.serve(Op::Set, |log| CacheNode::set(self, req.into_inner(), log))
+            .await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.serve(Op::Delete, || CacheNode::delete(self, req.into_inner()))
+        self.serve(Op::Delete, |log| {
+            CacheNode::delete(self, req.into_inner(), log)
+        })
+        .await
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.serve(Op::Cas, || self.cas(req.into_inner()))
+        self.serve(Op::Cas, |log| self.cas(req.into_inner(), log))
+            .await
     }
 
     async fn incr_by(
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
-        self.serve(Op::IncrBy, || CacheNode::incr_by(self, req.into_inner()))
+        self.serve(Op::IncrBy, |log| {
+            CacheNode::incr_by(self, req.into_inner(), log)
+        })
+        .await
     }
 
     async fn expire(
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        self.serve(Op::Expire, || CacheNode::expire(self, req.into_inner()))
+        self.serve(Op::Expire, |log| {
+            CacheNode::expire(self, req.into_inner(), log)
+        })
+        .await
     }
 
     async fn batch(
@@ -281,7 +351,7 @@ impl CacheService for CacheNode {
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
-        self.serve(Op::Batch, || {
+        self.serve(Op::Batch, |log| {
             let ops = req.into_inner().operations;
             if let Some(p) = principal {
                 let only_gets = ops
@@ -292,9 +362,10 @@ impl CacheService for CacheNode {
                     return Err(OpError::BatchDenied(p.role.name()));
                 }
             }
-            let results = ops.into_iter().map(|op| self.batch_one(op)).collect();
+            let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
             Ok((pb::BatchResponse { results }, Outcome::Ok))
         })
+        .await
     }
 
     async fn health_check(
@@ -324,7 +395,7 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::GetMetricsRequest>,
     ) -> Result<Response<pb::GetMetricsResponse>, Status> {
-        self.serve(Op::Metrics, || {
+        self.serve(Op::Metrics, |_| {
             let json = req.into_inner().format == pb::MetricsFormat::Json as i32;
             let m = &self.shared.metrics;
             let (body, content_type) = if json {
@@ -338,5 +409,6 @@ impl CacheService for CacheNode {
             };
             Ok((resp, Outcome::Ok))
         })
+        .await
     }
 }

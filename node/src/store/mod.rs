@@ -221,6 +221,11 @@ impl Store {
         self.max_memory
     }
 
+    /// The index of the shard holding `key` (recovery groups records by it).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (xxh3_64_with_seed(key, SHARD_SEED) >> 40) as usize & self.mask
+    }
+
     fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
         let hash = xxh3_64_with_seed(key, SHARD_SEED);
         // Bits 40.. pick the shard: hashbrown uses the top 7 bits and the low
@@ -428,6 +433,17 @@ impl Store {
     /// applied when the key holds no live value, when removing an expiry the
     /// value does not have, or when a replicated `version` is not newer.
     pub fn expire(&self, key: &[u8], ttl_ms: u64, version: u64) -> Result<Written, StoreError> {
+        self.expire_with_value(key, ttl_ms, version).map(|(w, _)| w)
+    }
+
+    /// [`Store::expire`], also returning the value when applied, so the
+    /// write-ahead log can record the entry's whole new state.
+    pub fn expire_with_value(
+        &self,
+        key: &[u8],
+        ttl_ms: u64,
+        version: u64,
+    ) -> Result<(Written, Option<Bytes>), StoreError> {
         if key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -435,15 +451,15 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut shard = lock.lock();
         let Some(idx) = self.find_fresh(&mut shard, hash, key, now) else {
-            return Ok(Written::rejected(0));
+            return Ok((Written::rejected(0), None));
         };
         let slot = shard.slot(idx);
         let current = slot.version;
         let Some(value) = slot.value.clone() else {
-            return Ok(Written::rejected(current));
+            return Ok((Written::rejected(current), None));
         };
         if (ttl_ms == 0 && slot.expires_at == 0) || (version != 0 && version <= current) {
-            return Ok(Written::rejected(current));
+            return Ok((Written::rejected(current), None));
         }
         let version = if version == 0 {
             next_version(current, now)
@@ -451,12 +467,65 @@ impl Store {
             version
         };
         let expires_at = deadline(now, ttl_ms);
-        shard.replace(idx, Some(value), version, expires_at);
-        Ok(Written {
-            applied: true,
-            version,
-            expires_at,
-        })
+        shard.replace(idx, Some(value.clone()), version, expires_at);
+        Ok((
+            Written {
+                applied: true,
+                version,
+                expires_at,
+            },
+            Some(value),
+        ))
+    }
+
+    /// Puts back an entry read from a snapshot or the write-ahead log: a value
+    /// (`Some`) or a tombstone (`None`) at `version`, expiring at `expires_at`
+    /// (Unix ms, 0 = never; for a tombstone 0 means "no tombstone kept").
+    ///
+    /// Applied only if `version` is newer than what the key holds, so replaying
+    /// records twice or out of order converges on the newest. An entry whose
+    /// time is already up is not resurrected: it becomes an expired marker that
+    /// still blocks older records of the key for the rest of the replay, and
+    /// that the sweeper (or [`Store::sweep_shard`]) reclaims. The memory bound
+    /// is enforced by eviction, as for any write.
+    pub fn restore(
+        &self,
+        key: &[u8],
+        value: Option<Bytes>,
+        version: u64,
+        expires_at: u64,
+    ) -> Restored {
+        if key.is_empty()
+            || self
+                .check_entry(key, value.as_ref().map_or(0, Bytes::len))
+                .is_err()
+        {
+            return Restored::Invalid;
+        }
+        let now = self.clock.now_ms();
+        let (hash, lock) = self.locate(key);
+        let mut shard = lock.lock();
+        // Not find_fresh: an expired marker must keep blocking older records.
+        let idx = shard.find(hash, key);
+        if let Some(i) = idx
+            && shard.slot(i).version >= version
+        {
+            return Restored::Stale;
+        }
+        let expired = if value.is_none() && expires_at == 0 {
+            true
+        } else {
+            expires_at != 0 && expires_at <= now
+        };
+        let (value, expires_at, outcome) = if expired {
+            (None, expires_at.clamp(1, now.max(1)), Restored::Expired)
+        } else {
+            (value, expires_at, Restored::Applied)
+        };
+        let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
+        drop(shard);
+        self.enforce_bound(lock, idx);
+        outcome
     }
 
     /// Removes expired entries from up to `budget` slots of shard `shard`;
@@ -579,15 +648,29 @@ impl Store {
     }
 
     /// Calls `f` with every entry of shard `shard` (tombstones included), under
-    /// that shard's lock. For snapshots: one shard at a time, writers elsewhere
-    /// go on.
+    /// that shard's lock, from the least to the most recently used, so that
+    /// restoring them in that order rebuilds the LRU order. For snapshots: one
+    /// shard at a time, writers elsewhere go on.
     pub fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(EntryRef<'_>)) {
         if let Some(lock) = self.shards.get(shard) {
-            for slot in lock.lock().iter() {
+            for slot in lock.lock().iter_lru() {
                 f(EntryRef::from(slot));
             }
         }
     }
+}
+
+/// What [`Store::restore`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// The entry now holds the restored value or tombstone.
+    Applied,
+    /// The entry's time was up: it is an expired marker, not a live value.
+    Expired,
+    /// The key already holds this version or a newer one.
+    Stale,
+    /// Empty key, or larger than the whole memory bound.
+    Invalid,
 }
 
 /// A borrowed view of one stored entry.

@@ -268,6 +268,16 @@ impl Shard {
         self.slots.iter().filter(|s| !s.key.is_empty())
     }
 
+    /// Every occupied slot from the least to the most recently used.
+    pub(crate) fn iter_lru(&self) -> impl Iterator<Item = &Slot> {
+        let mut i = self.tail;
+        std::iter::from_fn(move || {
+            let slot = self.slots.get(i as usize)?;
+            i = slot.prev;
+            Some(slot)
+        })
+    }
+
     /// Keys from least to most recently used (for tests).
     #[cfg(test)]
     pub(crate) fn lru_order(&self) -> Vec<Vec<u8>> {
