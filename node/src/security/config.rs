@@ -162,13 +162,13 @@ pub fn auth_warnings(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
     #[cfg(unix)]
     if let Some(path) = &auth.secret_file {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path) {
-            if m.permissions().mode() & 0o077 != 0 {
-                w.push(format!(
-                    "auth secret file {} is readable by other users; chmod 600 it",
-                    path.display()
-                ));
-            }
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            w.push(format!(
+                "auth secret file {} is readable by other users; chmod 600 it",
+                path.display()
+            ));
         }
     }
     w

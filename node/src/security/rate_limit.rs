@@ -175,13 +175,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(limiter) = &self.limiter {
-            if !req.uri().path().starts_with("/grpc.health.v1.Health/") {
-                if let Err(e) = limiter.check(&ClientKey::of(&req), Instant::now()) {
-                    self.counters.rate_limited(e.scope.name());
-                    return Box::pin(async move { Err(e.into()) });
-                }
-            }
+        if let Some(limiter) = &self.limiter
+            && !req.uri().path().starts_with("/grpc.health.v1.Health/")
+            && let Err(e) = limiter.check(&ClientKey::of(&req), Instant::now())
+        {
+            self.counters.rate_limited(e.scope.name());
+            return Box::pin(async move { Err(e.into()) });
         }
         let fut = self.inner.call(req);
         Box::pin(async move { fut.await.map_err(Into::into) })
