@@ -29,6 +29,7 @@ struct Node {
     child: Child,
     grpc: String,
     logs: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Node {
@@ -54,7 +55,7 @@ fn spawn(dir: &Path, extra: &[&str]) -> Result<Node, String> {
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
-    {
+    let reader = {
         let logs = logs.clone();
         // Keeps draining stderr for the node's whole life so it never blocks.
         std::thread::spawn(move || {
@@ -62,8 +63,8 @@ fn spawn(dir: &Path, extra: &[&str]) -> Result<Node, String> {
                 logs.lock().expect("logs").push(line.clone());
                 let _ = tx.send(line);
             }
-        });
-    }
+        })
+    };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -74,7 +75,12 @@ fn spawn(dir: &Path, extra: &[&str]) -> Result<Node, String> {
                 };
                 if v["fields"]["message"] == "listening" {
                     let grpc = v["fields"]["grpc"].as_str().ok_or("no grpc")?.to_owned();
-                    return Ok(Node { child, grpc, logs });
+                    return Ok(Node {
+                        child,
+                        grpc,
+                        logs,
+                        reader: Some(reader),
+                    });
                 }
             }
             Err(_) => {
@@ -116,11 +122,15 @@ impl Node {
         self.logs.lock().expect("logs").join("\n")
     }
 
-    /// Waits for the process to exit on its own; returns whether it succeeded.
+    /// Waits for the process to exit on its own and for its last log line to
+    /// be read; returns whether it succeeded.
     fn wait_exit(&mut self) -> bool {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
                 return status.success();
             }
             assert!(Instant::now() < deadline, "node did not exit");
