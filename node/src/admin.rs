@@ -3,6 +3,7 @@
 //! HTTP/1.1 over hyper; it stops accepting when the node shuts down.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,7 +23,8 @@ use crate::service::Shared;
 pub const PROMETHEUS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+/// A response with `body` and a content type.
+pub fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
@@ -66,7 +68,29 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Serves admin requests on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    serve_http(
+        listener,
+        shared,
+        |s, req| async move { route(&s, &req) },
+        stop,
+    )
+    .await;
+}
+
+/// Serves HTTP/1.1 on `listener`, answering every request with `handler`,
+/// until `stop` turns true. Shared by the node's and the proxy's admin
+/// endpoints.
+pub async fn serve_http<S, H, Fut>(
+    listener: TcpListener,
+    state: Arc<S>,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,11 +103,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             },
             () = crate::server::stopped(&mut stop) => return,
         };
-        let shared = shared.clone();
+        let (state, handler) = (state.clone(), handler.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let resp = route(&shared, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let fut = handler(state.clone(), req);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

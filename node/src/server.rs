@@ -233,6 +233,6 @@ async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<boo
 }
 
 /// Resolves once the stop flag turns true (or its sender is gone).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }

@@ -2,33 +2,18 @@
 //! `/metrics.json`, `/healthz` (200 while at least one node is healthy, else
 //! 503) and `/ring` (JSON: nodes, health, share of the key space).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+pub use distcache_node::admin::PROMETHEUS_CONTENT_TYPE;
+use distcache_node::admin::reply;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-
-/// Content type of the text exposition format prometheus-client writes.
-pub const PROMETHEUS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    if let Ok(v) = header::HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    resp
-}
 
 /// The ring as JSON: every node with its health and share of the key space.
 pub fn ring_json(backend: &Backend) -> String {
@@ -113,31 +98,12 @@ async fn route(backend: &Backend, req: &Request<Incoming>) -> Response<Full<Byte
 }
 
 /// Serves admin requests until `stop` turns true.
-pub async fn serve(listener: TcpListener, backend: Arc<Backend>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = crate::stopped(&mut stop) => return,
-        };
-        let backend = backend.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let backend = backend.clone();
-                async move { Ok::<_, Infallible>(route(&backend, &req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+pub async fn serve(listener: TcpListener, backend: Arc<Backend>, stop: watch::Receiver<bool>) {
+    distcache_node::admin::serve_http(
+        listener,
+        backend,
+        |b, req| async move { route(&b, &req).await },
+        stop,
+    )
+    .await;
 }

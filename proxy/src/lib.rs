@@ -63,10 +63,7 @@ pub enum ProxyError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Resolves once the stop flag turns true (or its sender is gone).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
+pub(crate) use distcache_node::server::stopped;
 
 /// Serves every front end until `shutdown` resolves.
 pub async fn run(
