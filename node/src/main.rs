@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use distcache_node::cli::{Args, Command};
+use distcache_node::server::shutdown_signal;
 use distcache_node::{Listeners, logging, run};
 
 #[tokio::main]
@@ -43,27 +44,5 @@ async fn main() -> ExitCode {
             tracing::error!(error = %e, "node failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
