@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcache::Client;
+use distcache_node::metrics::counter;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -93,11 +94,6 @@ struct NodeLabel {
 #[derive(Debug)]
 struct Upstream {
     client: Client,
-}
-
-fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 impl Collector for Upstream {
