@@ -87,13 +87,12 @@ impl TestNode {
     /// Polls the health check until it answers (at most ~10 s).
     pub async fn wait_healthy(&self) {
         for _ in 0..200 {
-            if let Ok(mut c) = CacheServiceClient::connect(self.url()).await {
-                if c.health_check(distcache_proto::v1::HealthCheckRequest {})
+            if let Ok(mut c) = CacheServiceClient::connect(self.url()).await
+                && c.health_check(distcache_proto::v1::HealthCheckRequest {})
                     .await
                     .is_ok()
-                {
-                    return;
-                }
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
