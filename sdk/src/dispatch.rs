@@ -93,20 +93,8 @@ impl Inner {
     /// One attempt of `op` on node `idx`, bounded by the attempt timeout and
     /// `deadline`, reporting the outcome to the node's health.
     pub(crate) async fn call(&self, idx: usize, op: Op, deadline: Instant) -> Result<Out, Status> {
-        let node = &self.nodes[idx];
-        let t = self
-            .config
-            .attempt_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
-        if t.is_zero() {
-            return Err(Status::deadline_exceeded("request deadline passed"));
-        }
-        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let res = tokio::time::timeout(t, node.call(op, t))
+        self.attempt(idx, deadline, |node, t| node.call(op, t))
             .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")));
-        self.account(node, &res);
-        res
     }
 
     /// One `Batch` RPC on node `idx`.
@@ -116,6 +104,23 @@ impl Inner {
         operations: Vec<pb::Operation>,
         deadline: Instant,
     ) -> Result<Vec<pb::OperationResult>, Status> {
+        self.attempt(idx, deadline, |node, t| node.conn.batch(operations, t))
+            .await
+    }
+
+    /// Runs one RPC on node `idx` within the attempt timeout (cut to what is
+    /// left of `deadline`), counts it, and reports the outcome to the node's
+    /// health.
+    async fn attempt<'a, T, F, Fut>(
+        &'a self,
+        idx: usize,
+        deadline: Instant,
+        rpc: F,
+    ) -> Result<T, Status>
+    where
+        F: FnOnce(&'a Node, std::time::Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
         let node = &self.nodes[idx];
         let t = self
             .config
@@ -125,10 +130,9 @@ impl Inner {
             return Err(Status::deadline_exceeded("request deadline passed"));
         }
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let res = match tokio::time::timeout(t, node.conn.batch(operations, t)).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded("attempt timed out")),
-        };
+        let res = tokio::time::timeout(t, rpc(node, t))
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")));
         self.account(node, &res);
         res
     }
