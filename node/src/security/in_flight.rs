@@ -78,7 +78,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let permit = if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+        let permit = if super::roles::is_health(req.uri().path()) {
             None
         } else {
             match self.layer.slots.clone().try_acquire_owned() {

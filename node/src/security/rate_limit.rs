@@ -176,7 +176,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some(limiter) = &self.limiter
-            && !req.uri().path().starts_with("/grpc.health.v1.Health/")
+            && !super::roles::is_health(req.uri().path())
             && let Err(e) = limiter.check(&ClientKey::of(&req), Instant::now())
         {
             self.counters.rate_limited(e.scope.name());

@@ -32,9 +32,14 @@ impl Principal {
     }
 }
 
+/// True for `grpc.health.v1` calls: open to probes, never rate limited or shed.
+pub fn is_health(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
 /// The least role an RPC needs; `None` means open to anyone.
 pub fn required_role(path: &str) -> Option<Role> {
-    if path.starts_with("/grpc.health.v1.Health/") {
+    if is_health(path) {
         return None;
     }
     if path.starts_with("/grpc.reflection.") {
