@@ -34,13 +34,6 @@ pub fn reply(status: StatusCode, content_type: &str, body: String) -> Response<F
 }
 
 fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use GET\n".into(),
-        );
-    }
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
@@ -78,7 +71,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Rece
     .await;
 }
 
-/// Serves HTTP/1.1 on `listener`, answering every request with `handler`,
+/// Serves HTTP/1.1 on `listener`, answering GET and HEAD with `handler` (other
+/// methods get 405),
 /// until `stop` turns true. Shared by the node's and the proxy's admin
 /// endpoints.
 pub async fn serve_http<S, H, Fut>(
@@ -105,9 +99,20 @@ pub async fn serve_http<S, H, Fut>(
         };
         let (state, handler) = (state.clone(), handler.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let fut = handler(state.clone(), req);
-                async move { Ok::<_, Infallible>(fut.await) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                // Both admin endpoints are read-only.
+                let read = req.method() == Method::GET || req.method() == Method::HEAD;
+                let fut = read.then(|| handler(state.clone(), req));
+                async move {
+                    Ok::<_, Infallible>(match fut {
+                        Some(fut) => fut.await,
+                        None => reply(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "text/plain",
+                            "use GET\n".into(),
+                        ),
+                    })
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

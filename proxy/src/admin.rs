@@ -9,7 +9,7 @@ pub use distcache_node::admin::PROMETHEUS_CONTENT_TYPE;
 use distcache_node::admin::reply;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -59,13 +59,6 @@ pub async fn metrics_json(backend: &Backend) -> String {
 }
 
 async fn route(backend: &Backend, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use GET\n".into(),
-        );
-    }
     match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
