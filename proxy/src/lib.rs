@@ -90,18 +90,13 @@ pub async fn run(
     health
         .set_serving::<CacheServiceServer<grpc::ProxyService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = distcache_node::server::reflection().build_v1()?;
+    let reflection_v1alpha = distcache_node::server::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection.build_v1()?)
+        .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
             CacheServiceServer::new(grpc::ProxyService::new(backend.clone()))
