@@ -118,11 +118,11 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max_msg = usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX);
-    let cache = CacheServiceServer::new(CacheNode::new(shared.clone()))
-        .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(max_msg);
-
     let (stop, stop_rx) = watch::channel(false);
+    let cache =
+        CacheServiceServer::new(CacheNode::new(shared.clone()).with_shutdown(stop_rx.clone()))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(max_msg);
     let mut tasks = Tasks {
         stop,
         handles: vec![

@@ -8,6 +8,7 @@
 //! [`Wal::append`] with no lock held, and answers once the log has it (after
 //! the fsync with `--wal-fsync always`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,11 +16,13 @@ use std::time::Instant;
 use distcache_proto::v1::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
-use tonic::{Code, Request, Response, Status};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::limits::{LimitError, Limits};
 use crate::metrics::{Metrics, Op, Outcome};
-use crate::security::Principal;
+use crate::security::{Principal, RateCharge};
 use crate::store::{Condition, SetOptions, Store, StoreError};
 use crate::wal::{Batch, Wal, WalError};
 
@@ -72,6 +75,16 @@ fn to_status(e: &OpError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// One operation's result carrying `s`.
+fn error_result(s: &Status) -> pb::OperationResult {
+    pb::OperationResult {
+        result: Some(operation_result::Result::Error(pb::OperationError {
+            code: s.code() as i32,
+            message: s.message().to_owned(),
+        })),
+    }
+}
+
 fn error_outcome(e: &OpError) -> Outcome {
     match to_status(e).code() {
         Code::InvalidArgument => Outcome::InvalidArgument,
@@ -87,16 +100,31 @@ fn applied(yes: bool) -> Outcome {
     }
 }
 
+/// Batches of one `Pipeline` stream that may be in progress at once (a batch
+/// of writes waits for the WAL while later batches of reads go ahead).
+const PIPELINE_DEPTH: usize = 64;
+
+/// The answer stream of a `Pipeline` call.
+pub type PipelineStream = Pin<Box<dyn Stream<Item = Result<pb::PipelineResponse, Status>> + Send>>;
+
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct CacheNode {
     shared: Arc<Shared>,
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl CacheNode {
     /// A service over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self { shared, stop: None }
+    }
+
+    /// Ends `Pipeline` streams (after answering what they have read) once
+    /// `stop` turns true, so a graceful shutdown is not held up by them.
+    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     fn get(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
@@ -259,6 +287,30 @@ impl CacheNode {
         }
     }
 
+    /// Runs a batch (of a `Batch` call or one `Pipeline` message): checks the
+    /// caller's role against its contents, runs each operation, logs the
+    /// writes and answers once the log has them.
+    async fn run_batch(
+        &self,
+        principal: Option<&Principal>,
+        ops: Vec<pb::Operation>,
+    ) -> Result<Vec<pb::OperationResult>, Status> {
+        self.serve_msg(Op::Batch, |log| {
+            if let Some(p) = principal {
+                let only_gets = ops
+                    .iter()
+                    .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
+                if !p.may_batch(only_gets) {
+                    self.shared.metrics.security.permission_denied();
+                    return Err(OpError::BatchDenied(p.role.name()));
+                }
+            }
+            let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
+            Ok((results, Outcome::Ok))
+        })
+        .await
+    }
+
     /// Runs one unary RPC: refuses while shutting down, times it, logs its
     /// writes to the WAL (if any) before answering, counts it.
     async fn serve<T>(
@@ -266,6 +318,15 @@ impl CacheNode {
         op: Op,
         f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
     ) -> Result<Response<T>, Status> {
+        self.serve_msg(op, f).await.map(Response::new)
+    }
+
+    /// [`serve`](Self::serve) without the response wrapper.
+    async fn serve_msg<T>(
+        &self,
+        op: Op,
+        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
+    ) -> Result<T, Status> {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
         }
@@ -286,7 +347,7 @@ impl CacheNode {
         match result {
             Ok((resp, outcome)) => {
                 metrics.count(op, outcome);
-                Ok(Response::new(resp))
+                Ok(resp)
             }
             Err(e) => {
                 metrics.count(op, error_outcome(&e));
@@ -351,21 +412,58 @@ impl CacheService for CacheNode {
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
-        self.serve(Op::Batch, |log| {
-            let ops = req.into_inner().operations;
-            if let Some(p) = principal {
-                let only_gets = ops
-                    .iter()
-                    .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
-                if !p.may_batch(only_gets) {
-                    self.shared.metrics.security.permission_denied();
-                    return Err(OpError::BatchDenied(p.role.name()));
-                }
+        let operations = req.into_inner().operations;
+        let results = self.run_batch(principal.as_ref(), operations).await?;
+        Ok(Response::new(pb::BatchResponse { results }))
+    }
+
+    type PipelineStream = PipelineStream;
+
+    async fn pipeline(
+        &self,
+        req: Request<Streaming<pb::PipelineRequest>>,
+    ) -> Result<Response<PipelineStream>, Status> {
+        if !self.shared.serving.load(Ordering::Relaxed) {
+            return Err(Status::unavailable("node is shutting down"));
+        }
+        let principal = req.extensions().get::<Principal>().cloned();
+        let charge = req.extensions().get::<RateCharge>().cloned();
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            match &mut stop {
+                Some(rx) => crate::server::stopped(rx).await,
+                None => std::future::pending().await,
             }
-            let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
-            Ok((pb::BatchResponse { results }, Outcome::Ok))
-        })
-        .await
+        };
+        let node = self.clone();
+        let answers = req
+            .into_inner()
+            .take_until(stopped)
+            .map(move |msg| {
+                let (node, principal, charge) = (node.clone(), principal.clone(), charge.clone());
+                async move {
+                    // A broken or undecodable stream ends with its status.
+                    let msg = msg?;
+                    let n = msg.operations.len();
+                    let allowed = match &charge {
+                        Some(c) => c
+                            .take()
+                            .map_err(|e| Status::resource_exhausted(e.to_string())),
+                        None => Ok(()),
+                    };
+                    let results = match allowed {
+                        Ok(()) => node.run_batch(principal.as_ref(), msg.operations).await,
+                        Err(s) => Err(s),
+                    }
+                    .unwrap_or_else(|s| vec![error_result(&s); n]);
+                    Ok(pb::PipelineResponse {
+                        id: msg.id,
+                        results,
+                    })
+                }
+            })
+            .buffer_unordered(PIPELINE_DEPTH);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn health_check(

@@ -11,11 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
 use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
 use distcache::{Condition, Error};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
 
@@ -48,16 +51,40 @@ fn no_version(v: u64) -> Result<(), Status> {
     }
 }
 
+/// `Pipeline` messages of one stream in progress at once.
+const PIPELINE_DEPTH: usize = 64;
+
 /// The proxy's CacheService.
 #[derive(Debug, Clone)]
 pub struct ProxyService {
     backend: Arc<Backend>,
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl ProxyService {
     /// A service over `backend`.
     pub fn new(backend: Arc<Backend>) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            stop: None,
+        }
+    }
+
+    /// Ends `Pipeline` streams (after answering what they have read) once
+    /// `stop` turns true.
+    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// A batch's operations, in order, as on a node (later operations may
+    /// depend on earlier ones).
+    async fn run_batch(&self, operations: Vec<pb::Operation>) -> Vec<pb::OperationResult> {
+        let mut results = Vec::with_capacity(operations.len());
+        for op in operations {
+            results.push(self.one(op).await);
+        }
+        results
     }
 
     async fn get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, Status> {
@@ -250,14 +277,45 @@ impl CacheService for ProxyService {
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         self.serve("batch", async {
-            // In order, as on a node: later operations may depend on earlier ones.
-            let mut results = Vec::new();
-            for op in req.into_inner().operations {
-                results.push(self.one(op).await);
-            }
+            let results = self.run_batch(req.into_inner().operations).await;
             Ok(pb::BatchResponse { results })
         })
         .await
+    }
+
+    type PipelineStream = distcache_node::service::PipelineStream;
+
+    async fn pipeline(
+        &self,
+        req: Request<Streaming<pb::PipelineRequest>>,
+    ) -> Result<Response<Self::PipelineStream>, Status> {
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            match &mut stop {
+                Some(rx) => crate::stopped(rx).await,
+                None => std::future::pending().await,
+            }
+        };
+        let service = self.clone();
+        let answers = req
+            .into_inner()
+            .take_until(stopped)
+            .map(move |msg| {
+                let service = service.clone();
+                async move {
+                    let msg = msg?;
+                    let start = Instant::now();
+                    let results = service.run_batch(msg.operations).await;
+                    let m = &service.backend.metrics;
+                    m.record("grpc", "pipeline", true, start.elapsed());
+                    Ok(pb::PipelineResponse {
+                        id: msg.id,
+                        results,
+                    })
+                }
+            })
+            .buffer_unordered(PIPELINE_DEPTH);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn health_check(

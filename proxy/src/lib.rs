@@ -99,8 +99,10 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            CacheServiceServer::new(grpc::ProxyService::new(backend.clone()))
-                .max_decoding_message_size(16 << 20),
+            CacheServiceServer::new(
+                grpc::ProxyService::new(backend.clone()).with_shutdown(stop_rx.clone()),
+            )
+            .max_decoding_message_size(16 << 20),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),

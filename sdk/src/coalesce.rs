@@ -96,11 +96,20 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
     while in_flight.next().await.is_some() {}
 }
 
+/// One operation's outcome from its batch result.
+pub(crate) fn result_of(r: pb::OperationResult) -> Result<Out, Status> {
+    match r.result {
+        Some(Out::Error(e)) => Err(Status::new(tonic::Code::from(e.code), e.message)),
+        Some(out) => Ok(out),
+        None => Err(Status::internal("empty batch result")),
+    }
+}
+
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     if batch.len() == 1
         && let Some(p) = batch.pop()
     {
-        let _ = p.reply.send(conn.unary(p.op, p.timeout).await);
+        let _ = p.reply.send(conn.one(p.op, p.timeout).await);
         return;
     }
     let timeout = batch.iter().map(|p| p.timeout).max().unwrap_or_default();
@@ -115,12 +124,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     match conn.batch(ops, timeout).await {
         Ok(results) if results.len() == replies.len() => {
             for (reply, r) in replies.into_iter().zip(results) {
-                let out = match r.result {
-                    Some(Out::Error(e)) => Err(Status::new(tonic::Code::from(e.code), e.message)),
-                    Some(out) => Ok(out),
-                    None => Err(Status::internal("empty batch result")),
-                };
-                let _ = reply.send(out);
+                let _ = reply.send(result_of(r));
             }
         }
         Ok(_) => {

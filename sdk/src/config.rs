@@ -106,7 +106,7 @@ impl Default for CoalesceConfig {
         Self {
             max_batch: 64,
             max_batch_bytes: 1 << 20,
-            max_in_flight: 8,
+            max_in_flight: 2,
             queue: 4096,
         }
     }

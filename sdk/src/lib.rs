@@ -65,6 +65,7 @@ mod dispatch;
 mod error;
 mod hlc;
 mod node;
+mod pipe;
 mod retry;
 pub mod ring;
 

@@ -8,8 +8,8 @@
 //! `Client::from_config`) calls `HealthCheck` on every node and re-admits a
 //! node as soon as it answers `SERVING`. Health never changes the ring.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use distcache_proto::v1::cache_service_client::CacheServiceClient;
@@ -17,20 +17,26 @@ use distcache_proto::v1::{
     self as pb, HealthCheckRequest, ServingStatus, operation::Op, operation_result::Result as Out,
 };
 use tokio::sync::mpsc;
-use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
 
-use crate::coalesce::{self, Pending};
+use crate::coalesce::{self, Pending, result_of};
 use crate::config::ClientConfig;
 use crate::error::ConfigError;
+use crate::pipe::Pipe;
 
-/// The channels of one node and what every request to it carries.
+/// The channels of one node, its `Pipeline` stream, and what every request
+/// to it carries.
 #[derive(Debug, Clone)]
 pub(crate) struct Conn {
     channels: Arc<[Channel]>,
     next: Arc<AtomicUsize>,
     auth: Option<MetadataValue<Ascii>>,
+    pipe: Arc<Mutex<Option<Arc<Pipe>>>>,
+    /// Set when the node answered `Pipeline` with UNIMPLEMENTED (an older
+    /// node): batches then go as `Batch` calls.
+    no_pipe: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -69,14 +75,67 @@ impl Conn {
         })
     }
 
-    /// Many operations in one `Batch` RPC.
+    /// The node's open `Pipeline` stream, opened (within `t`) if there is
+    /// none; `None` when the node does not serve `Pipeline`.
+    async fn pipe(&self, t: Duration) -> Result<Option<Arc<Pipe>>, Status> {
+        if self.no_pipe.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let slot = || self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = slot().as_ref().filter(|p| p.is_open()) {
+            return Ok(Some(p.clone()));
+        }
+        let opened = tokio::time::timeout(t, Pipe::open(self.stub(), self.auth.as_ref()))
+            .await
+            .map_err(|_| Status::deadline_exceeded("opening the pipeline stream timed out"))?;
+        match opened {
+            Ok(p) => {
+                let mut slot = slot();
+                // Two batches may have raced to open one: keep the first.
+                match slot.as_ref().filter(|q| q.is_open()) {
+                    Some(q) => Ok(Some(q.clone())),
+                    None => {
+                        *slot = Some(p.clone());
+                        Ok(Some(p))
+                    }
+                }
+            }
+            Err(s) if s.code() == Code::Unimplemented => {
+                tracing::info!("node does not serve Pipeline; sending Batch calls");
+                self.no_pipe.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Many operations in one batch: a `Pipeline` message, or a `Batch` RPC
+    /// when the node has no `Pipeline`.
     pub(crate) async fn batch(
         &self,
         operations: Vec<pb::Operation>,
         t: Duration,
     ) -> Result<Vec<pb::OperationResult>, Status> {
+        if let Some(pipe) = self.pipe(t).await? {
+            return pipe.call(operations).await;
+        }
         let req = self.request(pb::BatchRequest { operations }, t);
         Ok(self.stub().batch(req).await?.into_inner().results)
+    }
+
+    /// One operation: a one-operation `Pipeline` message, or its own unary
+    /// RPC when the node has no `Pipeline`.
+    pub(crate) async fn one(&self, op: Op, t: Duration) -> Result<Out, Status> {
+        let Some(pipe) = self.pipe(t).await? else {
+            return self.unary(op, t).await;
+        };
+        let results = pipe.call(vec![pb::Operation { op: Some(op) }]).await?;
+        match <[pb::OperationResult; 1]>::try_from(results) {
+            Ok([r]) => result_of(r),
+            Err(_) => Err(Status::internal(
+                "batch answered the wrong number of results",
+            )),
+        }
     }
 }
 
@@ -130,6 +189,8 @@ impl Node {
             channels,
             next: Arc::new(AtomicUsize::new(0)),
             auth,
+            pipe: Arc::new(Mutex::new(None)),
+            no_pipe: Arc::new(AtomicBool::new(false)),
         };
         let coalescer = (config.coalesce.max_batch > 1)
             .then(|| coalesce::spawn(conn.clone(), config.coalesce.clone()));

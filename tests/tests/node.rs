@@ -415,3 +415,63 @@ async fn shutdown_turns_health_not_serving_and_returns() {
     // The admin listener is closed after shutdown.
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
 }
+
+/// A `Pipeline` stream answers every message by id (mixed reads, writes and
+/// bad operations, per-operation errors), keeps answering while open, and
+/// ends cleanly when the node shuts down instead of holding up the drain.
+#[tokio::test]
+async fn pipeline_answers_by_id_and_ends_at_shutdown() {
+    use operation_result::Result as R;
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<pb::PipelineRequest>();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut answers = c.pipeline(outbound).await.expect("open").into_inner();
+    let op = |o| pb::Operation { op: Some(o) };
+    // Many messages before reading any answer: they are pipelined.
+    for id in 0..100u64 {
+        let k = format!("p{id}");
+        let v = format!("v{id}");
+        tx.send(pb::PipelineRequest {
+            id: 1000 + id,
+            operations: vec![
+                op(operation::Op::Set(set(&k, &v))),
+                op(operation::Op::Get(pb::GetRequest { key: key(&k) })),
+                op(operation::Op::Set(set("", "empty key"))),
+            ],
+        })
+        .expect("send");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let a = answers.message().await.expect("answer").expect("open");
+        let id = a.id - 1000;
+        assert!(
+            id < 100 && seen.insert(id),
+            "each id answered once: {}",
+            a.id
+        );
+        let r: Vec<_> = a.results.into_iter().map(|r| r.result).collect();
+        assert_eq!(r.len(), 3);
+        assert!(matches!(&r[0], Some(R::Set(s)) if s.applied));
+        let want = format!("v{id}");
+        assert!(matches!(&r[1], Some(R::Get(g)) if g.found && g.value == want.as_bytes()));
+        assert!(matches!(&r[2], Some(R::Error(e)) if e.code == Code::InvalidArgument as i32));
+    }
+    // The writes are visible to ordinary calls.
+    let g = c
+        .get(pb::GetRequest { key: key("p42") })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(&g.value[..], b"v42");
+
+    // Shutdown with the stream still open (the client never closes it):
+    // the node ends the stream and returns well within its 5 s grace.
+    let stopped = tokio::time::timeout(Duration::from_secs(4), node.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "node stopped promptly");
+    let end = answers.message().await;
+    assert!(!matches!(end, Ok(Some(_))), "stream ended: {end:?}");
+    drop(tx);
+}

@@ -646,3 +646,75 @@ async fn the_sdk_sends_its_token_and_maps_auth_errors() {
     assert!(matches!(e, distcache::Error::Unauthenticated(_)), "{e:?}");
     node.stop().await.expect("stop");
 }
+
+/// Every message of a `Pipeline` stream is checked like a `Batch` call: the
+/// token when the stream opens, the role against each message's contents,
+/// and one rate-limit token per message.
+#[tokio::test]
+async fn pipeline_messages_are_checked_for_role_and_rate() {
+    use distcache_proto::v1::{operation, operation_result::Result as R};
+    let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
+    let node = auth_node("pipeline", "k1:0123456789abcdef0123456789abcdef\n", |c| {
+        c.rate_limit.per_client_rps = 0.001;
+        c.rate_limit.per_client_burst = 4;
+    })
+    .await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let open =
+        |token: Option<String>| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<pb::PipelineRequest>();
+            let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            });
+            (tx, authed(outbound, token.as_deref()))
+        };
+    let (_tx, req) = open(None);
+    let e = c.pipeline(req).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    let ro = mint(&keys, "reader", Role::Readonly, now() + 600);
+    let (tx, req) = open(Some(ro));
+    // Opening takes the first of the reader's 4 tokens.
+    let mut answers = c.pipeline(req).await.expect("open").into_inner();
+    let get = || pb::Operation {
+        op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+    };
+    let set = || pb::Operation {
+        op: Some(operation::Op::Set(pb::SetRequest {
+            key: "k".into(),
+            value: "v".into(),
+            ..Default::default()
+        })),
+    };
+    let mut ask = async |id: u64, operations: Vec<pb::Operation>| {
+        tx.send(pb::PipelineRequest { id, operations })
+            .expect("send");
+        let a = answers.message().await.expect("answer").expect("open");
+        assert_eq!(a.id, id);
+        a.results.into_iter().map(|r| r.result).collect::<Vec<_>>()
+    };
+    let r = ask(1, vec![get(), get()]).await;
+    assert!(r.iter().all(|r| matches!(r, Some(R::Get(_)))), "{r:?}");
+    let denied = Code::PermissionDenied as i32;
+    let r = ask(2, vec![get(), set()]).await;
+    assert!(
+        r.iter()
+            .all(|r| matches!(r, Some(R::Error(e)) if e.code == denied)),
+        "{r:?}"
+    );
+    let r = ask(3, vec![get()]).await;
+    assert!(matches!(&r[0], Some(R::Get(_))), "{r:?}");
+    // Four tokens spent (open + 3 messages): the next message is refused.
+    let limited = Code::ResourceExhausted as i32;
+    let r = ask(4, vec![get()]).await;
+    assert!(
+        matches!(&r[0], Some(R::Error(e)) if e.code == limited),
+        "{r:?}"
+    );
+    let (_, body) = http_get(node.admin, "/metrics").await;
+    assert!(
+        body.contains("distcache_rate_limited_total{scope=\"client\"} 1"),
+        "{body}"
+    );
+    node.stop().await.expect("stop");
+}

@@ -34,7 +34,7 @@ use crate::metrics::SecurityCounters;
 
 pub use auth::{AuthError, AuthLayer, Principal, Verifier};
 pub use in_flight::{InFlightLayer, Overloaded};
-pub use rate_limit::{Limiter, RateLimitLayer, RateLimited};
+pub use rate_limit::{Limiter, RateCharge, RateLimitLayer, RateLimited};
 pub use token::{Claims, KeySet, Role, TokenError};
 
 /// Metadata key on a rate-limited answer: milliseconds until a retry can pass.

@@ -127,6 +127,25 @@ impl Limiter {
     }
 }
 
+/// A caller's buckets, handed to a streaming RPC (in the request's
+/// extensions) so that each message of the stream is charged like a request:
+/// the layer itself only sees the stream open.
+#[derive(Debug, Clone)]
+pub struct RateCharge {
+    limiter: Arc<Limiter>,
+    key: ClientKey,
+    counters: SecurityCounters,
+}
+
+impl RateCharge {
+    /// Takes one token, counting a refusal.
+    pub fn take(&self) -> Result<(), RateLimited> {
+        self.limiter
+            .check(&self.key, Instant::now())
+            .inspect_err(|e| self.counters.rate_limited(e.scope.name()))
+    }
+}
+
 /// Adds [`RateLimit`] to a service; `None` turns rate limiting off.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
@@ -174,13 +193,22 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(limiter) = &self.limiter
             && !super::roles::is_health(req.uri().path())
-            && let Err(e) = limiter.check(&ClientKey::of(&req), Instant::now())
         {
-            self.counters.rate_limited(e.scope.name());
-            return Box::pin(async move { Err(e.into()) });
+            let key = ClientKey::of(&req);
+            if let Err(e) = limiter.check(&key, Instant::now()) {
+                self.counters.rate_limited(e.scope.name());
+                return Box::pin(async move { Err(e.into()) });
+            }
+            if super::roles::is_stream(req.uri().path()) {
+                req.extensions_mut().insert(RateCharge {
+                    limiter: limiter.clone(),
+                    key,
+                    counters: self.counters.clone(),
+                });
+            }
         }
         let fut = self.inner.call(req);
         Box::pin(async move { fut.await.map_err(Into::into) })

@@ -3,14 +3,15 @@
 //!
 //! | RPC | readonly | user | admin |
 //! |---|---|---|---|
-//! | Get, HealthCheck, Batch of gets only | yes | yes | yes |
-//! | Set, Delete, CompareAndSwap, IncrBy, Expire, Batch with writes | no | yes | yes |
+//! | Get, HealthCheck, Batch / Pipeline message of gets only | yes | yes | yes |
+//! | Set, Delete, CompareAndSwap, IncrBy, Expire, Batch / Pipeline message with writes | no | yes | yes |
 //! | GetMetrics, any RPC not listed here | no | no | yes |
 //! | grpc.reflection.* | yes | yes | yes (any valid token) |
 //! | grpc.health.v1.Health/* | open, no token needed | | |
 //!
 //! A batch's contents are only known once the message is decoded, so the
-//! service checks them ([`Principal::may_batch`]).
+//! service checks them ([`Principal::may_batch`]), for every message of a
+//! `Pipeline` stream too.
 
 use std::sync::Arc;
 
@@ -37,6 +38,12 @@ pub fn is_health(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
 }
 
+/// Whether `path` is a streaming RPC whose messages are checked one by one
+/// (role and rate limit) by the service, not only when the stream opens.
+pub fn is_stream(path: &str) -> bool {
+    path == "/distcache.v1.CacheService/Pipeline"
+}
+
 /// The least role an RPC needs; `None` means open to anyone.
 pub fn required_role(path: &str) -> Option<Role> {
     if is_health(path) {
@@ -46,7 +53,7 @@ pub fn required_role(path: &str) -> Option<Role> {
         return Some(Role::Readonly);
     }
     match path.strip_prefix("/distcache.v1.CacheService/") {
-        Some("Get" | "Batch" | "HealthCheck") => Some(Role::Readonly),
+        Some("Get" | "Batch" | "Pipeline" | "HealthCheck") => Some(Role::Readonly),
         Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire") => Some(Role::User),
         // GetMetrics, and anything not listed (future admin RPCs).
         _ => Some(Role::Admin),
