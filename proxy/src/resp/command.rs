@@ -94,6 +94,55 @@ pub enum Command {
     ClientId,
 }
 
+/// Every command name the table knows, lowercase: the `command` label of the
+/// proxy's metrics (anything else is counted as `unknown`).
+const NAMES: &[&str] = &[
+    "get",
+    "set",
+    "ping",
+    "echo",
+    "setnx",
+    "setex",
+    "psetex",
+    "getset",
+    "getdel",
+    "del",
+    "unlink",
+    "exists",
+    "mget",
+    "mset",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "persist",
+    "incr",
+    "incrby",
+    "decr",
+    "decrby",
+    "append",
+    "strlen",
+    "dbsize",
+    "info",
+    "select",
+    "auth",
+    "hello",
+    "quit",
+    "command",
+    "client",
+];
+
+/// The metrics name of a request's first argument, without allocating.
+pub fn metric_name(arg0: &[u8]) -> &'static str {
+    NAMES
+        .iter()
+        .find(|n| n.len() == arg0.len() && n.as_bytes().eq_ignore_ascii_case(arg0))
+        .copied()
+        .unwrap_or("unknown")
+}
+
 fn arity(name: &str) -> Reply {
     Reply::err(format!("wrong number of arguments for '{name}' command"))
 }

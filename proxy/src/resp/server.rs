@@ -118,9 +118,11 @@ async fn connection(
     }
 }
 
-/// The keys a command touches, or `None` when it must run alone (it reads or
-/// changes connection state, or spans the whole cluster).
-fn keys(cmd: &Command) -> Option<Vec<&Bytes>> {
+/// The keys a command touches (as a slice of keys and a slice of key-value
+/// pairs, one of them empty: no allocation), or `None` when it must run
+/// alone (it reads or changes connection state, or spans the whole cluster).
+fn keys(cmd: &Command) -> Option<(&[Bytes], &[(Bytes, Bytes)])> {
+    use std::slice::from_ref;
     Some(match cmd {
         Command::Get(k)
         | Command::Set { key: k, .. }
@@ -130,12 +132,21 @@ fn keys(cmd: &Command) -> Option<Vec<&Bytes>> {
         | Command::Persist(k)
         | Command::IncrBy(k, _)
         | Command::Append(k, _)
-        | Command::StrLen(k) => vec![k],
-        Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => ks.iter().collect(),
-        Command::MSet(pairs) => pairs.iter().map(|(k, _)| k).collect(),
-        Command::Ping(_) | Command::Echo(_) => vec![],
+        | Command::StrLen(k) => (from_ref(k), &[]),
+        Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => (ks.as_slice(), &[]),
+        Command::MSet(pairs) => (&[], pairs.as_slice()),
+        Command::Ping(_) | Command::Echo(_) => (&[], &[]),
         _ => return None,
     })
+}
+
+/// Runs one data command and records it.
+async fn data_command(backend: &Backend, name: &'static str, cmd: Command) -> Reply {
+    let start = Instant::now();
+    let reply = exec::execute(backend, cmd).await;
+    let ok = !matches!(reply, Reply::Error(_));
+    backend.metrics.record("resp", name, ok, start.elapsed());
+    reply
 }
 
 /// Runs one read's worth of requests and appends their replies in order.
@@ -146,36 +157,44 @@ async fn run_pipeline(
     requests: Vec<Vec<Bytes>>,
     output: &mut BytesMut,
 ) -> bool {
-    let mut parsed = Vec::with_capacity(requests.len());
-    for args in requests {
-        let name = String::from_utf8_lossy(&args[0]).into_owned();
-        parsed.push((name, command::parse(args)));
-    }
+    let parsed: Vec<(&'static str, Result<Command, Reply>)> = requests
+        .into_iter()
+        .map(|args| (command::metric_name(&args[0]), command::parse(args)))
+        .collect();
     // Runs of data commands on pairwise distinct keys go out together.
+    let mut seen: Vec<&Bytes> = Vec::new();
     let mut i = 0;
     while i < parsed.len() {
-        let mut seen: Vec<&Bytes> = Vec::new();
         let mut j = i;
+        seen.clear();
         while j < parsed.len() {
             let Ok(cmd) = &parsed[j].1 else { break };
-            let Some(ks) = keys(cmd) else { break };
-            if ks.iter().any(|k| seen.contains(k)) {
+            let Some((ks, pairs)) = keys(cmd) else { break };
+            let mut ks = ks.iter().chain(pairs.iter().map(|(k, _)| k));
+            if ks.clone().any(|k| seen.contains(&k)) {
                 break;
             }
-            seen.extend(ks);
+            seen.extend(ks.by_ref());
             j += 1;
+        }
+        if j == i + 1
+            && let (name, Ok(cmd)) = &parsed[i]
+        {
+            // One command alone (the common case without pipelining): no
+            // join, no boxing.
+            data_command(backend, name, cmd.clone())
+                .await
+                .encode(output);
+            i = j;
+            continue;
         }
         if j > i {
             let run: Vec<_> = parsed[i..j]
                 .iter()
-                .filter_map(|(name, cmd)| Some((name, cmd.as_ref().ok()?.clone())))
-                .map(|(name, cmd)| async move {
-                    let start = Instant::now();
-                    let reply = exec::execute(backend, cmd).await;
-                    let ok = !matches!(reply, Reply::Error(_));
-                    backend.metrics.record("resp", name, ok, start.elapsed());
-                    reply
-                })
+                .filter_map(|(name, cmd)| Some((*name, cmd.as_ref().ok()?.clone())))
+                // Boxed so that collecting and joining moves pointers, not
+                // the (large) command futures themselves.
+                .map(|(name, cmd)| Box::pin(data_command(backend, name, cmd)))
                 .collect();
             for reply in join_all(run).await {
                 reply.encode(output);
