@@ -1,6 +1,7 @@
 //! The proxy's metrics: commands by name and result, latency histograms by
 //! command, and upstream figures (node health, retries, failovers) read from
-//! the SDK at scrape time.
+//! the SDK at scrape time, including membership (ring changes, members)
+//! and failed membership polls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,18 @@ struct Cmd {
     command: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
 /// Command counts and latencies, per front end.
 #[derive(Debug)]
 pub struct ProxyMetrics {
     registry: Arc<Registry>,
     commands: Family<CmdResult, Counter>,
     latency: Family<Cmd, Histogram>,
+    discovery_errors: Family<SourceLabel, Counter>,
 }
 
 impl ProxyMetrics {
@@ -54,12 +61,26 @@ impl ProxyMetrics {
             "Time to serve a command",
             latency.clone(),
         );
+        let discovery_errors = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "discovery_errors",
+            "Membership polls that gave no usable node list (the nodes were kept), by source",
+            discovery_errors.clone(),
+        );
         registry.register_collector(Box::new(Upstream { client }));
         Self {
             registry: Arc::new(registry),
             commands,
             latency,
+            discovery_errors,
         }
+    }
+
+    /// Counts one failed membership poll of `source` (`file`, `dns`, `http`).
+    pub fn discovery_error(&self, source: &'static str) {
+        self.discovery_errors
+            .get_or_create(&SourceLabel { source })
+            .inc();
     }
 
     /// Counts one command and its latency.
@@ -111,6 +132,19 @@ impl Collector for Upstream {
                 .encode(family.encode_family(&NodeLabel { node })?)?;
         }
         let s = self.client.stats();
+        counter(
+            &mut enc,
+            "ring_changes",
+            "Membership changes applied to the ring since start",
+            s.membership_changes,
+        )?;
+        let members = ConstGauge::new(self.client.ring().len() as i64);
+        members.encode(enc.encode_descriptor(
+            "ring_members",
+            "Nodes on the ring now",
+            None,
+            members.metric_type(),
+        )?)?;
         counter(
             &mut enc,
             "upstream_attempts",
