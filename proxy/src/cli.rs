@@ -125,20 +125,24 @@ pub struct MembershipArgs {
         value_parser = crate::membership::Source::parse_discovery
     )]
     pub discovery: Option<crate::membership::Source>,
-    /// Time between two polls of --discovery, e.g. 5s.
-    #[arg(long, env = "DISTCACHE_DISCOVERY_INTERVAL", default_value = "5s")]
-    pub discovery_interval: HumanDuration,
+    /// Time between two polls of the membership source [default: 1s for
+    /// --config, 5s for --discovery].
+    #[arg(long, env = "DISTCACHE_DISCOVERY_INTERVAL")]
+    pub discovery_interval: Option<HumanDuration>,
 }
 
 impl MembershipArgs {
     /// The run-time membership source, if one was given.
     pub fn discovery(&self) -> Option<crate::membership::Discovery> {
         use crate::membership::{Discovery, Source};
-        if let Some(path) = &self.config {
-            return Some(Discovery::new(Source::File(path.clone())));
+        let source = match &self.config {
+            Some(path) => Source::File(path.clone()),
+            None => self.discovery.clone()?,
+        };
+        let mut d = Discovery::new(source);
+        if let Some(every) = self.discovery_interval {
+            d.interval = every.0.max(Duration::from_millis(100));
         }
-        let mut d = Discovery::new(self.discovery.clone()?);
-        d.interval = self.discovery_interval.0.max(Duration::from_millis(100));
         Some(d)
     }
 }
@@ -179,6 +183,7 @@ mod tests {
         let a = parse(&["--config", "cluster.toml"]).expect("config alone");
         let d = a.membership.discovery().expect("a source");
         assert_eq!(d.source.kind(), "file");
+        assert_eq!(d.interval, Duration::from_secs(1));
         let a = parse(&[
             "--discovery",
             "dns://distcache:7001",

@@ -282,7 +282,9 @@ impl Drop for Poller {
 }
 
 /// Starts polling `discovery` and applying its answers to `backend`'s
-/// client, every `discovery.interval` and at once on SIGHUP.
+/// client, every `discovery.interval` (the first poll one interval from
+/// now: the caller has just read the source, see [`initial`]) and at once
+/// on SIGHUP.
 pub fn spawn(discovery: Discovery, backend: Arc<Backend>) -> Poller {
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(poll(discovery, backend, rx));
@@ -298,6 +300,8 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
     let mut hangup = hangup();
     let mut tick = tokio::time::interval(discovery.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the caller has just read the source.
+    tick.tick().await;
     tracing::info!(source = %discovery.source, every = ?discovery.interval, "watching membership");
     loop {
         let force = tokio::select! {
