@@ -40,9 +40,12 @@ pub struct Args {
         long,
         env = "DISTCACHE_NODES",
         value_delimiter = ',',
-        required_unless_present = "dev"
+        required_unless_present_any = ["dev", "config", "discovery"]
     )]
     pub nodes: Vec<String>,
+    /// Where the node list comes from at run time (instead of --nodes).
+    #[command(flatten)]
+    pub membership: MembershipArgs,
     /// Start three in-process memory-only nodes and use them (for trying distcache out).
     #[arg(long, env = "DISTCACHE_DEV")]
     pub dev: bool,
@@ -103,6 +106,47 @@ impl Args {
     }
 }
 
+// ---- membership sources (issue 6) ------------------------------------------
+
+/// Membership that changes at run time; each excludes `--nodes`, `--dev`
+/// and the other.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MembershipArgs {
+    /// TOML cluster file (`[cluster] nodes = [...]`), reloaded when its
+    /// content changes and on SIGHUP.
+    #[arg(long, env = "DISTCACHE_CONFIG", conflicts_with_all = ["nodes", "dev", "discovery"])]
+    pub config: Option<PathBuf>,
+    /// Discovery source: dns://NAME:PORT (every address of NAME) or an
+    /// http:// URL answering a Consul health list or a JSON array of node URLs.
+    #[arg(
+        long,
+        env = "DISTCACHE_DISCOVERY",
+        conflicts_with_all = ["nodes", "dev"],
+        value_parser = crate::membership::Source::parse_discovery
+    )]
+    pub discovery: Option<crate::membership::Source>,
+    /// Time between two polls of the membership source [default: 1s for
+    /// --config, 5s for --discovery].
+    #[arg(long, env = "DISTCACHE_DISCOVERY_INTERVAL")]
+    pub discovery_interval: Option<HumanDuration>,
+}
+
+impl MembershipArgs {
+    /// The run-time membership source, if one was given.
+    pub fn discovery(&self) -> Option<crate::membership::Discovery> {
+        use crate::membership::{Discovery, Source};
+        let source = match &self.config {
+            Some(path) => Source::File(path.clone()),
+            None => self.discovery.clone()?,
+        };
+        let mut d = Discovery::new(source);
+        if let Some(every) = self.discovery_interval {
+            d.interval = every.0.max(Duration::from_millis(100));
+        }
+        Some(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +173,52 @@ mod tests {
             Args::try_parse_from(["distcache-proxy"]).is_err(),
             "nodes or --dev required"
         );
+    }
+
+    #[test]
+    fn membership_sources_exclude_each_other() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("distcache-proxy").chain(args.iter().copied()))
+        };
+        let a = parse(&["--config", "cluster.toml"]).expect("config alone");
+        let d = a.membership.discovery().expect("a source");
+        assert_eq!(d.source.kind(), "file");
+        assert_eq!(d.interval, Duration::from_secs(1));
+        let a = parse(&[
+            "--discovery",
+            "dns://distcache:7001",
+            "--discovery-interval",
+            "2s",
+        ])
+        .expect("dns");
+        let d = a.membership.discovery().expect("a source");
+        assert_eq!(d.source.kind(), "dns");
+        assert_eq!(d.interval, Duration::from_secs(2));
+        let a = parse(&[
+            "--discovery",
+            "http://127.0.0.1:8500/v1/health/service/distcache?passing",
+        ])
+        .expect("http");
+        assert_eq!(
+            a.membership.discovery().expect("a source").source.kind(),
+            "http"
+        );
+        assert!(
+            parse(&["--nodes", "http://a:1"])
+                .expect("nodes")
+                .membership
+                .discovery()
+                .is_none()
+        );
+        for bad in [
+            &["--config", "c.toml", "--nodes", "http://a:1"][..],
+            &["--config", "c.toml", "--discovery", "dns://a:1"],
+            &["--discovery", "dns://a:1", "--nodes", "http://a:1"],
+            &["--discovery", "dns://a:1", "--dev"],
+            &["--discovery", "https://consul:8501/v1/health/service/x"],
+            &["--discovery", "dns://no-port"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

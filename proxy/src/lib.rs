@@ -10,14 +10,19 @@
 //!   --dev: three in-process nodes (dev) ─────────┘
 //! ```
 //!
-//! Not here yet: membership changes at run time (`--config` reload, DNS and
-//! HTTP discovery), TLS and tokens on the front ends.
+//! Membership is `--nodes`, or follows a source at run time (see
+//! [`membership`]: a TOML cluster file reloaded on change and on SIGHUP, DNS,
+//! or HTTP discovery such as Consul); every change rebuilds the SDK's ring
+//! without dropping requests in flight.
+//!
+//! Not here yet: TLS and tokens on the front ends.
 
 pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod dev;
 pub mod grpc;
+pub mod membership;
 pub mod metrics;
 pub mod resp;
 

@@ -1,6 +1,7 @@
 //! `distcache-proxy`: parses flags, sets up logging, starts a dev cluster if
-//! asked, builds the SDK client, binds the front ends and serves until
-//! SIGINT or SIGTERM.
+//! asked, reads the membership source if any, builds the SDK client, binds
+//! the front ends, follows membership changes and serves until SIGINT or
+//! SIGTERM.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use clap::Parser;
 use distcache_node::server::shutdown_signal;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
-use distcache_proxy::{Backend, FrontendConfig, Listeners, resp, run};
+use distcache_proxy::{Backend, FrontendConfig, Listeners, membership, resp, run};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -34,9 +35,15 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let nodes = dev
-        .as_ref()
-        .map_or_else(|| args.nodes.clone(), |d| d.urls.clone());
+    let discovery = args.membership.discovery();
+    let nodes = match (&dev, &discovery) {
+        (Some(d), _) => d.urls.clone(),
+        (None, Some(d)) => tokio::select! {
+            n = membership::initial(d) => n?,
+            () = shutdown_signal() => return Ok(()),
+        },
+        (None, None) => args.nodes.clone(),
+    };
     let mut builder = distcache::Client::builder()
         .nodes(nodes.clone())
         .replicas(args.replicas)
@@ -69,7 +76,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         max_connections: args.max_connections,
     };
+    let poller = discovery.map(|d| membership::spawn(d, backend.clone()));
     run(listeners, backend, config, shutdown_signal()).await?;
+    if let Some(p) = poller {
+        p.stop().await;
+    }
     if let Some(dev) = dev {
         dev.stop().await;
     }

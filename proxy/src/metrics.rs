@@ -1,6 +1,7 @@
 //! The proxy's metrics: commands by name and result, latency histograms by
 //! command, and upstream figures (node health, retries, failovers) read from
-//! the SDK at scrape time.
+//! the SDK at scrape time, including membership (ring changes, members)
+//! and failed membership polls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,6 +38,11 @@ struct Handles {
     latency: Histogram,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
 /// Command counts and latencies, per front end.
 #[derive(Debug)]
 pub struct ProxyMetrics {
@@ -46,6 +52,7 @@ pub struct ProxyMetrics {
     /// (front end, command) → its series, so recording a command costs one
     /// read-locked lookup instead of label building and two family lookups.
     handles: RwLock<HashMap<(&'static str, &'static str), Handles>>,
+    discovery_errors: Family<SourceLabel, Counter>,
 }
 
 impl ProxyMetrics {
@@ -66,13 +73,27 @@ impl ProxyMetrics {
             "Time to serve a command",
             latency.clone(),
         );
+        let discovery_errors = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "discovery_errors",
+            "Membership polls that gave no usable node list (the nodes were kept), by source",
+            discovery_errors.clone(),
+        );
         registry.register_collector(Box::new(Upstream { client }));
         Self {
             registry: Arc::new(registry),
             commands,
             latency,
             handles: RwLock::default(),
+            discovery_errors,
         }
+    }
+
+    /// Counts one failed membership poll of `source` (`file`, `dns`, `http`).
+    pub fn discovery_error(&self, source: &'static str) {
+        self.discovery_errors
+            .get_or_create(&SourceLabel { source })
+            .inc();
     }
 
     /// Counts one command and its latency; `command` is its lowercase name.
@@ -156,6 +177,19 @@ impl Collector for Upstream {
                 .encode(family.encode_family(&NodeLabel { node })?)?;
         }
         let s = self.client.stats();
+        counter(
+            &mut enc,
+            "ring_changes",
+            "Membership changes applied to the ring since start",
+            s.membership_changes,
+        )?;
+        let members = ConstGauge::new(self.client.ring().len() as i64);
+        members.encode(enc.encode_descriptor(
+            "ring_members",
+            "Nodes on the ring now",
+            None,
+            members.metric_type(),
+        )?)?;
         counter(
             &mut enc,
             "upstream_attempts",

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::client::Entry;
 use crate::config::Consistency;
-use crate::dispatch::Inner;
+use crate::dispatch::View;
 use crate::error::{Error, Result};
 
 fn entry(r: pb::GetResponse) -> Option<Entry> {
@@ -33,7 +33,7 @@ fn op_error(e: pb::OperationError) -> Error {
 }
 
 pub(crate) async fn mget(
-    inner: &Arc<Inner>,
+    inner: &View,
     keys: Vec<Bytes>,
     c: Consistency,
     deadline: Instant,
@@ -114,7 +114,7 @@ pub(crate) async fn mget(
 }
 
 pub(crate) async fn mset(
-    inner: &Arc<Inner>,
+    inner: &View,
     items: Vec<(Bytes, Bytes)>,
     ttl_ms: u64,
     c: Consistency,

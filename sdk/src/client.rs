@@ -10,12 +10,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::{ClientBuilder, ClientConfig, Consistency};
-use crate::dispatch::{Inner, Stats, mismatched};
+use crate::dispatch::{Inner, Stats, View, mismatched};
 use crate::error::Result;
 use crate::hlc::{Hlc, random_writer_id};
-use crate::node::Node;
 use crate::retry::{Retrier, within};
 use crate::ring::Ring;
+use crate::topology::{Membership, MembershipChange, Topology};
 
 /// A live entry as read from the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct ClientStats {
     pub budget_exhausted: u64,
     /// Stale replicas repaired by reads.
     pub read_repairs: u64,
+    /// Membership changes applied by [`Client::set_nodes`].
+    pub membership_changes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -133,21 +135,14 @@ impl Client {
     }
 
     pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
-        let ring = Ring::new(config.nodes.clone(), config.vnodes);
-        // Built from the ring's list so node indexes and ring indexes agree.
-        let nodes = ring
-            .nodes()
-            .iter()
-            .map(|url| Node::new(url, &config))
-            .collect::<Result<Vec<_>, _>>()?;
+        let topology = Topology::build(&config.nodes, &config, None)?;
         let writer = config.writer_id.unwrap_or_else(random_writer_id);
         let inner = Arc::new(Inner {
             clock: Hlc::new(writer),
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
-            ring,
-            nodes,
+            members: Membership::new(topology),
             config,
         });
         if !inner.config.probe_interval.is_zero() {
@@ -199,16 +194,18 @@ impl Client {
         self.overrides.timeout.unwrap_or(self.inner.config.timeout)
     }
 
-    /// Runs `fut` within this handle's deadline, inside a tracing span.
+    /// Runs `fut` within this handle's deadline, inside a tracing span, on
+    /// the membership current when it starts.
     async fn run<T>(
         &self,
         op: &'static str,
-        f: impl AsyncFnOnce(&Arc<Inner>, Instant) -> Result<T>,
+        f: impl AsyncFnOnce(&View, Instant) -> Result<T>,
     ) -> Result<T> {
         let total = self.timeout();
         let deadline = Instant::now() + total;
         let span = tracing::debug_span!("distcache", op);
-        within(deadline, total, f(&self.inner, deadline))
+        let view = self.inner.view();
+        within(deadline, total, f(&view, deadline))
             .instrument(span)
             .await
     }
@@ -471,25 +468,67 @@ impl Client {
     /// The nodes that own `key`, in preference order (the ring's answer;
     /// health does not change it).
     pub fn owners(&self, key: impl AsRef<[u8]>) -> Vec<String> {
-        self.inner
-            .replicas(key.as_ref())
+        let view = self.inner.view();
+        view.replicas(key.as_ref())
             .into_iter()
-            .map(|i| self.inner.ring.node(i).to_owned())
+            .map(|i| view.topo.ring.node(i).to_owned())
             .collect()
     }
 
-    /// The ring this client routes with.
-    pub fn ring(&self) -> &Ring {
-        &self.inner.ring
+    /// The ring this client routes with now (a snapshot: a later
+    /// [`Client::set_nodes`] does not change it).
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.members.load().ring.clone()
     }
 
-    /// Every node with whether it is currently considered healthy.
+    /// Every node of the current membership with whether it is considered
+    /// healthy now, in ring index order.
     pub fn health(&self) -> Vec<(String, bool)> {
         self.inner
+            .members
+            .load()
             .nodes
             .iter()
             .map(|n| (n.url.clone(), n.is_healthy()))
             .collect()
+    }
+
+    /// Replaces the cluster membership with `urls` (same forms as
+    /// [`ClientBuilder::nodes`]) and rebuilds the ring.
+    ///
+    /// Nodes in both lists keep their connections and health; new ones start
+    /// healthy and connect on first use; removed ones receive nothing from
+    /// operations that start afterwards and are closed once the operations
+    /// that started before have finished (those finish on the membership
+    /// they started with). Keys move only between the ring positions that
+    /// changed; no data is copied, so a key whose new owner never saw it
+    /// reads as a miss there until it is written again.
+    ///
+    /// The same set of nodes in another order changes nothing and returns
+    /// an empty [`MembershipChange`]. An empty list or an invalid URL is
+    /// refused with [`crate::Error::Config`] and the membership is kept.
+    /// Must be called inside a tokio runtime (new nodes start their
+    /// coalescer task).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), distcache::Error> {
+    /// let cache = distcache::Client::builder()
+    ///     .nodes(["http://10.0.0.1:7001", "http://10.0.0.2:7001"])
+    ///     .build()
+    ///     .await?;
+    /// // A node joins and one leaves, e.g. after a discovery poll.
+    /// let change = cache.set_nodes(["http://10.0.0.2:7001", "http://10.0.0.3:7001"])?;
+    /// assert_eq!(change.added, ["http://10.0.0.3:7001"]);
+    /// assert_eq!(change.removed, ["http://10.0.0.1:7001"]);
+    /// assert!(cache.set_nodes(["10.0.0.3:7001", "10.0.0.2:7001"])?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn set_nodes<I, S>(&self, urls: I) -> Result<MembershipChange>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(self.inner.members.set(urls, &self.inner.config)?)
     }
 
     /// A snapshot of this client's counters.
@@ -502,11 +541,13 @@ impl Client {
             retries: l(&i.retry.stats.retries),
             budget_exhausted: l(&i.retry.stats.budget_exhausted),
             read_repairs: l(&i.stats.read_repairs),
+            membership_changes: l(&i.members.changes),
         }
     }
 }
 
-/// Active health checks: every node, every `probe_interval`, concurrently.
+/// Active health checks: every node of the current membership, every
+/// `probe_interval`, concurrently.
 async fn probe_loop(weak: std::sync::Weak<Inner>) {
     let Some(every) = weak.upgrade().map(|i| i.config.probe_interval) else {
         return;
@@ -519,13 +560,19 @@ async fn probe_loop(weak: std::sync::Weak<Inner>) {
             return;
         };
         let timeout = inner.config.attempt_timeout;
-        let probes: Vec<_> = (0..inner.nodes.len())
-            .map(|i| {
-                let inner = inner.clone();
-                tokio::spawn(async move { inner.nodes[i].probe(timeout).await })
+        let topology = inner.members.load();
+        // Only the topology is held while probing, so dropping the client
+        // is not delayed by a slow probe.
+        drop(inner);
+        let probes: Vec<_> = topology
+            .nodes
+            .iter()
+            .map(|node| {
+                let node = node.clone();
+                tokio::spawn(async move { node.probe(timeout).await })
             })
             .collect();
-        drop(inner);
+        drop(topology);
         for p in probes {
             let _ = p.await;
         }

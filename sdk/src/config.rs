@@ -186,24 +186,7 @@ impl ClientConfig {
             return Err(ConfigError::ZeroReplicas);
         }
         for url in &mut self.nodes {
-            let trimmed = url.trim().trim_end_matches('/').to_owned();
-            let with_scheme = if trimmed.contains("://") {
-                trimmed
-            } else {
-                format!("http://{trimmed}")
-            };
-            if let Err(e) = with_scheme.parse::<tonic::transport::Uri>() {
-                return Err(ConfigError::BadUrl {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                });
-            }
-            if with_scheme.starts_with("https://") && self.tls_ca.is_none() {
-                return Err(ConfigError::Tls(format!(
-                    "{with_scheme}: https:// nodes need a CA bundle (tls_ca)"
-                )));
-            }
-            *url = with_scheme;
+            *url = normalise_url(url, self.tls_ca.is_some())?;
         }
         if let Some(pem) = &self.tls_ca
             && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
@@ -226,6 +209,29 @@ impl ClientConfig {
         self.failure_threshold = self.failure_threshold.max(1);
         Ok(())
     }
+}
+
+/// `url` as the client names nodes: trimmed, without a trailing `/`, with
+/// `http://` when it has no scheme; `https://` needs a CA bundle.
+pub(crate) fn normalise_url(url: &str, has_ca: bool) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("http://{trimmed}")
+    };
+    if let Err(e) = with_scheme.parse::<tonic::transport::Uri>() {
+        return Err(ConfigError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        });
+    }
+    if with_scheme.starts_with("https://") && !has_ca {
+        return Err(ConfigError::Tls(format!(
+            "{with_scheme}: https:// nodes need a CA bundle (tls_ca)"
+        )));
+    }
+    Ok(with_scheme)
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].

@@ -3,6 +3,10 @@
 //! that returns after W acknowledgements, quorum reads that pick the newest
 //! version and repair stale replicas, and primary-run operations (CAS,
 //! counters, conditional sets) whose result is then propagated.
+//!
+//! Every operation runs on a [`View`]: the shared state plus the one
+//! [`Topology`] snapshot loaded when the operation started, so node indexes
+//! mean the same thing in every task, retry and repair it spawns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +22,7 @@ use crate::error::{Error, Result, is_transient};
 use crate::hlc::Hlc;
 use crate::node::Node;
 use crate::retry::Retrier;
-use crate::ring::Ring;
+use crate::topology::{Membership, Topology};
 
 /// Counters of the dispatch layer.
 #[derive(Debug, Default)]
@@ -32,8 +36,7 @@ pub(crate) struct Stats {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
-    pub(crate) ring: Ring,
-    pub(crate) nodes: Vec<Node>,
+    pub(crate) members: Membership,
     pub(crate) clock: Hlc,
     pub(crate) retry: Retrier,
     pub(crate) stats: Stats,
@@ -47,6 +50,31 @@ impl Drop for Inner {
         {
             h.abort();
         }
+    }
+}
+
+impl Inner {
+    /// The view an operation starting now runs on.
+    pub(crate) fn view(self: &Arc<Self>) -> View {
+        View {
+            inner: self.clone(),
+            topo: self.members.load(),
+        }
+    }
+}
+
+/// The shared state and one topology snapshot: what an operation, and every
+/// task it spawns, runs on. Cheap to clone (two `Arc`s).
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) topo: Arc<Topology>,
+}
+
+impl std::ops::Deref for View {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
     }
 }
 
@@ -66,10 +94,10 @@ fn may_fail_over(s: &Status) -> bool {
     is_transient(s) && !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
 }
 
-impl Inner {
+impl View {
     /// The key's preference list (N distinct nodes).
     pub(crate) fn replicas(&self, key: &[u8]) -> Vec<usize> {
-        self.ring.preference_list(key, self.config.replicas)
+        self.topo.ring.preference_list(key, self.config.replicas)
     }
 
     /// Replicas worth sending to: the healthy ones in ring order, or, when
@@ -78,7 +106,7 @@ impl Inner {
         let mut out: Vec<usize> = replicas
             .iter()
             .copied()
-            .filter(|&i| self.nodes[i].is_healthy())
+            .filter(|&i| self.topo.nodes[i].is_healthy())
             .collect();
         if out.len() < need.max(1) {
             for &i in replicas {
@@ -121,7 +149,7 @@ impl Inner {
         F: FnOnce(&'a Node, std::time::Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
-        let node = &self.nodes[idx];
+        let node = &*self.topo.nodes[idx];
         let t = self
             .config
             .attempt_timeout
@@ -178,7 +206,7 @@ impl Inner {
     /// results back. Tasks outlive the receiver, so writes still reach every
     /// replica after the caller returned on W acknowledgements.
     pub(crate) fn fan_out(
-        self: &Arc<Self>,
+        &self,
         targets: &[usize],
         op: &Op,
         deadline: Instant,
@@ -197,7 +225,7 @@ impl Inner {
                 let res = if retry {
                     // Stop retrying a node once it is marked unhealthy: the
                     // caller counts it as failed and other replicas serve.
-                    let gone = || !inner.nodes[idx].is_healthy();
+                    let gone = || !inner.topo.nodes[idx].is_healthy();
                     inner.retry.run_unless(deadline, once, gone).await
                 } else {
                     once().await
@@ -211,7 +239,7 @@ impl Inner {
     /// Writes `op` (which carries its version) to the key's replicas and
     /// returns once `consistency` is met.
     pub(crate) async fn write(
-        self: &Arc<Self>,
+        &self,
         key: &[u8],
         op: Op,
         consistency: Consistency,
@@ -255,7 +283,7 @@ impl Inner {
     /// other replicas with a versioned set; waits for as many of them as
     /// `consistency` needs beyond the primary.
     pub(crate) async fn propagate(
-        self: &Arc<Self>,
+        &self,
         key: &[u8],
         primary: usize,
         set: pb::SetRequest,
@@ -278,7 +306,7 @@ impl Inner {
     /// when the newest state is a tombstone), and repairs stale replicas in
     /// the background.
     pub(crate) async fn read_quorum(
-        self: &Arc<Self>,
+        &self,
         key: &Bytes,
         consistency: Consistency,
         deadline: Instant,
@@ -297,7 +325,7 @@ impl Inner {
     }
 
     async fn resolve(
-        self: &Arc<Self>,
+        &self,
         key: &Bytes,
         answers: Vec<(usize, Out)>,
         deadline: Instant,

@@ -31,9 +31,13 @@
 //! - **Security**: a bearer token sent as `authorization` metadata on every
 //!   request; `https://` nodes verified against a PEM CA bundle (rustls).
 //!
-//! Not here: membership changes at run time (the ring is built from the
-//! configured node list), hinted handoff (a replica that missed writes while
-//! down is repaired by reads, not replayed).
+//! - **Membership**: [`Client::set_nodes`] replaces the node list of a live
+//!   client (for configuration reloads and service discovery); operations
+//!   already running finish on the membership they started with.
+//!
+//! Not here: moving data when membership changes (a key's new owner sees it
+//! when it is next written), hinted handoff (a replica that missed writes
+//! while down is repaired by reads, not replayed).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), distcache::Error> {
@@ -68,6 +72,7 @@ mod node;
 mod pipe;
 mod retry;
 pub mod ring;
+mod topology;
 
 pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
 pub use config::{
@@ -76,6 +81,7 @@ pub use config::{
     DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, RetryConfig,
 };
 pub use error::{ConfigError, Error, Result};
+pub use topology::MembershipChange;
 
 /// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

@@ -1,0 +1,443 @@
+//! Membership at run time: where the proxy learns the node list, and the
+//! poller that hands every new list to the SDK ([`distcache::Client::set_nodes`]).
+//!
+//! Sources (one at a time; `--nodes` is the static alternative):
+//! - [`Source::File`]: a TOML cluster file (`[cluster] nodes = [...]`, see
+//!   [`file`]), re-read every second and compared by content, and at once
+//!   on SIGHUP.
+//! - [`Source::Dns`]: `dns://NAME:PORT`, every address `NAME` resolves to
+//!   becomes `http://IP:PORT` (a Kubernetes headless Service).
+//! - [`Source::Http`]: `http://…`, polled; a Consul health answer or a JSON
+//!   array of node URLs (see [`http`]).
+//!
+//! A failed or empty answer is logged and counted
+//! (`distcache_proxy_discovery_errors_total`) and the current membership is
+//! kept; the proxy never stops because of it. A different set of nodes is
+//! logged with what joined and left, counted
+//! (`distcache_proxy_ring_changes_total`) and shows in `/ring`. Requests
+//! already running finish on the membership they started with.
+//!
+//! Not here: HTTPS discovery endpoints (use a local Consul agent on
+//! `http://127.0.0.1:8500`), `https://` node URLs from DNS.
+
+pub mod dns;
+pub mod file;
+pub mod http;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::Backend;
+
+/// How often `dns://` and `http://` sources are polled unless configured.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a cluster file is checked for changes.
+pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Bound on one DNS lookup or one HTTP request (connect, answer, body).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the node list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A TOML cluster file.
+    File(PathBuf),
+    /// Every address of a DNS name, on one port.
+    Dns {
+        /// The name to resolve, e.g. `distcache.default.svc.cluster.local`.
+        name: String,
+        /// The nodes' gRPC port.
+        port: u16,
+    },
+    /// An HTTP endpoint answering a Consul health list or a JSON URL list.
+    Http(hyper::Uri),
+}
+
+impl Source {
+    /// Parses a `--discovery` value: `dns://NAME:PORT` or `http://…`.
+    pub fn parse_discovery(s: &str) -> Result<Self, SourceError> {
+        let bad = |why: &str| SourceError::BadSource(format!("{s:?}: {why}"));
+        if let Some(rest) = s.strip_prefix("dns://") {
+            let (name, port) = rest
+                .trim_end_matches('/')
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected dns://NAME:PORT"))?;
+            let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+            if name.is_empty() {
+                return Err(bad("no name to resolve"));
+            }
+            return Ok(Source::Dns {
+                name: name.to_owned(),
+                port,
+            });
+        }
+        if s.starts_with("https://") {
+            return Err(bad(
+                "https discovery is not supported; poll a local agent over http://",
+            ));
+        }
+        if s.starts_with("http://") {
+            let uri: hyper::Uri = s.parse().map_err(|_| bad("not a valid URL"))?;
+            if uri.host().is_none() {
+                return Err(bad("no host"));
+            }
+            return Ok(Source::Http(uri));
+        }
+        Err(bad("expected dns://NAME:PORT or http://HOST[:PORT]/PATH"))
+    }
+
+    /// A short name for logs and metrics: `file`, `dns` or `http`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::File(_) => "file",
+            Source::Dns { .. } => "dns",
+            Source::Http(_) => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Dns { name, port } => write!(f, "dns://{name}:{port}"),
+            Source::Http(uri) => write!(f, "{uri}"),
+        }
+    }
+}
+
+/// A membership source and how to poll it.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Where the node list comes from.
+    pub source: Source,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Bound on one lookup or request.
+    pub timeout: Duration,
+}
+
+impl Discovery {
+    /// `source` with the default interval for its kind.
+    pub fn new(source: Source) -> Self {
+        let interval = match source {
+            Source::File(_) => FILE_POLL_INTERVAL,
+            _ => DEFAULT_DISCOVERY_INTERVAL,
+        };
+        Self {
+            source,
+            interval,
+            timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+
+    /// Reads the source once: the node list to start with.
+    pub async fn fetch_once(&self) -> Result<Vec<String>, SourceError> {
+        let mut f = Fetcher::new(self);
+        f.fetch(true).await?.ok_or(SourceError::Empty)
+    }
+}
+
+/// The node list to start with. A cluster file must be valid at start-up
+/// (an operator's mistake is best reported at once); DNS and HTTP sources
+/// are asked again every interval until they name a node, since the
+/// cluster or its registry may come up after the proxy.
+pub async fn initial(discovery: &Discovery) -> Result<Vec<String>, SourceError> {
+    loop {
+        match discovery.fetch_once().await {
+            Ok(nodes) => return Ok(nodes),
+            Err(e) if matches!(discovery.source, Source::File(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(source = %discovery.source, error = %e, retry_in = ?discovery.interval, "waiting for the membership source");
+                tokio::time::sleep(discovery.interval).await;
+            }
+        }
+    }
+}
+
+/// Why a source gave no usable node list.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The `--discovery` value is not one the proxy understands.
+    #[error("bad discovery source {0}")]
+    BadSource(String),
+    /// The cluster file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cluster file is not valid.
+    #[error("invalid cluster file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The DNS lookup failed.
+    #[error("cannot resolve {name}: {reason}")]
+    Dns {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP request failed or was answered with an error status.
+    #[error("GET {uri} failed: {reason}")]
+    Http {
+        /// The URL.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP answer is neither a Consul health list nor a URL list.
+    #[error("unexpected answer: {0}")]
+    Answer(String),
+    /// The source named no node.
+    #[error("the source lists no node")]
+    Empty,
+}
+
+/// Reads one source, keeping what it needs between polls (the HTTP
+/// connection pool, the cluster file's last content).
+#[derive(Debug)]
+struct Fetcher {
+    source: Source,
+    timeout: Duration,
+    http: Option<http::HttpClient>,
+    last_file: Option<Vec<u8>>,
+}
+
+impl Fetcher {
+    fn new(d: &Discovery) -> Self {
+        Self {
+            source: d.source.clone(),
+            timeout: d.timeout,
+            http: matches!(d.source, Source::Http(_)).then(http::client),
+            last_file: None,
+        }
+    }
+
+    /// The node list, or `None` when a cluster file is unchanged since the
+    /// last read (unless `force`).
+    async fn fetch(&mut self, force: bool) -> Result<Option<Vec<String>>, SourceError> {
+        let nodes = match &self.source {
+            Source::File(path) => {
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| SourceError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if !force && self.last_file.as_ref() == Some(&bytes) {
+                    return Ok(None);
+                }
+                // Remembered even when invalid: a bad file is reported once,
+                // not every second, until it changes.
+                let parsed = file::parse(path, &bytes);
+                self.last_file = Some(bytes);
+                parsed?
+            }
+            Source::Dns { name, port } => dns::resolve(name, *port, self.timeout).await?,
+            Source::Http(uri) => match &self.http {
+                Some(c) => http::fetch(c, uri, self.timeout).await?,
+                None => http::fetch(&http::client(), uri, self.timeout).await?,
+            },
+        };
+        if nodes.is_empty() {
+            return Err(SourceError::Empty);
+        }
+        Ok(Some(nodes))
+    }
+}
+
+/// The running poller; stops when [`Poller::stop`] is called or it is
+/// dropped.
+#[derive(Debug)]
+pub struct Poller {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Poller {
+    /// Stops polling and waits for the poller to end.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts polling `discovery` and applying its answers to `backend`'s
+/// client, every `discovery.interval` (the first poll one interval from
+/// now: the caller has just read the source, see [`initial`]) and at once
+/// on SIGHUP.
+pub fn spawn(discovery: Discovery, backend: Arc<Backend>) -> Poller {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(poll(discovery, backend, rx));
+    Poller {
+        stop,
+        task: Some(task),
+    }
+}
+
+async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Receiver<bool>) {
+    let kind = discovery.source.kind();
+    let mut fetcher = Fetcher::new(&discovery);
+    let mut hangup = hangup();
+    let mut tick = tokio::time::interval(discovery.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the caller has just read the source.
+    tick.tick().await;
+    tracing::info!(source = %discovery.source, every = ?discovery.interval, "watching membership");
+    loop {
+        let force = tokio::select! {
+            () = crate::stopped(&mut stop) => return,
+            _ = tick.tick() => false,
+            () = next_hangup(&mut hangup) => {
+                tracing::info!(source = %discovery.source, "SIGHUP: reloading membership");
+                true
+            }
+        };
+        let answer = tokio::select! {
+            () = crate::stopped(&mut stop) => return,
+            a = fetcher.fetch(force) => a,
+        };
+        match answer {
+            Ok(Some(nodes)) => apply(&backend, &nodes, kind),
+            Ok(None) => {}
+            Err(e) => {
+                backend.metrics.discovery_error(kind);
+                tracing::warn!(source = %discovery.source, error = %e, "membership source failed; keeping the current nodes");
+            }
+        }
+    }
+}
+
+/// Hands `nodes` to the client; logs what changed.
+pub fn apply(backend: &Backend, nodes: &[String], source: &'static str) {
+    match backend.client.set_nodes(nodes) {
+        Ok(c) if c.is_empty() => tracing::debug!(source, "membership unchanged"),
+        Ok(c) => tracing::info!(
+            source,
+            added = ?c.added,
+            removed = ?c.removed,
+            nodes = nodes.len(),
+            "ring changed"
+        ),
+        Err(e) => {
+            backend.metrics.discovery_error(source);
+            tracing::warn!(source, error = %e, "node list refused; keeping the current nodes");
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup() -> Hangup {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; changes are still polled");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Hangup {}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangup) {
+    if let Some(s) = h
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn discovery_values_parse() {
+        assert_eq!(
+            Source::parse_discovery("dns://distcache.default.svc.cluster.local:7001").expect("dns"),
+            Source::Dns {
+                name: "distcache.default.svc.cluster.local".into(),
+                port: 7001
+            }
+        );
+        let s =
+            Source::parse_discovery("http://127.0.0.1:8500/v1/health/service/distcache?passing")
+                .expect("http");
+        assert_eq!(s.kind(), "http");
+        assert_eq!(
+            s.to_string(),
+            "http://127.0.0.1:8500/v1/health/service/distcache?passing"
+        );
+        for bad in [
+            "dns://name",
+            "dns://name:port",
+            "dns://:7001",
+            "https://consul:8501/v1/health/service/x",
+            "consul://x",
+            "http://",
+            "",
+        ] {
+            assert!(Source::parse_discovery(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_source_reports_changes_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, "[cluster]\nnodes = [\"http://a:1\"]\n").expect("write");
+        let d = Discovery::new(Source::File(path.clone()));
+        let mut f = Fetcher::new(&d);
+        assert_eq!(
+            f.fetch(false).await.expect("read"),
+            Some(vec!["http://a:1".into()])
+        );
+        assert_eq!(f.fetch(false).await.expect("read"), None, "unchanged");
+        assert!(f.fetch(true).await.expect("read").is_some(), "forced");
+        std::fs::write(&path, "[cluster]\nnodes = []\n").expect("write");
+        assert!(matches!(
+            f.fetch(false).await,
+            Err(SourceError::File { .. })
+        ));
+        assert_eq!(f.fetch(false).await.expect("read"), None, "reported once");
+        std::fs::remove_file(&path).expect("rm");
+        assert!(matches!(
+            f.fetch(false).await,
+            Err(SourceError::Read { .. })
+        ));
+    }
+}

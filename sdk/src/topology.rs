@@ -1,0 +1,222 @@
+//! Membership: the ring and the nodes a client routes to, replaced whole
+//! when the node list changes (see [`crate::Client::set_nodes`]).
+//!
+//! Every operation loads the current [`Topology`] once, when it starts, and
+//! uses only that snapshot for everything it does (preference lists,
+//! fan-out tasks, retries, read repair), so node indexes stay consistent and
+//! an operation that started before a change finishes on the old membership.
+//! Nodes in both the old and the new list keep their connections, coalescer
+//! and health; a removed node is dropped (channels closed, coalescer
+//! stopped) when the last operation holding an old snapshot ends.
+//!
+//! Not here: moving data. A key whose owners changed is found on its new
+//! replicas once it is written again; until then a read there is a miss,
+//! as it would be after a cache node restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::{ClientConfig, normalise_url};
+use crate::error::ConfigError;
+use crate::node::Node;
+use crate::ring::Ring;
+
+/// What a call to [`crate::Client::set_nodes`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MembershipChange {
+    /// Nodes that joined, normalised (`http://host:port`), in the order given.
+    pub added: Vec<String>,
+    /// Nodes that left, in the order the client knew them.
+    pub removed: Vec<String>,
+}
+
+impl MembershipChange {
+    /// True when the new list held the same nodes as the old one (the ring
+    /// was left as it was).
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// One membership: the ring, and the nodes in the ring's index order.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    pub(crate) ring: Arc<Ring>,
+    /// `nodes[i]` is `ring.node(i)`.
+    pub(crate) nodes: Vec<Arc<Node>>,
+}
+
+impl Topology {
+    /// Builds the topology of `urls` (normalised), reusing the nodes of
+    /// `old` whose URL is still listed.
+    pub(crate) fn build(
+        urls: &[String],
+        config: &ClientConfig,
+        old: Option<&Topology>,
+    ) -> Result<Self, ConfigError> {
+        let ring = Ring::new(urls.iter().cloned(), config.vnodes);
+        let keep: HashMap<&str, &Arc<Node>> = old
+            .map(|o| o.nodes.iter().map(|n| (n.url.as_str(), n)).collect())
+            .unwrap_or_default();
+        // Built from the ring's list so node indexes and ring indexes agree.
+        let nodes = ring
+            .nodes()
+            .iter()
+            .map(|url| match keep.get(url.as_str()) {
+                Some(&node) => Ok(node.clone()),
+                None => Node::new(url, config).map(Arc::new),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            ring: Arc::new(ring),
+            nodes,
+        })
+    }
+}
+
+/// The current topology of a client and the means to replace it.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    /// Read once per operation (a read lock and an `Arc` clone); written
+    /// only by `set`. Never held across an `.await`.
+    current: RwLock<Arc<Topology>>,
+    /// Serialises changes, so each one diffs against what it replaces.
+    changing: Mutex<()>,
+    /// Changes applied since the client was built.
+    pub(crate) changes: AtomicU64,
+}
+
+impl Membership {
+    pub(crate) fn new(topology: Topology) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(topology)),
+            changing: Mutex::new(()),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// The topology operations starting now use.
+    pub(crate) fn load(&self) -> Arc<Topology> {
+        // Nothing panics while holding the lock; a poisoned one still holds
+        // a whole topology.
+        match self.current.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the membership with `urls` when they name a different set
+    /// of nodes. An empty or invalid list changes nothing.
+    pub(crate) fn set(
+        &self,
+        urls: impl IntoIterator<Item = impl AsRef<str>>,
+        config: &ClientConfig,
+    ) -> Result<MembershipChange, ConfigError> {
+        let mut wanted: Vec<String> = Vec::new();
+        for url in urls {
+            let url = normalise_url(url.as_ref(), config.tls_ca.is_some())?;
+            if !wanted.contains(&url) {
+                wanted.push(url);
+            }
+        }
+        if wanted.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.load();
+        let before: HashSet<&str> = old.ring.nodes().iter().map(String::as_str).collect();
+        let after: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let change = MembershipChange {
+            added: wanted
+                .iter()
+                .filter(|u| !before.contains(u.as_str()))
+                .cloned()
+                .collect(),
+            removed: old
+                .ring
+                .nodes()
+                .iter()
+                .filter(|u| !after.contains(u.as_str()))
+                .cloned()
+                .collect(),
+        };
+        // The ring ignores list order, so the same set needs no new ring.
+        if change.is_empty() {
+            return Ok(change);
+        }
+        let next = Arc::new(Topology::build(&wanted, config, Some(&old))?);
+        match self.current.write() {
+            Ok(mut t) => *t = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(added = ?change.added, removed = ?change.removed, "membership changed");
+        Ok(change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    // Building nodes needs a runtime (lazy channels, coalescer tasks).
+    fn config() -> ClientConfig {
+        ClientConfig::default()
+    }
+
+    fn membership(urls: &[&str]) -> Membership {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
+        Membership::new(Topology::build(&urls, &config(), None).expect("topology"))
+    }
+
+    #[tokio::test]
+    async fn a_change_reports_the_difference_and_keeps_surviving_nodes() {
+        let m = membership(&["http://a:1", "http://b:1"]);
+        let before = m.load();
+        let c = m
+            .set(["b:1", "http://c:1/", "http://c:1"], &config())
+            .expect("set");
+        assert_eq!(c.added, ["http://c:1"]);
+        assert_eq!(c.removed, ["http://a:1"]);
+        let after = m.load();
+        assert_eq!(after.ring.nodes(), ["http://b:1", "http://c:1"]);
+        for (i, n) in after.nodes.iter().enumerate() {
+            assert_eq!(n.url, after.ring.node(i), "indexes agree");
+        }
+        let b_before = &before.nodes[1];
+        assert!(Arc::ptr_eq(b_before, &after.nodes[0]), "b kept its node");
+        assert_eq!(m.changes.load(Ordering::Relaxed), 1);
+        // The old snapshot is untouched.
+        assert_eq!(before.ring.nodes(), ["http://a:1", "http://b:1"]);
+    }
+
+    #[tokio::test]
+    async fn the_same_set_in_another_order_is_no_change() {
+        let m = membership(&["http://a:1", "http://b:1"]);
+        let before = m.load();
+        let c = m.set(["http://b:1", "http://a:1"], &config()).expect("set");
+        assert!(c.is_empty());
+        assert!(Arc::ptr_eq(&before, &m.load()));
+        assert_eq!(m.changes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn empty_or_invalid_lists_keep_the_old_membership() {
+        let m = membership(&["http://a:1"]);
+        let none: [&str; 0] = [];
+        assert!(matches!(m.set(none, &config()), Err(ConfigError::NoNodes)));
+        assert!(matches!(
+            m.set(["http://[::1"], &config()),
+            Err(ConfigError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            m.set(["https://b:1"], &config()),
+            Err(ConfigError::Tls(_))
+        ));
+        assert_eq!(m.load().ring.nodes(), ["http://a:1"]);
+        assert_eq!(m.changes.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,341 @@
+//! The proxy following membership at run time: Consul and JSON-list HTTP
+//! discovery served by wiremock, and a rewritten cluster file, in front of
+//! real nodes, with Redis writes going on throughout.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distcache_proxy::membership::{self, Discovery, Poller, Source};
+use distcache_proxy::{Backend, FrontendConfig, Listeners, resp};
+use distcache_tests::{ClusterNode, cluster, eventually, http_get};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+struct Proxy {
+    resp: SocketAddr,
+    admin: SocketAddr,
+    poller: Option<Poller>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy whose membership follows `source`, polled every 50 ms.
+    async fn start(source: Source) -> Self {
+        let discovery = Discovery {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            ..Discovery::new(source)
+        };
+        let nodes = membership::initial(&discovery).await.expect("first list");
+        let client = distcache::Client::builder()
+            .nodes(nodes)
+            .replicas(2)
+            .timeout(Duration::from_secs(10))
+            .attempt_timeout(Duration::from_secs(3))
+            .build()
+            .await
+            .expect("client");
+        let backend = Arc::new(Backend::new(client, 2));
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let listeners = Listeners {
+            grpc: bind().await.expect("bind"),
+            resp: bind().await.expect("bind"),
+            admin: bind().await.expect("bind"),
+        };
+        let resp = listeners.resp.local_addr().expect("addr");
+        let admin = listeners.admin.local_addr().expect("addr");
+        let config = FrontendConfig {
+            resp_limits: resp::Limits::default(),
+            max_connections: 64,
+        };
+        let poller = membership::spawn(discovery, backend.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            distcache_proxy::run(listeners, backend, config, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("proxy run");
+        });
+        Self {
+            resp,
+            admin,
+            poller: Some(poller),
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// The nodes `/ring` lists, sorted.
+    async fn ring(&self) -> Vec<String> {
+        let (status, body) = http_get(self.admin, "/ring").await;
+        assert_eq!(status, 200, "{body}");
+        let ring: Value = serde_json::from_str(&body).expect("ring JSON");
+        let mut nodes: Vec<String> = ring["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["node"].as_str().expect("node").to_owned())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Polls `/ring` until it lists exactly `nodes`.
+    async fn wait_ring(&self, nodes: &[&ClusterNode]) {
+        let mut want: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+        want.sort();
+        let reached = eventually(LIMIT, || async { self.ring().await == want }).await;
+        assert!(
+            reached.is_ok(),
+            "ring {:?}, wanted {want:?}",
+            self.ring().await
+        );
+    }
+
+    /// The value of an unlabelled series, or the sum over a family's labels.
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = http_get(self.admin, "/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Writes distinct keys over RESP until stopped, counting them in
+    /// `done`; returns (writes, errors).
+    fn writer(
+        &self,
+        stop: Arc<AtomicBool>,
+        done: Arc<AtomicUsize>,
+    ) -> tokio::task::JoinHandle<(usize, usize)> {
+        let url = format!("redis://{}/", self.resp);
+        tokio::task::spawn_blocking(move || {
+            let mut con = redis::Client::open(url)
+                .expect("url")
+                .get_connection()
+                .expect("connect");
+            let (mut writes, mut errors) = (0, 0);
+            while !stop.load(Ordering::Relaxed) || writes < 20 {
+                let r: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(format!("m:{writes}"))
+                    .arg(writes)
+                    .query(&mut con);
+                if let Err(e) = r {
+                    eprintln!("SET m:{writes}: {e}");
+                    errors += 1;
+                }
+                writes += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (writes, errors)
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(p) = self.poller.take() {
+            p.stop().await;
+        }
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.expect("proxy task");
+    }
+}
+
+/// Waits until the writer has done a few more writes, so that every
+/// membership change happens while writes are going on.
+async fn more_writes(done: &AtomicUsize) {
+    let seen = done.load(Ordering::Relaxed);
+    eventually(LIMIT, || async {
+        done.load(Ordering::Relaxed) >= seen + 10
+    })
+    .await
+    .expect("the writer makes progress");
+}
+
+/// A discovery endpoint whose answer the test changes.
+#[derive(Clone)]
+struct Answer(Arc<Mutex<ResponseTemplate>>);
+
+impl Answer {
+    fn set(&self, r: ResponseTemplate) {
+        *self.0.lock().unwrap() = r;
+    }
+}
+
+impl Respond for Answer {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn mock(route: &str, first: ResponseTemplate) -> (MockServer, Answer) {
+    let server = MockServer::start().await;
+    let answer = Answer(Arc::new(Mutex::new(first)));
+    Mock::given(method("GET"))
+        .and(path(route))
+        .respond_with(answer.clone())
+        .mount(&server)
+        .await;
+    (server, answer)
+}
+
+/// Consul's `/v1/health/service/NAME?passing` answer for `nodes`; every
+/// other entry leaves `Service.Address` empty, so `Node.Address` is used.
+fn consul(nodes: &[&ClusterNode]) -> ResponseTemplate {
+    let entries: Vec<Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let service_address = if i % 2 == 0 { "127.0.0.1" } else { "" };
+            json!({
+                "Node": {"ID": format!("id-{i}"), "Node": format!("host-{i}"), "Address": "127.0.0.1", "Datacenter": "dc1"},
+                "Service": {"ID": format!("distcache-{i}"), "Service": "distcache", "Tags": [],
+                            "Address": service_address, "Port": n.addr.port()},
+                "Checks": [{"CheckID": "serfHealth", "Status": "passing"}]
+            })
+        })
+        .collect();
+    ResponseTemplate::new(200).set_body_json(entries)
+}
+
+fn url_list(nodes: &[&ClusterNode]) -> ResponseTemplate {
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    ResponseTemplate::new(200).set_body_json(urls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_discovery_changes_the_ring_without_failing_writes() {
+    let n = cluster(3).await.expect("cluster");
+    let route = "/v1/health/service/distcache";
+    let (server, answer) = mock(route, consul(&[&n[0], &n[1]])).await;
+    let uri = format!("{}{route}?passing", server.uri());
+    let proxy = Proxy::start(Source::parse_discovery(&uri).expect("source")).await;
+    proxy.wait_ring(&[&n[0], &n[1]]).await;
+    assert_eq!(proxy.metric("distcache_proxy_ring_members").await, 2.0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = proxy.writer(stop.clone(), done.clone());
+    more_writes(&done).await;
+    answer.set(consul(&[&n[0], &n[1], &n[2]]));
+    proxy.wait_ring(&[&n[0], &n[1], &n[2]]).await;
+    more_writes(&done).await;
+    answer.set(consul(&[&n[1], &n[2]]));
+    proxy.wait_ring(&[&n[1], &n[2]]).await;
+    assert_eq!(
+        proxy.metric("distcache_proxy_ring_changes_total").await,
+        2.0
+    );
+    assert_eq!(proxy.metric("distcache_proxy_ring_members").await, 2.0);
+
+    // A failing registry, then an empty answer: counted, the nodes stay.
+    for bad in [
+        ResponseTemplate::new(500).set_body_string("consul is down"),
+        ResponseTemplate::new(200).set_body_json(json!([])),
+    ] {
+        let errors = proxy.metric("distcache_proxy_discovery_errors_total").await;
+        answer.set(bad);
+        eventually(LIMIT, || async {
+            proxy.metric("distcache_proxy_discovery_errors_total").await > errors
+        })
+        .await
+        .expect("errors counted");
+        proxy.wait_ring(&[&n[1], &n[2]]).await;
+    }
+
+    more_writes(&done).await;
+    stop.store(true, Ordering::Relaxed);
+    let (writes, failed) = writer.await.expect("writer");
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    assert_eq!(
+        proxy.metric("distcache_proxy_ring_changes_total").await,
+        2.0
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_list_discovery_adds_and_removes_nodes() {
+    let n = cluster(3).await.expect("cluster");
+    let (server, answer) = mock("/nodes", url_list(&[&n[0]])).await;
+    let source = Source::parse_discovery(&format!("{}/nodes", server.uri())).expect("source");
+    let proxy = Proxy::start(source).await;
+    proxy.wait_ring(&[&n[0]]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = proxy.writer(stop.clone(), done.clone());
+    more_writes(&done).await;
+    answer.set(url_list(&[&n[0], &n[1], &n[2]]));
+    proxy.wait_ring(&[&n[0], &n[1], &n[2]]).await;
+    answer.set(ResponseTemplate::new(200).set_body_string("<html>bad gateway</html>"));
+    eventually(LIMIT, || async {
+        proxy.metric("distcache_proxy_discovery_errors_total").await > 0.0
+    })
+    .await
+    .expect("bad answers counted");
+    proxy.wait_ring(&[&n[0], &n[1], &n[2]]).await;
+    more_writes(&done).await;
+    answer.set(url_list(&[&n[2]]));
+    proxy.wait_ring(&[&n[2]]).await;
+    more_writes(&done).await;
+    stop.store(true, Ordering::Relaxed);
+    let (writes, failed) = writer.await.expect("writer");
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_cluster_file_adds_and_removes_nodes() {
+    let n = cluster(3).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.toml");
+    let write = |nodes: &[&ClusterNode]| {
+        let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+        // Written aside and renamed over, as editors and ConfigMaps do.
+        let tmp = dir.path().join("cluster.toml.tmp");
+        std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+    };
+    write(&[&n[0], &n[1]]);
+    let proxy = Proxy::start(Source::File(file.clone())).await;
+    proxy.wait_ring(&[&n[0], &n[1]]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = proxy.writer(stop.clone(), done.clone());
+    more_writes(&done).await;
+    write(&[&n[1], &n[2]]);
+    proxy.wait_ring(&[&n[1], &n[2]]).await;
+
+    // A broken file is reported and the nodes stay.
+    std::fs::write(&file, "[cluster]\nnodes = [\"http://unterminated\n").expect("write");
+    eventually(LIMIT, || async {
+        proxy.metric("distcache_proxy_discovery_errors_total").await >= 1.0
+    })
+    .await
+    .expect("bad file counted");
+    proxy.wait_ring(&[&n[1], &n[2]]).await;
+    more_writes(&done).await;
+    write(&[&n[0], &n[1], &n[2]]);
+    proxy.wait_ring(&[&n[0], &n[1], &n[2]]).await;
+    more_writes(&done).await;
+    stop.store(true, Ordering::Relaxed);
+    let (writes, failed) = writer.await.expect("writer");
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    assert_eq!(
+        proxy.metric("distcache_proxy_ring_changes_total").await,
+        2.0
+    );
+    proxy.stop().await;
+}
