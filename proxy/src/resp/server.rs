@@ -121,7 +121,9 @@ async fn connection(
 /// The keys a command touches (as a slice of keys and a slice of key-value
 /// pairs, one of them empty: no allocation), or `None` when it must run
 /// alone (it reads or changes connection state, or spans the whole cluster).
-fn keys(cmd: &Command) -> Option<(&[Bytes], &[(Bytes, Bytes)])> {
+type Keys<'a> = (&'a [Bytes], &'a [(Bytes, Bytes)]);
+
+fn keys(cmd: &Command) -> Option<Keys<'_>> {
     use std::slice::from_ref;
     Some(match cmd {
         Command::Get(k)
