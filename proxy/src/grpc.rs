@@ -15,6 +15,7 @@ use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
 use distcache::{Condition, Error};
+use distcache_node::security::Principal;
 use tonic::{Code, Request, Response, Status};
 
 use crate::backend::Backend;
@@ -249,10 +250,26 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        // With tokens on, the auth layer let any role through to Batch; its
+        // contents decide, as on a node.
+        let principal = req.extensions().get::<Principal>().cloned();
         self.serve("batch", async {
+            let ops = req.into_inner().operations;
+            if let Some(p) = principal {
+                let only_gets = ops
+                    .iter()
+                    .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
+                if !p.may_batch(only_gets) {
+                    self.backend.metrics.security.permission_denied();
+                    return Err(Status::permission_denied(format!(
+                        "role {} may not run a batch with writes",
+                        p.role.name()
+                    )));
+                }
+            }
             // In order, as on a node: later operations may depend on earlier ones.
             let mut results = Vec::new();
-            for op in req.into_inner().operations {
+            for op in ops {
                 results.push(self.one(op).await);
             }
             Ok(pb::BatchResponse { results })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_node::metrics::counter;
+use distcache_node::metrics::{SecurityCounters, counter};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +34,11 @@ pub struct ProxyMetrics {
     registry: Arc<Registry>,
     commands: Family<CmdResult, Counter>,
     latency: Family<Cmd, Histogram>,
+    /// Front-end token refusals, counted as on a node:
+    /// `auth_failures{reason}` and `permission_denied`.
+    pub security: SecurityCounters,
+    /// RESP connections dropped because their TLS handshake failed or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 impl ProxyMetrics {
@@ -55,10 +60,20 @@ impl ProxyMetrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(Upstream { client }));
+        let security = SecurityCounters::default();
+        security.register_auth(&mut registry);
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "resp_tls_handshake_failures",
+            "RESP connections dropped because the TLS handshake failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             commands,
             latency,
+            security,
+            tls_handshake_failures,
         }
     }
 
