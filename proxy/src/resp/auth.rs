@@ -19,14 +19,39 @@
 //! pipelined `AUTH` covers the commands after it. Refusals are counted in the
 //! node's auth counters on the proxy's `/metrics`. Without a verifier nothing
 //! here runs and AUTH answers as Redis does without a password.
+//!
+//! [`handshake`] is the TLS half: it runs in the connection's own task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use distcache_node::metrics::SecurityCounters;
 use distcache_node::security::{Principal, Role, Verifier};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use super::codec::Reply;
 use super::command::Command;
+use crate::backend::Backend;
+
+/// Runs the TLS handshake on an accepted connection within `deadline`; a
+/// failure or timeout is counted and ends only this connection.
+pub async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    deadline: Duration,
+    backend: &Backend,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let result = match tokio::time::timeout(deadline, tls.accept(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    if result.is_err() {
+        backend.metrics.tls_handshake_failures.inc();
+    }
+    result
+}
 
 /// The reply to a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";

@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use distcache_node::security::auth::unix_now;
-
 use bytes::{Bytes, BytesMut};
+use distcache_node::security::auth::unix_now;
 use futures_util::future::join_all;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::auth::RespAuth;
+use super::auth::{RespAuth, handshake};
 use super::codec::{Limits, Reply, parse_request};
 use super::command::{self, Command};
 use super::exec;
@@ -89,19 +88,10 @@ pub async fn serve(
             backend.resp_connections.fetch_add(1, Ordering::Relaxed);
             let result = match tls {
                 None => connection(stream, &backend, limits, session, stop).await,
-                Some(tls) => {
-                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(stream, &backend, limits, session, stop).await,
-                        Ok(Err(e)) => {
-                            backend.metrics.tls_handshake_failures.inc();
-                            Err(e)
-                        }
-                        Err(_) => {
-                            backend.metrics.tls_handshake_failures.inc();
-                            Err(std::io::ErrorKind::TimedOut.into())
-                        }
-                    }
-                }
+                Some(tls) => match handshake(&tls, stream, handshake_timeout, &backend).await {
+                    Ok(stream) => connection(stream, &backend, limits, session, stop).await,
+                    Err(e) => Err(e),
+                },
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
