@@ -105,21 +105,9 @@ pub struct Args {
     /// Most requests served at once; more get RESOURCE_EXHAUSTED [default: 4096].
     #[arg(long, env = "DISTCACHE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Server certificate chain (PEM); with --tls-key turns TLS on.
-    #[arg(long, env = "DISTCACHE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "DISTCACHE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that client certificates must chain to (mTLS).
-    #[arg(long, env = "DISTCACHE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// TOML file with cert, key and optional client_ca (the C++ prototype's flag).
-    #[arg(long, env = "DISTCACHE_TLS_CONFIG")]
-    pub tls_config: Option<PathBuf>,
-    /// Require TLS; start-up fails unless a certificate and key are configured.
-    #[arg(long)]
-    pub use_tls: bool,
+    /// TLS on the gRPC listener.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// File of key-id:secret lines for HMAC tokens; the last line signs. Turns auth on.
     #[arg(long, env = "DISTCACHE_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
@@ -153,6 +141,44 @@ pub struct Args {
     pub auth_secret_env: Option<String>,
 }
 
+/// The TLS flags, shared with `distcache-proxy` (its front ends take the
+/// same ones, and the same `DISTCACHE_TLS_*` variables).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Server certificate chain (PEM); with --tls-key turns TLS on.
+    #[arg(long, env = "DISTCACHE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "DISTCACHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, env = "DISTCACHE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TOML file with cert, key and optional client_ca (the C++ prototype's flag).
+    #[arg(long, env = "DISTCACHE_TLS_CONFIG")]
+    pub tls_config: Option<PathBuf>,
+    /// Require TLS; start-up fails unless a certificate and key are configured.
+    #[arg(long)]
+    pub use_tls: bool,
+}
+
+impl TlsArgs {
+    /// Applies the flags over `tls`: `--tls-config`'s file replaces it, then
+    /// the single-file flags override fields; checks the result.
+    pub fn apply(&self, tls: &mut TlsConfig) -> Result<(), String> {
+        if let Some(path) = &self.tls_config {
+            *tls = TlsConfig::from_file(path)?;
+        }
+        set_some(&mut tls.cert, &self.tls_cert);
+        set_some(&mut tls.key, &self.tls_key);
+        set_some(&mut tls.client_ca, &self.tls_client_ca);
+        if self.use_tls && !tls.enabled() {
+            return Err("--use-tls needs --tls-cert and --tls-key (or --tls-config FILE)".into());
+        }
+        tls.validate()
+    }
+}
+
 /// Tools that run instead of the node.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -176,17 +202,7 @@ impl Args {
 
     fn apply_security(&self, c: &mut NodeConfig) -> Result<(), ConfigError> {
         let invalid = ConfigError::Invalid;
-        if let Some(path) = &self.tls_config {
-            c.tls = TlsConfig::from_file(path).map_err(invalid)?;
-        }
-        set_some(&mut c.tls.cert, &self.tls_cert);
-        set_some(&mut c.tls.key, &self.tls_key);
-        set_some(&mut c.tls.client_ca, &self.tls_client_ca);
-        if self.use_tls && !c.tls.enabled() {
-            return Err(invalid(
-                "--use-tls needs --tls-cert and --tls-key (or --tls-config FILE)".into(),
-            ));
-        }
+        self.tls.apply(&mut c.tls).map_err(invalid)?;
         set_some(&mut c.auth.secret_file, &self.auth_secret_file);
         for s in [&self.auth_secret_env, &self.auth_secret]
             .into_iter()

@@ -202,7 +202,10 @@ impl SecurityCounters {
         self.shed.inc();
     }
 
-    fn register(&self, r: &mut Registry) {
+    /// Registers the two auth series (`auth_failures{reason}`,
+    /// `permission_denied`) in `r`: for the proxy, which checks tokens the
+    /// node's way but neither rate limits nor sheds.
+    pub fn register_auth(&self, r: &mut Registry) {
         r.register(
             "auth_failures",
             "Requests refused as unauthenticated, by reason",
@@ -213,6 +216,10 @@ impl SecurityCounters {
             "Requests refused because the token's role lacks the RPC",
             self.permission_denied.clone(),
         );
+    }
+
+    fn register(&self, r: &mut Registry) {
+        self.register_auth(r);
         r.register(
             "rate_limited",
             "Requests refused by a rate limit, by scope",

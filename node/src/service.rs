@@ -75,8 +75,8 @@ fn to_status(e: &OpError) -> Status {
     Status::new(code, e.to_string())
 }
 
-/// One operation's result carrying `s`.
-fn error_result(s: &Status) -> pb::OperationResult {
+/// One operation's result carrying `s` (a batch or pipeline answer).
+pub fn error_result(s: &Status) -> pb::OperationResult {
     pb::OperationResult {
         result: Some(operation_result::Result::Error(pb::OperationError {
             code: s.code() as i32,

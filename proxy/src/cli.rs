@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use distcache_node::cli::TlsArgs;
 use distcache_node::config::{LogConfig, LogFormat};
+use distcache_node::security::config::{AuthConfig, TlsConfig};
 use distcache_node::units::{ByteSize, HumanDuration};
 
 /// A consistency level on the command line.
@@ -79,6 +81,24 @@ pub struct Args {
     /// File holding the token the proxy presents to nodes (`authorization: Bearer`).
     #[arg(long, env = "DISTCACHE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    // --- Security and shutdown (issue 6) ---------------------------------
+    /// CA certificate(s) (PEM) to trust for https:// nodes (upstream TLS).
+    #[arg(long, env = "DISTCACHE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS on the gRPC and RESP front ends (the node's flags).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// File of key-id:secret lines (the node's format). Turns tokens on for
+    /// both front ends: gRPC `authorization: Bearer`, RESP `AUTH <token>`.
+    #[arg(long, env = "DISTCACHE_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// Clock-skew leeway on front-end token expiry.
+    #[arg(long, env = "DISTCACHE_AUTH_LEEWAY", default_value = "5s")]
+    pub auth_leeway: HumanDuration,
+    /// Time requests already received get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: HumanDuration,
+    // ---------------------------------------------------------------------
     /// Log level (trace, debug, info, warn, error) or a tracing filter.
     #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -103,6 +123,22 @@ impl Args {
     /// The per-request deadline.
     pub fn timeout(&self) -> Duration {
         self.timeout.0
+    }
+
+    /// Front-end TLS from `--tls-*` / `--use-tls --tls-config`, checked.
+    pub fn front_tls(&self) -> Result<TlsConfig, String> {
+        let mut tls = TlsConfig::default();
+        self.tls.apply(&mut tls)?;
+        Ok(tls)
+    }
+
+    /// Front-end token settings (secrets are read when the proxy starts).
+    pub fn front_auth(&self) -> AuthConfig {
+        AuthConfig {
+            secret_file: self.auth_secret_file.clone(),
+            leeway: self.auth_leeway,
+            ..AuthConfig::default()
+        }
     }
 }
 
@@ -220,5 +256,50 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn security_flags_and_the_prototypes_tls_form() {
+        let a = Args::try_parse_from(["distcache-proxy", "--dev"]).expect("parses");
+        assert!(!a.front_tls().expect("off").enabled());
+        assert!(a.front_auth().secret_file.is_none());
+        assert_eq!(a.shutdown_grace.0, Duration::from_secs(10));
+        let dir = std::env::temp_dir().join(format!("distcache-proxy-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("tls.toml");
+        std::fs::write(&file, "cert = \"front.pem\"\nkey = \"front.key\"\n").expect("write");
+        let a = Args::try_parse_from([
+            "distcache-proxy",
+            "--dev",
+            "--use-tls",
+            "--tls-config",
+            file.to_str().expect("utf-8"),
+            "--tls-ca",
+            "nodes-ca.pem",
+            "--auth-secret-file",
+            "auth.keys",
+            "--auth-leeway",
+            "1s",
+            "--log-level",
+            "debug",
+            "--log-file",
+            "proxy.log",
+        ])
+        .expect("parses");
+        let tls = a.front_tls().expect("valid");
+        assert_eq!(
+            tls.cert,
+            Some(dir.join("front.pem")),
+            "relative to the file"
+        );
+        assert_eq!(tls.key, Some(dir.join("front.key")));
+        assert_eq!(a.tls_ca, Some(PathBuf::from("nodes-ca.pem")));
+        let auth = a.front_auth();
+        assert_eq!(auth.secret_file, Some(PathBuf::from("auth.keys")));
+        assert_eq!(auth.leeway.0, Duration::from_secs(1));
+        assert_eq!(a.log().file, Some(PathBuf::from("proxy.log")));
+        let a = Args::try_parse_from(["distcache-proxy", "--dev", "--use-tls"]).expect("parses");
+        assert!(a.front_tls().expect_err("no cert").contains("--tls-cert"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

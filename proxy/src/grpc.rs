@@ -18,6 +18,8 @@ use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
 use distcache::{Condition, Error};
+use distcache_node::security::Principal;
+use distcache_node::service::error_result;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
@@ -75,6 +77,28 @@ impl ProxyService {
     pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
         self
+    }
+
+    /// With tokens on, the auth layer let any role through to `Batch` and
+    /// `Pipeline`; a batch's contents decide, as on a node.
+    fn may_batch(
+        &self,
+        principal: Option<&Principal>,
+        ops: &[pb::Operation],
+    ) -> Result<(), Status> {
+        if let Some(p) = principal {
+            let only_gets = ops
+                .iter()
+                .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
+            if !p.may_batch(only_gets) {
+                self.backend.metrics.security.permission_denied();
+                return Err(Status::permission_denied(format!(
+                    "role {} may not run a batch with writes",
+                    p.role.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A batch's operations, in order, as on a node (later operations may
@@ -202,14 +226,9 @@ impl ProxyService {
             Some(In::Expire(r)) => self.expire(r).await.map(Out::Expire),
             None => Err(Status::invalid_argument("empty batch operation")),
         };
-        let result = result.unwrap_or_else(|s| {
-            Out::Error(pb::OperationError {
-                code: s.code() as i32,
-                message: s.message().to_owned(),
-            })
-        });
-        pb::OperationResult {
-            result: Some(result),
+        match result {
+            Ok(out) => pb::OperationResult { result: Some(out) },
+            Err(s) => error_result(&s),
         }
     }
 
@@ -276,8 +295,11 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let principal = req.extensions().get::<Principal>().cloned();
         self.serve("batch", async {
-            let results = self.run_batch(req.into_inner().operations).await;
+            let ops = req.into_inner().operations;
+            self.may_batch(principal.as_ref(), &ops)?;
+            let results = self.run_batch(ops).await;
             Ok(pb::BatchResponse { results })
         })
         .await
@@ -297,15 +319,21 @@ impl CacheService for ProxyService {
             }
         };
         let service = self.clone();
+        let principal = req.extensions().get::<Principal>().cloned();
         let answers = req
             .into_inner()
             .take_until(stopped)
             .map(move |msg| {
                 let service = service.clone();
+                let principal = principal.clone();
                 async move {
                     let msg = msg?;
                     let start = Instant::now();
-                    let results = service.run_batch(msg.operations).await;
+                    let n = msg.operations.len();
+                    let results = match service.may_batch(principal.as_ref(), &msg.operations) {
+                        Ok(()) => service.run_batch(msg.operations).await,
+                        Err(s) => vec![error_result(&s); n],
+                    };
                     let m = &service.backend.metrics;
                     m.record("grpc", "pipeline", true, start.elapsed());
                     Ok(pb::PipelineResponse {

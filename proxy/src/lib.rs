@@ -15,7 +15,8 @@
 //! or HTTP discovery such as Consul); every change rebuilds the SDK's ring
 //! without dropping requests in flight.
 //!
-//! Not here yet: TLS and tokens on the front ends.
+//! Front-end TLS and tokens are in [`security`] and [`resp::auth`]; the
+//! token and CA the proxy uses towards nodes are the SDK's.
 
 pub mod admin;
 pub mod backend;
@@ -25,9 +26,11 @@ pub mod grpc;
 pub mod membership;
 pub mod metrics;
 pub mod resp;
+pub mod security;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
 use tokio::net::TcpListener;
@@ -36,6 +39,12 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use backend::Backend;
+pub use security::FrontSecurity;
+
+/// Default bound on RESP connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time in-flight requests get to finish once shutdown starts.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The sockets the proxy serves on, bound by the caller.
 #[derive(Debug)]
@@ -49,12 +58,28 @@ pub struct Listeners {
 }
 
 /// How the front ends behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FrontendConfig {
     /// Bounds on RESP requests.
     pub resp_limits: resp::Limits,
     /// Most RESP connections open at once.
     pub max_connections: usize,
+    /// TLS and tokens on both front ends (default: off).
+    pub security: FrontSecurity,
+    /// Once shutdown starts, how long open connections get to finish the
+    /// requests they have sent; then they are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            resp_limits: resp::Limits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            security: FrontSecurity::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
 }
 
 /// Why the proxy stopped with an error.
@@ -70,7 +95,9 @@ pub enum ProxyError {
 
 pub(crate) use distcache_node::server::stopped;
 
-/// Serves every front end until `shutdown` resolves.
+/// Serves every front end until `shutdown` resolves; then stops accepting,
+/// lets requests already received finish within `config.shutdown_grace`, and
+/// returns once every front end has closed.
 pub async fn run(
     listeners: Listeners,
     backend: Arc<Backend>,
@@ -78,11 +105,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let mut grpc_server = Server::builder();
+    if let Some(tls) = config.security.grpc_tls.clone() {
+        grpc_server = grpc_server.tls_config(tls)?;
+    }
+    let auth = config.security.grpc_layer(backend.metrics.security.clone());
     let resp = tokio::spawn(resp::server::serve(
         listeners.resp,
         backend.clone(),
-        config.resp_limits,
-        config.max_connections,
+        config,
         stop_rx.clone(),
     ));
     let admin = tokio::spawn(admin::serve(
@@ -98,7 +130,8 @@ pub async fn run(
     let reflection_v1 = distcache_node::server::reflection().build_v1()?;
     let reflection_v1alpha = distcache_node::server::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
-    let grpc = Server::builder()
+    let grpc = grpc_server
+        .layer(auth)
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -115,7 +148,7 @@ pub async fn run(
                 stopped(&mut grpc_stop).await;
             },
         );
-    let grpc = tokio::spawn(grpc);
+    let mut grpc = tokio::spawn(grpc);
     tracing::info!("distcache proxy serving");
     shutdown.await;
     tracing::info!("proxy shutting down");
@@ -123,11 +156,17 @@ pub async fn run(
         .set_not_serving::<CacheServiceServer<grpc::ProxyService>>()
         .await;
     let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + grace;
+    // RESP bounds its own drain by the same grace period.
     let _ = resp.await;
     let _ = admin.await;
-    match tokio::time::timeout(std::time::Duration::from_secs(10), grpc).await {
+    match tokio::time::timeout_at(deadline, &mut grpc).await {
         Ok(Ok(r)) => r?,
-        Ok(Err(_)) | Err(_) => tracing::warn!("gRPC front end did not drain in time"),
+        Ok(Err(_)) => tracing::warn!("gRPC front end task failed"),
+        Err(_) => {
+            tracing::warn!("gRPC front end did not drain in time; closing its connections");
+            grpc.abort();
+        }
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use clap::Parser;
 use distcache_node::server::shutdown_signal;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
-use distcache_proxy::{Backend, FrontendConfig, Listeners, membership, resp, run};
+use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -30,6 +30,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything starts, so a bad certificate or secret file stops here.
+    let security = FrontSecurity::load(&args.front_tls()?, &args.front_auth())?;
     let dev = if args.dev && args.nodes.is_empty() {
         Some(DevCluster::start(3).await?)
     } else {
@@ -55,6 +57,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
         builder = builder.token(token.trim().to_owned());
     }
+    if let Some(path) = &args.tls_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+        builder = builder.tls_ca(pem);
+    }
     let client = builder.build().await?;
     let backend = Arc::new(Backend::new(client, args.replicas));
     let listeners = Listeners {
@@ -75,6 +82,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..resp::Limits::default()
         },
         max_connections: args.max_connections,
+        security,
+        shutdown_grace: args.shutdown_grace.0,
     };
     let poller = discovery.map(|d| membership::spawn(d, backend.clone()));
     run(listeners, backend, config, shutdown_signal()).await?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_node::metrics::counter;
+use distcache_node::metrics::{SecurityCounters, counter};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +53,11 @@ pub struct ProxyMetrics {
     /// read-locked lookup instead of label building and two family lookups.
     handles: RwLock<HashMap<(&'static str, &'static str), Handles>>,
     discovery_errors: Family<SourceLabel, Counter>,
+    /// Front-end token refusals, counted as on a node:
+    /// `auth_failures{reason}` and `permission_denied`.
+    pub security: SecurityCounters,
+    /// RESP connections dropped because their TLS handshake failed or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 impl ProxyMetrics {
@@ -80,12 +85,22 @@ impl ProxyMetrics {
             discovery_errors.clone(),
         );
         registry.register_collector(Box::new(Upstream { client }));
+        let security = SecurityCounters::default();
+        security.register_auth(&mut registry);
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "resp_tls_handshake_failures",
+            "RESP connections dropped because the TLS handshake failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             commands,
             latency,
             handles: RwLock::default(),
             discovery_errors,
+            security,
+            tls_handshake_failures,
         }
     }
 

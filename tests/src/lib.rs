@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod cluster;
+pub mod tls;
 
 pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, urls};
 

@@ -47,6 +47,7 @@ impl Proxy {
         let config = FrontendConfig {
             resp_limits: resp::Limits::default(),
             max_connections: 64,
+            ..FrontendConfig::default()
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

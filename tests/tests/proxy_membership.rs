@@ -57,6 +57,7 @@ impl Proxy {
         let config = FrontendConfig {
             resp_limits: resp::Limits::default(),
             max_connections: 64,
+            ..FrontendConfig::default()
         };
         let poller = membership::spawn(discovery, backend.clone());
         let (tx, rx) = oneshot::channel::<()>();

@@ -12,11 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use distcache_node::NodeConfig;
 use distcache_node::security::{Claims, KeySet, Role};
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
+use distcache_tests::tls::Ca;
 use distcache_tests::{TestNode, http_get, test_config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -26,41 +23,6 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("distcache-sec-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(p, key).expect("ca"),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate and key (PEM) for `names`, for a server or a client.
-    fn leaf(&self, names: &[&str], client: bool) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let mut p = CertificateParams::new(names).expect("params");
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 /// Writes a server certificate signed by `ca` and returns a TLS config for it.

@@ -17,7 +17,7 @@ use tower::Layer;
 
 use super::BoxError;
 pub use super::roles::{Principal, required_role};
-use super::token::{KeySet, TokenError};
+use super::token::{Claims, KeySet, TokenError};
 use crate::metrics::SecurityCounters;
 
 /// Why a request was refused.
@@ -48,7 +48,27 @@ pub struct Verifier {
     pub leeway: Duration,
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Verifier {
+    /// Verifies a bare token at `now` (Unix seconds) with this verifier's
+    /// keys and leeway: what [`Verifier::check`] does with the header's
+    /// token, and the proxy's RESP `AUTH` with its password.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        self.keys.verify(token.trim(), now, self.leeway.as_secs())
+    }
+
+    /// Whether claims that expire at `exp` are past it at `now`, beyond the
+    /// leeway (for callers that keep a verified token, like a RESP session).
+    pub fn expired(&self, exp: u64, now: u64) -> bool {
+        exp.saturating_add(self.leeway.as_secs()) < now
+    }
+
     /// Authenticates and authorizes one request.
     pub fn check<B>(&self, req: &Request<B>) -> Result<Option<Principal>, AuthError> {
         let Some(need) = required_role(req.uri().path()) else {
@@ -63,10 +83,7 @@ impl Verifier {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
             .ok_or(AuthError::Token(TokenError::Malformed))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let claims = self.keys.verify(token.trim(), now, self.leeway.as_secs())?;
+        let claims = self.verify(token, unix_now())?;
         if claims.role < need {
             return Err(AuthError::Denied {
                 role: claims.role.name(),
@@ -152,7 +169,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::token::{Claims, Role};
+    use crate::security::token::Role;
     use tower_test::mock;
 
     fn verifier() -> Arc<Verifier> {

@@ -71,7 +71,8 @@ impl TlsConfig {
         self.cert.is_some()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks that cert and key come together, and a client CA only with them.
+    pub fn validate(&self) -> Result<(), String> {
         match (&self.cert, &self.key) {
             (Some(_), None) | (None, Some(_)) => {
                 Err("tls: cert and key must be given together".into())

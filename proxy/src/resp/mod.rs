@@ -1,5 +1,6 @@
 //! The Redis-protocol front end's wire format.
 
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod exec;

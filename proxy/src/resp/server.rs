@@ -3,20 +3,30 @@
 //! requests on distinct keys executes concurrently, anything else in order,
 //! and replies are written back in request order with one write per read.
 //! A malformed frame gets an error reply and closes that connection only.
+//!
+//! With TLS, each connection's handshake runs in its own task under a
+//! deadline, so a slow or garbage client costs only its own connection. On
+//! shutdown the listener closes, each connection finishes the requests it
+//! has read, answers them and closes; what is still open after the grace
+//! period is dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use distcache_node::security::auth::unix_now;
 use futures_util::future::join_all;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
+use super::auth::{RespAuth, handshake};
 use super::codec::{Limits, Reply, parse_request};
 use super::command::{self, Command};
 use super::exec;
+use crate::FrontendConfig;
 use crate::backend::Backend;
 
 /// Per-connection state that commands can change.
@@ -24,26 +34,32 @@ use crate::backend::Backend;
 struct Session {
     id: u64,
     name: Option<Bytes>,
+    /// Token checks, when the front end requires tokens.
+    auth: Option<RespAuth>,
 }
 
-/// Serves RESP on `listener` until `stop` turns true. At most
-/// `max_connections` connections are open at once; more wait in the kernel's
-/// accept queue.
+/// Serves RESP on `listener` until `stop` turns true, then drains open
+/// connections for up to `config.shutdown_grace`. At most
+/// `config.max_connections` connections are open at once; more wait in the
+/// kernel's accept queue.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
-    limits: Limits,
-    max_connections: usize,
+    config: FrontendConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let limits = config.resp_limits;
+    let security = config.security;
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut open = JoinSet::new();
     loop {
+        while open.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(_) => break,
             },
-            () = crate::stopped(&mut stop) => return,
+            () = crate::stopped(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -54,40 +70,64 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = crate::stopped(&mut stop) => return,
+            () = crate::stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         let stop = stop.clone();
         let id = backend.resp_accepted.fetch_add(1, Ordering::Relaxed) + 1;
-        tokio::spawn(async move {
+        let session = Session {
+            id,
+            name: None,
+            auth: (security.verifier.clone())
+                .map(|v| RespAuth::new(v, backend.metrics.security.clone())),
+        };
+        let tls = security.resp_tls.clone();
+        let handshake_timeout = security.handshake_timeout;
+        open.spawn(async move {
             backend.resp_connections.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(stream, &backend, limits, id, stop).await {
+            let result = match tls {
+                None => connection(stream, &backend, limits, session, stop).await,
+                Some(tls) => match handshake(&tls, stream, handshake_timeout, &backend).await {
+                    Ok(stream) => connection(stream, &backend, limits, session, stop).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
             }
             backend.resp_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
+    drop(listener);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(
+            open = open.len(),
+            "RESP connections still busy after the shutdown grace period; closing them"
+        );
+        open.shutdown().await;
+    }
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     backend: &Backend,
     limits: Limits,
-    id: u64,
+    mut session: Session,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut session = Session {
-        id,
-        ..Session::default()
-    };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
         let n = tokio::select! {
             n = stream.read_buf(&mut input) => n?,
-            () = crate::stopped(&mut stop) => return Ok(()),
+            () = crate::stopped(&mut stop) => return stream.shutdown().await,
         };
         if n == 0 {
             return Ok(());
@@ -159,10 +199,13 @@ async fn run_pipeline(
     requests: Vec<Vec<Bytes>>,
     output: &mut BytesMut,
 ) -> bool {
-    let parsed: Vec<(&'static str, Result<Command, Reply>)> = requests
+    let mut parsed: Vec<(&'static str, Result<Command, Reply>)> = requests
         .into_iter()
         .map(|args| (command::metric_name(&args[0]), command::parse(args)))
         .collect();
+    if let Some(auth) = &mut session.auth {
+        auth.gate(&mut parsed, unix_now());
+    }
     // Runs of data commands on pairwise distinct keys go out together.
     let mut seen: Vec<&Bytes> = Vec::new();
     let mut i = 0;

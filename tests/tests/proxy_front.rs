@@ -1,0 +1,581 @@
+//! The proxy's front ends secured and shut down: RESP and gRPC over TLS
+//! (certificates made here with rcgen), RESP `AUTH` and gRPC bearer tokens
+//! with roles, and a shutdown that drains requests already received. The
+//! proxy runs in-process over real nodes on 127.0.0.1:0; RESP is spoken as
+//! raw bytes so the same client works over TCP and TLS.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use distcache_node::security::config::{AuthConfig, TlsConfig};
+use distcache_node::security::{Claims, KeySet, Role};
+use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
+use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, ProxyError};
+use distcache_tests::tls::Ca;
+use distcache_tests::{TestNode, eventually, http_get, test_config};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::rustls::{self, RootCertStore, pki_types::ServerName};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Code, Request};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("distcache-front-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A proxy running in-process over two nodes.
+struct Front {
+    resp: SocketAddr,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    backend: Arc<Backend>,
+    nodes: Vec<TestNode>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ProxyError>>,
+}
+
+impl Front {
+    async fn start(config: FrontendConfig) -> Self {
+        let nodes = vec![
+            TestNode::start(test_config()).await,
+            TestNode::start(test_config()).await,
+        ];
+        let client = distcache::Client::builder()
+            .nodes(nodes.iter().map(TestNode::url).collect::<Vec<_>>())
+            .replicas(2)
+            .timeout(Duration::from_secs(10))
+            .attempt_timeout(Duration::from_secs(3))
+            .build()
+            .await
+            .expect("client");
+        let backend = Arc::new(Backend::new(client, 2));
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let listeners = Listeners {
+            grpc: bind().await.expect("bind"),
+            resp: bind().await.expect("bind"),
+            admin: bind().await.expect("bind"),
+        };
+        let (resp, grpc, admin) = (
+            listeners.resp.local_addr().expect("addr"),
+            listeners.grpc.local_addr().expect("addr"),
+            listeners.admin.local_addr().expect("addr"),
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(distcache_proxy::run(
+            listeners,
+            backend.clone(),
+            config,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            resp,
+            grpc,
+            admin,
+            backend,
+            nodes,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Starts shutdown and waits for `run` to return.
+    async fn stop(mut self) -> Vec<TestNode> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("proxy task")
+            .expect("proxy run");
+        self.nodes
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").await.1
+    }
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// Reads one reply as text: `+OK`, `-ERR …`, `:1`, a bulk's contents,
+/// `(nil)`, or an array's elements in brackets.
+fn read_reply<'a, S: AsyncRead + Unpin + Send>(
+    s: &'a mut BufReader<S>,
+) -> Pin<Box<dyn Future<Output = std::io::Result<String>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut line = String::new();
+        if s.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.trim_end().to_owned();
+        match line.as_bytes().first() {
+            Some(b'$') if line == "$-1" => Ok("(nil)".into()),
+            Some(b'$') => {
+                let n: usize = line[1..].parse().expect("bulk length");
+                let mut buf = vec![0; n + 2];
+                s.read_exact(&mut buf).await?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            Some(b'*') => {
+                let n: usize = line[1..].parse().expect("array length");
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(read_reply(s).await?);
+                }
+                Ok(format!("[{}]", items.join(",")))
+            }
+            _ => Ok(line),
+        }
+    })
+}
+
+/// A RESP connection over any stream.
+struct Resp<S>(BufReader<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Resp<S> {
+    async fn cmd(&mut self, args: &[&str]) -> String {
+        self.0
+            .get_mut()
+            .write_all(&encode(args))
+            .await
+            .expect("write");
+        read_reply(&mut self.0).await.expect("reply")
+    }
+}
+
+async fn plain(addr: SocketAddr) -> Resp<TcpStream> {
+    Resp(BufReader::new(
+        TcpStream::connect(addr).await.expect("connect"),
+    ))
+}
+
+fn tls_client(ca: &Ca) -> tokio_rustls::TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).expect("root");
+    let provider = rustls::crypto::ring::default_provider();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.into())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+async fn tls(
+    addr: SocketAddr,
+    ca: &Ca,
+) -> std::io::Result<Resp<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("name");
+    let s = tls_client(ca).connect(name, tcp).await?;
+    Ok(Resp(BufReader::new(s)))
+}
+
+/// The value of the series whose line starts with `series` on `/metrics`.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_and_grpc_over_tls() {
+    let dir = scratch("tls");
+    let ca = Ca::new("front ca");
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], false);
+    std::fs::write(dir.join("front.pem"), cert).expect("write");
+    std::fs::write(dir.join("front.key"), key).expect("write");
+    // The prototype's form: --use-tls --tls-config FILE, paths relative to it.
+    std::fs::write(
+        dir.join("tls.toml"),
+        "cert = \"front.pem\"\nkey = \"front.key\"\nhandshake_timeout = \"300ms\"\n",
+    )
+    .expect("write");
+    let tls_cfg = TlsConfig::from_file(&dir.join("tls.toml")).expect("tls config");
+    let security = FrontSecurity::load(&tls_cfg, &AuthConfig::default()).expect("security");
+    let front = Front::start(FrontendConfig {
+        security,
+        ..FrontendConfig::default()
+    })
+    .await;
+
+    let mut c = tls(front.resp, &ca).await.expect("TLS handshake");
+    assert_eq!(c.cmd(&["PING"]).await, "+PONG");
+    assert_eq!(c.cmd(&["SET", "greeting", "hello"]).await, "+OK");
+    assert_eq!(c.cmd(&["GET", "greeting"]).await, "hello");
+
+    // A client that never speaks holds no one up and is dropped after the
+    // handshake deadline.
+    let mut silent = TcpStream::connect(front.resp).await.expect("connect");
+    let mut other = tls(front.resp, &ca).await.expect("served meanwhile");
+    assert_eq!(other.cmd(&["GET", "greeting"]).await, "hello");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("closed by the handshake deadline");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+
+    // Plaintext RESP to the TLS port gets no answer, only a closed connection.
+    let mut p = plain(front.resp).await;
+    p.0.get_mut()
+        .write_all(&encode(&["PING"]))
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let _ = p.0.read_to_end(&mut got).await;
+    assert!(!String::from_utf8_lossy(&got).contains("PONG"), "{got:?}");
+    // An untrusting client fails its handshake; neither hurts the others.
+    assert!(tls(front.resp, &Ca::new("other ca")).await.is_err());
+    assert_eq!(c.cmd(&["GET", "greeting"]).await, "hello");
+    let m = front.metrics().await;
+    assert!(
+        metric(&m, "distcache_proxy_resp_tls_handshake_failures_total") >= 3,
+        "{m}"
+    );
+
+    // gRPC over TLS with the CA; plaintext gRPC is refused.
+    let tls_cfg = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    let ch = Channel::from_shared(format!("https://{}", front.grpc))
+        .expect("url")
+        .tls_config(tls_cfg)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("gRPC over TLS");
+    let got = CacheServiceClient::new(ch)
+        .get(pb::GetRequest {
+            key: "greeting".into(),
+        })
+        .await
+        .expect("get");
+    assert_eq!(&got.get_ref().value[..], b"hello");
+    let plain_grpc = async {
+        let ch = Channel::from_shared(format!("http://{}", front.grpc))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        CacheServiceClient::new(ch)
+            .get(pb::GetRequest { key: "k".into() })
+            .await
+            .ok()
+    };
+    assert!(plain_grpc.await.is_none(), "plaintext gRPC was served");
+    front.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn mint(keys: &KeySet, sub: &str, role: Role, exp: u64) -> String {
+    keys.sign(&Claims {
+        sub: sub.into(),
+        role,
+        iat: now(),
+        exp,
+    })
+    .expect("sign")
+}
+
+/// The status code of an RPC's result (`Code::Ok` for an answer).
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    r.map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+fn bearer<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        let v = format!("Bearer {t}").parse().expect("ascii");
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_on_resp_and_grpc() {
+    let dir = scratch("auth");
+    let file = dir.join("auth.keys");
+    std::fs::write(&file, "k1:front-secret-front-secret-front-secret\n").expect("write");
+    let auth = AuthConfig {
+        secret_file: Some(file.clone()),
+        ..AuthConfig::default()
+    };
+    let security = FrontSecurity::load(&TlsConfig::default(), &auth).expect("security");
+    let front = Front::start(FrontendConfig {
+        security,
+        ..FrontendConfig::default()
+    })
+    .await;
+    let keys = KeySet::parse(&std::fs::read_to_string(&file).expect("read")).expect("keys");
+    let user = mint(&keys, "app", Role::User, now() + 600);
+    let readonly = mint(&keys, "reader", Role::Readonly, now() + 600);
+    let expired = mint(&keys, "app", Role::User, now() - 600);
+    let mut other = KeySet::default();
+    other
+        .insert("k1", b"not-the-proxys-secret-not-at-all")
+        .expect("key");
+    let forged = mint(&other, "mallory", Role::Admin, now() + 600);
+
+    // RESP, like Redis with requirepass.
+    let mut c = plain(front.resp).await;
+    assert_eq!(c.cmd(&["PING"]).await, "-NOAUTH Authentication required.");
+    assert_eq!(
+        c.cmd(&["SET", "k", "v"]).await,
+        "-NOAUTH Authentication required."
+    );
+    let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.";
+    assert_eq!(c.cmd(&["AUTH", &forged]).await, wrongpass);
+    assert_eq!(c.cmd(&["AUTH", "default", &expired]).await, wrongpass);
+    assert_eq!(c.cmd(&["AUTH", &user]).await, "+OK");
+    assert_eq!(c.cmd(&["SET", "k", "v"]).await, "+OK");
+    assert_eq!(c.cmd(&["GET", "k"]).await, "v");
+    assert_eq!(c.cmd(&["INCR", "n"]).await, ":1");
+
+    let mut r = plain(front.resp).await;
+    let hello = r.cmd(&["HELLO", "2", "AUTH", "default", &readonly]).await;
+    assert!(hello.starts_with("[server,redis,"), "{hello}");
+    assert_eq!(r.cmd(&["GET", "k"]).await, "v");
+    assert_eq!(
+        r.cmd(&["SET", "k", "w"]).await,
+        "-NOPERM User reader has no permissions to run the 'set' command"
+    );
+    assert_eq!(
+        r.cmd(&["DEL", "k"]).await.split(' ').next(),
+        Some("-NOPERM")
+    );
+    assert_eq!(
+        r.cmd(&["GET", "k"]).await,
+        "v",
+        "the refused writes did nothing"
+    );
+
+    let m = front.metrics().await;
+    let failures = |reason: &str| {
+        metric(
+            &m,
+            &format!("distcache_proxy_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(failures("missing"), 2, "{m}");
+    assert_eq!(failures("bad_signature"), 1);
+    assert_eq!(failures("expired"), 1);
+    assert_eq!(metric(&m, "distcache_proxy_permission_denied_total"), 2);
+
+    // gRPC: the node's rules, on the proxy's CacheService.
+    let ch = Channel::from_shared(format!("http://{}", front.grpc))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut g = CacheServiceClient::new(ch.clone());
+    let get = || pb::GetRequest { key: "k".into() };
+    let set = || pb::SetRequest {
+        key: "k".into(),
+        value: "g".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(g.get(bearer(get(), None)).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(g.get(bearer(get(), Some(&forged))).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(g.get(bearer(get(), Some(&expired))).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(code(g.get(bearer(get(), Some(&readonly))).await), Code::Ok);
+    assert_eq!(
+        code(g.set(bearer(set(), Some(&readonly))).await),
+        Code::PermissionDenied
+    );
+    let batch = || pb::BatchRequest {
+        operations: vec![pb::Operation {
+            op: Some(operation::Op::Set(set())),
+        }],
+    };
+    assert_eq!(
+        code(g.batch(bearer(batch(), Some(&readonly))).await),
+        Code::PermissionDenied,
+        "a batch with a write needs a user token"
+    );
+    assert_eq!(
+        code(
+            g.get_metrics(bearer(pb::GetMetricsRequest::default(), Some(&user)))
+                .await
+        ),
+        Code::PermissionDenied,
+        "metrics are for admins"
+    );
+    assert_eq!(code(g.set(bearer(set(), Some(&user))).await), Code::Ok);
+    assert_eq!(code(g.batch(bearer(batch(), Some(&user))).await), Code::Ok);
+    let health = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    assert!(health.is_ok(), "grpc.health.v1 is open: {health:?}");
+    assert_eq!(c.cmd(&["GET", "k"]).await, "g");
+    front.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What one pipelining client saw: replies in order, then how it ended.
+#[derive(Debug)]
+struct Seen {
+    replies: Vec<String>,
+    end: String,
+}
+
+/// Sends `n` SETs on one connection in one go and reads replies until the
+/// proxy closes the connection.
+async fn pipeline(addr: SocketAddr, client: usize, n: usize, replies: Arc<AtomicUsize>) -> Seen {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = tokio::io::split(stream);
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend(encode(&[
+            "SET",
+            &format!("drain:{client}:{i}"),
+            &format!("v{i}"),
+        ]));
+    }
+    // The proxy may close before reading everything: write errors are expected.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&out).await;
+        write
+    });
+    let mut read = BufReader::new(read);
+    let mut seen = Seen {
+        replies: Vec::new(),
+        end: String::new(),
+    };
+    loop {
+        match read_reply(&mut read).await {
+            Ok(r) => {
+                seen.replies.push(r);
+                replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                seen.end = e.kind().to_string();
+                break;
+            }
+        }
+    }
+    drop(writer.await);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_already_received() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 3_000;
+    let front = Front::start(FrontendConfig {
+        shutdown_grace: Duration::from_secs(30),
+        ..FrontendConfig::default()
+    })
+    .await;
+    let replies = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(pipeline(front.resp, c, PER_CLIENT, replies.clone())))
+        .collect();
+    // Shut down while every client still has requests outstanding.
+    eventually(Duration::from_secs(60), || {
+        let n = replies.load(Ordering::Relaxed);
+        async move { n >= 100 }
+    })
+    .await
+    .expect("replies started");
+    let (resp, grpc, backend) = (front.resp, front.grpc, front.backend.clone());
+    let nodes = front.stop().await;
+    assert_eq!(
+        backend.resp_connections.load(Ordering::Relaxed),
+        0,
+        "run returned while RESP connections were still serving"
+    );
+    assert!(
+        TcpStream::connect(resp).await.is_err(),
+        "RESP still accepts"
+    );
+    assert!(
+        TcpStream::connect(grpc).await.is_err(),
+        "gRPC still accepts"
+    );
+
+    let mut acked = Vec::new();
+    let mut total = 0;
+    for (c, task) in clients.into_iter().enumerate() {
+        let seen = task.await.expect("client");
+        assert_eq!(
+            seen.end,
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof)
+                .kind()
+                .to_string(),
+            "client {c} ended mid-reply or with an error: {seen:?}"
+        );
+        for (i, r) in seen.replies.iter().enumerate() {
+            // An upstream error (a loaded machine) is still an answer; only
+            // +OK promises a write.
+            assert!(
+                r == "+OK" || r.starts_with("-ERR"),
+                "client {c}, request {i}: {r}"
+            );
+            if r == "+OK" {
+                acked.push((format!("drain:{c}:{i}"), format!("v{i}")));
+            }
+        }
+        total += seen.replies.len();
+    }
+    assert!(
+        total < CLIENTS * PER_CLIENT,
+        "shutdown came after everything was done: the test proves nothing"
+    );
+    // Every acknowledged write took effect on the nodes. The proxy writes
+    // with consistency One, so under load an acknowledged write may be on
+    // one replica only (the other skipped as unhealthy): read from all.
+    let upstream = backend.client.stats();
+    let client = distcache::Client::builder()
+        .nodes(nodes.iter().map(TestNode::url).collect::<Vec<_>>())
+        .replicas(2)
+        .read_consistency(distcache::Consistency::All)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("client");
+    for chunk in acked.chunks(1000) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let got = client.mget(&keys).await.expect("mget");
+        for ((k, v), e) in chunk.iter().zip(got) {
+            assert_eq!(
+                e.map(|e| e.value),
+                Some(bytes::Bytes::from(v.clone())),
+                "{k} (proxy upstream: {upstream:?})"
+            );
+        }
+    }
+}
