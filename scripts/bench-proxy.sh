@@ -6,11 +6,19 @@
 # ratio to twemproxy's. Installs redis-server, redis-tools and nutcracker with
 # apt-get when missing. Everything listens on 127.0.0.1 and is stopped on exit.
 #
-#   scripts/bench-proxy.sh            # REQUESTS=200000 by default
-#   REQUESTS=50000 scripts/bench-proxy.sh
+# The targets take turns, ROUNDS times (so a burst of load from something else
+# on the machine hits both sides alike), and the median of the rounds is
+# reported. Like redis-server and twemproxy, which are single-threaded, each
+# node runs with --threads 1 (three of them share the machine's cores); the
+# proxy runs with PROXY_THREADS worker threads.
+#
+#   scripts/bench-proxy.sh                       # REQUESTS=100000 ROUNDS=3
+#   REQUESTS=50000 ROUNDS=5 PROXY_THREADS=2 scripts/bench-proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUESTS=${REQUESTS:-200000}
+REQUESTS=${REQUESTS:-100000}
+ROUNDS=${ROUNDS:-3}
+PROXY_THREADS=${PROXY_THREADS:-1}
 
 if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null \
   || ! command -v nutcracker >/dev/null; then
@@ -41,7 +49,7 @@ wait_ping() {
 for i in 1 2 3; do
   target/release/distcache-node --listen "127.0.0.1:$((27000 + i))" \
     --admin-listen "127.0.0.1:$((27100 + i))" --node-id "n$i" --max-memory 1GiB \
-    --log-level warn &
+    --threads 1 --log-level warn &
   pids+=($!)
 done
 nodes=http://127.0.0.1:27001,http://127.0.0.1:27002,http://127.0.0.1:27003
@@ -76,21 +84,33 @@ run() { # name port pipeline -> prints "name P test rps"
 
 results="$work/results"
 : > "$results"
-for P in 1 16; do run twemproxy 27290 "$P" >> "$results"; done
-for R in 1 2; do
-  target/release/distcache-proxy --nodes "$nodes" --replicas "$R" \
-    --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
-    --log-level warn &
-  proxy=$!
-  wait_ping 27380
-  for P in 1 16; do run "distcache-r$R" 27380 "$P" >> "$results"; done
-  kill "$proxy"; wait "$proxy" 2>/dev/null || true
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for P in 1 16; do run twemproxy 27290 "$P" >> "$results"; done
+  for R in 1 2; do
+    target/release/distcache-proxy --nodes "$nodes" --replicas "$R" --threads "$PROXY_THREADS" \
+      --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
+      --log-level warn &
+    proxy=$!
+    wait_ping 27380
+    for P in 1 16; do run "distcache-r$R" 27380 "$P" >> "$results"; done
+    kill "$proxy"; wait "$proxy" 2>/dev/null || true
+  done
 done
 
+# The median of the rounds for each (target, P, test), then ratios.
+medians="$work/medians"
+sort -k1,1 -k2,2n -k3,3 -k4,4g "$results" | awk '
+  { key = $1 " " $2 " " $3; v[key, ++n[key]] = $4; order[key] = NR }
+  END { for (k in n) { m = n[k]; mid = int((m + 1) / 2);
+        med = (m % 2) ? v[k, mid] : (v[k, mid] + v[k, mid + 1]) / 2; print k, med } }' \
+  | sort -k1,1 -k2,2n -k3,3 > "$medians"
+
 echo
-printf '%-16s %-3s %-5s %12s %8s\n' target P test "req/s" "vs twem"
+printf '%-16s %-3s %-5s %12s %8s   (median of %s rounds, %s requests each)\n' \
+  target P test "req/s" "vs twem" "$ROUNDS" "$REQUESTS"
 while read -r name p test rps; do
-  base=$(awk -v p="$p" -v t="$test" '$1=="twemproxy" && $2==p && $3==t {print $4}' "$results")
+  base=$(awk -v p="$p" -v t="$test" '$1=="twemproxy" && $2==p && $3==t {print $4}' "$medians")
   ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
   printf '%-16s %-3s %-5s %12.0f %8s\n' "$name" "$p" "$test" "$rps" "$ratio"
-done < "$results"
+done < "$medians"

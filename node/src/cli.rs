@@ -105,6 +105,10 @@ pub struct Args {
     /// Most requests served at once; more get RESOURCE_EXHAUSTED [default: 4096].
     #[arg(long, env = "DISTCACHE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Worker threads serving requests [default: one per CPU core]. Several
+    /// nodes (or a node and its clients) sharing a few cores do better with 1.
+    #[arg(long, env = "DISTCACHE_THREADS")]
+    pub threads: Option<usize>,
     /// TLS on the gRPC listener.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -238,6 +242,9 @@ impl Args {
         }
         if let Some(v) = self.rate_limit_global_burst {
             r.global_burst = v;
+        }
+        if let Some(v) = self.threads {
+            c.server.threads = v;
         }
         if let Some(v) = self.max_connections {
             c.server.max_connections = v;

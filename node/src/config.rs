@@ -114,6 +114,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most requests served at once, node-wide; more get `RESOURCE_EXHAUSTED`.
     pub max_in_flight: usize,
+    /// Worker threads of the async runtime; 0 means one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +129,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 1024,
             max_connections: 10_000,
             max_in_flight: 4096,
+            threads: 0,
         }
     }
 }

@@ -4,11 +4,11 @@
 use std::process::ExitCode;
 
 use distcache_node::cli::{Args, Command};
+use distcache_node::config::NodeConfig;
 use distcache_node::server::shutdown_signal;
 use distcache_node::{Listeners, logging, run};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::from_env();
     if let Some(Command::Token(t)) = &args.command {
         return if t.run() {
@@ -28,6 +28,20 @@ async fn main() -> ExitCode {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.threads > 0 {
+        runtime.worker_threads(config.server.threads);
+    }
+    match runtime.enable_all().build() {
+        Ok(rt) => rt.block_on(serve(config)),
+        Err(e) => {
+            eprintln!("distcache-node: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: NodeConfig) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {

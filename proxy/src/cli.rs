@@ -75,6 +75,11 @@ pub struct Args {
     /// Most RESP client connections open at once.
     #[arg(long, env = "DISTCACHE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Worker threads [default: one per CPU core]. A sidecar sharing a few
+    /// cores with its application (and twemproxy-style deployments) often
+    /// does best with 1 or 2.
+    #[arg(long, env = "DISTCACHE_THREADS")]
+    pub threads: Option<usize>,
     /// Largest RESP argument (a key or value) accepted.
     #[arg(long, env = "DISTCACHE_MAX_ARG_BYTES", default_value = "2MiB")]
     pub max_arg_bytes: ByteSize,

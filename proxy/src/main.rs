@@ -13,14 +13,24 @@ use distcache_proxy::dev::DevCluster;
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = distcache_node::logging::init(&args.log()) {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    match serve(args).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads.filter(|&n| n > 0) {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("distcache-proxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "proxy failed");

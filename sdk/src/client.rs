@@ -205,9 +205,16 @@ impl Client {
         let deadline = Instant::now() + total;
         let span = tracing::debug_span!("distcache", op);
         let view = self.inner.view();
-        within(deadline, total, f(&view, deadline))
-            .instrument(span)
-            .await
+        // Pinned where they are: wrapping the operation's future in a timeout
+        // and a span would copy it (kilobytes) for every request.
+        let work = std::pin::pin!(f(&view, deadline));
+        let sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
+        let raced = within(work, sleep, total);
+        if span.is_disabled() {
+            raced.await
+        } else {
+            raced.instrument(span).await
+        }
     }
 
     /// Reads a key; `Ok(None)` on a miss.
@@ -217,7 +224,8 @@ impl Client {
         self.run("get", async |inner, deadline| {
             let r = match c {
                 Consistency::One => inner.read_one(&key, deadline).await?,
-                _ => inner.read_quorum(&key, c, deadline).await?,
+                // Boxed so that the common One read's future stays small.
+                _ => Box::pin(inner.read_quorum(&key, c, deadline)).await?,
             };
             Ok(Entry::from_pb(r))
         })

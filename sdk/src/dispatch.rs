@@ -8,6 +8,8 @@
 //! [`Topology`] snapshot loaded when the operation started, so node indexes
 //! mean the same thing in every task, retry and repair it spawns.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -202,38 +204,63 @@ impl View {
             .await
     }
 
-    /// Sends `op` to each of `targets` in its own task and streams the
-    /// results back. Tasks outlive the receiver, so writes still reach every
-    /// replica after the caller returned on W acknowledgements.
+    /// One replica's part of a fan-out: an attempt, with retries (until the
+    /// node is marked unhealthy: then the caller counts it as failed and
+    /// other replicas serve) when `retry`.
+    async fn replica_call(
+        &self,
+        idx: usize,
+        op: Op,
+        deadline: Instant,
+        retry: bool,
+    ) -> Result<Out> {
+        let once = || async {
+            self.call(idx, op.clone(), deadline)
+                .await
+                .map_err(Error::from_status)
+        };
+        if retry {
+            let gone = || !self.topo.nodes[idx].is_healthy();
+            self.retry.run_unless(deadline, once, gone).await
+        } else {
+            once().await
+        }
+    }
+
+    /// Sends `op` to each of `targets`. With `inline_first`, the first
+    /// target's attempt is run by whoever awaits the [`Fan`] (no task, the
+    /// common case of one replica costs no spawn); every other target gets
+    /// its own task, which outlives the caller, so writes still reach every
+    /// replica after the caller returned on W acknowledgements. Only pass
+    /// `inline_first` when the caller waits for the first target's answer.
     pub(crate) fn fan_out(
         &self,
         targets: &[usize],
         op: &Op,
         deadline: Instant,
         retry: bool,
-    ) -> mpsc::Receiver<(usize, Result<Out>)> {
-        let (tx, rx) = mpsc::channel(targets.len().max(1));
-        for &idx in targets {
-            let (inner, tx, op) = (self.clone(), tx.clone(), op.clone());
+        inline_first: bool,
+    ) -> Fan<'_> {
+        let (spawned, first) = match (inline_first, targets.split_first()) {
+            (true, Some((&idx, rest))) => {
+                let op = op.clone();
+                let f: InlineCall<'_> =
+                    Box::pin(
+                        async move { (idx, self.replica_call(idx, op, deadline, retry).await) },
+                    );
+                (rest, Some(f))
+            }
+            _ => (targets, None),
+        };
+        let (tx, rx) = mpsc::channel(spawned.len().max(1));
+        for &idx in spawned {
+            let (view, tx, op) = (self.clone(), tx.clone(), op.clone());
             tokio::spawn(async move {
-                let once = || async {
-                    inner
-                        .call(idx, op.clone(), deadline)
-                        .await
-                        .map_err(Error::from_status)
-                };
-                let res = if retry {
-                    // Stop retrying a node once it is marked unhealthy: the
-                    // caller counts it as failed and other replicas serve.
-                    let gone = || !inner.topo.nodes[idx].is_healthy();
-                    inner.retry.run_unless(deadline, once, gone).await
-                } else {
-                    once().await
-                };
+                let res = view.replica_call(idx, op, deadline, retry).await;
                 let _ = tx.send((idx, res)).await;
             });
         }
-        rx
+        Fan { first, rx }
     }
 
     /// Writes `op` (which carries its version) to the key's replicas and
@@ -248,10 +275,10 @@ impl View {
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
-        let rx = self.fan_out(&targets, &op, deadline, true);
         // Wait for the first healthy replica, the one `One` reads go to, so a
         // client reads its own writes; the others may finish later.
-        gather(rx, targets.len(), need, targets.first().copied()).await
+        let fan = self.fan_out(&targets, &op, deadline, true, true);
+        gather(fan, targets.len(), need, targets.first().copied()).await
     }
 
     /// Runs a non-idempotent `op` on the first healthy replica, failing over
@@ -295,11 +322,11 @@ impl View {
         let need = consistency.required(replicas.len()).saturating_sub(1);
         let others: Vec<usize> = replicas.into_iter().filter(|&i| i != primary).collect();
         let targets = self.targets(&others, need);
-        let rx = self.fan_out(&targets, &Op::Set(set), deadline, true);
+        let fan = self.fan_out(&targets, &Op::Set(set), deadline, true, need > 0);
         if need == 0 {
             return Ok(());
         }
-        gather(rx, targets.len(), need, None).await.map(|_| ())
+        gather(fan, targets.len(), need, None).await.map(|_| ())
     }
 
     /// Asks enough replicas, returns the newest state (a value, or nothing
@@ -317,8 +344,8 @@ impl View {
             .run(deadline, || async {
                 let targets = self.targets(&replicas, need);
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
-                let rx = self.fan_out(&targets, &op, deadline, false);
-                let answers = gather(rx, targets.len(), need, None).await?;
+                let fan = self.fan_out(&targets, &op, deadline, false, true);
+                let answers = gather(fan, targets.len(), need, None).await?;
                 self.resolve(key, answers, deadline).await
             })
             .await
@@ -397,7 +424,7 @@ impl View {
                 .fetch_add(stale.len() as u64, Ordering::Relaxed);
             tracing::debug!(replicas = stale.len(), "read repair");
             // Repairs are versioned, so they never overwrite anything newer.
-            drop(self.fan_out(&stale, &repair, deadline, true));
+            drop(self.fan_out(&stale, &repair, deadline, true, false));
         }
         Ok(result)
     }
@@ -419,19 +446,50 @@ impl View {
     }
 }
 
+/// The first target's attempt, polled by the caller itself.
+type InlineCall<'a> = Pin<Box<dyn Future<Output = (usize, Result<Out>)> + Send + 'a>>;
+
+/// A fan-out in progress (see [`View::fan_out`]).
+pub(crate) struct Fan<'a> {
+    first: Option<InlineCall<'a>>,
+    rx: mpsc::Receiver<(usize, Result<Out>)>,
+}
+
 /// Collects fan-out results until `need` succeeded and `wait_for` (if any)
 /// answered, or until so many failed that `need` cannot be reached. A
 /// permanent error (bad input) is returned at once.
 pub(crate) async fn gather(
-    mut rx: mpsc::Receiver<(usize, Result<Out>)>,
+    mut fan: Fan<'_>,
     total: usize,
     need: usize,
     mut wait_for: Option<usize>,
 ) -> Result<Vec<(usize, Out)>> {
     let mut oks = Vec::with_capacity(need);
     let mut failed = 0;
+    let mut tasks_left = true;
     while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
-        let next = rx.recv().await;
+        let next = match fan.first.as_mut() {
+            Some(first) if tasks_left => tokio::select! {
+                r = first => {
+                    fan.first = None;
+                    Some(r)
+                }
+                r = fan.rx.recv() => match r {
+                    Some(r) => Some(r),
+                    None => {
+                        // Every task answered; only the inline call is left.
+                        tasks_left = false;
+                        continue;
+                    }
+                },
+            },
+            Some(first) => {
+                let r = first.await;
+                fan.first = None;
+                Some(r)
+            }
+            None => fan.rx.recv().await,
+        };
         if let Some((idx, _)) = &next
             && wait_for == Some(*idx)
         {

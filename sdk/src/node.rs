@@ -85,9 +85,13 @@ impl Conn {
         if let Some(p) = slot().as_ref().filter(|p| p.is_open()) {
             return Ok(Some(p.clone()));
         }
-        let opened = tokio::time::timeout(t, Pipe::open(self.stub(), self.auth.as_ref()))
-            .await
-            .map_err(|_| Status::deadline_exceeded("opening the pipeline stream timed out"))?;
+        // Boxed: opening is rare, and its future is large.
+        let opened = Box::pin(tokio::time::timeout(
+            t,
+            Pipe::open(self.stub(), self.auth.as_ref()),
+        ))
+        .await
+        .map_err(|_| Status::deadline_exceeded("opening the pipeline stream timed out"))?;
         match opened {
             Ok(p) => {
                 let mut slot = slot();
@@ -120,14 +124,15 @@ impl Conn {
             return pipe.call(operations).await;
         }
         let req = self.request(pb::BatchRequest { operations }, t);
-        Ok(self.stub().batch(req).await?.into_inner().results)
+        let mut stub = self.stub();
+        Ok(Box::pin(stub.batch(req)).await?.into_inner().results)
     }
 
     /// One operation: a one-operation `Pipeline` message, or its own unary
     /// RPC when the node has no `Pipeline`.
     pub(crate) async fn one(&self, op: Op, t: Duration) -> Result<Out, Status> {
         let Some(pipe) = self.pipe(t).await? else {
-            return self.unary(op, t).await;
+            return Box::pin(self.unary(op, t)).await;
         };
         let results = pipe.call(vec![pb::Operation { op: Some(op) }]).await?;
         match <[pb::OperationResult; 1]>::try_from(results) {
@@ -208,7 +213,9 @@ impl Node {
     pub(crate) async fn call(&self, op: Op, t: Duration) -> Result<Out, Status> {
         match &self.coalescer {
             Some(tx) => coalesce::submit(tx, op, t).await,
-            None => self.conn.unary(op, t).await,
+            // Boxed: a tonic call's future is kilobytes, and every caller's
+            // future would otherwise carry it (and copy it when moved).
+            None => Box::pin(self.conn.unary(op, t)).await,
         }
     }
 

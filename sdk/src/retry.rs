@@ -108,16 +108,21 @@ impl Retrier {
     }
 }
 
-/// Turns the end of a deadline into [`Error::Timeout`].
+/// Runs `work` until `sleep` (the request's deadline) fires, then gives up
+/// with [`Error::Timeout`]. Both are pinned in place by the caller, so the
+/// (large) operation future is never moved into a wrapper.
 pub(crate) async fn within<T>(
-    deadline: Instant,
+    mut work: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
+    mut sleep: std::pin::Pin<&mut tokio::time::Sleep>,
     total: Duration,
-    fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout_at(deadline, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::Timeout(total)),
-    }
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = work.as_mut().poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        sleep.as_mut().poll(cx).map(|()| Err(Error::Timeout(total)))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -65,6 +65,35 @@ fn int(n: usize) -> Reply {
 pub async fn execute(backend: &Backend, cmd: Command) -> Reply {
     let c = &backend.client;
     let result = match cmd {
+        Command::Get(k) => c.get(&k).await.map(|e| Reply::Bulk(e.map(|e| e.value))),
+        Command::Set {
+            key,
+            value,
+            cond: Cond::Always,
+            expiry: expiry @ (Expiry::None | Expiry::In(1..)),
+            get: false,
+            integer_reply: false,
+        } => {
+            let ttl = match expiry {
+                Expiry::In(ms) => Some(Duration::from_millis(ms)),
+                _ => None,
+            };
+            c.set_with(&key, &value, ttl, Condition::Always)
+                .await
+                .map(|_| Reply::OK)
+        }
+        // Boxed, so that the futures of the two hot commands above (held by
+        // every connection, and copied when pipelined commands are joined)
+        // stay small.
+        other => return Box::pin(execute_other(backend, other)).await,
+    };
+    result.unwrap_or_else(|e| error_reply(&e))
+}
+
+/// Every data command but plain GET and SET.
+async fn execute_other(backend: &Backend, cmd: Command) -> Reply {
+    let c = &backend.client;
+    let result = match cmd {
         Command::Ping(None) => Ok(Reply::Simple("PONG")),
         Command::Ping(Some(m)) | Command::Echo(m) => Ok(Reply::Bulk(Some(m))),
         Command::Get(k) => c.get(&k).await.map(|e| Reply::Bulk(e.map(|e| e.value))),
