@@ -12,10 +12,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
@@ -252,15 +253,18 @@ impl View {
             }
             _ => (targets, None),
         };
-        let (tx, rx) = mpsc::channel(spawned.len().max(1));
-        for &idx in spawned {
-            let (view, tx, op) = (self.clone(), tx.clone(), op.clone());
-            tokio::spawn(async move {
-                let res = view.replica_call(idx, op, deadline, retry).await;
-                let _ = tx.send((idx, res)).await;
-            });
-        }
-        Fan { first, rx }
+        // A task's result waits in the task itself until the caller polls its
+        // handle; a dropped handle detaches the task, which still finishes.
+        let tasks = spawned
+            .iter()
+            .map(|&idx| {
+                let (view, op) = (self.clone(), op.clone());
+                tokio::spawn(
+                    async move { (idx, view.replica_call(idx, op, deadline, retry).await) },
+                )
+            })
+            .collect();
+        Fan { first, tasks }
     }
 
     /// Writes `op` (which carries its version) to the key's replicas and
@@ -452,7 +456,42 @@ type InlineCall<'a> = Pin<Box<dyn Future<Output = (usize, Result<Out>)> + Send +
 /// A fan-out in progress (see [`View::fan_out`]).
 pub(crate) struct Fan<'a> {
     first: Option<InlineCall<'a>>,
-    rx: mpsc::Receiver<(usize, Result<Out>)>,
+    tasks: Vec<JoinHandle<(usize, Result<Out>)>>,
+}
+
+impl Fan<'_> {
+    /// The next answer, from the inline call or any task; `None` when all
+    /// have answered.
+    async fn next(&mut self) -> Option<(usize, Result<Out>)> {
+        if self.first.is_none() && self.tasks.is_empty() {
+            return None;
+        }
+        std::future::poll_fn(|cx| {
+            if let Some(first) = self.first.as_mut()
+                && let Poll::Ready(r) = first.as_mut().poll(cx)
+            {
+                self.first = None;
+                return Poll::Ready(Some(r));
+            }
+            for i in 0..self.tasks.len() {
+                if let Poll::Ready(r) = Pin::new(&mut self.tasks[i]).poll(cx) {
+                    self.tasks.swap_remove(i);
+                    // A task that panicked counts as a failed replica.
+                    return Poll::Ready(Some(r.unwrap_or_else(|_| {
+                        (
+                            usize::MAX,
+                            Err(Error::Unavailable {
+                                needed: 1,
+                                acked: 0,
+                            }),
+                        )
+                    })));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Collects fan-out results until `need` succeeded and `wait_for` (if any)
@@ -466,30 +505,8 @@ pub(crate) async fn gather(
 ) -> Result<Vec<(usize, Out)>> {
     let mut oks = Vec::with_capacity(need);
     let mut failed = 0;
-    let mut tasks_left = true;
     while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
-        let next = match fan.first.as_mut() {
-            Some(first) if tasks_left => tokio::select! {
-                r = first => {
-                    fan.first = None;
-                    Some(r)
-                }
-                r = fan.rx.recv() => match r {
-                    Some(r) => Some(r),
-                    None => {
-                        // Every task answered; only the inline call is left.
-                        tasks_left = false;
-                        continue;
-                    }
-                },
-            },
-            Some(first) => {
-                let r = first.await;
-                fan.first = None;
-                Some(r)
-            }
-            None => fan.rx.recv().await,
-        };
+        let next = fan.next().await;
         if let Some((idx, _)) = &next
             && wait_for == Some(*idx)
         {
