@@ -28,11 +28,7 @@ fn main() -> ExitCode {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.threads > 0 {
-        runtime.worker_threads(config.server.threads);
-    }
-    match runtime.enable_all().build() {
+    match distcache_node::server::runtime(config.server.threads) {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("distcache-node: cannot start the async runtime: {e}");

@@ -228,6 +228,23 @@ async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<boo
 }
 
 /// Resolves once the stop flag turns true (or its sender is gone).
+/// The async runtime of a node or proxy process: `threads` worker threads,
+/// 0 for one per CPU core. With 1, a current-thread runtime: no work
+/// stealing and no wake-ups across threads, the cheapest way to serve when
+/// several processes share a few cores (as redis-server and twemproxy do).
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build()
+}
+
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }

@@ -19,11 +19,7 @@ fn main() -> ExitCode {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads.filter(|&n| n > 0) {
-        runtime.worker_threads(n);
-    }
-    let runtime = match runtime.enable_all().build() {
+    let runtime = match distcache_node::server::runtime(args.threads.unwrap_or(0)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("distcache-proxy: cannot start the async runtime: {e}");
