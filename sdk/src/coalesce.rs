@@ -14,6 +14,7 @@
 //! Operations in a batch run in order on the node and fail independently;
 //! a transport failure fails every operation of the batch with its status.
 
+use std::future::Future;
 use std::time::Duration;
 
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
@@ -105,11 +106,22 @@ pub(crate) fn result_of(r: pb::OperationResult) -> Result<Out, Status> {
     }
 }
 
+/// Bounds a batch by its longest caller timeout: a node that stops answering
+/// (hung, paused) must not hold an in-flight slot, and so every later batch,
+/// forever.
+async fn bounded<T>(t: Duration, f: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    tokio::time::timeout(t, f)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("batch timed out")))
+}
+
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     if batch.len() == 1
         && let Some(p) = batch.pop()
     {
-        let _ = p.reply.send(conn.one(p.op, p.timeout).await);
+        let _ = p
+            .reply
+            .send(bounded(p.timeout, conn.one(p.op, p.timeout)).await);
         return;
     }
     let timeout = batch.iter().map(|p| p.timeout).max().unwrap_or_default();
@@ -121,7 +133,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
             pb::Operation { op: Some(p.op) }
         })
         .collect();
-    match conn.batch(ops, timeout).await {
+    match bounded(timeout, conn.batch(ops, timeout)).await {
         Ok(results) if results.len() == replies.len() => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(result_of(r));

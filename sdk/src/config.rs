@@ -95,7 +95,12 @@ pub struct CoalesceConfig {
     pub max_batch: usize,
     /// A batch stops growing past this many key + value bytes.
     pub max_batch_bytes: usize,
-    /// Batches in flight per node at once.
+    /// Batches in flight per node at once. With 1 (the default), operations
+    /// that arrive while a batch is out wait for its answer and go together
+    /// in the next one: the fewest messages, the most CPU left for work
+    /// (measured with the proxy under redis-benchmark). Raise it when a batch
+    /// may take long on the node (`--wal-fsync always` writes wait for the
+    /// disk) and reads should not wait behind it.
     pub max_in_flight: usize,
     /// Operations that may wait per node before callers wait to enqueue.
     pub queue: usize,
@@ -106,7 +111,7 @@ impl Default for CoalesceConfig {
         Self {
             max_batch: 64,
             max_batch_bytes: 1 << 20,
-            max_in_flight: 2,
+            max_in_flight: 1,
             queue: 4096,
         }
     }

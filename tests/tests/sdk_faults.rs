@@ -254,3 +254,121 @@ async fn cas_and_counters_fail_over_when_the_primary_is_down() -> Result<(), Box
     assert_eq!(&cache.get("c").await?.unwrap().value[..], b"15");
     Ok(())
 }
+
+/// A TCP relay in front of a node that can be frozen: it then stops moving
+/// bytes both ways but keeps every connection open, which is how a node that
+/// hangs (SIGSTOP, a stuck disk) looks to a client, unlike one that dies.
+struct Relay {
+    url: String,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn relay(target: std::net::SocketAddr) -> Result<Relay, BoxError> {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while frozen.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            while frozen.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let frozen = Arc::new(AtomicBool::new(false));
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(node) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (nr, nw) = node.into_split();
+            tokio::spawn(pump(cr, nw, f.clone()));
+            tokio::spawn(pump(nr, cw, f.clone()));
+        }
+    });
+    Ok(Relay { url, frozen })
+}
+
+/// A node that stops answering without closing its connections costs no
+/// client errors: its batches time out, requests fail over to the other
+/// replica, the node is marked unhealthy and skipped, and once it answers
+/// again it is re-admitted and serves its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_timed_out_skipped_and_readmitted() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let hung = relay(nodes[0].addr).await?;
+    let cache = Client::builder()
+        .nodes([hung.url.clone(), nodes[1].url(), nodes[2].url()])
+        .replicas(2)
+        .timeout(Duration::from_secs(10))
+        .attempt_timeout(Duration::from_millis(500))
+        .build()
+        .await?;
+    for i in 0..200 {
+        cache.set(format!("h:{i}"), format!("v{i}"), None).await?;
+    }
+    hung.frozen.store(true, Ordering::Relaxed);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..8usize {
+        let (cache, errors) = (cache.clone(), errors.clone());
+        workers.push(tokio::spawn(async move {
+            for n in 0..60usize {
+                let key = format!("h:{}", (w * 31 + n * 7) % 200);
+                let r = if n % 3 == 0 {
+                    cache.set(&key, format!("w{w}n{n}"), None).await.map(|_| ())
+                } else {
+                    cache.get(&key).await.and_then(|e| {
+                        e.map(|_| ()).ok_or(distcache::Error::Unavailable {
+                            needed: 0,
+                            acked: 0,
+                        })
+                    })
+                };
+                if let Err(e) = r {
+                    eprintln!("client-visible error: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    wait_health(&cache, &hung.url, false).await?;
+
+    hung.frozen.store(false, Ordering::Relaxed);
+    wait_health(&cache, &hung.url, true).await?;
+    // Keys whose first replica is the recovered node: written and read
+    // through it again.
+    let mine: Vec<String> = (0..200)
+        .map(|i| format!("h:{i}"))
+        .filter(|k| cache.owners(k).first() == Some(&hung.url))
+        .take(20)
+        .collect();
+    assert!(!mine.is_empty());
+    for k in &mine {
+        cache.set(k, "after", None).await?;
+        let e = cache.get(k).await?.expect("present");
+        assert_eq!(&e.value[..], b"after");
+    }
+    Ok(())
+}
