@@ -241,18 +241,19 @@ impl View {
         deadline: Instant,
         retry: bool,
         inline_first: bool,
-    ) -> Fan<'_> {
-        let (spawned, first) = match (inline_first, targets.split_first()) {
-            (true, Some((&idx, rest))) => {
-                let op = op.clone();
-                let f: InlineCall<'_> =
-                    Box::pin(
-                        async move { (idx, self.replica_call(idx, op, deadline, retry).await) },
-                    );
-                (rest, Some(f))
-            }
-            _ => (targets, None),
+    ) -> Fan<impl Future<Output = (usize, Result<Out>)> + Send + '_> {
+        let first_idx = if inline_first {
+            targets.first().copied()
+        } else {
+            None
         };
+        let spawned = &targets[usize::from(first_idx.is_some())..];
+        // Not boxed: the first target's attempt lives inside the caller's
+        // future, so the common single-replica write allocates nothing here.
+        let first = first_idx.map(|idx| {
+            let op = op.clone();
+            async move { (idx, self.replica_call(idx, op, deadline, retry).await) }
+        });
         // A task's result waits in the task itself until the caller polls its
         // handle; a dropped handle detaches the task, which still finishes.
         let tasks = spawned
@@ -450,63 +451,64 @@ impl View {
     }
 }
 
-/// The first target's attempt, polled by the caller itself.
-type InlineCall<'a> = Pin<Box<dyn Future<Output = (usize, Result<Out>)> + Send + 'a>>;
-
-/// A fan-out in progress (see [`View::fan_out`]).
-pub(crate) struct Fan<'a> {
-    first: Option<InlineCall<'a>>,
+/// A fan-out in progress (see [`View::fan_out`]): the first target's attempt,
+/// polled by the caller itself, and the other targets' tasks.
+pub(crate) struct Fan<F> {
+    first: Option<F>,
     tasks: Vec<JoinHandle<(usize, Result<Out>)>>,
 }
 
-impl Fan<'_> {
-    /// The next answer, from the inline call or any task; `None` when all
-    /// have answered.
-    async fn next(&mut self) -> Option<(usize, Result<Out>)> {
-        if self.first.is_none() && self.tasks.is_empty() {
-            return None;
-        }
-        std::future::poll_fn(|cx| {
-            if let Some(first) = self.first.as_mut()
-                && let Poll::Ready(r) = first.as_mut().poll(cx)
-            {
-                self.first = None;
-                return Poll::Ready(Some(r));
-            }
-            for i in 0..self.tasks.len() {
-                if let Poll::Ready(r) = Pin::new(&mut self.tasks[i]).poll(cx) {
-                    self.tasks.swap_remove(i);
-                    // A task that panicked counts as a failed replica.
-                    return Poll::Ready(Some(r.unwrap_or_else(|_| {
-                        (
-                            usize::MAX,
-                            Err(Error::Unavailable {
-                                needed: 1,
-                                acked: 0,
-                            }),
-                        )
-                    })));
-                }
-            }
-            Poll::Pending
-        })
-        .await
+/// The next answer of a fan-out, from the inline call or any task; `None`
+/// when all have answered.
+async fn next_answer<F: Future<Output = (usize, Result<Out>)>>(
+    first: &mut Pin<&mut Option<F>>,
+    tasks: &mut Vec<JoinHandle<(usize, Result<Out>)>>,
+) -> Option<(usize, Result<Out>)> {
+    if first.is_none() && tasks.is_empty() {
+        return None;
     }
+    std::future::poll_fn(|cx| {
+        if let Some(f) = first.as_mut().as_pin_mut()
+            && let Poll::Ready(r) = f.poll(cx)
+        {
+            first.set(None);
+            return Poll::Ready(Some(r));
+        }
+        for i in 0..tasks.len() {
+            if let Poll::Ready(r) = Pin::new(&mut tasks[i]).poll(cx) {
+                tasks.swap_remove(i);
+                // A task that panicked counts as a failed replica.
+                return Poll::Ready(Some(r.unwrap_or_else(|_| {
+                    (
+                        usize::MAX,
+                        Err(Error::Unavailable {
+                            needed: 1,
+                            acked: 0,
+                        }),
+                    )
+                })));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Collects fan-out results until `need` succeeded and `wait_for` (if any)
 /// answered, or until so many failed that `need` cannot be reached. A
 /// permanent error (bad input) is returned at once.
-pub(crate) async fn gather(
-    mut fan: Fan<'_>,
+pub(crate) async fn gather<F: Future<Output = (usize, Result<Out>)>>(
+    fan: Fan<F>,
     total: usize,
     need: usize,
     mut wait_for: Option<usize>,
 ) -> Result<Vec<(usize, Out)>> {
+    let Fan { first, mut tasks } = fan;
+    let mut first = std::pin::pin!(first);
     let mut oks = Vec::with_capacity(need);
     let mut failed = 0;
     while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
-        let next = fan.next().await;
+        let next = next_answer(&mut first, &mut tasks).await;
         if let Some((idx, _)) = &next
             && wait_for == Some(*idx)
         {
