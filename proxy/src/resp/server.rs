@@ -234,13 +234,12 @@ async fn run_pipeline(
             continue;
         }
         if j > i {
-            let run: Vec<_> = parsed[i..j]
+            // One allocation for the whole run: join_all places each
+            // command's future straight into its own slice.
+            let run = parsed[i..j]
                 .iter()
                 .filter_map(|(name, cmd)| Some((*name, cmd.as_ref().ok()?.clone())))
-                // Boxed so that collecting and joining moves pointers, not
-                // the (large) command futures themselves.
-                .map(|(name, cmd)| Box::pin(data_command(backend, name, cmd)))
-                .collect();
+                .map(|(name, cmd)| data_command(backend, name, cmd));
             for reply in join_all(run).await {
                 reply.encode(output);
             }
