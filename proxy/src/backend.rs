@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use distcache::Client;
-use distcache::proto::{HealthCheckRequest, cache_service_client::CacheServiceClient};
-use futures_util::future::join_all;
 
 use crate::metrics::ProxyMetrics;
 
@@ -49,16 +47,15 @@ impl Backend {
         self.client.health().iter().any(|(_, h)| *h)
     }
 
-    /// Live keys per node (None when a node did not answer), asked directly.
+    /// Live keys per node (None when a node did not answer), asked through
+    /// the SDK's connections (so with the proxy's token and CA).
     pub async fn node_keys(&self) -> Vec<(String, Option<u64>)> {
-        let nodes: Vec<String> = self.client.ring().nodes().to_vec();
-        let answers = join_all(nodes.iter().map(|url| async move {
-            let mut c = CacheServiceClient::connect(url.clone()).await.ok()?;
-            let h = c.health_check(HealthCheckRequest {}).await.ok()?;
-            Some(h.into_inner().keys)
-        }))
-        .await;
-        nodes.into_iter().zip(answers).collect()
+        self.client
+            .health_checks()
+            .await
+            .into_iter()
+            .map(|(url, r)| (url, r.ok().map(|h| h.keys)))
+            .collect()
     }
 
     /// An estimate of distinct live keys: the sum over nodes divided by the

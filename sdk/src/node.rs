@@ -243,14 +243,23 @@ impl Node {
         }
     }
 
+    /// The node's `HealthCheck` answer, over this client's connections
+    /// (token, TLS), within `timeout`.
+    pub(crate) async fn health_check(
+        &self,
+        timeout: Duration,
+    ) -> Result<pb::HealthCheckResponse, Status> {
+        let req = self.conn.request(HealthCheckRequest {}, timeout);
+        match tokio::time::timeout(timeout, self.conn.stub().health_check(req)).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("health check timed out")),
+        }
+    }
+
     /// One active health check: re-admits on `SERVING`, else marks unhealthy.
     pub(crate) async fn probe(&self, timeout: Duration) {
-        let req = self.conn.request(HealthCheckRequest {}, timeout);
-        let answer = tokio::time::timeout(timeout, self.conn.stub().health_check(req)).await;
-        match answer {
-            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => {
-                self.record_success()
-            }
+        match self.health_check(timeout).await {
+            Ok(r) if r.status == ServingStatus::Serving as i32 => self.record_success(),
             _ => self.mark_unhealthy(),
         }
     }

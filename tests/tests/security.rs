@@ -606,6 +606,16 @@ async fn the_sdk_sends_its_token_and_maps_auth_errors() {
     let anonymous = build(None).await.expect("client");
     let e = anonymous.get("k").await.expect_err("no token");
     assert!(matches!(e, distcache::Error::Unauthenticated(_)), "{e:?}");
+
+    // Node figures (the proxy's DBSIZE and INFO) go over the same
+    // connections, token included.
+    let checks = user.health_checks().await;
+    assert!(matches!(&checks[0].1, Ok(h) if h.keys == 1), "{checks:?}");
+    let checks = anonymous.health_checks().await;
+    assert!(
+        matches!(&checks[0].1, Err(distcache::Error::Unauthenticated(_))),
+        "{checks:?}"
+    );
     node.stop().await.expect("stop");
 }
 
