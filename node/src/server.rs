@@ -227,7 +227,6 @@ async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
-/// Resolves once the stop flag turns true (or its sender is gone).
 /// The async runtime of a node or proxy process: `threads` worker threads,
 /// 0 for one per CPU core. With 1, a current-thread runtime: no work
 /// stealing and no wake-ups across threads, the cheapest way to serve when
@@ -245,6 +244,7 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     b.enable_all().build()
 }
 
+/// Resolves once the stop flag turns true (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }

@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::limits::{LimitError, Limits};
 use crate::metrics::{Metrics, Op, Outcome};
+use crate::security::auth::unix_now;
 use crate::security::{Principal, RateCharge};
 use crate::store::{Condition, SetOptions, Store, StoreError};
 use crate::wal::{Batch, Wal, WalError};
@@ -444,6 +445,10 @@ impl CacheService for CacheNode {
                 async move {
                     // A broken or undecodable stream ends with its status.
                     let msg = msg?;
+                    // A stream lives as long as its connection; its token does not.
+                    if principal.as_ref().is_some_and(|p| p.expired(unix_now())) {
+                        return Err(Status::unauthenticated("token expired"));
+                    }
                     let n = msg.operations.len();
                     let allowed = match &charge {
                         Some(c) => c

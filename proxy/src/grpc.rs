@@ -19,6 +19,7 @@ use distcache::proto::{
 };
 use distcache::{Condition, Error};
 use distcache_node::security::Principal;
+use distcache_node::security::auth::unix_now;
 use distcache_node::service::error_result;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -328,6 +329,10 @@ impl CacheService for ProxyService {
                 let principal = principal.clone();
                 async move {
                     let msg = msg?;
+                    // A stream lives as long as its connection; its token does not.
+                    if principal.as_ref().is_some_and(|p| p.expired(unix_now())) {
+                        return Err(Status::unauthenticated("token expired"));
+                    }
                     let start = Instant::now();
                     let n = msg.operations.len();
                     let results = match service.may_batch(principal.as_ref(), &msg.operations) {
@@ -335,7 +340,10 @@ impl CacheService for ProxyService {
                         Err(s) => vec![error_result(&s); n],
                     };
                     let m = &service.backend.metrics;
-                    m.record("grpc", "pipeline", true, start.elapsed());
+                    let ok = results
+                        .iter()
+                        .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));
+                    m.record("grpc", "pipeline", ok, start.elapsed());
                     Ok(pb::PipelineResponse {
                         id: msg.id,
                         results,

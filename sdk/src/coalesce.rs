@@ -54,7 +54,8 @@ pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending>
     tx
 }
 
-fn op_bytes(op: &Op) -> usize {
+/// The key and value bytes `op` carries (what batches are sized by).
+pub(crate) fn op_bytes(op: &Op) -> usize {
     match op {
         Op::Get(r) => r.key.len(),
         Op::Set(r) => r.key.len() + r.value.len(),

@@ -281,8 +281,11 @@ impl View {
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
         // Wait for the first healthy replica, the one `One` reads go to, so a
-        // client reads its own writes; the others may finish later.
-        let fan = self.fan_out(&targets, &op, deadline, true, true);
+        // client reads its own writes; the others may finish later. Inline
+        // only when there is one target: a caller that gives up (its own
+        // timeout, a dropped request) must not cancel one replica's write
+        // while the others' go on.
+        let fan = self.fan_out(&targets, &op, deadline, true, targets.len() == 1);
         gather(fan, targets.len(), need, targets.first().copied()).await
     }
 
@@ -327,7 +330,9 @@ impl View {
         let need = consistency.required(replicas.len()).saturating_sub(1);
         let others: Vec<usize> = replicas.into_iter().filter(|&i| i != primary).collect();
         let targets = self.targets(&others, need);
-        let fan = self.fan_out(&targets, &Op::Set(set), deadline, true, need > 0);
+        // Spawned, all of them: gather returns after `need` answers from any
+        // of them, and the rest must still be written.
+        let fan = self.fan_out(&targets, &Op::Set(set), deadline, true, false);
         if need == 0 {
             return Ok(());
         }

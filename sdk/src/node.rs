@@ -21,7 +21,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::coalesce::{self, Pending, result_of};
+use crate::coalesce::{self, Pending, op_bytes, result_of};
 use crate::config::ClientConfig;
 use crate::error::ConfigError;
 use crate::pipe::Pipe;
@@ -35,9 +35,20 @@ pub(crate) struct Conn {
     auth: Option<MetadataValue<Ascii>>,
     pipe: Arc<Mutex<Option<Arc<Pipe>>>>,
     /// Set when the node answered `Pipeline` with UNIMPLEMENTED (an older
-    /// node): batches then go as `Batch` calls.
+    /// node): batches then go as `Batch` calls, and `Pipeline` is tried again
+    /// after [`PIPE_RETRY`] (the node may have been upgraded since).
     no_pipe: Arc<AtomicBool>,
+    no_pipe_since: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long a node that answered `Pipeline` with UNIMPLEMENTED gets `Batch`
+/// calls before `Pipeline` is tried again.
+const PIPE_RETRY: Duration = Duration::from_secs(60);
+
+/// Batches with more key and value bytes than this go as their own `Batch`
+/// call, never on the shared stream: a message over the node's size limit
+/// ends the whole stream, and with it every batch in flight on it.
+const PIPE_MAX_BATCH_BYTES: usize = 4 << 20;
 
 impl Conn {
     /// A stub over the next channel of the pool (cheap: a channel clone).
@@ -79,7 +90,15 @@ impl Conn {
     /// none; `None` when the node does not serve `Pipeline`.
     async fn pipe(&self, t: Duration) -> Result<Option<Arc<Pipe>>, Status> {
         if self.no_pipe.load(Ordering::Relaxed) {
-            return Ok(None);
+            let mut since = self
+                .no_pipe_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if since.is_some_and(|s| s.elapsed() < PIPE_RETRY) {
+                return Ok(None);
+            }
+            *since = None;
+            self.no_pipe.store(false, Ordering::Relaxed);
         }
         let slot = || self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = slot().as_ref().filter(|p| p.is_open()) {
@@ -106,6 +125,10 @@ impl Conn {
             }
             Err(s) if s.code() == Code::Unimplemented => {
                 tracing::info!("node does not serve Pipeline; sending Batch calls");
+                *self
+                    .no_pipe_since
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
                 self.no_pipe.store(true, Ordering::Relaxed);
                 Ok(None)
             }
@@ -120,7 +143,14 @@ impl Conn {
         operations: Vec<pb::Operation>,
         t: Duration,
     ) -> Result<Vec<pb::OperationResult>, Status> {
-        if let Some(pipe) = self.pipe(t).await? {
+        let bytes: usize = operations
+            .iter()
+            .filter_map(|o| o.op.as_ref())
+            .map(op_bytes)
+            .sum();
+        if bytes <= PIPE_MAX_BATCH_BYTES
+            && let Some(pipe) = self.pipe(t).await?
+        {
             return pipe.call(operations).await;
         }
         let req = self.request(pb::BatchRequest { operations }, t);
@@ -196,6 +226,7 @@ impl Node {
             auth,
             pipe: Arc::new(Mutex::new(None)),
             no_pipe: Arc::new(AtomicBool::new(false)),
+            no_pipe_since: Arc::new(Mutex::new(None)),
         };
         let coalescer = (config.coalesce.max_batch > 1)
             .then(|| coalesce::spawn(conn.clone(), config.coalesce.clone()));

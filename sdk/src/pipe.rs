@@ -137,7 +137,8 @@ async fn read(mut answers: Streaming<pb::PipelineResponse>, waiting: Arc<Mutex<W
                 Code::Unauthenticated
                 | Code::PermissionDenied
                 | Code::ResourceExhausted
-                | Code::InvalidArgument => break s,
+                | Code::InvalidArgument
+                | Code::OutOfRange => break s,
                 _ => {
                     break Status::unavailable(format!("pipeline stream broke: {}", s.message()));
                 }

@@ -154,3 +154,67 @@ async fn routing_agrees_across_clients() -> Result<(), BoxError> {
     assert_eq!(all, expect);
     Ok(())
 }
+
+/// A batch too big for the node fails on its own, at once and with a clear
+/// error (it is not retried), while other requests to that node, on the
+/// shared `Pipeline` stream, go on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_batch_fails_alone() -> Result<(), BoxError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut cfg = distcache_tests::test_config();
+    cfg.server.max_message_bytes.0 = 2 << 20;
+    let node = distcache_tests::TestNode::start(cfg).await;
+    let cache = Client::builder()
+        .nodes([node.url()])
+        .replicas(1)
+        .timeout(Duration::from_secs(10))
+        .attempt_timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    cache.set("small", "v", None).await?;
+    let (stop, errors) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (cache, stop, errors) = (cache.clone(), stop.clone(), errors.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if !matches!(cache.get("small").await, Ok(Some(_))) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let big: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("big{i}"), vec![b'x'; 900 << 10]))
+        .collect();
+    let started = std::time::Instant::now();
+    let e = cache
+        .mset(&big, None)
+        .await
+        .expect_err("over the node's message limit");
+    assert!(matches!(e, distcache::Error::InvalidArgument(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried to the deadline"
+    );
+    // A batch under the node's limit still goes through.
+    let mid: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("mid{i}"), vec![b'y'; 500 << 10]))
+        .collect();
+    cache.mset(&mid, None).await?;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await?;
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        cache.get("mid2").await?.map(|e| e.value.len()),
+        Some(500 << 10)
+    );
+    node.stop().await?;
+    Ok(())
+}

@@ -690,3 +690,64 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
     );
     node.stop().await.expect("stop");
 }
+
+/// A `Pipeline` stream outlives no token: once the token that opened it has
+/// expired (plus the leeway), the next message ends the stream with
+/// UNAUTHENTICATED, and the SDK would open a new one with its current token.
+#[tokio::test]
+async fn pipeline_streams_end_when_their_token_expires() {
+    use distcache_proto::v1::operation;
+    let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
+    let node = auth_node(
+        "pipeline-exp",
+        "k1:0123456789abcdef0123456789abcdef\n",
+        |c| {
+            c.auth.leeway.0 = Duration::ZERO;
+        },
+    )
+    .await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let short = mint(&keys, "brief", Role::User, now() + 2);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<pb::PipelineRequest>();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut answers = c
+        .pipeline(authed(outbound, Some(&short)))
+        .await
+        .expect("open")
+        .into_inner();
+    let get = || pb::Operation {
+        op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+    };
+    tx.send(pb::PipelineRequest {
+        id: 1,
+        operations: vec![get()],
+    })
+    .expect("send");
+    assert_eq!(
+        answers.message().await.expect("answer").expect("open").id,
+        1
+    );
+    // Keep asking until the token has run out; the stream then ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut id = 1;
+    let status = loop {
+        assert!(std::time::Instant::now() < deadline, "stream never ended");
+        id += 1;
+        tx.send(pb::PipelineRequest {
+            id,
+            operations: vec![get()],
+        })
+        .expect("send");
+        match answers.message().await {
+            Ok(Some(a)) => {
+                assert_eq!(a.id, id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(None) => panic!("stream ended without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    node.stop().await.expect("stop");
+}

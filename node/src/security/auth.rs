@@ -93,6 +93,7 @@ impl Verifier {
         Ok(Some(Principal {
             subject: claims.sub.into(),
             role: claims.role,
+            valid_until: claims.exp.saturating_add(self.leeway.as_secs()),
         }))
     }
 }

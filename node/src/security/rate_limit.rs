@@ -233,6 +233,7 @@ mod tests {
             r.extensions_mut().insert(Principal {
                 subject: s.into(),
                 role: super::super::token::Role::User,
+                valid_until: 0,
             });
         }
         r

@@ -24,9 +24,18 @@ pub struct Principal {
     pub subject: Arc<str>,
     /// The token's role.
     pub role: Role,
+    /// Unix seconds after which the token no longer counts (its expiry plus
+    /// the verifier's leeway); 0 for no limit. Long-lived streams check it
+    /// on every message.
+    pub valid_until: u64,
 }
 
 impl Principal {
+    /// Whether the token has run out at `now` (Unix seconds).
+    pub fn expired(&self, now: u64) -> bool {
+        self.valid_until != 0 && now > self.valid_until
+    }
+
     /// Whether this caller may run a batch holding writes, not only gets.
     pub fn may_batch(&self, only_gets: bool) -> bool {
         only_gets || self.role >= Role::User
@@ -80,7 +89,9 @@ mod tests {
         let ro = Principal {
             subject: "a".into(),
             role: Readonly,
+            valid_until: 100,
         };
+        assert!(!ro.expired(100) && ro.expired(101));
         assert!(ro.may_batch(true) && !ro.may_batch(false));
     }
 }

@@ -200,6 +200,7 @@ impl RespAuth {
                     principal: Principal {
                         subject: c.sub.into(),
                         role: c.role,
+                        valid_until: 0,
                     },
                     exp: c.exp,
                 });
