@@ -241,18 +241,35 @@ impl View {
         deadline: Instant,
         retry: bool,
         inline_first: bool,
-    ) -> Fan<impl Future<Output = (usize, Result<Out>)> + Send + '_> {
+    ) -> Fan<impl Future<Output = FirstTry> + Send + '_> {
         let first_idx = if inline_first {
             targets.first().copied()
         } else {
             None
         };
         let spawned = &targets[usize::from(first_idx.is_some())..];
-        // Not boxed: the first target's attempt lives inside the caller's
-        // future, so the common single-replica write allocates nothing here.
+        // Not boxed: the first target's first attempt lives inside the
+        // caller's future, so the common single-replica write allocates
+        // nothing here. Once started, the attempt is in the node's coalescer
+        // queue and is sent even if the caller gives up; retries after a
+        // failure run in a task of their own for the same reason.
         let first = first_idx.map(|idx| {
             let op = op.clone();
-            async move { (idx, self.replica_call(idx, op, deadline, retry).await) }
+            async move {
+                match self.call(idx, op.clone(), deadline).await {
+                    Ok(out) => FirstTry::Done((idx, Ok(out))),
+                    Err(s) => {
+                        let e = Error::from_status(s);
+                        if !(retry && e.is_retryable()) {
+                            return FirstTry::Done((idx, Err(e)));
+                        }
+                        let view = self.clone();
+                        FirstTry::Retrying(tokio::spawn(async move {
+                            (idx, view.replica_call(idx, op, deadline, true).await)
+                        }))
+                    }
+                }
+            }
         });
         // A task's result waits in the task itself until the caller polls its
         // handle; a dropped handle detaches the task, which still finishes.
@@ -281,11 +298,12 @@ impl View {
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
         // Wait for the first healthy replica, the one `One` reads go to, so a
-        // client reads its own writes; the others may finish later. Inline
-        // only when there is one target: a caller that gives up (its own
-        // timeout, a dropped request) must not cancel one replica's write
-        // while the others' go on.
-        let fan = self.fan_out(&targets, &op, deadline, true, targets.len() == 1);
+        // client reads its own writes; the others may finish later. Its
+        // first attempt runs inline only when the coalescer (or nothing else)
+        // would be cancelled by a caller that gives up: a queued operation is
+        // sent regardless, a unary RPC in flight is not.
+        let inline = targets.len() == 1 || self.config.coalesce.max_batch > 1;
+        let fan = self.fan_out(&targets, &op, deadline, true, inline);
         gather(fan, targets.len(), need, targets.first().copied()).await
     }
 
@@ -456,6 +474,13 @@ impl View {
     }
 }
 
+/// What the first target's inline attempt gave: its answer, or, after a
+/// failure worth retrying, the task that goes on retrying it.
+pub(crate) enum FirstTry {
+    Done((usize, Result<Out>)),
+    Retrying(JoinHandle<(usize, Result<Out>)>),
+}
+
 /// A fan-out in progress (see [`View::fan_out`]): the first target's attempt,
 /// polled by the caller itself, and the other targets' tasks.
 pub(crate) struct Fan<F> {
@@ -465,7 +490,7 @@ pub(crate) struct Fan<F> {
 
 /// The next answer of a fan-out, from the inline call or any task; `None`
 /// when all have answered.
-async fn next_answer<F: Future<Output = (usize, Result<Out>)>>(
+async fn next_answer<F: Future<Output = FirstTry>>(
     first: &mut Pin<&mut Option<F>>,
     tasks: &mut Vec<JoinHandle<(usize, Result<Out>)>>,
 ) -> Option<(usize, Result<Out>)> {
@@ -477,7 +502,11 @@ async fn next_answer<F: Future<Output = (usize, Result<Out>)>>(
             && let Poll::Ready(r) = f.poll(cx)
         {
             first.set(None);
-            return Poll::Ready(Some(r));
+            match r {
+                FirstTry::Done(r) => return Poll::Ready(Some(r)),
+                // Polled with the other tasks just below.
+                FirstTry::Retrying(task) => tasks.push(task),
+            }
         }
         for i in 0..tasks.len() {
             if let Poll::Ready(r) = Pin::new(&mut tasks[i]).poll(cx) {
@@ -502,7 +531,7 @@ async fn next_answer<F: Future<Output = (usize, Result<Out>)>>(
 /// Collects fan-out results until `need` succeeded and `wait_for` (if any)
 /// answered, or until so many failed that `need` cannot be reached. A
 /// permanent error (bad input) is returned at once.
-pub(crate) async fn gather<F: Future<Output = (usize, Result<Out>)>>(
+pub(crate) async fn gather<F: Future<Output = FirstTry>>(
     fan: Fan<F>,
     total: usize,
     need: usize,
