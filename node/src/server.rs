@@ -249,6 +249,14 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// [`stopped`] for an optional flag: never resolves without one.
+pub async fn stopped_if(stop: Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(mut rx) => stopped(&mut rx).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -297,14 +297,11 @@ impl CacheNode {
         ops: Vec<pb::Operation>,
     ) -> Result<Vec<pb::OperationResult>, Status> {
         self.serve_msg(Op::Batch, |log| {
-            if let Some(p) = principal {
-                let only_gets = ops
-                    .iter()
-                    .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
-                if !p.may_batch(only_gets) {
-                    self.shared.metrics.security.permission_denied();
-                    return Err(OpError::BatchDenied(p.role.name()));
-                }
+            if let Some(p) = principal
+                && !p.may_run_batch(&ops)
+            {
+                self.shared.metrics.security.permission_denied();
+                return Err(OpError::BatchDenied(p.role.name()));
             }
             let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
             Ok((results, Outcome::Ok))
@@ -429,17 +426,10 @@ impl CacheService for CacheNode {
         }
         let principal = req.extensions().get::<Principal>().cloned();
         let charge = req.extensions().get::<RateCharge>().cloned();
-        let mut stop = self.stop.clone();
-        let stopped = async move {
-            match &mut stop {
-                Some(rx) => crate::server::stopped(rx).await,
-                None => std::future::pending().await,
-            }
-        };
         let node = self.clone();
         let answers = req
             .into_inner()
-            .take_until(stopped)
+            .take_until(crate::server::stopped_if(self.stop.clone()))
             .map(move |msg| {
                 let (node, principal, charge) = (node.clone(), principal.clone(), charge.clone());
                 async move {

@@ -87,17 +87,14 @@ impl ProxyService {
         principal: Option<&Principal>,
         ops: &[pb::Operation],
     ) -> Result<(), Status> {
-        if let Some(p) = principal {
-            let only_gets = ops
-                .iter()
-                .all(|o| matches!(o.op, Some(operation::Op::Get(_))));
-            if !p.may_batch(only_gets) {
-                self.backend.metrics.security.permission_denied();
-                return Err(Status::permission_denied(format!(
-                    "role {} may not run a batch with writes",
-                    p.role.name()
-                )));
-            }
+        if let Some(p) = principal
+            && !p.may_run_batch(ops)
+        {
+            self.backend.metrics.security.permission_denied();
+            return Err(Status::permission_denied(format!(
+                "role {} may not run a batch with writes",
+                p.role.name()
+            )));
         }
         Ok(())
     }
@@ -312,18 +309,11 @@ impl CacheService for ProxyService {
         &self,
         req: Request<Streaming<pb::PipelineRequest>>,
     ) -> Result<Response<Self::PipelineStream>, Status> {
-        let mut stop = self.stop.clone();
-        let stopped = async move {
-            match &mut stop {
-                Some(rx) => crate::stopped(rx).await,
-                None => std::future::pending().await,
-            }
-        };
         let service = self.clone();
         let principal = req.extensions().get::<Principal>().cloned();
         let answers = req
             .into_inner()
-            .take_until(stopped)
+            .take_until(distcache_node::server::stopped_if(self.stop.clone()))
             .map(move |msg| {
                 let service = service.clone();
                 let principal = principal.clone();

@@ -40,6 +40,13 @@ impl Principal {
     pub fn may_batch(&self, only_gets: bool) -> bool {
         only_gets || self.role >= Role::User
     }
+
+    /// Whether this caller may run the batch `ops` (a `Batch` call or one
+    /// `Pipeline` message): any role for gets only, else `user` or above.
+    pub fn may_run_batch(&self, ops: &[distcache_proto::v1::Operation]) -> bool {
+        use distcache_proto::v1::operation::Op;
+        self.may_batch(ops.iter().all(|o| matches!(o.op, Some(Op::Get(_)))))
+    }
 }
 
 /// True for `grpc.health.v1` calls: open to probes, never rate limited or shed.
