@@ -5,9 +5,11 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod cluster;
+pub mod proxy;
 pub mod tls;
 
 pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, urls};
+pub use proxy::TestProxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,81 +4,22 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient};
-use distcache_proxy::{Backend, FrontendConfig, Listeners, resp};
-use distcache_tests::{ClusterNode, TestNode, cluster, http_get, test_config, urls};
+use distcache_tests::{
+    ClusterNode, TestNode, TestProxy, cluster, http_get, proxy, test_config, urls,
+};
 use redis::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-struct Proxy {
-    resp: SocketAddr,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+async fn start(nodes: Vec<String>) -> TestProxy {
+    TestProxy::start(TestProxy::backend(nodes).await, proxy::frontend()).await
 }
 
-impl Proxy {
-    async fn start(nodes: Vec<String>) -> Self {
-        let client = distcache::Client::builder()
-            .nodes(nodes)
-            .replicas(2)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .expect("client");
-        let backend = Arc::new(Backend::new(client, 2));
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let listeners = Listeners {
-            grpc: bind().await.expect("bind"),
-            resp: bind().await.expect("bind"),
-            admin: bind().await.expect("bind"),
-        };
-        let (resp, grpc, admin) = (
-            listeners.resp.local_addr().expect("addr"),
-            listeners.grpc.local_addr().expect("addr"),
-            listeners.admin.local_addr().expect("addr"),
-        );
-        let config = FrontendConfig {
-            resp_limits: resp::Limits::default(),
-            max_connections: 64,
-            ..FrontendConfig::default()
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            distcache_proxy::run(listeners, backend, config, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("proxy run");
-        });
-        Self {
-            resp,
-            grpc,
-            admin,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    fn redis(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://{}/", self.resp))
-            .expect("url")
-            .get_connection()
-            .expect("connect")
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await.expect("proxy task");
-    }
+fn redis_con(proxy: &TestProxy) -> redis::Connection {
+    redis::Client::open(format!("redis://{}/", proxy.resp))
+        .expect("url")
+        .get_connection()
+        .expect("connect")
 }
 
 fn q(con: &mut redis::Connection, args: &[&str]) -> Value {
@@ -111,8 +52,8 @@ async fn redis_commands_behave_like_redis() {
         TestNode::start(test_config()).await,
         TestNode::start(test_config()).await,
     ];
-    let proxy = Proxy::start(nodes.iter().map(TestNode::url).collect()).await;
-    let mut con = proxy.redis();
+    let proxy = start(nodes.iter().map(TestNode::url).collect()).await;
+    let mut con = redis_con(&proxy);
     blocking(move || {
         let c = &mut con;
         assert_eq!(q(c, &["PING"]), Value::SimpleString("PONG".into()));
@@ -194,14 +135,14 @@ async fn redis_commands_behave_like_redis() {
         assert!(matches!(q(c, &["DBSIZE"]), Value::Int(n) if n >= 5));
     })
     .await;
-    proxy.stop().await;
+    proxy.stop().await.expect("proxy run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_are_answered_in_order() {
     let nodes = cluster(3).await.expect("cluster");
-    let proxy = Proxy::start(urls(&nodes)).await;
-    let mut con = proxy.redis();
+    let proxy = start(urls(&nodes)).await;
+    let mut con = redis_con(&proxy);
     blocking(move || {
         let mut p = redis::pipe();
         for i in 0..200 {
@@ -222,15 +163,15 @@ async fn pipelines_are_answered_in_order() {
         }
     })
     .await;
-    proxy.stop().await;
+    proxy.stop().await.expect("proxy run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_that_connection() {
     let nodes = cluster(3).await.expect("cluster");
-    let proxy = Proxy::start(urls(&nodes)).await;
+    let proxy = start(urls(&nodes)).await;
     let addr = proxy.resp;
-    let mut good = proxy.redis();
+    let mut good = redis_con(&proxy);
     blocking(move || {
         assert_eq!(q(&mut good, &["SET", "safe", "1"]), ok());
         for garbage in [
@@ -269,14 +210,14 @@ async fn garbage_closes_only_that_connection() {
         assert_eq!(q(&mut good, &["GET", "safe"]), bulk("1"));
     })
     .await;
-    proxy.stop().await;
+    proxy.stop().await.expect("proxy run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_costs_no_client_errors() {
     let mut nodes: Vec<ClusterNode> = cluster(3).await.expect("cluster");
-    let proxy = Proxy::start(urls(&nodes)).await;
-    let mut con = proxy.redis();
+    let proxy = start(urls(&nodes)).await;
+    let mut con = redis_con(&proxy);
     let writer = blocking(move || {
         for i in 0..300 {
             assert_eq!(
@@ -309,13 +250,13 @@ async fn a_node_killed_under_load_costs_no_client_errors() {
         0,
         "reads failed over to live replicas"
     );
-    proxy.stop().await;
+    proxy.stop().await.expect("proxy run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_front_end_and_admin() {
     let nodes = cluster(3).await.expect("cluster");
-    let proxy = Proxy::start(urls(&nodes)).await;
+    let proxy = start(urls(&nodes)).await;
     let mut c = CacheServiceClient::connect(format!("http://{}", proxy.grpc))
         .await
         .expect("connect");
@@ -371,5 +312,5 @@ async fn grpc_front_end_and_admin() {
         metrics.contains("distcache_proxy_node_healthy{"),
         "{metrics}"
     );
-    proxy.stop().await;
+    proxy.stop().await.expect("proxy run");
 }

@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use distcache_node::security::config::{AuthConfig, TlsConfig};
 use distcache_node::security::{Claims, KeySet, Role};
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
-use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, ProxyError};
+use distcache_proxy::{FrontSecurity, FrontendConfig};
 use distcache_tests::tls::Ca;
-use distcache_tests::{TestNode, eventually, http_get, test_config};
+use distcache_tests::{TestNode, TestProxy, eventually, http_get, test_config};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, RootCertStore, pki_types::ServerName};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request};
@@ -35,13 +34,15 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A proxy running in-process over two nodes.
 struct Front {
-    resp: SocketAddr,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    backend: Arc<Backend>,
+    proxy: TestProxy,
     nodes: Vec<TestNode>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ProxyError>>,
+}
+
+impl std::ops::Deref for Front {
+    type Target = TestProxy;
+    fn deref(&self) -> &TestProxy {
+        &self.proxy
+    }
 }
 
 impl Front {
@@ -50,55 +51,14 @@ impl Front {
             TestNode::start(test_config()).await,
             TestNode::start(test_config()).await,
         ];
-        let client = distcache::Client::builder()
-            .nodes(nodes.iter().map(TestNode::url).collect::<Vec<_>>())
-            .replicas(2)
-            .timeout(Duration::from_secs(10))
-            .attempt_timeout(Duration::from_secs(3))
-            .build()
-            .await
-            .expect("client");
-        let backend = Arc::new(Backend::new(client, 2));
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let listeners = Listeners {
-            grpc: bind().await.expect("bind"),
-            resp: bind().await.expect("bind"),
-            admin: bind().await.expect("bind"),
-        };
-        let (resp, grpc, admin) = (
-            listeners.resp.local_addr().expect("addr"),
-            listeners.grpc.local_addr().expect("addr"),
-            listeners.admin.local_addr().expect("addr"),
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(distcache_proxy::run(
-            listeners,
-            backend.clone(),
-            config,
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        Self {
-            resp,
-            grpc,
-            admin,
-            backend,
-            nodes,
-            stop: Some(tx),
-            task,
-        }
+        let backend = TestProxy::backend(nodes.iter().map(TestNode::url).collect()).await;
+        let proxy = TestProxy::start(backend, config).await;
+        Self { proxy, nodes }
     }
 
     /// Starts shutdown and waits for `run` to return.
-    async fn stop(mut self) -> Vec<TestNode> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task)
-            .await
-            .expect("proxy task")
-            .expect("proxy run");
+    async fn stop(self) -> Vec<TestNode> {
+        self.proxy.stop().await.expect("proxy run");
         self.nodes
     }
 

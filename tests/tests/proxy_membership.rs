@@ -4,28 +4,28 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distcache_proxy::membership::{self, Discovery, Poller, Source};
-use distcache_proxy::{Backend, FrontendConfig, Listeners, resp};
-use distcache_tests::{ClusterNode, cluster, eventually, http_get};
+use distcache_tests::{ClusterNode, TestProxy, cluster, eventually, http_get, proxy};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 struct Proxy {
-    resp: SocketAddr,
-    admin: SocketAddr,
+    proxy: TestProxy,
     poller: Option<Poller>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = TestProxy;
+    fn deref(&self) -> &TestProxy {
+        &self.proxy
+    }
 }
 
 impl Proxy {
@@ -37,43 +37,12 @@ impl Proxy {
             ..Discovery::new(source)
         };
         let nodes = membership::initial(&discovery).await.expect("first list");
-        let client = distcache::Client::builder()
-            .nodes(nodes)
-            .replicas(2)
-            .timeout(Duration::from_secs(10))
-            .attempt_timeout(Duration::from_secs(3))
-            .build()
-            .await
-            .expect("client");
-        let backend = Arc::new(Backend::new(client, 2));
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let listeners = Listeners {
-            grpc: bind().await.expect("bind"),
-            resp: bind().await.expect("bind"),
-            admin: bind().await.expect("bind"),
-        };
-        let resp = listeners.resp.local_addr().expect("addr");
-        let admin = listeners.admin.local_addr().expect("addr");
-        let config = FrontendConfig {
-            resp_limits: resp::Limits::default(),
-            max_connections: 64,
-            ..FrontendConfig::default()
-        };
+        let backend = TestProxy::backend(nodes).await;
         let poller = membership::spawn(discovery, backend.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            distcache_proxy::run(listeners, backend, config, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("proxy run");
-        });
+        let proxy = TestProxy::start(backend, proxy::frontend()).await;
         Self {
-            resp,
-            admin,
+            proxy,
             poller: Some(poller),
-            stop: Some(tx),
-            task,
         }
     }
 
@@ -147,10 +116,7 @@ impl Proxy {
         if let Some(p) = self.poller.take() {
             p.stop().await;
         }
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await.expect("proxy task");
+        self.proxy.stop().await.expect("proxy run");
     }
 }
 
