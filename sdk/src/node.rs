@@ -34,10 +34,9 @@ pub(crate) struct Conn {
     next: Arc<AtomicUsize>,
     auth: Option<MetadataValue<Ascii>>,
     pipe: Arc<Mutex<Option<Arc<Pipe>>>>,
-    /// Set when the node answered `Pipeline` with UNIMPLEMENTED (an older
-    /// node): batches then go as `Batch` calls, and `Pipeline` is tried again
-    /// after [`PIPE_RETRY`] (the node may have been upgraded since).
-    no_pipe: Arc<AtomicBool>,
+    /// When the node answered `Pipeline` with UNIMPLEMENTED (an older node):
+    /// batches then go as `Batch` calls, and `Pipeline` is tried again after
+    /// [`PIPE_RETRY`] (the node may have been upgraded since).
     no_pipe_since: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
@@ -89,16 +88,16 @@ impl Conn {
     /// The node's open `Pipeline` stream, opened (within `t`) if there is
     /// none; `None` when the node does not serve `Pipeline`.
     async fn pipe(&self, t: Duration) -> Result<Option<Arc<Pipe>>, Status> {
-        if self.no_pipe.load(Ordering::Relaxed) {
+        {
             let mut since = self
                 .no_pipe_since
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if since.is_some_and(|s| s.elapsed() < PIPE_RETRY) {
-                return Ok(None);
+            match *since {
+                Some(s) if s.elapsed() < PIPE_RETRY => return Ok(None),
+                Some(_) => *since = None,
+                None => {}
             }
-            *since = None;
-            self.no_pipe.store(false, Ordering::Relaxed);
         }
         let slot = || self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = slot().as_ref().filter(|p| p.is_open()) {
@@ -129,7 +128,6 @@ impl Conn {
                     .no_pipe_since
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
-                self.no_pipe.store(true, Ordering::Relaxed);
                 Ok(None)
             }
             Err(s) => Err(s),
@@ -225,7 +223,6 @@ impl Node {
             next: Arc::new(AtomicUsize::new(0)),
             auth,
             pipe: Arc::new(Mutex::new(None)),
-            no_pipe: Arc::new(AtomicBool::new(false)),
             no_pipe_since: Arc::new(Mutex::new(None)),
         };
         let coalescer = (config.coalesce.max_batch > 1)
