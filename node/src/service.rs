@@ -8,6 +8,7 @@
 //! [`Wal::append`] with no lock held, and answers once the log has it (after
 //! the fsync with `--wal-fsync always`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,10 +104,47 @@ fn applied(yes: bool) -> Outcome {
 
 /// Batches of one `Pipeline` stream that may be in progress at once (a batch
 /// of writes waits for the WAL while later batches of reads go ahead).
-const PIPELINE_DEPTH: usize = 64;
+pub const PIPELINE_DEPTH: usize = 64;
 
 /// The answer stream of a `Pipeline` call.
 pub type PipelineStream = Pin<Box<dyn Stream<Item = Result<pb::PipelineResponse, Status>> + Send>>;
+
+/// Serves one `Pipeline` stream, for the node and the proxy alike: reads
+/// messages until the stream ends or `stop` turns true (answering what was
+/// read), ends the stream with UNAUTHENTICATED once `principal`'s token has
+/// run out, runs up to [`PIPELINE_DEPTH`] messages at once with `run` (a
+/// message's operations to their results) and answers each with its id.
+pub fn serve_pipeline<F, Fut>(
+    inbound: Streaming<pb::PipelineRequest>,
+    principal: Option<Principal>,
+    stop: Option<watch::Receiver<bool>>,
+    run: F,
+) -> PipelineStream
+where
+    F: Fn(Vec<pb::Operation>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<pb::OperationResult>> + Send + 'static,
+{
+    let answers = inbound
+        .take_until(crate::server::stopped_if(stop))
+        .map(move |msg| {
+            let expired = principal.as_ref().is_some_and(|p| p.expired(unix_now()));
+            let work = msg.map(|m| (m.id, run(m.operations)));
+            async move {
+                // A broken or undecodable stream ends with its status.
+                let (id, work) = work?;
+                // A stream lives as long as its connection; its token does not.
+                if expired {
+                    return Err(Status::unauthenticated("token expired"));
+                }
+                Ok(pb::PipelineResponse {
+                    id,
+                    results: work.await,
+                })
+            }
+        })
+        .buffer_unordered(PIPELINE_DEPTH);
+    Box::pin(answers)
+}
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -427,38 +465,25 @@ impl CacheService for CacheNode {
         let principal = req.extensions().get::<Principal>().cloned();
         let charge = req.extensions().get::<RateCharge>().cloned();
         let node = self.clone();
-        let answers = req
-            .into_inner()
-            .take_until(crate::server::stopped_if(self.stop.clone()))
-            .map(move |msg| {
-                let (node, principal, charge) = (node.clone(), principal.clone(), charge.clone());
-                async move {
-                    // A broken or undecodable stream ends with its status.
-                    let msg = msg?;
-                    // A stream lives as long as its connection; its token does not.
-                    if principal.as_ref().is_some_and(|p| p.expired(unix_now())) {
-                        return Err(Status::unauthenticated("token expired"));
-                    }
-                    let n = msg.operations.len();
-                    let allowed = match &charge {
-                        Some(c) => c
-                            .take()
-                            .map_err(|e| Status::resource_exhausted(e.to_string())),
-                        None => Ok(()),
-                    };
-                    let results = match allowed {
-                        Ok(()) => node.run_batch(principal.as_ref(), msg.operations).await,
-                        Err(s) => Err(s),
-                    }
-                    .unwrap_or_else(|s| vec![error_result(&s); n]);
-                    Ok(pb::PipelineResponse {
-                        id: msg.id,
-                        results,
-                    })
+        let p = principal.clone();
+        let answers = serve_pipeline(req.into_inner(), principal, self.stop.clone(), move |ops| {
+            let (node, principal, charge) = (node.clone(), p.clone(), charge.clone());
+            async move {
+                let n = ops.len();
+                let allowed = match &charge {
+                    Some(c) => c
+                        .take()
+                        .map_err(|e| Status::resource_exhausted(e.to_string())),
+                    None => Ok(()),
+                };
+                match allowed {
+                    Ok(()) => node.run_batch(principal.as_ref(), ops).await,
+                    Err(s) => Err(s),
                 }
-            })
-            .buffer_unordered(PIPELINE_DEPTH);
-        Ok(Response::new(Box::pin(answers)))
+                .unwrap_or_else(|s| vec![error_result(&s); n])
+            }
+        });
+        Ok(Response::new(answers))
     }
 
     async fn health_check(

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use distcache::proto::{
@@ -19,8 +18,7 @@ use distcache::proto::{
 };
 use distcache::{Condition, Error};
 use distcache_node::security::Principal;
-use distcache_node::security::auth::unix_now;
-use distcache_node::service::error_result;
+use distcache_node::service::{error_result, serve_pipeline};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
@@ -53,9 +51,6 @@ fn no_version(v: u64) -> Result<(), Status> {
         ))
     }
 }
-
-/// `Pipeline` messages of one stream in progress at once.
-const PIPELINE_DEPTH: usize = 64;
 
 /// The proxy's CacheService.
 #[derive(Debug, Clone)]
@@ -311,37 +306,25 @@ impl CacheService for ProxyService {
     ) -> Result<Response<Self::PipelineStream>, Status> {
         let service = self.clone();
         let principal = req.extensions().get::<Principal>().cloned();
-        let answers = req
-            .into_inner()
-            .take_until(distcache_node::server::stopped_if(self.stop.clone()))
-            .map(move |msg| {
-                let service = service.clone();
-                let principal = principal.clone();
-                async move {
-                    let msg = msg?;
-                    // A stream lives as long as its connection; its token does not.
-                    if principal.as_ref().is_some_and(|p| p.expired(unix_now())) {
-                        return Err(Status::unauthenticated("token expired"));
-                    }
-                    let start = Instant::now();
-                    let n = msg.operations.len();
-                    let results = match service.may_batch(principal.as_ref(), &msg.operations) {
-                        Ok(()) => service.run_batch(msg.operations).await,
-                        Err(s) => vec![error_result(&s); n],
-                    };
-                    let m = &service.backend.metrics;
-                    let ok = results
-                        .iter()
-                        .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));
-                    m.record("grpc", "pipeline", ok, start.elapsed());
-                    Ok(pb::PipelineResponse {
-                        id: msg.id,
-                        results,
-                    })
-                }
-            })
-            .buffer_unordered(PIPELINE_DEPTH);
-        Ok(Response::new(Box::pin(answers)))
+        let p = principal.clone();
+        let answers = serve_pipeline(req.into_inner(), principal, self.stop.clone(), move |ops| {
+            let (service, principal) = (service.clone(), p.clone());
+            async move {
+                let start = Instant::now();
+                let n = ops.len();
+                let results = match service.may_batch(principal.as_ref(), &ops) {
+                    Ok(()) => service.run_batch(ops).await,
+                    Err(s) => vec![error_result(&s); n],
+                };
+                let ok = results
+                    .iter()
+                    .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));
+                let m = &service.backend.metrics;
+                m.record("grpc", "pipeline", ok, start.elapsed());
+                results
+            }
+        });
+        Ok(Response::new(answers))
     }
 
     async fn health_check(
