@@ -13,13 +13,22 @@
 //!
 //! Operations in a batch run in order on the node and fail independently;
 //! a transport failure fails every operation of the batch with its status.
+//!
+//! Each operation carries its attempt's deadline, and the coalescer keeps
+//! it, so callers need no timer of their own: an operation whose deadline
+//! passed while it was queued is failed instead of sent, and a batch in
+//! flight is bounded by the latest deadline among its operations (one timer
+//! per batch, not per operation). An operation queued behind a batch in
+//! flight therefore gets its answer by its own deadline or by that batch's,
+//! whichever is later.
 
 use std::future::Future;
-use std::time::Duration;
 
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::config::CoalesceConfig;
@@ -29,22 +38,56 @@ use crate::node::Conn;
 #[derive(Debug)]
 pub(crate) struct Pending {
     op: Op,
-    timeout: Duration,
+    deadline: Instant,
     reply: oneshot::Sender<Result<Out, Status>>,
 }
 
-/// Queues `op` and waits for its result.
-pub(crate) async fn submit(
+/// Queues `op` at once and returns the wait for its result, which comes by
+/// `deadline` (or by the deadline of the batch in flight ahead of it; see
+/// the module docs). Not an `async fn`: the operation is handed over here,
+/// so the returned future holds only the answer's receiver.
+pub(crate) fn submit(
     tx: &mpsc::Sender<Pending>,
     op: Op,
-    timeout: Duration,
-) -> Result<Out, Status> {
+    deadline: Instant,
+) -> impl Future<Output = Result<Out, Status>> + use<> {
     let (reply, rx) = oneshot::channel();
-    let stopped = || Status::unavailable("client is shutting down");
-    tx.send(Pending { op, timeout, reply })
-        .await
-        .map_err(|_| stopped())?;
-    rx.await.map_err(|_| stopped())?
+    let queued = match tx.try_send(Pending {
+        op,
+        deadline,
+        reply,
+    }) {
+        Ok(()) => None,
+        Err(TrySendError::Closed(_)) => Some(Err(stopped())),
+        // A full queue (the node is far behind): wait for room, within the
+        // deadline. Boxed, so that the common case's future stays small.
+        Err(TrySendError::Full(p)) => {
+            let tx = tx.clone();
+            Some(Ok(Box::pin(async move {
+                match tokio::time::timeout_at(deadline, tx.send(p)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(stopped()),
+                    Err(_) => Err(timed_out()),
+                }
+            })))
+        }
+    };
+    async move {
+        match queued {
+            None => {}
+            Some(Err(s)) => return Err(s),
+            Some(Ok(wait)) => wait.await?,
+        }
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Status {
+    Status::unavailable("client is shutting down")
+}
+
+fn timed_out() -> Status {
+    Status::deadline_exceeded("attempt timed out")
 }
 
 /// Starts the coalescer of one node; it stops when every sender is dropped.
@@ -79,16 +122,23 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
             // operations queue up behind the next batch.
             first = rx.recv(), if in_flight.len() < max_in_flight => {
                 let Some(first) = first else { break };
-                let mut bytes = op_bytes(&first.op);
-                let mut batch = vec![first];
-                while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            bytes += op_bytes(&p.op);
-                            batch.push(p);
-                        }
-                        Err(_) => break,
+                let now = Instant::now();
+                let mut bytes = 0;
+                let mut batch = Vec::new();
+                let mut next = Some(first);
+                while let Some(p) = next.take() {
+                    if p.deadline <= now {
+                        let _ = p.reply.send(Err(timed_out()));
+                    } else {
+                        bytes += op_bytes(&p.op);
+                        batch.push(p);
                     }
+                    if batch.len() < config.max_batch && bytes < config.max_batch_bytes {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 let conn = conn.clone();
                 in_flight.push(async move { send(&conn, batch).await });
@@ -107,25 +157,32 @@ pub(crate) fn result_of(r: pb::OperationResult) -> Result<Out, Status> {
     }
 }
 
-/// Bounds a batch by its longest caller timeout: a node that stops answering
-/// (hung, paused) must not hold an in-flight slot, and so every later batch,
-/// forever.
-async fn bounded<T>(t: Duration, f: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    tokio::time::timeout(t, f)
+/// Bounds a batch by the latest deadline among its operations: a node that
+/// stops answering (hung, paused) must not hold an in-flight slot, and so
+/// every later batch, forever.
+async fn bounded<T>(
+    deadline: Instant,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout_at(deadline, f)
         .await
-        .unwrap_or_else(|_| Err(Status::deadline_exceeded("batch timed out")))
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     if batch.len() == 1
         && let Some(p) = batch.pop()
     {
-        let _ = p
-            .reply
-            .send(bounded(p.timeout, conn.one(p.op, p.timeout)).await);
+        let t = p.deadline.saturating_duration_since(Instant::now());
+        let _ = p.reply.send(bounded(p.deadline, conn.one(p.op, t)).await);
         return;
     }
-    let timeout = batch.iter().map(|p| p.timeout).max().unwrap_or_default();
+    let deadline = batch
+        .iter()
+        .map(|p| p.deadline)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let timeout = deadline.saturating_duration_since(Instant::now());
     let mut replies = Vec::with_capacity(batch.len());
     let ops = batch
         .into_iter()
@@ -134,7 +191,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
             pb::Operation { op: Some(p.op) }
         })
         .collect();
-    match bounded(timeout, conn.batch(ops, timeout)).await {
+    match bounded(deadline, conn.batch(ops, timeout)).await {
         Ok(results) if results.len() == replies.len() => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(result_of(r));

@@ -16,6 +16,8 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use futures_util::FutureExt;
+use futures_util::future::{Either, ready};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -123,49 +125,56 @@ impl View {
 
     /// One attempt of `op` on node `idx`, bounded by the attempt timeout and
     /// `deadline`, reporting the outcome to the node's health.
-    pub(crate) async fn call(&self, idx: usize, op: Op, deadline: Instant) -> Result<Out, Status> {
-        self.attempt(idx, deadline, |node, t| node.call(op, t))
-            .await
+    pub(crate) fn call(
+        &self,
+        idx: usize,
+        op: Op,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Out, Status>> + '_ {
+        self.attempt(idx, deadline, |node, until| node.call(op, until))
     }
 
     /// One `Batch` RPC on node `idx`.
-    pub(crate) async fn call_batch(
+    pub(crate) fn call_batch(
         &self,
         idx: usize,
         operations: Vec<pb::Operation>,
         deadline: Instant,
-    ) -> Result<Vec<pb::OperationResult>, Status> {
-        self.attempt(idx, deadline, |node, t| node.conn.batch(operations, t))
-            .await
+    ) -> impl Future<Output = Result<Vec<pb::OperationResult>, Status>> + '_ {
+        self.attempt(idx, deadline, |node, until| async move {
+            let t = until.saturating_duration_since(Instant::now());
+            tokio::time::timeout_at(until, node.conn.batch(operations, t))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")))
+        })
     }
 
-    /// Runs one RPC on node `idx` within the attempt timeout (cut to what is
-    /// left of `deadline`), counts it, and reports the outcome to the node's
-    /// health.
-    async fn attempt<'a, T, F, Fut>(
+    /// Starts one RPC on node `idx`, which must answer by the attempt's
+    /// deadline (the attempt timeout, cut to `deadline`) it is given; counts
+    /// it, and reports the outcome to the node's health. Not an `async fn`:
+    /// the returned future is the RPC's own plus the accounting, with no
+    /// copy of the arguments.
+    fn attempt<'a, T, F, Fut>(
         &'a self,
         idx: usize,
         deadline: Instant,
         rpc: F,
-    ) -> Result<T, Status>
+    ) -> impl Future<Output = Result<T, Status>> + 'a
     where
-        F: FnOnce(&'a Node, std::time::Duration) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Status>>,
+        F: FnOnce(&'a Node, Instant) -> Fut,
+        Fut: Future<Output = Result<T, Status>> + 'a,
+        T: 'a,
     {
         let node = &*self.topo.nodes[idx];
-        let t = self
-            .config
-            .attempt_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
-        if t.is_zero() {
-            return Err(Status::deadline_exceeded("request deadline passed"));
+        let now = Instant::now();
+        if deadline <= now {
+            return Either::Left(ready(Err(Status::deadline_exceeded(
+                "request deadline passed",
+            ))));
         }
+        let until = deadline.min(now + self.config.attempt_timeout);
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let res = tokio::time::timeout(t, rpc(node, t))
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")));
-        self.account(node, &res);
-        res
+        Either::Right(rpc(node, until).inspect(move |res| self.account(node, res)))
     }
 
     fn account<T>(&self, node: &Node, res: &Result<T, Status>) {
@@ -303,7 +312,7 @@ impl View {
         // would be cancelled by a caller that gives up: a queued operation is
         // sent regardless, a unary RPC in flight is not.
         let inline = targets.len() == 1 || self.config.coalesce.max_batch > 1;
-        let fan = self.fan_out(&targets, &op, deadline, true, inline);
+        let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, inline));
         gather(fan, targets.len(), need, targets.first().copied()).await
     }
 
@@ -350,7 +359,7 @@ impl View {
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
-        let fan = self.fan_out(&targets, &Op::Set(set), deadline, true, false);
+        let fan = std::pin::pin!(self.fan_out(&targets, &Op::Set(set), deadline, true, false));
         if need == 0 {
             return Ok(());
         }
@@ -372,7 +381,7 @@ impl View {
             .run(deadline, || async {
                 let targets = self.targets(&replicas, need);
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
-                let fan = self.fan_out(&targets, &op, deadline, false, true);
+                let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
                 let answers = gather(fan, targets.len(), need, None).await?;
                 self.resolve(key, answers, deadline).await
             })
@@ -481,23 +490,29 @@ pub(crate) enum FirstTry {
     Retrying(JoinHandle<(usize, Result<Out>)>),
 }
 
-/// A fan-out in progress (see [`View::fan_out`]): the first target's attempt,
-/// polled by the caller itself, and the other targets' tasks.
-pub(crate) struct Fan<F> {
-    first: Option<F>,
-    tasks: Vec<JoinHandle<(usize, Result<Out>)>>,
+pin_project_lite::pin_project! {
+    /// A fan-out in progress (see [`View::fan_out`]): the first target's
+    /// attempt, polled by the caller itself, and the other targets' tasks.
+    /// Pinned by the caller and [`gather`]ed through the pin, so the first
+    /// attempt's future is stored once, in the caller's own future.
+    pub(crate) struct Fan<F> {
+        #[pin]
+        first: Option<F>,
+        tasks: Vec<JoinHandle<(usize, Result<Out>)>>,
+    }
 }
 
 /// The next answer of a fan-out, from the inline call or any task; `None`
 /// when all have answered.
 async fn next_answer<F: Future<Output = FirstTry>>(
-    first: &mut Pin<&mut Option<F>>,
-    tasks: &mut Vec<JoinHandle<(usize, Result<Out>)>>,
+    fan: &mut Pin<&mut Fan<F>>,
 ) -> Option<(usize, Result<Out>)> {
-    if first.is_none() && tasks.is_empty() {
+    if fan.first.is_none() && fan.tasks.is_empty() {
         return None;
     }
     std::future::poll_fn(|cx| {
+        let this = fan.as_mut().project();
+        let (mut first, tasks) = (this.first, this.tasks);
         if let Some(f) = first.as_mut().as_pin_mut()
             && let Poll::Ready(r) = f.poll(cx)
         {
@@ -532,17 +547,15 @@ async fn next_answer<F: Future<Output = FirstTry>>(
 /// answered, or until so many failed that `need` cannot be reached. A
 /// permanent error (bad input) is returned at once.
 pub(crate) async fn gather<F: Future<Output = FirstTry>>(
-    fan: Fan<F>,
+    mut fan: Pin<&mut Fan<F>>,
     total: usize,
     need: usize,
     mut wait_for: Option<usize>,
 ) -> Result<Vec<(usize, Out)>> {
-    let Fan { first, mut tasks } = fan;
-    let mut first = std::pin::pin!(first);
     let mut oks = Vec::with_capacity(need);
     let mut failed = 0;
     while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
-        let next = next_answer(&mut first, &mut tasks).await;
+        let next = next_answer(&mut fan).await;
         if let Some((idx, _)) = &next
             && wait_for == Some(*idx)
         {

@@ -8,6 +8,7 @@
 //! `Client::from_config`) calls `HealthCheck` on every node and re-admits a
 //! node as soon as it answers `SERVING`. Health never changes the ring.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,7 +17,9 @@ use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use distcache_proto::v1::{
     self as pb, HealthCheckRequest, ServingStatus, operation::Op, operation_result::Result as Out,
 };
+use futures_util::future::Either;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
@@ -237,13 +240,25 @@ impl Node {
         })
     }
 
-    /// Runs one operation, through the coalescer when there is one.
-    pub(crate) async fn call(&self, op: Op, t: Duration) -> Result<Out, Status> {
+    /// Runs one operation, through the coalescer when there is one, and
+    /// answers by `deadline` (the coalescer keeps deadlines itself, so the
+    /// common path sets no timer). Not an `async fn`, so that it adds no
+    /// layer (and no copy of `op`) to the caller's future.
+    pub(crate) fn call(
+        &self,
+        op: Op,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Out, Status>> + '_ {
         match &self.coalescer {
-            Some(tx) => coalesce::submit(tx, op, t).await,
+            Some(tx) => Either::Left(coalesce::submit(tx, op, deadline)),
             // Boxed: a tonic call's future is kilobytes, and every caller's
             // future would otherwise carry it (and copy it when moved).
-            None => Box::pin(self.conn.unary(op, t)).await,
+            None => Either::Right(Box::pin(async move {
+                let t = deadline.saturating_duration_since(Instant::now());
+                tokio::time::timeout_at(deadline, self.conn.unary(op, t))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")))
+            })),
         }
     }
 
