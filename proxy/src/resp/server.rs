@@ -124,6 +124,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
+    // Kept across reads: a pipeline's requests are hundreds of bytes each,
+    // and a fresh list per read would be a large allocation every time.
+    let mut parsed: Parsed = Vec::new();
     loop {
         let n = tokio::select! {
             n = stream.read_buf(&mut input) => n?,
@@ -132,12 +135,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         if n == 0 {
             return Ok(());
         }
-        let mut requests = Vec::new();
         let mut fatal = None;
         loop {
             match parse_request(&mut input, &limits) {
                 Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => requests.push(args),
+                Ok(Some(args)) => {
+                    parsed.push((command::metric_name(&args[0]), command::parse(args)))
+                }
                 Ok(None) => break,
                 Err(e) => {
                     fatal = Some(e);
@@ -145,7 +149,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let quit = run_pipeline(backend, &mut session, requests, &mut output).await;
+        let quit = run_pipeline(backend, &mut session, &mut parsed, &mut output).await;
+        parsed.clear();
+        // A burst of thousands of requests does not pin its memory.
+        parsed.shrink_to(256);
         if let Some(e) = &fatal {
             Reply::Error(e.to_string()).encode(&mut output);
         }
@@ -191,21 +198,22 @@ async fn data_command(backend: &Backend, name: &'static str, cmd: Command) -> Re
     reply
 }
 
+/// One read's worth of requests: each command's metric name and the
+/// command, or the error reply it gets instead.
+type Parsed = Vec<(&'static str, Result<Command, Reply>)>;
+
 /// Runs one read's worth of requests and appends their replies in order.
 /// Returns true when the client asked to QUIT.
 async fn run_pipeline(
     backend: &Backend,
     session: &mut Session,
-    requests: Vec<Vec<Bytes>>,
+    parsed: &mut Parsed,
     output: &mut BytesMut,
 ) -> bool {
-    let mut parsed: Vec<(&'static str, Result<Command, Reply>)> = requests
-        .into_iter()
-        .map(|args| (command::metric_name(&args[0]), command::parse(args)))
-        .collect();
     if let Some(auth) = &mut session.auth {
-        auth.gate(&mut parsed, unix_now());
+        auth.gate(parsed, unix_now());
     }
+    let parsed = &*parsed;
     // Runs of data commands on pairwise distinct keys go out together.
     let mut seen: Vec<&Bytes> = Vec::new();
     let mut i = 0;
@@ -235,11 +243,14 @@ async fn run_pipeline(
         }
         if j > i {
             // One allocation for the whole run: join_all places each
-            // command's future straight into its own slice.
-            let run = parsed[i..j]
-                .iter()
-                .filter_map(|(name, cmd)| Some((*name, cmd.as_ref().ok()?.clone())))
-                .map(|(name, cmd)| data_command(backend, name, cmd));
+            // command's future straight into its own slice, sized exactly
+            // (a filtering iterator would grow it, copying every future).
+            let run = parsed[i..j].iter().map(|(name, cmd)| async move {
+                match cmd {
+                    Ok(cmd) => data_command(backend, name, cmd.clone()).await,
+                    Err(reply) => reply.clone(),
+                }
+            });
             for reply in join_all(run).await {
                 reply.encode(output);
             }
