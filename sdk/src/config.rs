@@ -101,6 +101,11 @@ pub struct CoalesceConfig {
     /// (measured with the proxy under redis-benchmark). Raise it when a batch
     /// may take long on the node (`--wal-fsync always` writes wait for the
     /// disk) and reads should not wait behind it.
+    ///
+    /// A queued operation whose attempt deadline passes is failed, not sent;
+    /// one waiting behind a batch in flight gets its answer by its own
+    /// deadline or that batch's, whichever is later (every batch is bounded
+    /// by the latest attempt deadline among its operations).
     pub max_in_flight: usize,
     /// Operations that may wait per node before callers wait to enqueue.
     pub queue: usize,
