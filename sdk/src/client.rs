@@ -174,7 +174,7 @@ impl Client {
     /// A handle whose requests have deadline `d` (retries included).
     pub fn with_timeout(&self, d: Duration) -> Self {
         let mut s = self.clone();
-        s.overrides.timeout = Some(d);
+        s.overrides.timeout = Some(d.min(crate::config::MAX_TIMEOUT));
         s
     }
 

@@ -4,7 +4,7 @@
 //! far more (HTTP/2 stream, headers, task wake-ups) than one more operation
 //! in a batch.
 //!
-//! No timer is involved: a per-node task takes the first queued operation,
+//! No batching timer: a per-node task takes the first queued operation,
 //! waits for a free in-flight slot (at most `max_in_flight` batches per
 //! node), then drains whatever else is already queued, up to `max_batch`
 //! operations or `max_batch_bytes`. An idle client therefore sends each
@@ -18,9 +18,11 @@
 //! it, so callers need no timer of their own: an operation whose deadline
 //! passed while it was queued is failed instead of sent, and a batch in
 //! flight is bounded by the latest deadline among its operations (one timer
-//! per batch, not per operation). An operation queued behind a batch in
-//! flight therefore gets its answer by its own deadline or by that batch's,
-//! whichever is later.
+//! per batch, not per operation). A queued operation therefore gets its
+//! answer by the later of its own deadline and the latest deadline among the
+//! operations queued before it: with one attempt timeout for all, no later
+//! than its own deadline. (Attempts cut short by a nearer request deadline
+//! add a timer of their own: see `View::attempt`.)
 
 use std::future::Future;
 
@@ -86,7 +88,7 @@ fn stopped() -> Status {
     Status::unavailable("client is shutting down")
 }
 
-fn timed_out() -> Status {
+pub(crate) fn timed_out() -> Status {
     Status::deadline_exceeded("attempt timed out")
 }
 

@@ -12,6 +12,10 @@ pub const DEFAULT_REPLICAS: usize = 2;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one attempt against one node.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest timeout a client keeps: longer ones (`Duration::MAX` for
+/// "no limit") are cut to this, so a deadline can always be computed and
+/// sent to a node.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// HTTP/2 connections (tonic `Channel`s) per node.
@@ -102,10 +106,10 @@ pub struct CoalesceConfig {
     /// may take long on the node (`--wal-fsync always` writes wait for the
     /// disk) and reads should not wait behind it.
     ///
-    /// A queued operation whose attempt deadline passes is failed, not sent;
-    /// one waiting behind a batch in flight gets its answer by its own
-    /// deadline or that batch's, whichever is later (every batch is bounded
-    /// by the latest attempt deadline among its operations).
+    /// A queued operation whose attempt deadline passes is failed, not sent,
+    /// and every batch is bounded by the latest attempt deadline among its
+    /// operations; so an operation waiting behind others gets its answer by
+    /// the later of its own deadline and theirs.
     pub max_in_flight: usize,
     /// Operations that may wait per node before callers wait to enqueue.
     pub queue: usize,
@@ -137,7 +141,9 @@ pub struct ClientConfig {
     pub write_consistency: Consistency,
     /// Overall deadline of one call.
     pub timeout: Duration,
-    /// Deadline of one attempt against one node.
+    /// Deadline of one attempt against one node. With coalescing, an
+    /// operation queued behind others may wait until theirs (see
+    /// [`CoalesceConfig::max_in_flight`]).
     pub attempt_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
@@ -209,6 +215,9 @@ impl ClientConfig {
             return Err(ConfigError::BadToken);
         }
         self.pool_size = self.pool_size.max(1);
+        self.timeout = self.timeout.min(MAX_TIMEOUT);
+        self.attempt_timeout = self.attempt_timeout.min(MAX_TIMEOUT);
+        self.connect_timeout = self.connect_timeout.min(MAX_TIMEOUT);
         // tower's budget asserts these ranges; clamp rather than panic.
         let r = &mut self.retry;
         r.budget_window = r

@@ -124,7 +124,8 @@ impl View {
     }
 
     /// One attempt of `op` on node `idx`, bounded by the attempt timeout and
-    /// `deadline`, reporting the outcome to the node's health.
+    /// `deadline` (through the node's coalescer, if any: see
+    /// [`crate::coalesce`]), reporting the outcome to the node's health.
     pub(crate) fn call(
         &self,
         idx: usize,
@@ -145,7 +146,7 @@ impl View {
             let t = until.saturating_duration_since(Instant::now());
             tokio::time::timeout_at(until, node.conn.batch(operations, t))
                 .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")))
+                .unwrap_or_else(|_| Err(crate::coalesce::timed_out()))
         })
     }
 
@@ -172,9 +173,23 @@ impl View {
                 "request deadline passed",
             ))));
         }
-        let until = deadline.min(now + self.config.attempt_timeout);
+        let full = now.checked_add(self.config.attempt_timeout);
+        let until = full.map_or(deadline, |t| t.min(deadline));
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        Either::Right(rpc(node, until).inspect(move |res| self.account(node, res)))
+        let rpc = rpc(node, until);
+        // An attempt cut short by the request deadline gets a timer of its
+        // own: a coalescer batch may run to later callers' deadlines, and the
+        // request's own deadline drops this future without accounting it.
+        // Full-length attempts (the common case) rely on the coalescer.
+        let rpc = if full.is_none_or(|t| t > deadline) {
+            Either::Left(
+                Box::pin(tokio::time::timeout_at(until, rpc))
+                    .map(|r| r.unwrap_or_else(|_| Err(crate::coalesce::timed_out()))),
+            )
+        } else {
+            Either::Right(rpc)
+        };
+        Either::Right(rpc.inspect(move |res| self.account(node, res)))
     }
 
     fn account<T>(&self, node: &Node, res: &Result<T, Status>) {
@@ -381,8 +396,11 @@ impl View {
             .run(deadline, || async {
                 let targets = self.targets(&replicas, need);
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
-                let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
-                let answers = gather(fan, targets.len(), need, None).await?;
+                // Scoped: an answer still out is dropped before resolving.
+                let answers = {
+                    let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
+                    gather(fan, targets.len(), need, None).await?
+                };
                 self.resolve(key, answers, deadline).await
             })
             .await

@@ -257,7 +257,7 @@ impl Node {
                 let t = deadline.saturating_duration_since(Instant::now());
                 tokio::time::timeout_at(deadline, self.conn.unary(op, t))
                     .await
-                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("attempt timed out")))
+                    .unwrap_or_else(|_| Err(coalesce::timed_out()))
             })),
         }
     }

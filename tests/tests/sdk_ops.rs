@@ -22,6 +22,23 @@ async fn operations_round_trip_without_coalescing() -> Result<(), BoxError> {
     exercise(&client(&nodes).coalesce(off).build().await?).await
 }
 
+/// Timeouts too long to add to a clock reading (`Duration::MAX`, a way to
+/// say "no limit") are cut to `MAX_TIMEOUT` instead of panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_timeouts_are_clamped() -> Result<(), BoxError> {
+    let nodes = cluster(3).await?;
+    let cache = client(&nodes)
+        .timeout(Duration::MAX)
+        .attempt_timeout(Duration::MAX)
+        .build()
+        .await?;
+    exercise(&cache).await?;
+    let unlimited = cache.with_timeout(Duration::MAX);
+    unlimited.set("unlimited", "v", None).await?;
+    assert!(unlimited.get("unlimited").await?.is_some());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_coalesced_operations_get_their_own_answers() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
