@@ -297,13 +297,26 @@ impl View {
         });
         // A task's result waits in the task itself until the caller polls its
         // handle; a dropped handle detaches the task, which still finishes.
+        // Each task makes its first attempt itself and boxes the retry loop
+        // (large, and rarely needed): a small task is a cheap allocation.
         let tasks = spawned
             .iter()
             .map(|&idx| {
                 let (view, op) = (self.clone(), op.clone());
-                tokio::spawn(
-                    async move { (idx, view.replica_call(idx, op, deadline, retry).await) },
-                )
+                tokio::spawn(async move {
+                    let r = match view.call(idx, op.clone(), deadline).await {
+                        Ok(out) => Ok(out),
+                        Err(s) => {
+                            let e = Error::from_status(s);
+                            if retry && e.is_retryable() {
+                                Box::pin(view.replica_call(idx, op, deadline, true)).await
+                            } else {
+                                Err(e)
+                            }
+                        }
+                    };
+                    (idx, r)
+                })
             })
             .collect();
         Fan { first, tasks }
