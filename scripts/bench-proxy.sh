@@ -12,6 +12,10 @@
 # node runs with --threads 1 (three of them share the machine's cores); the
 # proxy runs with PROXY_THREADS worker threads.
 #
+# Besides req/s it reports the CPU time (user + system, from /proc) that the
+# proxy and its three backends spent per request: steadier than throughput on
+# a shared machine, where another process's burst moves req/s by 10% or more.
+#
 #   scripts/bench-proxy.sh                       # REQUESTS=100000 ROUNDS=3
 #   REQUESTS=50000 ROUNDS=5 PROXY_THREADS=2 scripts/bench-proxy.sh
 set -euo pipefail
@@ -46,19 +50,23 @@ wait_ping() {
 }
 
 # distcache: three nodes.
+node_pids=()
 for i in 1 2 3; do
   target/release/distcache-node --listen "127.0.0.1:$((27000 + i))" \
     --admin-listen "127.0.0.1:$((27100 + i))" --node-id "n$i" --max-memory 1GiB \
     --threads 1 --log-level warn &
   pids+=($!)
+  node_pids+=($!)
 done
 nodes=http://127.0.0.1:27001,http://127.0.0.1:27002,http://127.0.0.1:27003
 
 # twemproxy: three redis-servers.
+redis_pids=()
 for i in 1 2 3; do
   redis-server --port "$((27200 + i))" --save "" --appendonly no --bind 127.0.0.1 \
     --logfile "$work/redis$i.log" &
   pids+=($!)
+  redis_pids+=($!)
 done
 cat > "$work/nutcracker.yml" <<YML
 bench:
@@ -72,45 +80,76 @@ bench:
    - 127.0.0.1:27203:1
 YML
 nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" &
+twem=$!
 pids+=($!)
 wait_ping 27290
 
-run() { # name port pipeline -> prints "name P test rps"
-  redis-benchmark -h 127.0.0.1 -p "$2" -c 50 -d 100 -t set,get -P "$3" -n "$REQUESTS" -r 100000 --csv \
-    | tail -n +2 | tr -d '"' | while IFS=, read -r test rps _; do
-      echo "$1 $3 $test $rps"
-    done
+hz=$(getconf CLK_TCK)
+ticks() { # pid... -> CPU clock ticks (user + system) the processes used so far
+  local sum=0 p f
+  for p in "$@"; do
+    read -r -a f < "/proc/$p/stat"
+    sum=$((sum + f[13] + f[14]))
+  done
+  echo "$sum"
+}
+
+run() { # name port pipeline front-pid backend-pid... -> "name P TEST rps front-us backend-us"
+  local name=$1 port=$2 p=$3 front=$4 t f0 b0 rps
+  shift 4
+  for t in set get; do
+    f0=$(ticks "$front")
+    b0=$(ticks "$@")
+    rps=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -d 100 -t "$t" -P "$p" -n "$REQUESTS" \
+      -r 100000 --csv | tail -n +2 | tr -d '"' | cut -d, -f2)
+    awk -v n="$name" -v p="$p" -v t="${t^^}" -v r="$rps" -v hz="$hz" -v q="$REQUESTS" \
+      -v f=$(($(ticks "$front") - f0)) -v b=$(($(ticks "$@") - b0)) \
+      'BEGIN { printf "%s %s %s %s %.2f %.2f\n", n, p, t, r, f * 1e6 / hz / q, b * 1e6 / hz / q }'
+  done
 }
 
 results="$work/results"
 : > "$results"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
-  for P in 1 16; do run twemproxy 27290 "$P" >> "$results"; done
+  for P in 1 16; do run twemproxy 27290 "$P" "$twem" "${redis_pids[@]}" >> "$results"; done
   for R in 1 2; do
     target/release/distcache-proxy --nodes "$nodes" --replicas "$R" --threads "$PROXY_THREADS" \
       --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
       --log-level warn &
     proxy=$!
     wait_ping 27380
-    for P in 1 16; do run "distcache-r$R" 27380 "$P" >> "$results"; done
+    for P in 1 16; do run "distcache-r$R" 27380 "$P" "$proxy" "${node_pids[@]}" >> "$results"; done
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
   done
 done
 
-# The median of the rounds for each (target, P, test), then ratios.
+# The median of the rounds for each (target, P, test) and column, then ratios.
 medians="$work/medians"
-sort -k1,1 -k2,2n -k3,3 -k4,4g "$results" | awk '
-  { key = $1 " " $2 " " $3; v[key, ++n[key]] = $4; order[key] = NR }
-  END { for (k in n) { m = n[k]; mid = int((m + 1) / 2);
-        med = (m % 2) ? v[k, mid] : (v[k, mid] + v[k, mid + 1]) / 2; print k, med } }' \
-  | sort -k1,1 -k2,2n -k3,3 > "$medians"
+awk '
+  { key = $1 " " $2 " " $3; m = ++n[key]; for (c = 4; c <= 6; c++) v[key, c, m] = $c }
+  END {
+    for (k in n) {
+      line = k
+      for (c = 4; c <= 6; c++) {
+        cnt = n[k]
+        for (i = 1; i <= cnt; i++) a[i] = v[k, c, i]
+        for (i = 2; i <= cnt; i++) { x = a[i]; j = i - 1
+          while (j >= 1 && a[j] > x) { a[j + 1] = a[j]; j-- }
+          a[j + 1] = x }
+        mid = int((cnt + 1) / 2)
+        line = line " " ((cnt % 2) ? a[mid] : (a[mid] + a[mid + 1]) / 2)
+      }
+      print line
+    }
+  }' "$results" | sort -k1,1 -k2,2n -k3,3 > "$medians"
 
 echo
-printf '%-16s %-3s %-5s %12s %8s   (median of %s rounds, %s requests each)\n' \
-  target P test "req/s" "vs twem" "$ROUNDS" "$REQUESTS"
-while read -r name p test rps; do
+echo "median of $ROUNDS rounds, $REQUESTS requests each; CPU is user + system time per request"
+printf '%-16s %-3s %-5s %12s %8s %14s %16s\n' \
+  target P test "req/s" "vs twem" "proxy us/req" "backends us/req"
+while read -r name p test rps front back; do
   base=$(awk -v p="$p" -v t="$test" '$1=="twemproxy" && $2==p && $3==t {print $4}' "$medians")
   ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-  printf '%-16s %-3s %-5s %12.0f %8s\n' "$name" "$p" "$test" "$rps" "$ratio"
+  printf '%-16s %-3s %-5s %12.0f %8s %14.2f %16.2f\n' "$name" "$p" "$test" "$rps" "$ratio" "$front" "$back"
 done < "$medians"
