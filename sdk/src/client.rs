@@ -219,7 +219,13 @@ impl Client {
 
     /// Reads a key; `Ok(None)` on a miss.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Entry>> {
-        let key = key_bytes(key);
+        self.get_bytes(key_bytes(key)).await
+    }
+
+    /// [`Client::get`] with a key already held as [`Bytes`], which is used
+    /// as it is: no copy (a server that parsed the key out of its input
+    /// buffer, like the proxy, saves an allocation per request).
+    pub async fn get_bytes(&self, key: Bytes) -> Result<Option<Entry>> {
         let c = self.read_c();
         self.run("get", async |inner, deadline| {
             let r = match c {
@@ -284,8 +290,20 @@ impl Client {
         ttl: Option<Duration>,
         condition: Condition,
     ) -> Result<WriteOutcome> {
-        let key = key_bytes(key);
         let value = Bytes::copy_from_slice(value.as_ref());
+        self.set_with_bytes(key_bytes(key), value, ttl, condition)
+            .await
+    }
+
+    /// [`Client::set_with`] with a key and value already held as [`Bytes`],
+    /// which are sent as they are: no copies.
+    pub async fn set_with_bytes(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> Result<WriteOutcome> {
         let c = self.write_c();
         let mut req = pb::SetRequest {
             key: key.clone(),

@@ -71,6 +71,17 @@ async fn exercise(cache: &Client) -> Result<(), BoxError> {
     assert_eq!(e.version, v1);
     assert_eq!(e.ttl, None);
 
+    // The Bytes variants send what they are given, without copying.
+    let (k, v) = (
+        bytes::Bytes::from_static(b"user:2"),
+        bytes::Bytes::from("bob"),
+    );
+    let w = cache
+        .set_with_bytes(k.clone(), v.clone(), None, Condition::Always)
+        .await?;
+    let e = cache.get_bytes(k).await?.expect("written");
+    assert_eq!((e.value, e.version), (v, w.version));
+
     cache.set("ttl", "x", Some(Duration::from_secs(60))).await?;
     let ttl = cache.get("ttl").await?.unwrap().ttl.unwrap();
     assert!(ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(50));

@@ -65,7 +65,10 @@ fn int(n: usize) -> Reply {
 pub async fn execute(backend: &Backend, cmd: Command) -> Reply {
     let c = &backend.client;
     let result = match cmd {
-        Command::Get(k) => c.get(&k).await.map(|e| Reply::Bulk(e.map(|e| e.value))),
+        Command::Get(k) => c
+            .get_bytes(k)
+            .await
+            .map(|e| Reply::Bulk(e.map(|e| e.value))),
         Command::Set {
             key,
             value,
@@ -78,7 +81,7 @@ pub async fn execute(backend: &Backend, cmd: Command) -> Reply {
                 Expiry::In(ms) => Some(Duration::from_millis(ms)),
                 _ => None,
             };
-            c.set_with(&key, &value, ttl, Condition::Always)
+            c.set_with_bytes(key, value, ttl, Condition::Always)
                 .await
                 .map(|_| Reply::OK)
         }
