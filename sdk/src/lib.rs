@@ -74,6 +74,8 @@ mod retry;
 pub mod ring;
 mod topology;
 
+/// The byte buffer `Entry::value`, `get_bytes` and `set_with_bytes` use.
+pub use bytes::Bytes;
 pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
 pub use config::{
     ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
