@@ -252,6 +252,29 @@ impl View {
         }
     }
 
+    /// One target's first attempt in a fan-out: its result, or, when it
+    /// failed in a way worth retrying (and `retry`), `op` back for the retry
+    /// loop, which callers run where it costs least.
+    async fn first_attempt(
+        &self,
+        idx: usize,
+        op: Op,
+        deadline: Instant,
+        retry: bool,
+    ) -> std::result::Result<Result<Out>, Op> {
+        match self.call(idx, op.clone(), deadline).await {
+            Ok(out) => Ok(Ok(out)),
+            Err(s) => {
+                let e = Error::from_status(s);
+                if retry && e.is_retryable() {
+                    Err(op)
+                } else {
+                    Ok(Err(e))
+                }
+            }
+        }
+    }
+
     /// Sends `op` to each of `targets`. With `inline_first`, the first
     /// target's attempt is run by whoever awaits the [`Fan`] (no task, the
     /// common case of one replica costs no spawn); every other target gets
@@ -280,13 +303,9 @@ impl View {
         let first = first_idx.map(|idx| {
             let op = op.clone();
             async move {
-                match self.call(idx, op.clone(), deadline).await {
-                    Ok(out) => FirstTry::Done((idx, Ok(out))),
-                    Err(s) => {
-                        let e = Error::from_status(s);
-                        if !(retry && e.is_retryable()) {
-                            return FirstTry::Done((idx, Err(e)));
-                        }
+                match self.first_attempt(idx, op, deadline, retry).await {
+                    Ok(r) => FirstTry::Done((idx, r)),
+                    Err(op) => {
                         let view = self.clone();
                         FirstTry::Retrying(tokio::spawn(async move {
                             (idx, view.replica_call(idx, op, deadline, true).await)
@@ -304,16 +323,9 @@ impl View {
             .map(|&idx| {
                 let (view, op) = (self.clone(), op.clone());
                 tokio::spawn(async move {
-                    let r = match view.call(idx, op.clone(), deadline).await {
-                        Ok(out) => Ok(out),
-                        Err(s) => {
-                            let e = Error::from_status(s);
-                            if retry && e.is_retryable() {
-                                Box::pin(view.replica_call(idx, op, deadline, true)).await
-                            } else {
-                                Err(e)
-                            }
-                        }
+                    let r = match view.first_attempt(idx, op, deadline, retry).await {
+                        Ok(r) => r,
+                        Err(op) => Box::pin(view.replica_call(idx, op, deadline, true)).await,
                     };
                     (idx, r)
                 })
