@@ -112,6 +112,23 @@ impl Proxy {
         })
     }
 
+    /// Stops `writer` and checks that none of its writes failed, and that
+    /// the ring changed `ring_changes` times (when given); then stops.
+    async fn finish(
+        self,
+        stop: &AtomicBool,
+        writer: tokio::task::JoinHandle<(usize, usize)>,
+        ring_changes: Option<f64>,
+    ) {
+        stop.store(true, Ordering::Relaxed);
+        let (writes, failed) = writer.await.expect("writer");
+        assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+        if let Some(n) = ring_changes {
+            assert_eq!(self.metric("distcache_proxy_ring_changes_total").await, n);
+        }
+        self.stop().await;
+    }
+
     async fn stop(mut self) {
         if let Some(p) = self.poller.take() {
             p.stop().await;
@@ -223,14 +240,7 @@ async fn consul_discovery_changes_the_ring_without_failing_writes() {
     }
 
     more_writes(&done).await;
-    stop.store(true, Ordering::Relaxed);
-    let (writes, failed) = writer.await.expect("writer");
-    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
-    assert_eq!(
-        proxy.metric("distcache_proxy_ring_changes_total").await,
-        2.0
-    );
-    proxy.stop().await;
+    proxy.finish(&stop, writer, Some(2.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,10 +267,7 @@ async fn json_list_discovery_adds_and_removes_nodes() {
     answer.set(url_list(&[&n[2]]));
     proxy.wait_ring(&[&n[2]]).await;
     more_writes(&done).await;
-    stop.store(true, Ordering::Relaxed);
-    let (writes, failed) = writer.await.expect("writer");
-    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
-    proxy.stop().await;
+    proxy.finish(&stop, writer, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,12 +304,5 @@ async fn a_rewritten_cluster_file_adds_and_removes_nodes() {
     write(&[&n[0], &n[1], &n[2]]);
     proxy.wait_ring(&[&n[0], &n[1], &n[2]]).await;
     more_writes(&done).await;
-    stop.store(true, Ordering::Relaxed);
-    let (writes, failed) = writer.await.expect("writer");
-    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
-    assert_eq!(
-        proxy.metric("distcache_proxy_ring_changes_total").await,
-        2.0
-    );
-    proxy.stop().await;
+    proxy.finish(&stop, writer, Some(2.0)).await;
 }
