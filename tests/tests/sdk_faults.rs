@@ -20,6 +20,68 @@ async fn wait_health(client: &Client, url: &str, healthy: bool) -> Result<(), Bo
     .await
 }
 
+/// Mixed load from 8 workers: each runs `ops` operations on the keys
+/// `{prefix}:0..keys` (worker `w`'s `n`th touches key `(w * a + n * b) % keys`),
+/// one write in `write_every`, the rest reads that must find the key.
+struct Load {
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    errors: Arc<AtomicUsize>,
+    /// Operations finished so far.
+    done: Arc<AtomicUsize>,
+}
+
+impl Load {
+    fn start(
+        cache: &Client,
+        prefix: &'static str,
+        keys: usize,
+        ops: usize,
+        write_every: usize,
+        (a, b): (usize, usize),
+    ) -> Self {
+        let errors = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers = (0..8usize)
+            .map(|w| {
+                let (cache, errors, done) = (cache.clone(), errors.clone(), done.clone());
+                tokio::spawn(async move {
+                    for n in 0..ops {
+                        let key = format!("{prefix}:{}", (w * a + n * b) % keys);
+                        let r = if n % write_every == 0 {
+                            cache.set(&key, format!("w{w}n{n}"), None).await.map(|_| ())
+                        } else {
+                            cache.get(&key).await.and_then(|e| {
+                                e.map(|_| ()).ok_or(distcache::Error::Unavailable {
+                                    needed: 0,
+                                    acked: 0,
+                                })
+                            })
+                        };
+                        if let Err(e) = r {
+                            eprintln!("client-visible error: {e}");
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            workers,
+            errors,
+            done,
+        }
+    }
+
+    /// Waits for every worker; the number of client-visible errors.
+    async fn errors(self) -> Result<usize, BoxError> {
+        for w in self.workers {
+            w.await?;
+        }
+        Ok(self.errors.load(Ordering::Relaxed))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_under_load_yields_no_errors() -> Result<(), BoxError> {
     let mut nodes = cluster(3).await?;
@@ -29,42 +91,12 @@ async fn killing_a_node_under_load_yields_no_errors() -> Result<(), BoxError> {
             .set(format!("load:{i}"), format!("v{i}"), None)
             .await?;
     }
-    let errors = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for w in 0..8usize {
-        let (cache, errors, done) = (cache.clone(), errors.clone(), done.clone());
-        workers.push(tokio::spawn(async move {
-            for n in 0..400usize {
-                let key = format!("load:{}", (w * 37 + n * 11) % 300);
-                let r = if n % 4 == 0 {
-                    cache.set(&key, format!("w{w}n{n}"), None).await.map(|_| ())
-                } else {
-                    match cache.get(&key).await {
-                        Ok(Some(_)) => Ok(()),
-                        Ok(None) => Err(distcache::Error::Unavailable {
-                            needed: 0,
-                            acked: 0,
-                        }),
-                        Err(e) => Err(e),
-                    }
-                };
-                if let Err(e) = r {
-                    eprintln!("client-visible error: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let load = Load::start(&cache, "load", 300, 400, 4, (37, 11));
     // Kill a node once the load is well under way.
-    eventually(LIMIT, || async { done.load(Ordering::Relaxed) >= 600 }).await?;
+    eventually(LIMIT, || async { load.done.load(Ordering::Relaxed) >= 600 }).await?;
     let victim = nodes[1].url();
     nodes[1].kill();
-    for w in workers {
-        w.await?;
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    assert_eq!(load.errors().await?, 0);
     // The dead node is skipped, not paid for with a timeout on every request.
     wait_health(&cache, &victim, false).await?;
     let before = cache.stats();
@@ -325,34 +357,8 @@ async fn a_hung_node_is_timed_out_skipped_and_readmitted() -> Result<(), BoxErro
         cache.set(format!("h:{i}"), format!("v{i}"), None).await?;
     }
     hung.frozen.store(true, Ordering::Relaxed);
-    let errors = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for w in 0..8usize {
-        let (cache, errors) = (cache.clone(), errors.clone());
-        workers.push(tokio::spawn(async move {
-            for n in 0..60usize {
-                let key = format!("h:{}", (w * 31 + n * 7) % 200);
-                let r = if n % 3 == 0 {
-                    cache.set(&key, format!("w{w}n{n}"), None).await.map(|_| ())
-                } else {
-                    cache.get(&key).await.and_then(|e| {
-                        e.map(|_| ()).ok_or(distcache::Error::Unavailable {
-                            needed: 0,
-                            acked: 0,
-                        })
-                    })
-                };
-                if let Err(e) = r {
-                    eprintln!("client-visible error: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await?;
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    let load = Load::start(&cache, "h", 200, 60, 3, (31, 7));
+    assert_eq!(load.errors().await?, 0);
     wait_health(&cache, &hung.url, false).await?;
 
     hung.frozen.store(false, Ordering::Relaxed);
