@@ -18,6 +18,7 @@ use bytes::Bytes;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use futures_util::FutureExt;
 use futures_util::future::{Either, ready};
+use smallvec::SmallVec;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::{Code, Status};
@@ -99,16 +100,26 @@ fn may_fail_over(s: &Status) -> bool {
     is_transient(s) && !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
 }
 
+/// A list of node indexes: a key's replicas or the ones an operation goes
+/// to. Inline up to four (no allocation per operation).
+pub(crate) type Nodes = SmallVec<[usize; 4]>;
+
+/// The answers a fan-out gathered, by node index. Inline for one (a write
+/// at consistency One, the common case, allocates nothing for it).
+pub(crate) type Acks = SmallVec<[(usize, Out); 1]>;
+
 impl View {
     /// The key's preference list (N distinct nodes).
-    pub(crate) fn replicas(&self, key: &[u8]) -> Vec<usize> {
-        self.topo.ring.preference_list(key, self.config.replicas)
+    pub(crate) fn replicas(&self, key: &[u8]) -> Nodes {
+        let mut out = Nodes::new();
+        self.topo.ring.fill(key, self.config.replicas, &mut out);
+        out
     }
 
     /// Replicas worth sending to: the healthy ones in ring order, or, when
     /// fewer than `need` are healthy, every replica (health may be stale).
-    pub(crate) fn targets(&self, replicas: &[usize], need: usize) -> Vec<usize> {
-        let mut out: Vec<usize> = replicas
+    pub(crate) fn targets(&self, replicas: &[usize], need: usize) -> Nodes {
+        let mut out: Nodes = replicas
             .iter()
             .copied()
             .filter(|&i| self.topo.nodes[i].is_healthy())
@@ -342,7 +353,7 @@ impl View {
         op: Op,
         consistency: Consistency,
         deadline: Instant,
-    ) -> Result<Vec<(usize, Out)>> {
+    ) -> Result<Acks> {
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
@@ -395,7 +406,7 @@ impl View {
         self.clock.observe(set.version);
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len()).saturating_sub(1);
-        let others: Vec<usize> = replicas.into_iter().filter(|&i| i != primary).collect();
+        let others: Nodes = replicas.into_iter().filter(|&i| i != primary).collect();
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
@@ -434,7 +445,7 @@ impl View {
     async fn resolve(
         &self,
         key: &Bytes,
-        answers: Vec<(usize, Out)>,
+        answers: Acks,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
         let mut gets = Vec::with_capacity(answers.len());
@@ -594,8 +605,8 @@ pub(crate) async fn gather<F: Future<Output = FirstTry>>(
     total: usize,
     need: usize,
     mut wait_for: Option<usize>,
-) -> Result<Vec<(usize, Out)>> {
-    let mut oks = Vec::with_capacity(need);
+) -> Result<Acks> {
+    let mut oks = Acks::with_capacity(need);
     let mut failed = 0;
     while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
         let next = next_answer(&mut fan).await;

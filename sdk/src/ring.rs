@@ -149,6 +149,14 @@ impl Ring {
     /// has fewer nodes), appended to `out` after clearing it.
     pub fn preference_list_into(&self, key: &[u8], n: usize, out: &mut Vec<usize>) {
         out.clear();
+        self.fill(key, n, out);
+    }
+
+    /// Appends the first `n` distinct nodes clockwise from `key` to an empty `out`.
+    pub(crate) fn fill<V>(&self, key: &[u8], n: usize, out: &mut V)
+    where
+        V: AsRef<[usize]> + Extend<usize>,
+    {
         let want = n.min(self.nodes.len());
         if want == 0 {
             return;
@@ -157,9 +165,9 @@ impl Ring {
         let (tail, head) = self.owners.split_at(start);
         for &owner in head.iter().chain(tail) {
             let idx = owner as usize;
-            if !out.contains(&idx) {
-                out.push(idx);
-                if out.len() == want {
+            if !out.as_ref().contains(&idx) {
+                out.extend([idx]);
+                if out.as_ref().len() == want {
                     return;
                 }
             }
