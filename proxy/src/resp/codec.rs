@@ -14,6 +14,7 @@
 //! property-tested instead.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 /// Bounds on what one request may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,35 +81,55 @@ pub fn parse_request(
     }
 }
 
-/// Position of the first "\r\n" at or after `from`.
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| p + from)
-}
-
 /// Reads a decimal integer line that starts right after a type byte at `at`.
-/// Returns (value, index just past the CRLF) or None when incomplete.
+/// Returns (value, index just past the CRLF) or None when incomplete. The
+/// number is what `i64::from_str` takes (an optional sign, then digits), at
+/// most 20 characters; this runs twice or more per request, so it scans the
+/// bytes itself rather than going through `str`.
 fn read_len(
     buf: &[u8],
     at: usize,
     what: &'static str,
     max_line: usize,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
-    let Some(end) = find_crlf(buf, at + 1) else {
+    let bad = ProtocolError::BadLength { what };
+    let start = at + 1;
+    let window = buf.get(start..).unwrap_or_default();
+    let Some(cr) = window.iter().take(max_line + 1).position(|&b| b == b'\r') else {
         if buf.len() - at > max_line {
-            return Err(ProtocolError::BadLength { what });
+            return Err(bad);
         }
         return Ok(None);
     };
-    let digits = &buf[at + 1..end];
-    let n = std::str::from_utf8(digits)
-        .ok()
-        .filter(|s| !s.is_empty() && s.len() <= 20)
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or(ProtocolError::BadLength { what })?;
-    Ok(Some((n, end + 2)))
+    match window.get(cr + 1) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err(bad),
+    }
+    let digits = &window[..cr];
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || cr > 20 {
+        return Err(bad);
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad);
+        }
+        let d = i64::from(d - b'0');
+        n = n.checked_mul(10).ok_or(bad.clone())?;
+        n = if negative {
+            n.checked_sub(d)
+        } else {
+            n.checked_add(d)
+        }
+        .ok_or(bad.clone())?;
+    }
+    Ok(Some((n, start + cr + 2)))
 }
 
 fn parse_multibulk(
@@ -131,7 +152,9 @@ fn parse_multibulk(
         });
     }
     // First pass: check the whole request is here, remembering spans.
-    let mut spans = Vec::with_capacity(count);
+    // (On the stack for the usual few arguments: one allocation per
+    // request, the argument list itself.)
+    let mut spans: SmallVec<[(usize, usize); 8]> = SmallVec::with_capacity(count.min(1024));
     for _ in 0..count {
         let Some(&kind) = buf.get(pos) else {
             return Ok(None);

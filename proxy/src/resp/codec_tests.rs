@@ -137,6 +137,31 @@ fn replies_encode_as_redis_does() {
 }
 
 proptest! {
+    /// The length reader takes exactly what `i64::from_str` takes (a sign,
+    /// digits, no overflow), up to 20 characters, on any line.
+    #[test]
+    fn lengths_read_as_i64_from_str(
+        line in proptest::collection::vec(
+            prop_oneof![Just(b'-'), Just(b'+'), b'0'..=b'9', any::<u8>()],
+            0..24,
+        )
+    ) {
+        prop_assume!(!line.contains(&b'\r'));
+        let mut input = vec![b'*'];
+        input.extend_from_slice(&line);
+        input.extend_from_slice(b"\r\n");
+        let expected = std::str::from_utf8(&line)
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= 20)
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|n| (n, input.len()));
+        let got = read_len(&input, 0, "multibulk", 32);
+        match expected {
+            Some(e) => prop_assert_eq!(got, Ok(Some(e))),
+            None => prop_assert_eq!(got, Err(ProtocolError::BadLength { what: "multibulk" })),
+        }
+    }
+
     #[test]
     fn multibulk_round_trips_at_any_split(
         reqs in prop::collection::vec(prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..6), 1..5),
