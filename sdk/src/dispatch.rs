@@ -316,12 +316,7 @@ impl View {
             async move {
                 match self.first_attempt(idx, op, deadline, retry).await {
                     Ok(r) => FirstTry::Done((idx, r)),
-                    Err(op) => {
-                        let view = self.clone();
-                        FirstTry::Retrying(tokio::spawn(async move {
-                            (idx, view.replica_call(idx, op, deadline, true).await)
-                        }))
-                    }
+                    Err(op) => FirstTry::Retrying(self.retry_task(idx, op, deadline)),
                 }
             }
         });
@@ -362,9 +357,45 @@ impl View {
         // first attempt runs inline only when the coalescer (or nothing else)
         // would be cancelled by a caller that gives up: a queued operation is
         // sent regardless, a unary RPC in flight is not.
-        let inline = targets.len() == 1 || self.config.coalesce.max_batch > 1;
+        if let [idx] = targets[..] {
+            return self.write_one(idx, op, deadline).await;
+        }
+        let inline = self.config.coalesce.max_batch > 1;
         let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, inline));
         gather(fan, targets.len(), need, targets.first().copied()).await
+    }
+
+    /// [`View::write`] with a single target (one replica, the common case):
+    /// what a one-target fan-out does, the first attempt inline and the
+    /// retries in a task, without its bookkeeping.
+    async fn write_one(&self, idx: usize, op: Op, deadline: Instant) -> Result<Acks> {
+        let r = match self.first_attempt(idx, op, deadline, true).await {
+            Ok(r) => r,
+            Err(op) => self
+                .retry_task(idx, op, deadline)
+                .await
+                .map_or_else(task_failed, |(_, r)| r),
+        };
+        match r {
+            Ok(out) => Ok(smallvec::smallvec![(idx, out)]),
+            Err(e) if e.is_retryable() => Err(Error::Unavailable {
+                needed: 1,
+                acked: 0,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The retries of `op` on node `idx` after its first attempt failed, in
+    /// a task of their own: they go on if the caller gives up.
+    fn retry_task(
+        &self,
+        idx: usize,
+        op: Op,
+        deadline: Instant,
+    ) -> JoinHandle<(usize, Result<Out>)> {
+        let view = self.clone();
+        tokio::spawn(async move { (idx, view.replica_call(idx, op, deadline, true).await) })
     }
 
     /// Runs a non-idempotent `op` on the first healthy replica, failing over
@@ -556,6 +587,14 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// A replica task that panicked (or was cancelled) counts as a failed replica.
+fn task_failed(_: tokio::task::JoinError) -> Result<Out> {
+    Err(Error::Unavailable {
+        needed: 1,
+        acked: 0,
+    })
+}
+
 /// The next answer of a fan-out, from the inline call or any task; `None`
 /// when all have answered.
 async fn next_answer<F: Future<Output = FirstTry>>(
@@ -580,16 +619,7 @@ async fn next_answer<F: Future<Output = FirstTry>>(
         for i in 0..tasks.len() {
             if let Poll::Ready(r) = Pin::new(&mut tasks[i]).poll(cx) {
                 tasks.swap_remove(i);
-                // A task that panicked counts as a failed replica.
-                return Poll::Ready(Some(r.unwrap_or_else(|_| {
-                    (
-                        usize::MAX,
-                        Err(Error::Unavailable {
-                            needed: 1,
-                            acked: 0,
-                        }),
-                    )
-                })));
+                return Poll::Ready(Some(r.unwrap_or_else(|e| (usize::MAX, task_failed(e)))));
             }
         }
         Poll::Pending
