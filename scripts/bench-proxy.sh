@@ -31,23 +31,8 @@ if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/nu
 fi
 cargo build --release -q -p distcache-node -p distcache-proxy
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_ping() {
-  for _ in $(seq 1 200); do
-    if [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing answers PING on port $1" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # distcache: three nodes.
 node_pids=()
