@@ -126,7 +126,8 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
                 let Some(first) = first else { break };
                 let now = Instant::now();
                 let mut bytes = 0;
-                let mut batch = Vec::new();
+                // Sized for what is queued now: no regrowth while draining.
+                let mut batch = Vec::with_capacity((rx.len() + 1).min(config.max_batch.max(1)));
                 let mut next = Some(first);
                 while let Some(p) = next.take() {
                     if p.deadline <= now {

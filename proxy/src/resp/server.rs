@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use distcache_node::security::auth::unix_now;
 use futures_buffered::join_all;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -128,10 +129,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // list per read of a pipeline would be a large allocation every time.
     // After a burst it shrinks back to 256 entries (about 30 KB).
     let mut parsed: Parsed = Vec::new();
+    // One wait for the stop flag for the whole connection: a fresh one per
+    // read registers and drops a watch notification every time.
+    let mut stopping = std::pin::pin!(crate::stopped(&mut stop));
     loop {
         let n = tokio::select! {
             n = stream.read_buf(&mut input) => n?,
-            () = crate::stopped(&mut stop) => return stream.shutdown().await,
+            () = &mut stopping => return stream.shutdown().await,
         };
         if n == 0 {
             return Ok(());
@@ -216,7 +220,7 @@ async fn run_pipeline(
     }
     let parsed = &*parsed;
     // Runs of data commands on pairwise distinct keys go out together.
-    let mut seen: Vec<&Bytes> = Vec::new();
+    let mut seen: SmallVec<[&Bytes; 16]> = SmallVec::new();
     let mut i = 0;
     while i < parsed.len() {
         let mut j = i;
