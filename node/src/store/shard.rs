@@ -110,6 +110,9 @@ pub(crate) struct Shard {
     pub(crate) live: u64,
     /// Bytes charged to every entry of this shard, tombstones included.
     pub(crate) bytes: u64,
+    /// Entries with an expiry: while there are none, sweeping has nothing
+    /// to find (and would only pull every slot through the cache).
+    expiring: u64,
     pub(crate) stats: ShardStats,
     sweep_cursor: usize,
 }
@@ -164,6 +167,7 @@ impl Shard {
         if slot.value.is_some() {
             self.live += 1;
         }
+        self.expiring += u64::from(slot.expires_at != 0);
         let idx = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = slot;
@@ -194,12 +198,14 @@ impl Shard {
         let slot = &mut self.slots[idx as usize];
         let before = slot.charge();
         let was_live = slot.value.is_some();
+        let was_expiring = slot.expires_at != 0;
         slot.value = value;
         slot.version = version;
         slot.expires_at = expires_at;
         let after = slot.charge();
         let now_live = slot.value.is_some();
         self.bytes = self.bytes + after - before;
+        self.expiring = self.expiring + u64::from(expires_at != 0) - u64::from(was_expiring);
         match (was_live, now_live) {
             (false, true) => self.live += 1,
             (true, false) => self.live -= 1,
@@ -220,6 +226,7 @@ impl Shard {
         if slot.value.is_some() {
             self.live -= 1;
         }
+        self.expiring -= u64::from(slot.expires_at != 0);
         slot.key = Key::EMPTY;
         slot.value = None;
         self.free.push(idx);
@@ -246,7 +253,7 @@ impl Shard {
     pub(crate) fn sweep(&mut self, now_ms: u64, budget: usize) -> (u64, u64) {
         let (mut removed, mut freed) = (0, 0);
         let len = self.slots.len();
-        if len == 0 {
+        if len == 0 || self.expiring == 0 {
             return (0, 0);
         }
         for _ in 0..budget.min(len) {
@@ -424,5 +431,32 @@ mod tests {
         assert_eq!(s.sweep(100, 10).0, 1);
         assert_eq!(s.iter().count(), 1);
         assert_eq!(s.stats.expirations, 2);
+        assert_eq!(s.expiring, 0);
+    }
+
+    #[test]
+    fn sweep_skips_a_shard_without_expiries_and_tracks_ttl_changes() {
+        let mut s = Shard::new();
+        let x = s.insert(h(b"x"), b"x", Some(Bytes::new()), 1, 100);
+        let y = s.insert(h(b"y"), b"y", Some(Bytes::new()), 1, 0);
+        assert_eq!(s.expiring, 1);
+        // x loses its expiry, y gains one: still one to sweep, and it is y.
+        s.replace(x, Some(Bytes::new()), 2, 0);
+        assert_eq!(s.expiring, 0);
+        assert_eq!(
+            s.sweep(1_000, 10),
+            (0, 0),
+            "nothing expiring: nothing examined"
+        );
+        s.replace(y, Some(Bytes::new()), 2, 150);
+        assert_eq!(s.expiring, 1);
+        assert_eq!(s.sweep(1_000, 10).0, 1);
+        assert!(s.find(h(b"y"), b"y").is_none());
+        assert!(s.find(h(b"x"), b"x").is_some());
+        assert_eq!(s.expiring, 0);
+        // Removing an expiring entry by other means keeps the count right.
+        let z = s.insert(h(b"z"), b"z", None, 3, 500);
+        s.remove(z);
+        assert_eq!(s.expiring, 0);
     }
 }
