@@ -247,9 +247,10 @@ async fn run_pipeline(
             continue;
         }
         if j > i {
-            // One allocation for the whole run: join_all places each
-            // command's future straight into its own slice, sized exactly
-            // (a filtering iterator would grow it, copying every future).
+            // futures-buffered's join_all: one allocation for the whole run,
+            // sized exactly (a filtering iterator would make it regrow,
+            // copying every future), and on a wake-up only the commands
+            // whose answer came are polled, not every one still waiting.
             // (A run holds only parsed commands: the scan above stops at an
             // error reply, which is passed through here only for totality.)
             let run = parsed[i..j].iter().map(|(name, cmd)| async move {
