@@ -6,9 +6,10 @@
 # ratio to twemproxy's. Installs redis-server, redis-tools and nutcracker with
 # apt-get when missing. Everything listens on 127.0.0.1 and is stopped on exit.
 #
-# The targets take turns, ROUNDS times (so a burst of load from something else
-# on the machine hits both sides alike), and the median of the rounds is
-# reported. Like redis-server and twemproxy, which are single-threaded, each
+# The targets take turns, ROUNDS times, the side that goes first alternating
+# (so a burst of load from something else on the machine hits both sides
+# alike); each figure is reported as the median of the rounds, and its ratio
+# to twemproxy as the median of the per-round ratios, with their range. Like redis-server and twemproxy, which are single-threaded, each
 # node runs with --threads 1 (three of them share the machine's cores); the
 # proxy runs with PROXY_THREADS worker threads.
 #
@@ -79,7 +80,7 @@ ticks() { # pid... -> CPU clock ticks (user + system) the processes used so far
   echo "$sum"
 }
 
-run() { # name port pipeline front-pid backend-pid... -> "name P TEST rps front-us backend-us"
+run() { # name port pipeline front-pid backend-pid... -> "round name P TEST rps front-us backend-us"
   local name=$1 port=$2 p=$3 front=$4 t f0 b0 rps
   shift 4
   for t in set get; do
@@ -89,15 +90,17 @@ run() { # name port pipeline front-pid backend-pid... -> "name P TEST rps front-
       -r 100000 --csv | tail -n +2 | tr -d '"' | cut -d, -f2)
     awk -v n="$name" -v p="$p" -v t="${t^^}" -v r="$rps" -v hz="$hz" -v q="$REQUESTS" \
       -v f=$(($(ticks "$front") - f0)) -v b=$(($(ticks "$@") - b0)) \
-      'BEGIN { printf "%s %s %s %s %.2f %.2f\n", n, p, t, r, f * 1e6 / hz / q, b * 1e6 / hz / q }'
+      -v round="$round" \
+      'BEGIN { printf "%s %s %s %s %s %.2f %.2f\n", round, n, p, t, r, f * 1e6 / hz / q, b * 1e6 / hz / q }'
   done
 }
 
 results="$work/results"
 : > "$results"
-for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round of $ROUNDS" >&2
+twemproxy_runs() {
   for P in 1 16; do run twemproxy 27290 "$P" "$twem" "${redis_pids[@]}" >> "$results"; done
+}
+distcache_runs() {
   for R in 1 2; do
     target/release/distcache-proxy --nodes "$nodes" --replicas "$R" --threads "$PROXY_THREADS" \
       --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
@@ -107,16 +110,35 @@ for round in $(seq 1 "$ROUNDS"); do
     for P in 1 16; do run "distcache-r$R" 27380 "$P" "$proxy" "${node_pids[@]}" >> "$results"; done
     kill "$proxy"; wait "$proxy" 2>/dev/null || true
   done
+}
+# Who goes first alternates, so a machine that slows down (or speeds up)
+# during a round does not always favour the same side.
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  if ((round % 2)); then twemproxy_runs; distcache_runs; else distcache_runs; twemproxy_runs; fi
 done
+
+# Each distcache figure as a ratio to twemproxy's in the same round.
+ratios="$work/ratios"
+awk '
+  $2 == "twemproxy" { base[$1, $3, $4] = $5; next }
+  { rest[NR] = $0 }
+  END {
+    for (i in rest) {
+      split(rest[i], f, " ")
+      b = base[f[1], f[3], f[4]]
+      if (b > 0) printf "%s %s %s %.4f\n", f[2], f[3], f[4], f[5] / b
+    }
+  }' "$results" > "$ratios"
 
 # The median of the rounds for each (target, P, test) and column, then ratios.
 medians="$work/medians"
 awk '
-  { key = $1 " " $2 " " $3; m = ++n[key]; for (c = 4; c <= 6; c++) v[key, c, m] = $c }
+  { key = $2 " " $3 " " $4; m = ++n[key]; for (c = 5; c <= 7; c++) v[key, c, m] = $c }
   END {
     for (k in n) {
       line = k
-      for (c = 4; c <= 6; c++) {
+      for (c = 5; c <= 7; c++) {
         cnt = n[k]
         for (i = 1; i <= cnt; i++) a[i] = v[k, c, i]
         for (i = 2; i <= cnt; i++) { x = a[i]; j = i - 1
@@ -129,12 +151,31 @@ awk '
     }
   }' "$results" | sort -k1,1 -k2,2n -k3,3 > "$medians"
 
+# The median (and the lowest and highest) of each figure's per-round ratios.
+ratio_medians="$work/ratio-medians"
+awk '
+  { key = $1 " " $2 " " $3; m = ++n[key]; v[key, m] = $4 }
+  END {
+    for (k in n) {
+      cnt = n[k]
+      for (i = 1; i <= cnt; i++) a[i] = v[k, i]
+      for (i = 2; i <= cnt; i++) { x = a[i]; j = i - 1
+        while (j >= 1 && a[j] > x) { a[j + 1] = a[j]; j-- }
+        a[j + 1] = x }
+      mid = int((cnt + 1) / 2)
+      printf "%s %.2f %.2f %.2f\n", k, (cnt % 2) ? a[mid] : (a[mid] + a[mid + 1]) / 2, a[1], a[cnt]
+    }
+  }' "$ratios" > "$ratio_medians"
+
 echo
-echo "median of $ROUNDS rounds, $REQUESTS requests each; CPU is user + system time per request"
-printf '%-16s %-3s %-5s %12s %8s %14s %16s\n' \
-  target P test "req/s" "vs twem" "proxy us/req" "backends us/req"
+echo "median of $ROUNDS rounds, $REQUESTS requests each; CPU is user + system time per request;"
+echo "vs twem: the median of the rounds' ratios (each round's figure over twemproxy's in that round)"
+printf '%-16s %-3s %-5s %12s %8s %11s %14s %16s\n' \
+  target P test "req/s" "vs twem" "min-max" "proxy us/req" "backends us/req"
 while read -r name p test rps front back; do
-  base=$(awk -v p="$p" -v t="$test" '$1=="twemproxy" && $2==p && $3==t {print $4}' "$medians")
-  ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-  printf '%-16s %-3s %-5s %12.0f %8s %14.2f %16.2f\n' "$name" "$p" "$test" "$rps" "$ratio" "$front" "$back"
+  read -r ratio lo hi < <(awk -v n="$name" -v p="$p" -v t="$test" \
+    '$1 == n && $2 == p && $3 == t { print $4, $5, $6 }' "$ratio_medians") || true
+  if [ "$name" = twemproxy ]; then ratio=1.00 lo=1.00 hi=1.00; fi
+  printf '%-16s %-3s %-5s %12.0f %8s %11s %14.2f %16.2f\n' \
+    "$name" "$p" "$test" "$rps" "$ratio" "$lo-$hi" "$front" "$back"
 done < "$medians"
