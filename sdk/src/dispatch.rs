@@ -352,14 +352,16 @@ impl View {
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
         let targets = self.targets(&replicas, need);
-        // Wait for the first healthy replica, the one `One` reads go to, so a
-        // client reads its own writes; the others may finish later. Its
-        // first attempt runs inline only when the coalescer (or nothing else)
-        // would be cancelled by a caller that gives up: a queued operation is
-        // sent regardless, a unary RPC in flight is not.
         if let [idx] = targets[..] {
             return self.write_one(idx, op, deadline).await;
         }
+        // Wait for the first healthy replica, the one `One` reads go to, so a
+        // client reads its own writes; the others may finish later. Its
+        // first attempt runs inline only when the coalescer sends it: a
+        // queued operation is sent even if the caller gives up, a unary RPC
+        // in flight is cancelled with it, and another replica's copy may
+        // already be written. (With one target there is nothing to be
+        // inconsistent with, so `write_one` always runs it inline.)
         let inline = self.config.coalesce.max_batch > 1;
         let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, inline));
         gather(fan, targets.len(), need, targets.first().copied()).await
