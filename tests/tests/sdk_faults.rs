@@ -293,25 +293,30 @@ async fn cas_and_counters_fail_over_when_the_primary_is_down() -> Result<(), Box
 struct Relay {
     url: String,
     frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes read from clients (forwarded or, while frozen, held).
+    from_client: Arc<AtomicUsize>,
 }
 
 async fn relay(target: std::net::SocketAddr) -> Result<Relay, BoxError> {
     use std::sync::atomic::AtomicBool;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads even while frozen (one buffer's worth, held until thawed), so
+    // that `read` shows what a client sent to the hung node.
     async fn pump(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         frozen: Arc<AtomicBool>,
+        read: Option<Arc<AtomicUsize>>,
     ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            while frozen.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if let Some(read) = &read {
+                read.fetch_add(n, Ordering::Relaxed);
+            }
             while frozen.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -323,7 +328,8 @@ async fn relay(target: std::net::SocketAddr) -> Result<Relay, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let frozen = Arc::new(AtomicBool::new(false));
-    let f = frozen.clone();
+    let from_client = Arc::new(AtomicUsize::new(0));
+    let (f, read) = (frozen.clone(), from_client.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(node) = tokio::net::TcpStream::connect(target).await else {
@@ -331,11 +337,15 @@ async fn relay(target: std::net::SocketAddr) -> Result<Relay, BoxError> {
             };
             let (cr, cw) = client.into_split();
             let (nr, nw) = node.into_split();
-            tokio::spawn(pump(cr, nw, f.clone()));
-            tokio::spawn(pump(nr, cw, f.clone()));
+            tokio::spawn(pump(cr, nw, f.clone(), Some(read.clone())));
+            tokio::spawn(pump(nr, cw, f.clone(), None));
         }
     });
-    Ok(Relay { url, frozen })
+    Ok(Relay {
+        url,
+        frozen,
+        from_client,
+    })
 }
 
 /// A node that stops answering without closing its connections costs no
@@ -376,5 +386,51 @@ async fn a_hung_node_is_timed_out_skipped_and_readmitted() -> Result<(), BoxErro
         let e = cache.get(k).await?.expect("present");
         assert_eq!(&e.value[..], b"after");
     }
+    Ok(())
+}
+
+/// An operation whose deadline passes while it waits in the coalescer's
+/// queue (behind a batch stuck on a hung node) fails with a timeout and is
+/// never sent: once the node answers again it still has not applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_that_expires_in_the_queue_is_never_sent() -> Result<(), BoxError> {
+    let nodes = cluster(1).await?;
+    let hung = relay(nodes[0].addr).await?;
+    let cache = Client::builder()
+        .nodes([hung.url.clone()])
+        .replicas(1)
+        .timeout(LIMIT)
+        .attempt_timeout(Duration::from_secs(5))
+        .probe_interval(Duration::from_secs(3600))
+        .build()
+        .await?;
+    cache.set("warm", "up", None).await?;
+    let before = hung.from_client.load(Ordering::Relaxed);
+    hung.frozen.store(true, Ordering::Relaxed);
+    // A is sent and stuck: the node's one batch in flight.
+    let a = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.set("a", "1", None).await })
+    };
+    eventually(LIMIT, || async {
+        hung.from_client.load(Ordering::Relaxed) > before
+    })
+    .await?;
+    // B queues behind it, and its deadline passes there.
+    let b = cache
+        .with_timeout(Duration::from_millis(50))
+        .set("b", "2", None)
+        .await;
+    assert!(b.is_err(), "B had nowhere to go: {b:?}");
+    // A's batch completes; the coalescer then takes B, past its deadline.
+    hung.frozen.store(false, Ordering::Relaxed);
+    a.await??;
+    // C is sent after anything B could have gone out with.
+    cache.set("c", "3", None).await?;
+    assert!(cache.get("c").await?.is_some());
+    assert!(
+        cache.get("b").await?.is_none(),
+        "an operation that expired in the queue reached the node"
+    );
     Ok(())
 }
