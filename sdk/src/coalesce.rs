@@ -160,10 +160,10 @@ pub(crate) fn result_of(r: pb::OperationResult) -> Result<Out, Status> {
     }
 }
 
-/// Bounds a batch by the latest deadline among its operations: a node that
-/// stops answering (hung, paused) must not hold an in-flight slot, and so
-/// every later batch, forever.
-async fn bounded<T>(
+/// Fails `f` with DEADLINE_EXCEEDED if it has not answered by `deadline`.
+/// Every RPC is bounded so: a node that stops answering (hung, paused) must
+/// not hold an in-flight slot, and so every later batch, forever.
+pub(crate) async fn bounded<T>(
     deadline: Instant,
     f: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
@@ -172,12 +172,26 @@ async fn bounded<T>(
         .unwrap_or_else(|_| Err(timed_out()))
 }
 
+/// Starts `rpc` with the time left until `deadline` (which it sends to the
+/// node as the call's gRPC timeout) and [`bounded`]s it by that deadline.
+pub(crate) async fn by_deadline<T, Fut>(
+    deadline: Instant,
+    rpc: impl FnOnce(std::time::Duration) -> Fut,
+) -> Result<T, Status>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let left = deadline.saturating_duration_since(Instant::now());
+    bounded(deadline, rpc(left)).await
+}
+
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     if batch.len() == 1
         && let Some(p) = batch.pop()
     {
-        let t = p.deadline.saturating_duration_since(Instant::now());
-        let _ = p.reply.send(bounded(p.deadline, conn.one(p.op, t)).await);
+        let _ = p
+            .reply
+            .send(by_deadline(p.deadline, |t| conn.one(p.op, t)).await);
         return;
     }
     let deadline = batch
@@ -185,7 +199,6 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
         .map(|p| p.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    let timeout = deadline.saturating_duration_since(Instant::now());
     let mut replies = Vec::with_capacity(batch.len());
     let ops = batch
         .into_iter()
@@ -194,7 +207,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
             pb::Operation { op: Some(p.op) }
         })
         .collect();
-    match bounded(deadline, conn.batch(ops, timeout)).await {
+    match by_deadline(deadline, |t| conn.batch(ops, t)).await {
         Ok(results) if results.len() == replies.len() => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(result_of(r));

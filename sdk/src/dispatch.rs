@@ -153,11 +153,8 @@ impl View {
         operations: Vec<pb::Operation>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<pb::OperationResult>, Status>> + '_ {
-        self.attempt(idx, deadline, |node, until| async move {
-            let t = until.saturating_duration_since(Instant::now());
-            tokio::time::timeout_at(until, node.conn.batch(operations, t))
-                .await
-                .unwrap_or_else(|_| Err(crate::coalesce::timed_out()))
+        self.attempt(idx, deadline, |node, until| {
+            crate::coalesce::by_deadline(until, |t| node.conn.batch(operations, t))
         })
     }
 
@@ -193,10 +190,7 @@ impl View {
         // request's own deadline drops this future without accounting it.
         // Full-length attempts (the common case) rely on the coalescer.
         let rpc = if full.is_none_or(|t| t > deadline) {
-            Either::Left(
-                Box::pin(tokio::time::timeout_at(until, rpc))
-                    .map(|r| r.unwrap_or_else(|_| Err(crate::coalesce::timed_out()))),
-            )
+            Either::Left(Box::pin(crate::coalesce::bounded(until, rpc)))
         } else {
             Either::Right(rpc)
         };

@@ -253,12 +253,9 @@ impl Node {
             Some(tx) => Either::Left(coalesce::submit(tx, op, deadline)),
             // Boxed: a tonic call's future is kilobytes, and every caller's
             // future would otherwise carry it (and copy it when moved).
-            None => Either::Right(Box::pin(async move {
-                let t = deadline.saturating_duration_since(Instant::now());
-                tokio::time::timeout_at(deadline, self.conn.unary(op, t))
-                    .await
-                    .unwrap_or_else(|_| Err(coalesce::timed_out()))
-            })),
+            None => Either::Right(Box::pin(coalesce::by_deadline(deadline, |t| {
+                self.conn.unary(op, t)
+            }))),
         }
     }
 
