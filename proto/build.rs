@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("distcache_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .bytes(".distcache.v1")
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! This crate holds types only; the node, SDK and proxy hold behaviour.
 //! Byte fields are [`bytes::Bytes`], so values move between layers without copies.
 
+pub mod codec;
+
 /// Generated types and stubs of package `distcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -475,3 +475,85 @@ async fn pipeline_answers_by_id_and_ends_at_shutdown() {
     assert!(!matches!(end, Ok(Some(_))), "stream ended: {end:?}");
     drop(tx);
 }
+
+/// Sends raw bytes as a gRPC request body and decodes the answer with the
+/// stubs' codec, so a test can put malformed protobuf on the wire.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = prost::bytes::Bytes;
+    type Decode = pb::SetResponse;
+    type Encoder = RawEncoder;
+    type Decoder = <distcache_proto::codec::ProtoCodec<pb::SetResponse, pb::SetResponse> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut distcache_proto::codec::ProtoCodec::<
+            pb::SetResponse,
+            pb::SetResponse,
+        >::default())
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_an_error_and_the_node_keeps_serving() {
+    let node = TestNode::start(test_config()).await;
+    let ch = channel(&node).await;
+    let mut raw = tonic::client::Grpc::new(ch.clone());
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/distcache.v1.CacheService/Set");
+    let garbage: [&[u8]; 4] = [
+        // key (field 1, bytes) claims 16 bytes; one follows.
+        b"\x0a\x10a",
+        // a varint that never ends
+        b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        // wire type 7 does not exist
+        b"\x0f",
+        // a value (field 2) of length 2^63
+        b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\x7f",
+    ];
+    for body in garbage {
+        raw.ready().await.expect("ready");
+        let err = raw
+            .unary(
+                tonic::Request::new(prost::bytes::Bytes::from_static(body)),
+                path.clone(),
+                RawCodec,
+            )
+            .await
+            .expect_err("malformed request refused");
+        assert_eq!(err.code(), Code::Internal, "{body:?}: {err}");
+        assert!(err.message().contains("decode"), "{err}");
+    }
+    // A well-formed request on the same connection still works, and nothing
+    // the malformed ones carried was stored.
+    let mut client = pb::cache_service_client::CacheServiceClient::new(ch);
+    let ok = client.set(set("k", "v")).await.expect("set").into_inner();
+    assert!(ok.applied);
+    let got = client
+        .get(pb::GetRequest { key: key("a") })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!got.found);
+}

