@@ -1,5 +1,6 @@
-//! The storage engine: a synchronous, sharded LRU map from byte keys to
-//! versioned byte values with TTLs, tombstones, compare-and-swap and counters.
+//! The storage engine: a synchronous, sharded LRU map (CLOCK eviction, see
+//! `shard`) from byte keys to versioned byte values with TTLs, tombstones,
+//! compare-and-swap and counters.
 //!
 //! It knows nothing of tokio, tonic or the disk: every call takes a shard's
 //! mutex for a few hundred nanoseconds and returns, so it can be unit-tested and
@@ -7,9 +8,10 @@
 //! `.await`.
 //!
 //! Memory: every entry is charged `key + value + ENTRY_OVERHEAD` bytes against
-//! one global bound. A write that crosses the bound evicts least recently used
-//! entries of its own shard first, then of the other shards in turn, so with
-//! keys spread evenly by hash the policy approximates a global LRU.
+//! one global bound. A write that crosses the bound evicts entries not used
+//! since the clock hand last passed, from its own shard first, then from the
+//! other shards in turn, so with keys spread evenly by hash the policy
+//! approximates a global LRU.
 //!
 //! Versions: every entry carries a `u64` version that only grows. A write with
 //! version 0 gets `max(current + 1, now_ms << 16)`; a write with a non-zero
@@ -612,7 +614,7 @@ impl Store {
     }
 
     /// Evicts until the bound holds: the writer's own shard first (sparing the
-    /// entry just written), then the other shards' LRU tails in turn. Never
+    /// entry just written), then the other shards in turn. Never
     /// holds two shard locks at once.
     fn enforce_bound(&self, own: &Mutex<Shard>, keep: u32) {
         if self.used.load(Ordering::Relaxed) <= self.max_memory {
@@ -621,7 +623,7 @@ impl Store {
         {
             let mut shard = own.lock();
             while self.used.load(Ordering::Relaxed) > self.max_memory {
-                match shard.evict_lru(keep) {
+                match shard.evict(keep) {
                     Some(freed) => {
                         self.used.fetch_sub(freed, Ordering::Relaxed);
                     }
@@ -637,7 +639,7 @@ impl Store {
                 idle += 1;
                 continue;
             }
-            match lock.lock().evict_lru(u32::MAX) {
+            match lock.lock().evict(u32::MAX) {
                 Some(freed) => {
                     self.used.fetch_sub(freed, Ordering::Relaxed);
                     idle = 0;
@@ -648,12 +650,12 @@ impl Store {
     }
 
     /// Calls `f` with every entry of shard `shard` (tombstones included), under
-    /// that shard's lock, from the least to the most recently used, so that
-    /// restoring them in that order rebuilds the LRU order. For snapshots: one
-    /// shard at a time, writers elsewhere go on.
+    /// that shard's lock, in the order eviction would take them, so that
+    /// restoring them in that order rebuilds it. For snapshots: one shard at a
+    /// time, writers elsewhere go on.
     pub fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(EntryRef<'_>)) {
         if let Some(lock) = self.shards.get(shard) {
-            for slot in lock.lock().iter_lru() {
+            for slot in lock.lock().iter_eviction_order() {
                 f(EntryRef::from(slot));
             }
         }

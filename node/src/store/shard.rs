@@ -1,6 +1,13 @@
-//! One shard of the store: a hash table of slab indices plus an intrusive
-//! doubly linked LRU list threaded through the slab, so lookup, touch, insert
-//! and eviction are all O(1) and the key is stored once.
+//! One shard of the store: a hash table of slab indices, and CLOCK
+//! (second-chance) eviction over the slab, so lookup, touch and insert are
+//! O(1), eviction is amortized O(1) and the key is stored once.
+//!
+//! CLOCK approximates LRU the way Redis's sampled LRU does, at a fraction of
+//! the cost: a use sets a bit in the slot the lookup has just read, where a
+//! linked LRU list rewrote two neighbours' links (two more cache misses) on
+//! every hit and every write. Eviction turns a hand over the slab, clearing
+//! set bits and taking the first slot whose bit is clear: an entry used since
+//! the hand last passed survives, one that was not goes first.
 //!
 //! A shard knows nothing of locking, clocks or versions; [`super::Store`] holds
 //! it behind a mutex and decides what to write.
@@ -67,8 +74,8 @@ pub(crate) struct Slot {
     /// Absolute expiry in Unix milliseconds; 0 means none.
     pub(crate) expires_at: u64,
     hash: u64,
-    prev: u32,
-    next: u32,
+    /// Used since the clock hand last passed (see the module docs).
+    referenced: bool,
 }
 
 impl Slot {
@@ -104,8 +111,8 @@ pub(crate) struct Shard {
     table: HashTable<u32>,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    head: u32,
-    tail: u32,
+    /// The next slab slot the eviction hand examines.
+    hand: usize,
     /// Live values (tombstones excluded).
     pub(crate) live: u64,
     /// Bytes charged to every entry of this shard, tombstones included.
@@ -119,11 +126,7 @@ pub(crate) struct Shard {
 
 impl Shard {
     pub(crate) fn new() -> Self {
-        Self {
-            head: NIL,
-            tail: NIL,
-            ..Self::default()
-        }
+        Self::default()
     }
 
     pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
@@ -137,15 +140,18 @@ impl Shard {
         &self.slots[idx as usize]
     }
 
-    /// Marks an entry most recently used.
+    /// Marks an entry used, so the next turn of the hand spares it.
     pub(crate) fn touch(&mut self, idx: u32) {
-        if self.head != idx {
-            self.unlink(idx);
-            self.push_front(idx);
+        let slot = &mut self.slots[idx as usize];
+        // Written only when it changes: a hot entry's line stays clean.
+        if !slot.referenced {
+            slot.referenced = true;
         }
     }
 
-    /// Inserts a key known to be absent, as the most recently used entry.
+    /// Inserts a key known to be absent, not yet marked used: a read or a
+    /// rewrite before the hand comes round marks it. The slot is most often
+    /// the one the hand has just freed, so a new entry gets a full turn.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -160,8 +166,7 @@ impl Shard {
             version,
             expires_at,
             hash,
-            prev: NIL,
-            next: NIL,
+            referenced: false,
         };
         self.bytes += slot.charge();
         if slot.value.is_some() {
@@ -183,7 +188,6 @@ impl Shard {
         let slots = &self.slots;
         self.table
             .insert_unique(hash, idx, |&i| slots[i as usize].hash);
-        self.push_front(idx);
         idx
     }
 
@@ -220,7 +224,6 @@ impl Shard {
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
-        self.unlink(idx);
         let slot = &mut self.slots[idx as usize];
         let freed = slot.charge();
         if slot.value.is_some() {
@@ -234,18 +237,27 @@ impl Shard {
         freed
     }
 
-    /// Evicts the least recently used entry other than `keep`; returns the
-    /// bytes freed, or `None` when there is nothing else to evict.
-    pub(crate) fn evict_lru(&mut self, keep: u32) -> Option<u64> {
-        let mut idx = self.tail;
-        if idx == keep && idx != NIL {
-            idx = self.slots[idx as usize].prev;
+    /// Evicts the first entry other than `keep` that the hand finds unused
+    /// since its last pass; returns the bytes freed, or `None` when there is
+    /// nothing else to evict.
+    pub(crate) fn evict(&mut self, keep: u32) -> Option<u64> {
+        let len = self.slots.len();
+        // Two turns at most: the first may only clear bits.
+        for _ in 0..2 * len {
+            let i = self.hand;
+            self.hand = if i + 1 < len { i + 1 } else { 0 };
+            let slot = &mut self.slots[i];
+            if slot.key.is_empty() || i == keep as usize {
+                continue;
+            }
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            self.stats.evictions += 1;
+            return Some(self.remove(u32::try_from(i).unwrap_or(NIL)));
         }
-        if idx == NIL {
-            return None;
-        }
-        self.stats.evictions += 1;
-        Some(self.remove(idx))
+        None
     }
 
     /// Examines up to `budget` slab slots from where the last sweep stopped and
@@ -275,66 +287,21 @@ impl Shard {
         self.slots.iter().filter(|s| !s.key.is_empty())
     }
 
-    /// Every occupied slot from the least to the most recently used.
-    pub(crate) fn iter_lru(&self) -> impl Iterator<Item = &Slot> {
-        let mut i = self.tail;
-        std::iter::from_fn(move || {
-            let slot = self.slots.get(i as usize)?;
-            i = slot.prev;
-            Some(slot)
-        })
+    /// Every occupied slot in the order eviction would take them: from the
+    /// hand round the slab, unused entries first, then used ones. Restoring
+    /// them in this order into an empty shard gives back the same order.
+    pub(crate) fn iter_eviction_order(&self) -> impl Iterator<Item = &Slot> {
+        let (behind, ahead) = self.slots.split_at(self.hand.min(self.slots.len()));
+        let round = || ahead.iter().chain(behind).filter(|s| !s.key.is_empty());
+        round()
+            .filter(|s| !s.referenced)
+            .chain(round().filter(|s| s.referenced))
     }
 
-    /// Keys from least to most recently used (for tests).
+    /// Keys in eviction order (for tests).
     #[cfg(test)]
-    pub(crate) fn lru_order(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut i = self.tail;
-        while i != NIL {
-            out.push(self.slots[i as usize].key.to_vec());
-            i = self.slots[i as usize].prev;
-        }
-        out
-    }
-
-    fn unlink(&mut self, idx: u32) {
-        let (prev, next) = {
-            let s = &self.slots[idx as usize];
-            (s.prev, s.next)
-        };
-        if prev == NIL {
-            if self.head == idx {
-                self.head = next;
-            }
-        } else {
-            self.slots[prev as usize].next = next;
-        }
-        if next == NIL {
-            if self.tail == idx {
-                self.tail = prev;
-            }
-        } else {
-            self.slots[next as usize].prev = prev;
-        }
-        let s = &mut self.slots[idx as usize];
-        s.prev = NIL;
-        s.next = NIL;
-    }
-
-    fn push_front(&mut self, idx: u32) {
-        let old = self.head;
-        {
-            let s = &mut self.slots[idx as usize];
-            s.prev = NIL;
-            s.next = old;
-        }
-        if old != NIL {
-            self.slots[old as usize].prev = idx;
-        }
-        self.head = idx;
-        if self.tail == NIL {
-            self.tail = idx;
-        }
+    pub(crate) fn eviction_order(&self) -> Vec<Vec<u8>> {
+        self.iter_eviction_order().map(|s| s.key.to_vec()).collect()
     }
 }
 
@@ -350,41 +317,56 @@ mod tests {
         s.insert(h(k), k, Some(Bytes::from_static(b"v")), 1, 0)
     }
 
+    fn keys(list: &[&[u8]]) -> Vec<Vec<u8>> {
+        list.iter().map(|k| k.to_vec()).collect()
+    }
+
     #[test]
-    fn lru_order_follows_use() {
+    fn clock_spares_what_was_used_since_the_hand_passed() {
         let mut s = Shard::new();
         let a = put(&mut s, b"a");
-        put(&mut s, b"b");
+        let b = put(&mut s, b"b");
         put(&mut s, b"c");
-        assert_eq!(
-            s.lru_order(),
-            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
-        );
+        assert_eq!(s.eviction_order(), keys(&[b"a", b"b", b"c"]));
+        // A use moves an entry behind the unused ones.
         s.touch(a);
-        assert_eq!(
-            s.lru_order(),
-            vec![b"b".to_vec(), b"c".to_vec(), b"a".to_vec()]
-        );
-        assert_eq!(s.evict_lru(NIL), Some(charge(1, 1)));
-        assert_eq!(s.lru_order(), vec![b"c".to_vec(), b"a".to_vec()]);
+        assert_eq!(s.eviction_order(), keys(&[b"b", b"c", b"a"]));
+        assert_eq!(s.evict(NIL), Some(charge(1, 1)));
         assert!(s.find(h(b"b"), b"b").is_none());
+        // The hand cleared a's bit as it passed; the new entry takes b's slot,
+        // just behind the hand, so it comes last among the unused.
+        let d = put(&mut s, b"d");
+        assert_eq!(d, b, "freed slot is reused");
+        assert_eq!(s.eviction_order(), keys(&[b"c", b"a", b"d"]));
+        // A rewrite is a use too.
+        s.replace(a, Some(Bytes::from_static(b"w")), 2, 0);
+        s.touch(d);
+        assert_eq!(s.evict(NIL), Some(charge(1, 1)));
+        assert!(s.find(h(b"c"), b"c").is_none());
+        assert_eq!(s.eviction_order(), keys(&[b"a", b"d"]));
         assert_eq!(s.live, 2);
+        assert_eq!(s.stats.evictions, 2);
     }
 
     #[test]
     fn evict_skips_the_kept_entry_and_reuses_slots() {
         let mut s = Shard::new();
         let a = put(&mut s, b"a");
-        assert_eq!(s.evict_lru(a), None);
+        assert_eq!(s.evict(a), None);
         let b = put(&mut s, b"b");
         s.touch(a);
         s.touch(b);
-        // a is the least recently used but kept, so b goes.
-        assert!(s.evict_lru(a).is_some());
-        assert_eq!(s.lru_order(), vec![b"a".to_vec()]);
+        // a comes first but is kept, so b goes.
+        assert!(s.evict(a).is_some());
+        assert_eq!(s.eviction_order(), keys(&[b"a"]));
         let c = put(&mut s, b"c");
         assert_eq!(c, b, "freed slot is reused");
         assert_eq!(s.bytes, 2 * charge(1, 1));
+        // Free slots are passed over.
+        s.remove(a);
+        assert_eq!(s.evict(NIL), Some(charge(1, 1)));
+        assert_eq!(s.evict(NIL), None);
+        assert_eq!((s.live, s.bytes), (0, 0));
     }
 
     #[test]

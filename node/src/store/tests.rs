@@ -259,9 +259,10 @@ fn counters_keep_ttl_and_are_atomic_across_threads() {
 
 #[test]
 fn memory_bound_evicts_least_recently_used() {
-    // One shard: eviction order is exactly LRU. With many shards each shard
-    // keeps its own LRU order, which approximates a global one when keys
-    // spread evenly (as memcached's and quick_cache's sharded LRUs do).
+    // One shard, so the order is the shard's CLOCK order: the hand spares
+    // what was read since it last passed. With many shards each shard keeps
+    // its own order, which approximates a global one when keys spread evenly
+    // (as memcached's and quick_cache's sharded caches do).
     let per = charge(4, 100);
     let (s, _) = store_with_shards(per * 40, 1);
     let v = [7u8; 100];
@@ -293,6 +294,46 @@ fn memory_bound_evicts_least_recently_used() {
             s.get(format!("k{i:03}").as_bytes()).is_some(),
             "new k{i:03} kept"
         );
+    }
+}
+
+#[test]
+fn restoring_entries_in_snapshot_order_keeps_the_eviction_order() {
+    let per = charge(4, 100);
+    let (s, _) = store_with_shards(per * 10, 1);
+    let v = [7u8; 100];
+    for i in 0..10 {
+        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
+            .expect("set");
+    }
+    for i in [2, 5, 7] {
+        assert!(s.get(format!("k{i:03}").as_bytes()).is_some());
+    }
+    // Two more writes evict k000 and k001; k101 takes slot 0, behind the
+    // hand, so it comes after the entries ahead of the hand.
+    s.set(b"k100", &v, SetOptions::default()).expect("set");
+    s.set(b"k101", &v, SetOptions::default()).expect("set");
+    let order = |s: &Store| {
+        let mut keys = Vec::new();
+        s.for_each_in_shard(0, |e| keys.push(e.key.to_vec()));
+        keys
+    };
+    let before = order(&s);
+    let want = [
+        "k003", "k004", "k006", "k008", "k009", "k100", "k101", "k002", "k005", "k007",
+    ];
+    assert_eq!(before, want.map(|k| k.as_bytes().to_vec()));
+    let (restored, _) = store_with_shards(per * 10, 1);
+    s.for_each_in_shard(0, |e| {
+        let r = restored.restore(e.key, e.value.cloned(), e.version, e.expires_at);
+        assert_eq!(r, Restored::Applied);
+    });
+    assert_eq!(order(&restored), before);
+    // And both evict the same next entry.
+    for st in [&s, &restored] {
+        st.set(b"k200", &v, SetOptions::default()).expect("set");
+        assert!(st.get(b"k003").is_none());
+        assert!(st.get(b"k002").is_some());
     }
 }
 
