@@ -163,6 +163,44 @@ async fn pipelines_are_answered_in_order() {
         }
     })
     .await;
+    // One write of 30 commands with unknown commands and wrong arities in
+    // it; every reply is one line.
+    let addr = proxy.resp;
+    blocking(move || {
+        use std::io::BufRead;
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let mut out = String::new();
+        for i in 0..10 {
+            out += &format!("SET q:{i} {i}\r\nGET q:{i} extra\r\nNOSUCH {i}\r\n");
+        }
+        s.write_all(out.as_bytes()).expect("write");
+        let mut r = std::io::BufReader::new(s);
+        for _ in 0..10 {
+            let mut line = |want: &str| {
+                let mut l = String::new();
+                r.read_line(&mut l).expect("reply");
+                assert!(l.starts_with(want), "{l:?} is not {want:?}");
+            };
+            line("+OK");
+            line("-ERR wrong number of arguments for 'get' command");
+            line("-ERR unknown command 'NOSUCH'");
+        }
+    })
+    .await;
+    // Every command was counted once, under its own name and result, and
+    // timed: pipelined runs are recorded together.
+    let (_, metrics) = http_get(proxy.admin, "/metrics").await;
+    for line in [
+        r#"distcache_proxy_commands_total{frontend="resp",command="set",result="ok"} 210"#,
+        r#"distcache_proxy_commands_total{frontend="resp",command="get",result="ok"} 200"#,
+        r#"distcache_proxy_commands_total{frontend="resp",command="get",result="error"} 10"#,
+        r#"distcache_proxy_commands_total{frontend="resp",command="incr",result="ok"} 200"#,
+        r#"distcache_proxy_commands_total{frontend="resp",command="unknown",result="error"} 10"#,
+        r#"distcache_proxy_command_duration_seconds_count{frontend="resp",command="set"} 210"#,
+        r#"distcache_proxy_command_duration_seconds_count{frontend="resp",command="get"} 210"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     proxy.stop().await.expect("proxy run");
 }
 

@@ -92,44 +92,66 @@ fn read_len(
     what: &'static str,
     max_line: usize,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
-    let bad = ProtocolError::BadLength { what };
+    let bad = || ProtocolError::BadLength { what };
     let start = at + 1;
     let window = buf.get(start..).unwrap_or_default();
+    // Every length a client sends: 1 to 18 digits and CRLF, read in one pass
+    // (18 digits cannot overflow). Anything else takes the general path.
+    let mut n: i64 = 0;
+    for (i, &b) in window.iter().take(19).enumerate() {
+        let d = b.wrapping_sub(b'0');
+        if d <= 9 && i < 18 {
+            n = n * 10 + i64::from(d);
+            continue;
+        }
+        if b == b'\r' && i > 0 {
+            match window.get(i + 1) {
+                Some(b'\n') => return Ok(Some((n, start + i + 2))),
+                None => return Ok(None),
+                Some(_) => return Err(bad()),
+            }
+        }
+        break;
+    }
     let Some(cr) = window.iter().take(max_line + 1).position(|&b| b == b'\r') else {
         if buf.len() - at > max_line {
-            return Err(bad);
+            return Err(bad());
         }
         return Ok(None);
     };
     match window.get(cr + 1) {
         None => return Ok(None),
         Some(b'\n') => {}
-        Some(_) => return Err(bad),
+        Some(_) => return Err(bad()),
     }
-    let digits = &window[..cr];
-    let (negative, digits) = match digits.split_first() {
+    let n = parse_i64(&window[..cr]).ok_or_else(bad)?;
+    Ok(Some((n, start + cr + 2)))
+}
+
+/// What `i64::from_str` makes of `line` (an optional sign, then at most 20
+/// characters in all), without going through `str`.
+fn parse_i64(line: &[u8]) -> Option<i64> {
+    let (negative, digits) = match line.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
-        _ => (false, digits),
+        _ => (false, line),
     };
-    if digits.is_empty() || cr > 20 {
-        return Err(bad);
+    if digits.is_empty() || line.len() > 20 {
+        return None;
     }
-    let mut n: i64 = 0;
+    let mut n: u64 = 0;
     for &d in digits {
-        if !d.is_ascii_digit() {
-            return Err(bad);
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
         }
-        let d = i64::from(d - b'0');
-        n = n.checked_mul(10).ok_or(bad.clone())?;
-        n = if negative {
-            n.checked_sub(d)
-        } else {
-            n.checked_add(d)
-        }
-        .ok_or(bad.clone())?;
+        n = n.checked_mul(10)?.checked_add(u64::from(d))?;
     }
-    Ok(Some((n, start + cr + 2)))
+    if negative {
+        0i64.checked_sub_unsigned(n)
+    } else {
+        i64::try_from(n).ok()
+    }
 }
 
 fn parse_multibulk(

@@ -3,6 +3,43 @@ use proptest::prelude::*;
 
 use super::*;
 
+#[test]
+fn lengths_at_the_edges_of_i64_read_as_from_str() {
+    for line in [
+        "0",
+        "-0",
+        "+0",
+        "+5",
+        "-1",
+        "007",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999",
+        "-",
+        "+",
+        "",
+        "1-",
+        "٣",
+        "999999999999999999",
+        "1000000000000000000",
+        "0000000000000000001",
+    ] {
+        let expected = Some(line)
+            .filter(|s| !s.is_empty() && s.len() <= 20)
+            .and_then(|s| s.parse::<i64>().ok());
+        assert_eq!(parse_i64(line.as_bytes()), expected, "{line:?}");
+        let input = format!("${line}\r\n");
+        let want = expected
+            .map(|n| Some((n, input.len())))
+            .ok_or(ProtocolError::BadLength { what: "bulk" });
+        assert_eq!(read_len(input.as_bytes(), 0, "bulk", 32), want, "{line:?}");
+    }
+}
+
 fn encode_request(args: &[Vec<u8>]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {

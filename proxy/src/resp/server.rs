@@ -253,14 +253,41 @@ async fn run_pipeline(
             // whose answer came are polled, not every one still waiting.
             // (A run holds only parsed commands: the scan above stops at an
             // error reply, which is passed through here only for totality.)
-            let run = parsed[i..j].iter().map(|(name, cmd)| async move {
+            //
+            // Every reply of the run is written when the last one is in, so
+            // that is each command's latency as the client sees it: one clock
+            // reading for the run, and one metrics look-up per command name.
+            let start = Instant::now();
+            let run = parsed[i..j].iter().map(|(_, cmd)| async move {
                 match cmd {
-                    Ok(cmd) => data_command(backend, name, cmd.clone()).await,
+                    Ok(cmd) => exec::execute(backend, cmd.clone()).await,
                     Err(reply) => reply.clone(),
                 }
             });
-            for reply in join_all(run).await {
+            let replies = join_all(run).await;
+            let elapsed = start.elapsed();
+            // (name, ok, failed) per name, in order of first appearance.
+            let mut counts: SmallVec<[(&'static str, u64, u64); 4]> = SmallVec::new();
+            for ((name, _), reply) in parsed[i..j].iter().zip(&replies) {
+                let failed = matches!(reply, Reply::Error(_));
+                let at = match counts.iter().position(|c| c.0 == *name) {
+                    Some(at) => at,
+                    None => {
+                        counts.push((name, 0, 0));
+                        counts.len() - 1
+                    }
+                };
+                if failed {
+                    counts[at].2 += 1;
+                } else {
+                    counts[at].1 += 1;
+                }
                 reply.encode(output);
+            }
+            for (name, ok, failed) in counts {
+                backend
+                    .metrics
+                    .record_many("resp", name, ok, failed, elapsed);
             }
             i = j;
             continue;
