@@ -253,8 +253,11 @@ mod tests {
         let mut parsed: Vec<_> = reqs
             .iter()
             .map(|r| {
-                let args: Vec<Bytes> = r.iter().map(|s| Bytes::from(s.to_string())).collect();
-                (command::metric_name(r[0].as_bytes()), command::parse(args))
+                let mut args: Vec<Bytes> = r.iter().map(|s| Bytes::from(s.to_string())).collect();
+                (
+                    command::metric_name(r[0].as_bytes()),
+                    command::parse(&mut args),
+                )
             })
             .collect();
         a.gate(&mut parsed, now);

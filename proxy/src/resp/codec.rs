@@ -74,10 +74,22 @@ pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let mut args = Vec::new();
+    Ok(parse_request_into(buf, limits, &mut args)?.then_some(args))
+}
+
+/// [`parse_request`] into a list the caller keeps (a connection reuses one,
+/// saving an allocation per request): appends the arguments to `args` and
+/// returns true after consuming a request, false when more bytes are needed.
+pub fn parse_request_into(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    args: &mut Vec<Bytes>,
+) -> Result<bool, ProtocolError> {
     match buf.first() {
-        None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, limits),
-        Some(_) => parse_inline(buf, limits),
+        None => Ok(false),
+        Some(b'*') => parse_multibulk(buf, limits, args),
+        Some(_) => parse_inline(buf, limits, args),
     }
 }
 
@@ -157,14 +169,15 @@ fn parse_i64(line: &[u8]) -> Option<i64> {
 fn parse_multibulk(
     buf: &mut BytesMut,
     limits: &Limits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    args: &mut Vec<Bytes>,
+) -> Result<bool, ProtocolError> {
     let Some((count, mut pos)) = read_len(buf, 0, "multibulk", 32)? else {
-        return Ok(None);
+        return Ok(false);
     };
     if count <= 0 {
         // "*0\r\n" and "*-1\r\n" are empty requests; Redis skips them.
         buf.advance(pos);
-        return Ok(Some(Vec::new()));
+        return Ok(true);
     }
     let count = usize::try_from(count).unwrap_or(usize::MAX);
     if count > limits.max_args {
@@ -173,13 +186,12 @@ fn parse_multibulk(
             limit: limits.max_args,
         });
     }
-    // First pass: check the whole request is here, remembering spans.
-    // (On the stack for the usual few arguments: one allocation per
-    // request, the argument list itself.)
+    // First pass: check the whole request is here, remembering spans (on
+    // the stack for the usual few arguments).
     let mut spans: SmallVec<[(usize, usize); 8]> = SmallVec::with_capacity(count.min(1024));
     for _ in 0..count {
         let Some(&kind) = buf.get(pos) else {
-            return Ok(None);
+            return Ok(false);
         };
         if kind != b'$' {
             return Err(ProtocolError::Unexpected {
@@ -188,7 +200,7 @@ fn parse_multibulk(
             });
         }
         let Some((len, start)) = read_len(buf, pos, "bulk", 32)? else {
-            return Ok(None);
+            return Ok(false);
         };
         let len = usize::try_from(len).map_err(|_| ProtocolError::BadLength { what: "bulk" })?;
         if len > limits.max_bulk {
@@ -199,7 +211,7 @@ fn parse_multibulk(
         }
         let end = start + len;
         if buf.len() < end + 2 {
-            return Ok(None);
+            return Ok(false);
         }
         if &buf[end..end + 2] != b"\r\n" {
             return Err(ProtocolError::Unexpected {
@@ -212,12 +224,15 @@ fn parse_multibulk(
     }
     // Second pass: split the request off and slice arguments out of it.
     let frame = buf.split_to(pos).freeze();
-    Ok(Some(
-        spans.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
-    ))
+    args.extend(spans.into_iter().map(|(s, e)| frame.slice(s..e)));
+    Ok(true)
 }
 
-fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+fn parse_inline(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    args: &mut Vec<Bytes>,
+) -> Result<bool, ProtocolError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > limits.max_inline {
             return Err(ProtocolError::TooLarge {
@@ -225,7 +240,7 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
                 limit: limits.max_inline,
             });
         }
-        return Ok(None);
+        return Ok(false);
     };
     if nl > limits.max_inline {
         return Err(ProtocolError::TooLarge {
@@ -236,14 +251,15 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
     let line = buf.split_to(nl + 1);
     let line = line.strip_suffix(b"\n").unwrap_or(&line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let args = split_inline(line)?;
-    if args.len() > limits.max_args {
+    let split = split_inline(line)?;
+    if split.len() > limits.max_args {
         return Err(ProtocolError::TooLarge {
             what: "argument count",
             limit: limits.max_args,
         });
     }
-    Ok(Some(args))
+    args.extend(split);
+    Ok(true)
 }
 
 /// Splits an inline line on spaces, honouring "double" and 'single' quotes

@@ -216,8 +216,9 @@ fn unknown(name: &[u8], rest: &[Bytes]) -> Reply {
     Reply::err(msg)
 }
 
-/// Parses one request; `Err` carries the reply to send instead.
-pub fn parse(mut args: Vec<Bytes>) -> Result<Command, Reply> {
+/// Parses one request; `Err` carries the reply to send instead. Arguments
+/// the command keeps are taken out of `args` (left empty) or cloned.
+pub fn parse(args: &mut [Bytes]) -> Result<Command, Reply> {
     let Some((name, rest)) = args.split_first_mut() else {
         return Err(Reply::err("empty command"));
     };

@@ -4,9 +4,10 @@ use super::*;
 
 fn p(line: &str) -> Result<Command, Reply> {
     parse(
-        line.split(' ')
+        &mut line
+            .split(' ')
             .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect(),
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -228,5 +229,5 @@ fn unknown_commands_name_themselves() {
         err(p("foo a b")),
         "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
     );
-    assert_eq!(err(parse(vec![])), "ERR empty command");
+    assert_eq!(err(parse(&mut [])), "ERR empty command");
 }
