@@ -6,12 +6,17 @@
 # ratio to twemproxy's. Installs redis-server, redis-tools and nutcracker with
 # apt-get when missing. Everything listens on 127.0.0.1 and is stopped on exit.
 #
-# The targets take turns, ROUNDS times, the side that goes first alternating
-# (so a burst of load from something else on the machine hits both sides
-# alike); each figure is reported as the median of the rounds, and its ratio
-# to twemproxy as the median of the per-round ratios, with their range. Like redis-server and twemproxy, which are single-threaded, each
-# node runs with --threads 1 (three of them share the machine's cores); the
-# proxy runs with PROXY_THREADS worker threads.
+# Every target is started once and lives through the whole run, as a sidecar
+# does: twemproxy, and one distcache-proxy per --replicas setting. Each gets
+# the same untimed warm-up first (connections, buffers, the proxies' pools).
+# Then the targets take turns, ROUNDS times, the side that goes first
+# alternating (so a burst of load from something else on the machine hits
+# both sides alike); each figure is reported as the median of the rounds,
+# and its ratio to twemproxy as the median of the per-round ratios, with
+# their range. -P 16 runs send 4 x REQUESTS, so that they last about as
+# long as -P 1 runs. Like redis-server and twemproxy, which are
+# single-threaded, each node runs with --threads 1 (three of them share the
+# machine's cores); the proxy runs with PROXY_THREADS worker threads.
 #
 # Besides req/s it reports the CPU time (user + system, from /proc) that the
 # proxy and its three backends spent per request: steadier than throughput on
@@ -68,7 +73,22 @@ YML
 nutcracker -c "$work/nutcracker.yml" -o "$work/nutcracker.log" &
 twem=$!
 pids+=($!)
-wait_ping 27290
+
+# distcache: one proxy per replication factor, on 2738R.
+declare -A proxy
+for R in 1 2; do
+  target/release/distcache-proxy --nodes "$nodes" --replicas "$R" --threads "$PROXY_THREADS" \
+    --resp-listen "127.0.0.1:2738$R" --grpc-listen "127.0.0.1:2735$R" \
+    --admin-listen "127.0.0.1:2730$R" --log-level warn &
+  proxy[$R]=$!
+  pids+=($!)
+done
+for port in 27290 27381 27382; do
+  wait_ping "$port"
+  for t in set get; do
+    redis-benchmark -p "$port" -c 50 -d 100 -t "$t" -P 16 -n 50000 -r 100000 -q >/dev/null
+  done
+done
 
 hz=$(getconf CLK_TCK)
 ticks() { # pid... -> CPU clock ticks (user + system) the processes used so far
@@ -81,14 +101,15 @@ ticks() { # pid... -> CPU clock ticks (user + system) the processes used so far
 }
 
 run() { # name port pipeline front-pid backend-pid... -> "round name P TEST rps front-us backend-us"
-  local name=$1 port=$2 p=$3 front=$4 t f0 b0 rps
+  local name=$1 port=$2 p=$3 front=$4 t f0 b0 rps n=$REQUESTS
   shift 4
+  if ((p > 1)); then n=$((4 * REQUESTS)); fi
   for t in set get; do
     f0=$(ticks "$front")
     b0=$(ticks "$@")
-    rps=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -d 100 -t "$t" -P "$p" -n "$REQUESTS" \
+    rps=$(redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -d 100 -t "$t" -P "$p" -n "$n" \
       -r 100000 --csv | tail -n +2 | tr -d '"' | cut -d, -f2)
-    awk -v n="$name" -v p="$p" -v t="${t^^}" -v r="$rps" -v hz="$hz" -v q="$REQUESTS" \
+    awk -v n="$name" -v p="$p" -v t="${t^^}" -v r="$rps" -v hz="$hz" -v q="$n" \
       -v f=$(($(ticks "$front") - f0)) -v b=$(($(ticks "$@") - b0)) \
       -v round="$round" \
       'BEGIN { printf "%s %s %s %s %s %.2f %.2f\n", round, n, p, t, r, f * 1e6 / hz / q, b * 1e6 / hz / q }'
@@ -102,13 +123,7 @@ twemproxy_runs() {
 }
 distcache_runs() {
   for R in 1 2; do
-    target/release/distcache-proxy --nodes "$nodes" --replicas "$R" --threads "$PROXY_THREADS" \
-      --resp-listen 127.0.0.1:27380 --grpc-listen 127.0.0.1:27351 --admin-listen 127.0.0.1:27300 \
-      --log-level warn &
-    proxy=$!
-    wait_ping 27380
-    for P in 1 16; do run "distcache-r$R" 27380 "$P" "$proxy" "${node_pids[@]}" >> "$results"; done
-    kill "$proxy"; wait "$proxy" 2>/dev/null || true
+    for P in 1 16; do run "distcache-r$R" "2738$R" "$P" "${proxy[$R]}" "${node_pids[@]}" >> "$results"; done
   done
 }
 # Who goes first alternates, so a machine that slows down (or speeds up)
@@ -168,7 +183,8 @@ awk '
   }' "$ratios" > "$ratio_medians"
 
 echo
-echo "median of $ROUNDS rounds, $REQUESTS requests each; CPU is user + system time per request;"
+echo "median of $ROUNDS rounds, $REQUESTS requests each at -P 1, $((4 * REQUESTS)) at -P 16;"
+echo "CPU is user + system time per request;"
 echo "vs twem: the median of the rounds' ratios (each round's figure over twemproxy's in that round)"
 printf '%-16s %-3s %-5s %12s %8s %11s %14s %16s\n' \
   target P test "req/s" "vs twem" "min-max" "proxy us/req" "backends us/req"
