@@ -234,14 +234,16 @@ async fn run_pipeline(
     if let Some(auth) = &mut session.auth {
         auth.gate(parsed, unix_now());
     }
-    let parsed = &*parsed;
-    // Runs of data commands on pairwise distinct keys go out together. Keys
-    // are compared by a fingerprint first: a run of 16 compares 120 pairs.
-    let mut seen: SmallVec<[(u64, &Bytes); 16]> = SmallVec::new();
+    // A command that runs is taken out of `parsed` (no clone of its keys and
+    // values); what is left behind is never read again.
+    let take = |cmd: &mut Result<Command, Reply>| std::mem::replace(cmd, Err(Reply::Integer(0)));
     let mut i = 0;
     while i < parsed.len() {
+        // Runs of data commands on pairwise distinct keys go out together.
+        // Keys are compared by a fingerprint first: a run of 16 compares 120
+        // pairs. (The list borrows `parsed`, so it lives only for the scan.)
+        let mut seen: SmallVec<[(u64, &Bytes); 16]> = SmallVec::new();
         let mut j = i;
-        seen.clear();
         while j < parsed.len() {
             let Ok(cmd) = &parsed[j].1 else { break };
             let Some((ks, pairs)) = keys(cmd) else { break };
@@ -258,14 +260,14 @@ async fn run_pipeline(
             seen.extend(ks.by_ref());
             j += 1;
         }
+        drop(seen);
         if j == i + 1
-            && let (name, Ok(cmd)) = &parsed[i]
+            && let (name, cmd @ Ok(_)) = &mut parsed[i]
+            && let Ok(cmd) = take(cmd)
         {
             // One command alone (the common case without pipelining): no
             // join, no boxing.
-            data_command(backend, name, cmd.clone())
-                .await
-                .encode(output);
+            data_command(backend, name, cmd).await.encode(output);
             i = j;
             continue;
         }
@@ -281,10 +283,13 @@ async fn run_pipeline(
             // that is each command's latency as the client sees it: one clock
             // reading for the run, and one metrics look-up per command name.
             let start = Instant::now();
-            let run = parsed[i..j].iter().map(|(_, cmd)| async move {
-                match cmd {
-                    Ok(cmd) => exec::execute(backend, cmd.clone()).await,
-                    Err(reply) => reply.clone(),
+            let run = parsed[i..j].iter_mut().map(|(_, cmd)| {
+                let cmd = take(cmd);
+                async move {
+                    match cmd {
+                        Ok(cmd) => exec::execute(backend, cmd).await,
+                        Err(reply) => reply,
+                    }
                 }
             });
             let replies = join_all(run).await;
@@ -315,12 +320,13 @@ async fn run_pipeline(
             i = j;
             continue;
         }
-        let (name, cmd) = &parsed[i];
+        let (name, cmd) = &mut parsed[i];
+        let name = *name;
         i += 1;
         let start = Instant::now();
-        let (reply, quit) = match cmd {
-            Err(reply) => (reply.clone(), false),
-            Ok(cmd) => connection_command(backend, session, cmd.clone()).await,
+        let (reply, quit) = match take(cmd) {
+            Err(reply) => (reply, false),
+            Ok(cmd) => connection_command(backend, session, cmd).await,
         };
         let ok = !matches!(reply, Reply::Error(_));
         backend.metrics.record("resp", name, ok, start.elapsed());
