@@ -149,9 +149,14 @@ impl Shard {
         }
     }
 
-    /// Inserts a key known to be absent, not yet marked used: a read or a
-    /// rewrite before the hand comes round marks it. The slot is most often
-    /// the one the hand has just freed, so a new entry gets a full turn.
+    /// Inserts a key known to be absent. A new entry should not be the next
+    /// to go (in an LRU list it would be the most recently used), so:
+    /// - a freed slot in the half of the slab the hand reaches next (freed by
+    ///   a delete or an expiry) starts marked, and the hand passes it once;
+    /// - a freed slot the hand has passed (where eviction frees them), or a
+    ///   new slot at the end of the slab (which grows while the hand is at
+    ///   its start), starts unmarked: the hand reaches it late, and a read or
+    ///   a rewrite before then marks it.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -175,6 +180,10 @@ impl Shard {
         self.expiring += u64::from(slot.expires_at != 0);
         let idx = match self.free.pop() {
             Some(i) => {
+                let len = self.slots.len();
+                let ahead = (i as usize + len - self.hand) % len;
+                let mut slot = slot;
+                slot.referenced = 2 * ahead < len;
                 self.slots[i as usize] = slot;
                 i
             }
@@ -346,6 +355,27 @@ mod tests {
         assert_eq!(s.eviction_order(), keys(&[b"a", b"d"]));
         assert_eq!(s.live, 2);
         assert_eq!(s.stats.evictions, 2);
+    }
+
+    #[test]
+    fn a_new_entry_just_ahead_of_the_hand_gets_a_second_chance() {
+        let mut s = Shard::new();
+        for k in [b"a", b"b", b"c", b"d"] {
+            put(&mut s, k);
+        }
+        assert!(s.evict(NIL).is_some(), "a goes; the hand stops at b");
+        // c is deleted (or expires); its slot, next but one for the hand,
+        // takes a new entry.
+        let c = s.find(h(b"c"), b"c").expect("c");
+        s.remove(c);
+        let f = put(&mut s, b"f");
+        assert_eq!(f, c, "freed slot is reused");
+        assert_eq!(s.eviction_order(), keys(&[b"b", b"d", b"f"]));
+        // The older, unread d goes before the new f.
+        assert!(s.evict(NIL).is_some());
+        assert!(s.evict(NIL).is_some());
+        assert!(s.find(h(b"f"), b"f").is_some());
+        assert!(s.find(h(b"d"), b"d").is_none());
     }
 
     #[test]
