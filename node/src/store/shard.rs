@@ -182,9 +182,10 @@ impl Shard {
             Some(i) => {
                 let len = self.slots.len();
                 let ahead = (i as usize + len - self.hand) % len;
-                let mut slot = slot;
-                slot.referenced = 2 * ahead < len;
-                self.slots[i as usize] = slot;
+                self.slots[i as usize] = Slot {
+                    referenced: 2 * ahead < len,
+                    ..slot
+                };
                 i
             }
             None => {
