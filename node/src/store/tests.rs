@@ -25,6 +25,24 @@ fn set(s: &Store, k: &str, v: &str) -> Written {
         .expect("set")
 }
 
+/// The eviction tests' entries: key `k{i:03}` and a 100-byte value, each
+/// charged `charge(4, 100)`.
+fn fill(s: &Store, keys: impl IntoIterator<Item = usize>) {
+    for i in keys {
+        s.set(
+            format!("k{i:03}").as_bytes(),
+            &[7u8; 100],
+            SetOptions::default(),
+        )
+        .expect("set");
+    }
+}
+
+/// Whether `k{i:03}` holds a value (a read: it marks the entry used).
+fn has(s: &Store, i: usize) -> bool {
+    s.get(format!("k{i:03}").as_bytes()).is_some()
+}
+
 fn get(s: &Store, k: &str) -> Option<String> {
     s.get(k.as_bytes())
         .map(|v| String::from_utf8(v.value.to_vec()).expect("utf8"))
@@ -265,35 +283,22 @@ fn memory_bound_evicts_least_recently_used() {
     // (as memcached's and quick_cache's sharded caches do).
     let per = charge(4, 100);
     let (s, _) = store_with_shards(per * 40, 1);
-    let v = [7u8; 100];
-    for i in 0..40 {
-        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
-            .expect("set");
-    }
+    fill(&s, 0..40);
     assert_eq!(s.stats().keys, 40);
     // Touch the first ten so they are recent, then overflow by twenty.
     for i in 0..10 {
-        assert!(s.get(format!("k{i:03}").as_bytes()).is_some());
+        assert!(has(&s, i));
     }
-    for i in 40..60 {
-        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
-            .expect("set");
-    }
+    fill(&s, 40..60);
     let st = s.stats();
     assert!(st.memory_bytes <= per * 40, "{} > bound", st.memory_bytes);
     assert_eq!(st.keys, 40);
     assert_eq!(st.evictions, 20);
     for i in 0..10 {
-        assert!(
-            s.get(format!("k{i:03}").as_bytes()).is_some(),
-            "recent k{i:03} kept"
-        );
+        assert!(has(&s, i), "recent k{i:03} kept");
     }
     for i in 50..60 {
-        assert!(
-            s.get(format!("k{i:03}").as_bytes()).is_some(),
-            "new k{i:03} kept"
-        );
+        assert!(has(&s, i), "new k{i:03} kept");
     }
 }
 
@@ -301,18 +306,13 @@ fn memory_bound_evicts_least_recently_used() {
 fn restoring_entries_in_snapshot_order_keeps_the_eviction_order() {
     let per = charge(4, 100);
     let (s, _) = store_with_shards(per * 10, 1);
-    let v = [7u8; 100];
-    for i in 0..10 {
-        s.set(format!("k{i:03}").as_bytes(), &v, SetOptions::default())
-            .expect("set");
-    }
+    fill(&s, 0..10);
     for i in [2, 5, 7] {
-        assert!(s.get(format!("k{i:03}").as_bytes()).is_some());
+        assert!(has(&s, i));
     }
     // Two more writes evict k000 and k001; k101 takes slot 0, behind the
     // hand, so it comes after the entries ahead of the hand.
-    s.set(b"k100", &v, SetOptions::default()).expect("set");
-    s.set(b"k101", &v, SetOptions::default()).expect("set");
+    fill(&s, [100, 101]);
     let order = |s: &Store| {
         let mut keys = Vec::new();
         s.for_each_in_shard(0, |e| keys.push(e.key.to_vec()));
@@ -331,9 +331,9 @@ fn restoring_entries_in_snapshot_order_keeps_the_eviction_order() {
     assert_eq!(order(&restored), before);
     // And both evict the same next entry.
     for st in [&s, &restored] {
-        st.set(b"k200", &v, SetOptions::default()).expect("set");
-        assert!(st.get(b"k003").is_none());
-        assert!(st.get(b"k002").is_some());
+        fill(st, [200]);
+        assert!(!has(st, 3));
+        assert!(has(st, 2));
     }
 }
 
