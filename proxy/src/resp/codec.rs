@@ -342,6 +342,11 @@ impl Reply {
         Reply::Error(format!("ERR {msg}"))
     }
 
+    /// Whether this is an error reply (a command that failed, for metrics).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
     /// A non-nil bulk string.
     pub fn bulk(b: impl Into<Bytes>) -> Reply {
         Reply::Bulk(Some(b.into()))

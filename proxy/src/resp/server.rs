@@ -214,9 +214,39 @@ fn fingerprint(k: &[u8]) -> u64 {
 async fn data_command(backend: &Backend, name: &'static str, cmd: Command) -> Reply {
     let start = Instant::now();
     let reply = exec::execute(backend, cmd).await;
-    let ok = !matches!(reply, Reply::Error(_));
-    backend.metrics.record("resp", name, ok, start.elapsed());
+    backend
+        .metrics
+        .record("resp", name, !reply.is_error(), start.elapsed());
     reply
+}
+
+/// Records the commands of one pipelined run, whose replies (in order,
+/// named by `names`) were all written after `elapsed`: one look-up of the
+/// metrics per command name.
+fn record_run(
+    backend: &Backend,
+    names: impl Iterator<Item = &'static str>,
+    replies: &[Reply],
+    elapsed: std::time::Duration,
+) {
+    // (name, ok, failed), in order of first appearance.
+    let mut counts: SmallVec<[(&'static str, u64, u64); 4]> = SmallVec::new();
+    for (name, reply) in names.zip(replies) {
+        let at = counts.iter().position(|c| c.0 == name).unwrap_or_else(|| {
+            counts.push((name, 0, 0));
+            counts.len() - 1
+        });
+        if reply.is_error() {
+            counts[at].2 += 1;
+        } else {
+            counts[at].1 += 1;
+        }
+    }
+    for (name, ok, failed) in counts {
+        backend
+            .metrics
+            .record_many("resp", name, ok, failed, elapsed);
+    }
 }
 
 /// One read's worth of requests: each command's metric name and the
@@ -293,29 +323,10 @@ async fn run_pipeline(
                 }
             });
             let replies = join_all(run).await;
-            let elapsed = start.elapsed();
-            // (name, ok, failed) per name, in order of first appearance.
-            let mut counts: SmallVec<[(&'static str, u64, u64); 4]> = SmallVec::new();
-            for ((name, _), reply) in parsed[i..j].iter().zip(&replies) {
-                let failed = matches!(reply, Reply::Error(_));
-                let at = match counts.iter().position(|c| c.0 == *name) {
-                    Some(at) => at,
-                    None => {
-                        counts.push((name, 0, 0));
-                        counts.len() - 1
-                    }
-                };
-                if failed {
-                    counts[at].2 += 1;
-                } else {
-                    counts[at].1 += 1;
-                }
+            let names = parsed[i..j].iter().map(|(name, _)| *name);
+            record_run(backend, names, &replies, start.elapsed());
+            for reply in &replies {
                 reply.encode(output);
-            }
-            for (name, ok, failed) in counts {
-                backend
-                    .metrics
-                    .record_many("resp", name, ok, failed, elapsed);
             }
             i = j;
             continue;
@@ -328,8 +339,9 @@ async fn run_pipeline(
             Err(reply) => (reply, false),
             Ok(cmd) => connection_command(backend, session, cmd).await,
         };
-        let ok = !matches!(reply, Reply::Error(_));
-        backend.metrics.record("resp", name, ok, start.elapsed());
+        backend
+            .metrics
+            .record("resp", name, !reply.is_error(), start.elapsed());
         reply.encode(output);
         if quit {
             return true;
