@@ -193,7 +193,7 @@ impl Store {
     pub fn with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
         let n = config.shards.clamp(1, 1 << 16).next_power_of_two();
         Self {
-            shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(),
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
             mask: n - 1,
             used: AtomicU64::new(0),
             max_memory: config.max_memory,

@@ -125,10 +125,6 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     pub(crate) fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
         self.table
@@ -333,7 +329,7 @@ mod tests {
 
     #[test]
     fn clock_spares_what_was_used_since_the_hand_passed() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         let a = put(&mut s, b"a");
         let b = put(&mut s, b"b");
         put(&mut s, b"c");
@@ -360,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_new_entry_just_ahead_of_the_hand_gets_a_second_chance() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         for k in [b"a", b"b", b"c", b"d"] {
             put(&mut s, k);
         }
@@ -381,7 +377,7 @@ mod tests {
 
     #[test]
     fn evict_skips_the_kept_entry_and_reuses_slots() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         let a = put(&mut s, b"a");
         assert_eq!(s.evict(a), None);
         let b = put(&mut s, b"b");
@@ -402,7 +398,7 @@ mod tests {
 
     #[test]
     fn replace_tracks_bytes_and_live_count() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         let a = put(&mut s, b"a");
         s.replace(a, Some(Bytes::from_static(b"longer")), 2, 0);
         assert_eq!(s.bytes, charge(1, 6));
@@ -414,7 +410,7 @@ mod tests {
 
     #[test]
     fn short_and_long_keys() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         let long = vec![b'x'; 100];
         let edge = vec![b'y'; INLINE_KEY];
         let over = vec![b'z'; INLINE_KEY + 1];
@@ -436,7 +432,7 @@ mod tests {
 
     #[test]
     fn sweep_removes_only_expired() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         s.insert(h(b"x"), b"x", Some(Bytes::new()), 1, 100);
         s.insert(h(b"y"), b"y", Some(Bytes::new()), 1, 0);
         s.insert(h(b"z"), b"z", None, 1, 50);
@@ -449,7 +445,7 @@ mod tests {
 
     #[test]
     fn sweep_skips_a_shard_without_expiries_and_tracks_ttl_changes() {
-        let mut s = Shard::new();
+        let mut s = Shard::default();
         let x = s.insert(h(b"x"), b"x", Some(Bytes::new()), 1, 100);
         let y = s.insert(h(b"y"), b"y", Some(Bytes::new()), 1, 0);
         assert_eq!(s.expiring, 1);
