@@ -140,7 +140,8 @@ pub async fn run(
             CacheServiceServer::new(
                 grpc::ProxyService::new(backend.clone()).with_shutdown(stop_rx.clone()),
             )
-            .max_decoding_message_size(16 << 20),
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
