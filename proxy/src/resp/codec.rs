@@ -352,6 +352,12 @@ impl Reply {
         Reply::Bulk(Some(b.into()))
     }
 
+    /// Appends the header of an array of `len` elements to `out` (for
+    /// writers that encode the elements one by one).
+    pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+        header(out, b'*', len);
+    }
+
     /// Appends the RESP2 encoding to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod exec;
+pub mod output;
 pub mod server;
 
 pub use codec::{Limits, ProtocolError, Reply, parse_request};

@@ -1,7 +1,8 @@
 //! The RESP listener: one task per connection, bounded in number. Each read
 //! is parsed into as many requests as it holds (pipelining); a run of
 //! requests on distinct keys executes concurrently, anything else in order,
-//! and replies are written back in request order with one write per read.
+//! and replies are written back in request order with one write per read
+//! (earlier when they pass 64 KiB: see [`super::output`]).
 //! A malformed frame gets an error reply and closes that connection only.
 //!
 //! With TLS, each connection's handshake runs in its own task under a
@@ -27,6 +28,7 @@ use super::auth::{RespAuth, handshake};
 use super::codec::{Limits, Reply, parse_request_into};
 use super::command::{self, Command};
 use super::exec;
+use super::output::Output;
 use crate::FrontendConfig;
 use crate::backend::Backend;
 
@@ -124,7 +126,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
-    let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut output = Output::default();
     // Kept across reads: a parsed request is about 100 bytes, and a fresh
     // list per read of a pipeline would be a large allocation every time.
     // After a burst it shrinks back to 256 entries (about 30 KB).
@@ -160,15 +162,17 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Let go of the last request's input before running anything.
         args.clear();
         args.shrink_to(64);
-        let quit = run_pipeline(backend, &mut session, &mut parsed, &mut output).await;
+        let quit = run_pipeline(backend, &mut session, &mut parsed, &mut stream, &mut output).await;
         parsed.clear();
         // A burst of thousands of requests does not pin its memory.
         parsed.shrink_to(256);
+        let quit = quit?;
         if let Some(e) = &fatal {
-            Reply::Error(e.to_string()).encode(&mut output);
+            output
+                .put(&mut stream, &Reply::Error(e.to_string()))
+                .await?;
         }
-        stream.write_all(&output).await?;
-        output.clear();
+        output.flush(&mut stream).await?;
         if quit || fatal.is_some() {
             stream.shutdown().await?;
             return Ok(());
@@ -253,14 +257,16 @@ fn record_run(
 /// command, or the error reply it gets instead.
 type Parsed = Vec<(&'static str, Result<Command, Reply>)>;
 
-/// Runs one read's worth of requests and appends their replies in order.
-/// Returns true when the client asked to QUIT.
-async fn run_pipeline(
+/// Runs one read's worth of requests and puts their replies in order into
+/// `output` (which writes large ones to `stream` as they come). Returns true
+/// when the client asked to QUIT.
+async fn run_pipeline<S: AsyncWrite + Unpin>(
     backend: &Backend,
     session: &mut Session,
     parsed: &mut Parsed,
-    output: &mut BytesMut,
-) -> bool {
+    stream: &mut S,
+    output: &mut Output,
+) -> std::io::Result<bool> {
     if let Some(auth) = &mut session.auth {
         auth.gate(parsed, unix_now());
     }
@@ -297,7 +303,8 @@ async fn run_pipeline(
         {
             // One command alone (the common case without pipelining): no
             // join, no boxing.
-            data_command(backend, name, cmd).await.encode(output);
+            let reply = data_command(backend, name, cmd).await;
+            output.put(stream, &reply).await?;
             i = j;
             continue;
         }
@@ -326,7 +333,7 @@ async fn run_pipeline(
             let names = parsed[i..j].iter().map(|(name, _)| *name);
             record_run(backend, names, &replies, start.elapsed());
             for reply in &replies {
-                reply.encode(output);
+                output.put(stream, reply).await?;
             }
             i = j;
             continue;
@@ -342,12 +349,12 @@ async fn run_pipeline(
         backend
             .metrics
             .record("resp", name, !reply.is_error(), start.elapsed());
-        reply.encode(output);
+        output.put(stream, &reply).await?;
         if quit {
-            return true;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
 /// Commands that read or change the connection's state, or run alone.
