@@ -2,7 +2,7 @@
 //! RPC per node, concurrently; the answers are merged back into key order.
 //!
 //! Both are bounded: a key asked for twice is fetched once; a node gets at
-//! most 1,024 keys (and, for `mset`, about 4 MiB) per message; reads a node
+//! most 1,024 keys (and, for `mset`, about 1 MiB) per message; reads a node
 //! did not run because its answer was full are sent again; and an `mget`
 //! answer larger than `ClientConfig::max_answer_bytes` fails with
 //! `Error::ResourceExhausted` instead of growing without bound.
@@ -44,9 +44,11 @@ fn op_error(e: pb::OperationError) -> Error {
 /// the node's `MAX_OPERATIONS`; a node budgets the answer on top of that).
 const CHUNK_KEYS: usize = 1024;
 
-/// Key and value bytes an `mset` sends to one node in one message (the
-/// node's message limit is 16 MiB by default).
-const CHUNK_BYTES: usize = 4 << 20;
+/// Key and value bytes an `mset` sends to one node in one message: what
+/// goes on the node's shared `Pipeline` stream (see `node.rs`), and far
+/// under a node's message limit (16 MiB by default, never under about
+/// `--max-value-bytes`).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// The distinct keys of `keys`, and for each position of `keys` the index of
 /// its key among them.
