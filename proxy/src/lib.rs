@@ -74,7 +74,7 @@ pub struct FrontendConfig {
     /// requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
     /// How long a RESP connection has to send its first request and, when
-    /// tokens are required, to log in; then it is closed.
+    /// tokens are required, to log in; then it is closed. Zero: no limit.
     pub login_timeout: Duration,
     /// Most RESP connections open at once from one IP address.
     pub max_connections_per_ip: usize,
