@@ -127,12 +127,14 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
     let words = es.len().div_ceil(64);
     let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
     let mut stack = vec![(vec![0u64; words], None::<u32>, 0usize)];
-    let mut best = 0;
+    let mut best = (0, None, Vec::new());
     while let Some((lin, state, placed)) = stack.pop() {
         if placed == definite {
             return Verdict::Linearizable;
         }
-        best = best.max(placed);
+        if placed > best.0 || best.2.is_empty() {
+            best = (placed, state, lin.clone());
+        }
         if seen.len() > budget {
             return Verdict::Inconclusive;
         }
@@ -166,13 +168,33 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
             }
         }
     }
+    // Describe the deepest point reached: the state there and the pending
+    // acknowledged operation that completes first, which nothing could
+    // place.
+    let (placed, state, lin) = best;
+    let name = |s: State| {
+        s.and_then(|i| table.iter().find(|(_, v)| **v == i).map(|(k, _)| (*k).to_owned()))
+    };
+    let stuck = (0..es.len())
+        .filter(|i| lin.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0))
+        .filter(|i| es[*i].complete != NEVER)
+        .min_by_key(|i| es[*i].complete)
+        .map(|i| ops.iter().find(|o| o.invoke == es[i].invoke && o.effective_complete() == es[i].complete));
+    let stuck = match stuck.flatten() {
+        Some(o) => format!(
+            "{:?} -> {:?} by client {} via {} [{}µs, {}µs]",
+            o.call, o.outcome, o.client, o.via, o.invoke, o.complete
+        ),
+        None => "?".to_owned(),
+    };
     Verdict::Violation(Violation {
         check: Check::NotLinearizable,
         key: first.key.clone(),
         via: "lock",
         detail: format!(
-            "no linearization of {} operations ({definite} acknowledged); at best {best} acknowledged ones placed",
-            es.len()
+            "no linearization of {} operations ({definite} acknowledged); at best {placed} placed, the register then holding {:?}, and {stuck} could not follow",
+            es.len(),
+            name(state)
         ),
     })
 }

@@ -1,7 +1,7 @@
-//! `distcache-chaos [SECONDS] [--seed N] [--faults a,b,…] [--keys N]`: one
+//! `distcache-chaos [SECONDS] [--seed N] [--faults a,b,…] [--keys N] [--dump FILE]`: one
 //! checked fault-injection run against real processes; prints operations
 //! checked, faults by kind, violations by check, and exits 1 on any
-//! violation. Fault kinds: kill-restart-wal, kill-restart-empty, pause,
+//! violation; `--dump` writes the history, one operation a line. Fault kinds: kill-restart-wal, kill-restart-empty, pause,
 //! remove-readd (default: all; `--faults none` for none).
 
 use std::process::ExitCode;
@@ -11,13 +11,15 @@ use distcache_chaos::check::Check;
 use distcache_chaos::cluster::Bins;
 use distcache_chaos::driver::{self, Config, Fault};
 
-fn parse(args: &[String]) -> Result<Config, String> {
+fn parse(args: &[String]) -> Result<(Config, Option<String>), String> {
     let mut c = Config::default();
+    let mut dump = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--seed" => c.seed = val()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--dump" => dump = Some(val()?.clone()),
             "--keys" => c.keys = val()?.parse().map_err(|e| format!("--keys: {e}"))?,
             "--faults" => {
                 let v = val()?;
@@ -32,12 +34,12 @@ fn parse(args: &[String]) -> Result<Config, String> {
             s => c.duration = Duration::from_secs(s.parse().map_err(|e| format!("seconds: {e}"))?),
         }
     }
-    Ok(c)
+    Ok((c, dump))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse(&args) {
+    let (config, dump) = match parse(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("distcache-chaos: {e}");
@@ -66,6 +68,12 @@ fn main() -> ExitCode {
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = dump {
+        let lines: Vec<String> = out.history.iter().map(|o| format!("{o:?}")).collect();
+        if let Err(e) = std::fs::write(&path, lines.join("\n")) {
+            eprintln!("distcache-chaos: --dump {path}: {e}");
+        }
+    }
     let r = &out.report;
     println!("seed {} · {} s of faults · run took {:.1} s", config.seed, config.duration.as_secs(), began.elapsed().as_secs_f64());
     println!("operations checked: {} ({} in doubt: failed or timed out)", r.ops, out.in_doubt);
