@@ -89,7 +89,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 /// line written after byte `from` of `log`.
 fn listen_addr(log: &Path, from: usize, name: &str) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(log).ok()?;
-    let line = text.get(from..)?.lines().rfind(|l| l.contains("listening"))?;
+    let line = text
+        .get(from..)?
+        .lines()
+        .rfind(|l| l.contains("listening"))?;
     let text_form = format!("{name}=");
     let json_form = format!("\"{name}\":\"");
     let rest = line
@@ -108,7 +111,11 @@ fn signal(child: &Child, sig: &str) -> Result<(), String> {
         .status()
         .map_err(|e| e.to_string())?
         .success();
-    if ok { Ok(()) } else { Err(format!("kill {sig} failed")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kill {sig} failed"))
+    }
 }
 
 /// One node process, restartable on its ports.
@@ -186,7 +193,11 @@ impl NodeProc {
         let Ok(Some((grpc, admin))) = found else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{} did not start; see {}", self.name, self.log.display()));
+            return Err(format!(
+                "{} did not start; see {}",
+                self.name,
+                self.log.display()
+            ));
         };
         self.grpc = Some(grpc);
         self.admin = Some(admin);
@@ -243,14 +254,30 @@ pub struct ProxyProc {
 impl ProxyProc {
     /// Starts a proxy over `cluster` with extra flags and waits until it
     /// answers PING.
-    pub fn start(bin: &Path, dir: &Path, name: &str, cluster: &Path, extra: &[&str]) -> Result<Self, String> {
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        cluster: &Path,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let log = dir.join(format!("{name}.log"));
         let mut child = Command::new(bin)
             .env_clear()
             .arg("--config")
             .arg(cluster)
-            .args(["--resp-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0", "--discovery-interval", "200ms"])
+            .args([
+                "--resp-listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--discovery-interval",
+                "200ms",
+            ])
             .args(["--threads", "1"])
             .arg("--log-file")
             .arg(&log)
@@ -264,7 +291,10 @@ impl ProxyProc {
             if let Ok(Some(_)) = child.try_wait() {
                 return Some(None);
             }
-            Some(Some((listen_addr(&log, 0, "resp")?, listen_addr(&log, 0, "admin")?)))
+            Some(Some((
+                listen_addr(&log, 0, "resp")?,
+                listen_addr(&log, 0, "admin")?,
+            )))
         });
         let Ok(Some((resp, admin))) = addrs else {
             let _ = child.kill();

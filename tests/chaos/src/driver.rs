@@ -202,7 +202,13 @@ impl Worker {
                     // A CAS is a GET then a CAS on the version read (SDK only).
                     4..6 if sdk => {
                         let new = self.value();
-                        (key, Call::Cas { expected: None, new })
+                        (
+                            key,
+                            Call::Cas {
+                                expected: None,
+                                new,
+                            },
+                        )
                     }
                     6..8 => (key, Call::Get),
                     _ => (key, Call::Del),
@@ -216,7 +222,9 @@ impl Worker {
     }
 
     fn resp(&mut self, key: &str, call: Call) {
-        let Backend::Resp { addr, con } = &mut self.backend else { return };
+        let Backend::Resp { addr, con } = &mut self.backend else {
+            return;
+        };
         if con.is_none() {
             let c = redis::Client::open(format!("redis://{addr}/"))
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)));
@@ -228,12 +236,21 @@ impl Worker {
         let Some(c) = con.as_mut() else { return };
         let invoke = micros(self.start);
         let (outcome, broken) = match &call {
-            Call::Set(v) => resp_outcome(redis::cmd("SET").arg(key).arg(v).query::<()>(c), |_| Ret::Done),
-            Call::Get => resp_outcome(redis::cmd("GET").arg(key).query::<Option<String>>(c), Ret::Value),
+            Call::Set(v) => resp_outcome(redis::cmd("SET").arg(key).arg(v).query::<()>(c), |_| {
+                Ret::Done
+            }),
+            Call::Get => resp_outcome(
+                redis::cmd("GET").arg(key).query::<Option<String>>(c),
+                Ret::Value,
+            ),
             Call::Del => resp_outcome(redis::cmd("DEL").arg(key).query::<i64>(c), |_| Ret::Done),
             Call::Incr => resp_outcome(redis::cmd("INCR").arg(key).query::<i64>(c), Ret::Int),
             Call::SetNx(v) => resp_outcome(
-                redis::cmd("SET").arg(key).arg(v).arg("NX").query::<Option<String>>(c),
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(v)
+                    .arg("NX")
+                    .query::<Option<String>>(c),
                 |r| Ret::Applied(r.is_some()),
             ),
             Call::Cas { .. } => return,
@@ -245,7 +262,9 @@ impl Worker {
     }
 
     fn sdk(&mut self, key: &str, call: Call) {
-        let Backend::Sdk { client, rt } = &self.backend else { return };
+        let Backend::Sdk { client, rt } = &self.backend else {
+            return;
+        };
         let (client, rt) = (client.clone(), rt.clone());
         let client = if self.rng.random_bool(0.5) {
             client.with_read_consistency(Consistency::Quorum)
@@ -258,9 +277,10 @@ impl Worker {
             Call::Get => sdk_outcome(rt.block_on(client.get(key)), |e| Ret::Value(entry_value(e))),
             Call::Del => sdk_outcome(rt.block_on(client.delete(key)), |_| Ret::Done),
             Call::Incr => sdk_outcome(rt.block_on(client.incr_by(key, 1)), Ret::Int),
-            Call::SetNx(v) => {
-                sdk_outcome(rt.block_on(client.set_if_absent(key, v, None)), Ret::Applied)
-            }
+            Call::SetNx(v) => sdk_outcome(
+                rt.block_on(client.set_if_absent(key, v, None)),
+                Ret::Applied,
+            ),
             Call::Cas { new, .. } => {
                 let read = rt.block_on(client.get(key));
                 let seen = read.as_ref().ok().map(|e| e.as_ref().map(|e| e.version));
@@ -273,7 +293,10 @@ impl Worker {
                 let invoke = micros(self.start);
                 let r = rt.block_on(client.compare_and_swap(key, version, new, None));
                 let out = sdk_outcome(r, |w| Ret::Applied(w.applied));
-                let call = Call::Cas { expected, new: new.clone() };
+                let call = Call::Cas {
+                    expected,
+                    new: new.clone(),
+                };
                 self.record(key, call, invoke, out);
                 return;
             }
@@ -384,7 +407,13 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
     let mut id = 0u32;
     for (p, via) in proxies.iter().zip(["proxy-a-one", "proxy-b-quorum"]) {
         for _ in 0..config.resp_clients {
-            workers.push((via, Backend::Resp { addr: p.resp, con: None }));
+            workers.push((
+                via,
+                Backend::Resp {
+                    addr: p.resp,
+                    con: None,
+                },
+            ));
         }
     }
     for _ in 0..config.sdk_clients {

@@ -63,7 +63,10 @@ fn main() -> ExitCode {
     let out = match result {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("distcache-chaos: run failed: {e} (logs kept in {})", dir.display());
+            eprintln!(
+                "distcache-chaos: run failed: {e} (logs kept in {})",
+                dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -75,20 +78,39 @@ fn main() -> ExitCode {
         }
     }
     let r = &out.report;
-    println!("seed {} · {} s of faults · run took {:.1} s", config.seed, config.duration.as_secs(), began.elapsed().as_secs_f64());
-    println!("operations checked: {} ({} in doubt: failed or timed out)", r.ops, out.in_doubt);
+    println!(
+        "seed {} · {} s of faults · run took {:.1} s",
+        config.seed,
+        config.duration.as_secs(),
+        began.elapsed().as_secs_f64()
+    );
+    println!(
+        "operations checked: {} ({} in doubt: failed or timed out)",
+        r.ops, out.in_doubt
+    );
     println!("faults injected:");
     for f in Fault::ALL {
-        println!("  {:<20} {}", f.name(), out.faults.get(&f).copied().unwrap_or(0));
+        println!(
+            "  {:<20} {}",
+            f.name(),
+            out.faults.get(&f).copied().unwrap_or(0)
+        );
     }
-    println!("heal: all healthy and final reads at All done in {:.2} s", out.heal.as_secs_f64());
+    println!(
+        "heal: all healthy and final reads at All done in {:.2} s",
+        out.heal.as_secs_f64()
+    );
     println!("violations:");
     let counts = r.counts();
     for c in Check::ALL {
         println!("  {:<20} {}", c.name(), counts[&c]);
     }
     if !r.inconclusive.is_empty() {
-        println!("  (linearizability inconclusive on {} key(s): {:?})", r.inconclusive.len(), r.inconclusive);
+        println!(
+            "  (linearizability inconclusive on {} key(s): {:?})",
+            r.inconclusive.len(),
+            r.inconclusive
+        );
     }
     let mut by_via: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for v in &r.violations {
@@ -104,5 +126,9 @@ fn main() -> ExitCode {
             println!("  {} {} via {}: {}", v.check.name(), v.key, v.via, v.detail);
         }
     }
-    if r.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if r.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

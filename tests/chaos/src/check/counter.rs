@@ -72,7 +72,12 @@ mod tests {
         op(Call::Incr, t, Outcome::Ok(Ret::Int(n)), false)
     }
     fn last(v: &str) -> Op {
-        op(Call::Get, 100, Outcome::Ok(Ret::Value(Some(v.into()))), true)
+        op(
+            Call::Get,
+            100,
+            Outcome::Ok(Ret::Value(Some(v.into()))),
+            true,
+        )
     }
     fn run(ops: &[Op]) -> Vec<Check> {
         let refs: Vec<&Op> = ops.iter().collect();
@@ -88,7 +93,10 @@ mod tests {
             run(&[incr(1, 1), incr(2, 2), doubt.clone(), last("1")]),
             [Check::Counter]
         );
-        assert_eq!(run(&[incr(1, 1), incr(2, 2), doubt, last("4")]), [Check::Counter]);
+        assert_eq!(
+            run(&[incr(1, 1), incr(2, 2), doubt, last("4")]),
+            [Check::Counter]
+        );
     }
 
     #[test]

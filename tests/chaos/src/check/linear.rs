@@ -23,7 +23,7 @@ use super::{Check, Violation};
 use crate::history::{Call, NEVER, Op, Outcome, Ret};
 
 /// Explored states after which a search gives up.
-pub const DEFAULT_BUDGET: usize = 400_000;
+pub const DEFAULT_BUDGET: usize = 200_000;
 
 /// The answer for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,15 @@ type State = Option<u32>;
 enum Step {
     Read(State),
     Set(State),
-    Nx { value: u32, applied: Option<bool> },
-    Cas { expected: State, new: u32, applied: Option<bool> },
+    Nx {
+        value: u32,
+        applied: Option<bool>,
+    },
+    Cas {
+        expected: State,
+        new: u32,
+        applied: Option<bool>,
+    },
     Del,
 }
 
@@ -68,7 +75,11 @@ fn next(s: State, e: &Entry) -> Option<State> {
             (false, Some(false)) => Some(s),
             _ => None,
         },
-        Step::Cas { expected, new, applied } => match (s == expected, applied) {
+        Step::Cas {
+            expected,
+            new,
+            applied,
+        } => match (s == expected, applied) {
             (true, Some(true) | None) => Some(Some(new)),
             (false, Some(false)) => Some(s),
             _ => None,
@@ -126,9 +137,11 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
     let definite = es.iter().filter(|e| e.complete != NEVER).count();
     let words = es.len().div_ceil(64);
     let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut stack = vec![(vec![0u64; words], None::<u32>, 0usize)];
+    // (linearized set, register state, acknowledged ops placed, first index
+    // not linearized): the last saves rescanning the placed prefix.
+    let mut stack = vec![(vec![0u64; words], None::<u32>, 0usize, 0usize)];
     let mut best = (0, None, Vec::new());
-    while let Some((lin, state, placed)) = stack.pop() {
+    while let Some((lin, state, placed, lo)) = stack.pop() {
         if placed == definite {
             return Verdict::Linearizable;
         }
@@ -144,7 +157,7 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
         // scan stops at the first one invoked after that completion.
         let mut min_complete = NEVER;
         let mut window = Vec::new();
-        for (i, e) in es.iter().enumerate() {
+        for (i, e) in es.iter().enumerate().skip(lo) {
             if e.invoke >= min_complete {
                 break;
             }
@@ -164,7 +177,11 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
             l[i / 64] |= 1 << (i % 64);
             if seen.insert((l.clone(), s)) {
                 let p = placed + usize::from(e.complete != NEVER);
-                stack.push((l, s, p));
+                let mut lo = lo;
+                while lo < es.len() && l[lo / 64] & (1 << (lo % 64)) != 0 {
+                    lo += 1;
+                }
+                stack.push((l, s, p, lo));
             }
         }
     }
@@ -173,13 +190,21 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
     // place.
     let (placed, state, lin) = best;
     let name = |s: State| {
-        s.and_then(|i| table.iter().find(|(_, v)| **v == i).map(|(k, _)| (*k).to_owned()))
+        s.and_then(|i| {
+            table
+                .iter()
+                .find(|(_, v)| **v == i)
+                .map(|(k, _)| (*k).to_owned())
+        })
     };
     let stuck = (0..es.len())
         .filter(|i| lin.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0))
         .filter(|i| es[*i].complete != NEVER)
         .min_by_key(|i| es[*i].complete)
-        .map(|i| ops.iter().find(|o| o.invoke == es[i].invoke && o.effective_complete() == es[i].complete));
+        .map(|i| {
+            ops.iter()
+                .find(|o| o.invoke == es[i].invoke && o.effective_complete() == es[i].complete)
+        });
     let stuck = match stuck.flatten() {
         Some(o) => format!(
             "{:?} -> {:?} by client {} via {} [{}µs, {}µs]",
@@ -216,7 +241,12 @@ mod tests {
         }
     }
     fn nx(v: &str, i: u64, c: u64, applied: bool) -> Op {
-        op(Call::SetNx(v.into()), i, c, Outcome::Ok(Ret::Applied(applied)))
+        op(
+            Call::SetNx(v.into()),
+            i,
+            c,
+            Outcome::Ok(Ret::Applied(applied)),
+        )
     }
     fn cas(exp: Option<&str>, new: &str, i: u64, c: u64, applied: bool) -> Op {
         let call = Call::Cas {
@@ -226,7 +256,12 @@ mod tests {
         op(call, i, c, Outcome::Ok(Ret::Applied(applied)))
     }
     fn get(v: Option<&str>, i: u64, c: u64) -> Op {
-        op(Call::Get, i, c, Outcome::Ok(Ret::Value(v.map(str::to_owned))))
+        op(
+            Call::Get,
+            i,
+            c,
+            Outcome::Ok(Ret::Value(v.map(str::to_owned))),
+        )
     }
     fn del(i: u64, c: u64) -> Op {
         op(Call::Del, i, c, Outcome::Ok(Ret::Done))
@@ -242,7 +277,11 @@ mod tests {
     #[test]
     fn two_concurrent_set_nx_one_wins() {
         assert!(ok(&[nx("a", 1, 4, true), nx("b", 2, 3, false)]));
-        assert!(ok(&[nx("a", 1, 4, false), nx("b", 2, 3, true), get(Some("b"), 5, 6)]));
+        assert!(ok(&[
+            nx("a", 1, 4, false),
+            nx("b", 2, 3, true),
+            get(Some("b"), 5, 6)
+        ]));
     }
 
     #[test]
@@ -262,9 +301,21 @@ mod tests {
     #[test]
     fn two_cas_from_the_same_value_cannot_both_succeed() {
         let base = nx("a", 1, 2, true);
-        assert!(!ok(&[base.clone(), cas(Some("a"), "b", 3, 4, true), cas(Some("a"), "c", 5, 6, true)]));
-        assert!(!ok(&[base.clone(), cas(Some("a"), "b", 3, 6, true), cas(Some("a"), "c", 4, 5, true)]));
-        assert!(ok(&[base, cas(Some("a"), "b", 3, 6, true), cas(Some("a"), "c", 4, 5, false)]));
+        assert!(!ok(&[
+            base.clone(),
+            cas(Some("a"), "b", 3, 4, true),
+            cas(Some("a"), "c", 5, 6, true)
+        ]));
+        assert!(!ok(&[
+            base.clone(),
+            cas(Some("a"), "b", 3, 6, true),
+            cas(Some("a"), "c", 4, 5, true)
+        ]));
+        assert!(ok(&[
+            base,
+            cas(Some("a"), "b", 3, 6, true),
+            cas(Some("a"), "c", 4, 5, false)
+        ]));
     }
 
     #[test]
@@ -282,7 +333,11 @@ mod tests {
     fn an_operation_in_doubt_may_have_applied_or_not() {
         let lost = op(Call::SetNx("a".into()), 1, 2, Outcome::Unknown);
         // It applied: the later SET NX fails and a read sees it.
-        assert!(ok(&[lost.clone(), nx("b", 3, 4, false), get(Some("a"), 5, 6)]));
+        assert!(ok(&[
+            lost.clone(),
+            nx("b", 3, 4, false),
+            get(Some("a"), 5, 6)
+        ]));
         // It did not apply.
         assert!(ok(&[lost.clone(), nx("b", 3, 4, true)]));
         // But it cannot apply before its invocation.
@@ -291,7 +346,10 @@ mod tests {
 
     #[test]
     fn a_cas_failing_on_the_value_it_expected_is_not_linearizable() {
-        assert!(!ok(&[nx("a", 1, 2, true), cas(Some("a"), "b", 3, 4, false)]));
+        assert!(!ok(&[
+            nx("a", 1, 2, true),
+            cas(Some("a"), "b", 3, 4, false)
+        ]));
     }
 
     #[test]

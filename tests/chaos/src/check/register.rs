@@ -75,9 +75,9 @@ pub fn check(ops: &[&Op]) -> Vec<Violation> {
         // The overtaker that makes each candidate stale, if any.
         let mut last_overtaker = None;
         let explained = candidates.iter().any(|w| {
-            let over = overtakers.iter().find(|o| {
-                w.eff < o.invoke && o.acked_complete.is_some_and(|c| c < r.invoke)
-            });
+            let over = overtakers
+                .iter()
+                .find(|o| w.eff < o.invoke && o.acked_complete.is_some_and(|c| c < r.invoke));
             last_overtaker = over.map(|o| o.value);
             over.is_none()
         });
@@ -133,7 +133,12 @@ mod tests {
         op(Call::Del, i, c, Outcome::Ok(Ret::Done))
     }
     fn get(v: Option<&str>, i: u64, c: u64) -> Op {
-        op(Call::Get, i, c, Outcome::Ok(Ret::Value(v.map(str::to_owned))))
+        op(
+            Call::Get,
+            i,
+            c,
+            Outcome::Ok(Ret::Value(v.map(str::to_owned))),
+        )
     }
     fn run(ops: &[Op]) -> Vec<Check> {
         let refs: Vec<&Op> = ops.iter().collect();
@@ -183,7 +188,15 @@ mod tests {
 
     #[test]
     fn a_later_write_recreates_a_deleted_key() {
-        assert!(run(&[set("a", 1, 2), del(3, 4), set("b", 5, 6), get(Some("b"), 7, 8)]).is_empty());
+        assert!(
+            run(&[
+                set("a", 1, 2),
+                del(3, 4),
+                set("b", 5, 6),
+                get(Some("b"), 7, 8)
+            ])
+            .is_empty()
+        );
     }
 
     #[test]
@@ -205,7 +218,10 @@ mod tests {
     fn a_stale_final_read_is_a_lost_write() {
         let mut last = get(Some("a"), 10, 11);
         last.final_read = true;
-        assert_eq!(run(&[set("a", 1, 2), set("b", 3, 4), last]), [Check::LostWrite]);
+        assert_eq!(
+            run(&[set("a", 1, 2), set("b", 3, 4), last]),
+            [Check::LostWrite]
+        );
     }
 
     #[test]
