@@ -10,11 +10,12 @@
 //! of "absent" is stale if *every* write of "absent" (initial state or any
 //! DEL, in doubt included, invoked before R completed) is stale in this
 //! sense. The violation is [`Check::DeletedRead`] when the overtaking W′ is
-//! a DEL, [`Check::LostWrite`] when R is the final read at `All` after
-//! healing, else [`Check::StaleRead`].
+//! a DEL (of the overtakers, the one that completed first), [`Check::LostWrite`]
+//! when R is the final read at `All` after healing, else
+//! [`Check::StaleRead`].
 //!
-//! This is a necessary condition of linearizability per key, checked in
-//! O(reads × writes) without a search; it is what "a read that starts after
+//! This is a necessary condition of linearizability per key, checked
+//! without a search in O(log writes) per (read, candidate write); it is what "a read that starts after
 //! a write's acknowledgement never returns an older value" means for a
 //! register.
 
@@ -26,42 +27,81 @@ struct Write<'a> {
     value: Option<&'a str>,
     invoke: u64,
     eff: u64,
-    acked_complete: Option<u64>,
+}
+
+/// The acknowledged writes sorted by invocation, with, for each position,
+/// the one completing first among it and all later-invoked ones: "is there
+/// an acknowledged write invoked after `t` that completed before `u`?" is
+/// then a binary search.
+struct Overtakers<'a> {
+    invokes: Vec<u64>,
+    /// `(complete, value)` of the first-completing write from here on.
+    suffix_min: Vec<(u64, Option<&'a str>)>,
+}
+
+impl<'a> Overtakers<'a> {
+    fn new(mut acked: Vec<(u64, u64, Option<&'a str>)>) -> Self {
+        acked.sort_by_key(|w| w.0);
+        let mut suffix_min = vec![(u64::MAX, None); acked.len()];
+        let mut best = (u64::MAX, None);
+        for (i, w) in acked.iter().enumerate().rev() {
+            if w.1 < best.0 {
+                best = (w.1, w.2);
+            }
+            suffix_min[i] = best;
+        }
+        Overtakers {
+            invokes: acked.iter().map(|w| w.0).collect(),
+            suffix_min,
+        }
+    }
+
+    /// The first-completing acknowledged write invoked after `after` and
+    /// completed before `before`, if any.
+    fn find(&self, after: u64, before: u64) -> Option<Option<&'a str>> {
+        let i = self.invokes.partition_point(|t| *t <= after);
+        let (c, v) = *self.suffix_min.get(i)?;
+        (c < before).then_some(v)
+    }
 }
 
 /// Checks one register key's operations.
 pub fn check(ops: &[&Op]) -> Vec<Violation> {
-    let mut writes = vec![Write {
+    use std::collections::HashMap;
+    // The initial state: "absent", written at instant 0. It is no client's
+    // write, so it never overtakes anything.
+    let mut writes: HashMap<Option<&str>, Vec<Write>> = HashMap::new();
+    writes.entry(None).or_default().push(Write {
         value: None,
         invoke: 0,
         eff: 0,
-        acked_complete: Some(0),
-    }];
+    });
+    let mut acked = Vec::new();
     for op in ops {
         let value = match &op.call {
             Call::Set(v) => Some(v.as_str()),
             Call::Del => None,
             _ => continue,
         };
-        writes.push(Write {
+        if op.acked() {
+            acked.push((op.invoke, op.complete, value));
+        }
+        writes.entry(value).or_default().push(Write {
             value,
             invoke: op.invoke,
             eff: op.effective_complete(),
-            acked_complete: op.acked().then_some(op.complete),
         });
     }
-    // The initial state is not a client's write: it never overtakes anything.
-    let overtakers: Vec<&Write> = writes[1..]
-        .iter()
-        .filter(|w| w.acked_complete.is_some())
-        .collect();
+    let overtakers = Overtakers::new(acked);
     let mut out = Vec::new();
     for r in ops {
         let Some(seen) = r.read_value() else { continue };
         let seen = seen.as_deref();
         let candidates: Vec<&Write> = writes
-            .iter()
-            .filter(|w| w.value == seen && w.invoke < r.complete)
+            .get(&seen)
+            .into_iter()
+            .flatten()
+            .filter(|w| w.invoke < r.complete)
             .collect();
         if candidates.is_empty() {
             out.push(Violation {
@@ -72,19 +112,18 @@ pub fn check(ops: &[&Op]) -> Vec<Violation> {
             });
             continue;
         }
-        // The overtaker that makes each candidate stale, if any.
-        let mut last_overtaker = None;
+        // A read is explained by any candidate that no acknowledged write
+        // definitely overtook before the read began.
+        let mut overtaker = None;
         let explained = candidates.iter().any(|w| {
-            let over = overtakers
-                .iter()
-                .find(|o| w.eff < o.invoke && o.acked_complete.is_some_and(|c| c < r.invoke));
-            last_overtaker = over.map(|o| o.value);
-            over.is_none()
+            debug_assert_eq!(w.value, seen);
+            overtaker = overtakers.find(w.eff, r.invoke);
+            overtaker.is_none()
         });
         if explained {
             continue;
         }
-        let by_del = last_overtaker.is_some_and(|v| v.is_none());
+        let by_del = overtaker.is_some_and(|v| v.is_none());
         let check = if r.final_read {
             Check::LostWrite
         } else if by_del {
@@ -99,7 +138,7 @@ pub fn check(ops: &[&Op]) -> Vec<Violation> {
             detail: format!(
                 "read {seen:?} at {}µs although {} was acknowledged after it was written and before the read",
                 r.invoke,
-                match last_overtaker.flatten() {
+                match overtaker.flatten() {
                     Some(v) => format!("SET {v:?}"),
                     None => "a DEL".to_owned(),
                 }
