@@ -18,12 +18,17 @@
 //! a budget of explored states and says [`Verdict::Inconclusive`].
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use super::{Check, Violation};
 use crate::history::{Call, NEVER, Op, Outcome, Ret};
 
 /// Explored states after which a search gives up.
 pub const DEFAULT_BUDGET: usize = 200_000;
+
+/// Memory the explored states of one search may take: the budget shrinks
+/// for long histories (each state holds a bit per operation).
+pub const MEMORY_BUDGET_BYTES: usize = 64 << 20;
 
 /// The answer for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,11 +141,13 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
     let es = entries(ops, &mut table);
     let definite = es.iter().filter(|e| e.complete != NEVER).count();
     let words = es.len().div_ceil(64);
-    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let budget = budget.min(MEMORY_BUDGET_BYTES / (words * 8 + 64).max(1));
+    let mut seen: HashSet<(Rc<[u64]>, State)> = HashSet::new();
     // (linearized set, register state, acknowledged ops placed, first index
     // not linearized): the last saves rescanning the placed prefix.
-    let mut stack = vec![(vec![0u64; words], None::<u32>, 0usize, 0usize)];
-    let mut best = (0, None, Vec::new());
+    let mut stack: Vec<(Rc<[u64]>, State, usize, usize)> =
+        vec![(vec![0u64; words].into(), None, 0, 0)];
+    let mut best: (usize, State, Rc<[u64]>) = (0, None, Rc::from(Vec::new()));
     while let Some((lin, state, placed, lo)) = stack.pop() {
         if placed == definite {
             return Verdict::Linearizable;
@@ -173,8 +180,9 @@ pub fn check(ops: &[&Op], budget: usize) -> Verdict {
                 continue;
             }
             let Some(s) = next(state, e) else { continue };
-            let mut l = lin.clone();
+            let mut l = lin.to_vec();
             l[i / 64] |= 1 << (i % 64);
+            let l: Rc<[u64]> = l.into();
             if seen.insert((l.clone(), s)) {
                 let p = placed + usize::from(e.complete != NEVER);
                 let mut lo = lo;
