@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::units::{ByteSize, HumanDuration};
+use distcache_serve::logging::LogConfig;
+use distcache_serve::units::{ByteSize, HumanDuration};
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
@@ -32,11 +33,11 @@ pub struct NodeConfig {
     /// Logging.
     pub log: LogConfig,
     /// TLS for the gRPC listener.
-    pub tls: crate::security::config::TlsConfig,
+    pub tls: distcache_serve::security::config::TlsConfig,
     /// Bearer tokens and roles.
-    pub auth: crate::security::config::AuthConfig,
+    pub auth: distcache_serve::security::config::AuthConfig,
     /// Token-bucket rate limits.
-    pub rate_limit: crate::security::config::RateLimitConfig,
+    pub rate_limit: distcache_serve::security::config::RateLimitConfig,
     /// Write-ahead log (durability); off unless `data_dir` is set.
     pub wal: WalSection,
     /// Snapshots of the store (with the WAL only).
@@ -184,39 +185,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// trace, debug, info, warn or error, or a tracing filter directive.
-    pub level: String,
-    /// Append logs to this file instead of standard error.
-    pub file: Option<PathBuf>,
-    /// Line format.
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            file: None,
-            format: LogFormat::Text,
-        }
-    }
-}
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -299,7 +267,8 @@ impl NodeConfig {
         if self.snapshot.retain == 0 {
             return bad("snapshot.retain must be at least 1".into());
         }
-        crate::security::config::validate(&self.tls, &self.rate_limit).map_err(ConfigError::Invalid)
+        distcache_serve::security::config::validate(&self.tls, &self.rate_limit)
+            .map_err(ConfigError::Invalid)
     }
 
     /// The durability layer's options, or `None` for a memory-only node.

@@ -28,18 +28,16 @@
 //! No shard lock is ever held across an `.await`: every store call is
 //! synchronous and short.
 
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod security;
-pub mod server;
-pub mod service;
+mod limits;
+mod metrics;
+mod server;
+mod service;
+mod state;
 pub mod store;
-pub mod units;
 pub mod wal;
 
 pub use config::NodeConfig;

@@ -12,11 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
+use distcache_serve::security::{self, Bounds, Security, SecurityError};
+use distcache_serve::{reflection, stopped};
+
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::security::{self, Security, SecurityError};
-use crate::service::{CacheNode, Shared};
+use crate::service::CacheNode;
+use crate::state::Shared;
 use crate::store::Store;
 use crate::wal::{OpenError, Wal};
 
@@ -91,7 +94,17 @@ pub async fn run(
     let mut metrics = Metrics::new(store.clone(), node_id.clone());
     // Before the WAL is opened or any task starts, so a bad certificate or
     // secret stops nothing and leaves the data directory untouched.
-    let security = Security::from_config(&config, &metrics.security)?;
+    let bounds = Bounds {
+        max_connections: config.server.max_connections,
+        max_in_flight: config.server.max_in_flight,
+    };
+    let security = Security::from_config(
+        &config.tls,
+        &config.auth,
+        &config.rate_limit,
+        bounds,
+        &metrics.security,
+    )?;
     let mut builder = Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
@@ -225,65 +238,4 @@ async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<boo
             tracing::trace!(removed, "swept expired entries");
         }
     }
-}
-
-/// The async runtime of a node or proxy process: `threads` worker threads,
-/// 0 for one per CPU core. With 1, a current-thread runtime: no work
-/// stealing and no wake-ups across threads, the cheapest way to serve when
-/// several processes share a few cores (as redis-server and twemproxy do).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads == 1 {
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-    }
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    b.enable_all().build()
-}
-
-/// Resolves once the stop flag turns true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// [`stopped`] for an optional flag: never resolves without one.
-pub async fn stopped_if(stop: Option<watch::Receiver<bool>>) {
-    match stop {
-        Some(mut rx) => stopped(&mut rx).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-/// gRPC reflection over `distcache.v1` and `grpc.health.v1`, as grpcurl
-/// needs it; build it with `build_v1()` and `build_v1alpha()` (grpcurl asks
-/// for either). Used by the node and the proxy.
-pub fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

@@ -8,42 +8,24 @@
 //! [`Wal::append`] with no lock held, and answers once the log has it (after
 //! the fsync with `--wal-fsync always`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use distcache_proto::v1::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
-use futures_util::{Stream, StreamExt};
+use distcache_serve::admin::PROMETHEUS_CONTENT_TYPE;
+use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
+use distcache_serve::security::{Principal, RateCharge};
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::limits::{LimitError, Limits};
-use crate::metrics::{Metrics, Op, Outcome};
-use crate::security::auth::unix_now;
-use crate::security::{Principal, RateCharge};
-use crate::store::{Condition, SetOptions, Store, StoreError};
-use crate::wal::{Batch, Wal, WalError};
-
-/// State shared by the gRPC service, the admin endpoint and background tasks.
-#[derive(Debug)]
-pub struct Shared {
-    /// The storage engine.
-    pub store: Arc<Store>,
-    /// Input limits.
-    pub limits: Limits,
-    /// Metrics registry and handles.
-    pub metrics: Metrics,
-    /// This node's name.
-    pub node_id: String,
-    /// False once shutdown began: new requests get `UNAVAILABLE`.
-    pub serving: AtomicBool,
-    /// The write-ahead log; `None` for a memory-only node.
-    pub wal: Option<Arc<Wal>>,
-}
+use crate::limits::LimitError;
+use crate::metrics::{Op, Outcome};
+use crate::state::Shared;
+use crate::store::{Condition, SetOptions, StoreError};
+use crate::wal::{Batch, WalError};
 
 /// Why one operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,16 +59,6 @@ fn to_status(e: &OpError) -> Status {
     Status::new(code, e.to_string())
 }
 
-/// One operation's result carrying `s` (a batch or pipeline answer).
-pub fn error_result(s: &Status) -> pb::OperationResult {
-    pb::OperationResult {
-        result: Some(operation_result::Result::Error(pb::OperationError {
-            code: s.code() as i32,
-            message: s.message().to_owned(),
-        })),
-    }
-}
-
 fn error_outcome(e: &OpError) -> Outcome {
     match to_status(e).code() {
         Code::InvalidArgument => Outcome::InvalidArgument,
@@ -102,66 +74,22 @@ fn applied(yes: bool) -> Outcome {
     }
 }
 
-/// Batches of one `Pipeline` stream that may be in progress at once (a batch
-/// of writes waits for the WAL while later batches of reads go ahead).
-pub const PIPELINE_DEPTH: usize = 64;
-
-/// The answer stream of a `Pipeline` call.
-pub type PipelineStream = Pin<Box<dyn Stream<Item = Result<pb::PipelineResponse, Status>> + Send>>;
-
-/// Serves one `Pipeline` stream, for the node and the proxy alike: reads
-/// messages until the stream ends or `stop` turns true (answering what was
-/// read), ends the stream with UNAUTHENTICATED once `principal`'s token has
-/// run out, runs up to [`PIPELINE_DEPTH`] messages at once with `run` (a
-/// message's operations to their results) and answers each with its id.
-pub fn serve_pipeline<F, Fut>(
-    inbound: Streaming<pb::PipelineRequest>,
-    principal: Option<Principal>,
-    stop: Option<watch::Receiver<bool>>,
-    run: F,
-) -> PipelineStream
-where
-    F: Fn(Vec<pb::Operation>) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<pb::OperationResult>> + Send + 'static,
-{
-    let answers = inbound
-        .take_until(crate::server::stopped_if(stop))
-        .map(move |msg| {
-            let expired = principal.as_ref().is_some_and(|p| p.expired(unix_now()));
-            let work = msg.map(|m| (m.id, run(m.operations)));
-            async move {
-                // A broken or undecodable stream ends with its status.
-                let (id, work) = work?;
-                // A stream lives as long as its connection; its token does not.
-                if expired {
-                    return Err(Status::unauthenticated("token expired"));
-                }
-                Ok(pb::PipelineResponse {
-                    id,
-                    results: work.await,
-                })
-            }
-        })
-        .buffer_unordered(PIPELINE_DEPTH);
-    Box::pin(answers)
-}
-
 /// The gRPC service.
 #[derive(Debug, Clone)]
-pub struct CacheNode {
+pub(crate) struct CacheNode {
     shared: Arc<Shared>,
     stop: Option<watch::Receiver<bool>>,
 }
 
 impl CacheNode {
     /// A service over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared, stop: None }
     }
 
     /// Ends `Pipeline` streams (after answering what they have read) once
     /// `stop` turns true, so a graceful shutdown is not held up by them.
-    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
         self
     }
@@ -519,7 +447,7 @@ impl CacheService for CacheNode {
             let (body, content_type) = if json {
                 (m.json(), "application/json")
             } else {
-                (m.prometheus(), crate::admin::PROMETHEUS_CONTENT_TYPE)
+                (m.prometheus(), PROMETHEUS_CONTENT_TYPE)
             };
             let resp = pb::GetMetricsResponse {
                 body,

@@ -17,8 +17,8 @@ use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
 use distcache::{Condition, Error};
-use distcache_node::security::Principal;
-use distcache_node::service::{error_result, serve_pipeline};
+use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
+use distcache_serve::security::Principal;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
@@ -298,7 +298,7 @@ impl CacheService for ProxyService {
         .await
     }
 
-    type PipelineStream = distcache_node::service::PipelineStream;
+    type PipelineStream = PipelineStream;
 
     async fn pipeline(
         &self,

@@ -93,7 +93,7 @@ pub enum ProxyError {
     Transport(#[from] tonic::transport::Error),
 }
 
-pub(crate) use distcache_node::server::stopped;
+pub(crate) use distcache_serve::stopped;
 
 /// Serves every front end until `shutdown` resolves; then stops accepting,
 /// lets requests already received finish within `config.shutdown_grace`, and
@@ -127,8 +127,8 @@ pub async fn run(
     health
         .set_serving::<CacheServiceServer<grpc::ProxyService>>()
         .await;
-    let reflection_v1 = distcache_node::server::reflection().build_v1()?;
-    let reflection_v1alpha = distcache_node::server::reflection().build_v1alpha()?;
+    let reflection_v1 = distcache_serve::reflection().build_v1()?;
+    let reflection_v1alpha = distcache_serve::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
     let grpc = grpc_server
         .layer(auth)

@@ -434,7 +434,7 @@ impl Wal {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(check) => {}
-                () = crate::server::stopped(&mut stop) => return,
+                () = distcache_serve::stopped(&mut stop) => return,
             }
             let grown = self.stats.bytes_written().saturating_sub(bytes_at);
             if since.elapsed() < every && grown < growth {

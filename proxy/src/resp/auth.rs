@@ -25,8 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcache_node::metrics::SecurityCounters;
-use distcache_node::security::{Principal, Role, Verifier};
+use distcache_serve::security::{Principal, Role, SecurityCounters, Verifier};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -192,7 +191,7 @@ impl RespAuth {
     /// Verifies `token`; on success the connection is logged in as its subject.
     fn login(&mut self, token: &[u8], now: u64) -> Result<(), Reply> {
         let claims = std::str::from_utf8(token)
-            .map_err(|_| distcache_node::security::TokenError::Malformed)
+            .map_err(|_| distcache_serve::security::TokenError::Malformed)
             .and_then(|t| self.verifier.verify(t, now));
         match claims {
             Ok(c) => {
@@ -219,7 +218,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use distcache_node::security::{Claims, KeySet};
+    use distcache_serve::security::{Claims, KeySet};
 
     use super::super::command;
     use super::*;

@@ -22,7 +22,7 @@ use tower::Layer;
 use super::BoxError;
 use super::auth::Principal;
 use super::bucket::{Bucket, KeyedLimiter, Rate};
-use crate::metrics::SecurityCounters;
+use super::counters::SecurityCounters;
 
 /// Which bucket ran dry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

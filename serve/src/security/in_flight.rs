@@ -16,7 +16,7 @@ use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
 use super::BoxError;
-use crate::metrics::SecurityCounters;
+use super::counters::SecurityCounters;
 
 /// A request refused because the node is serving its maximum already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

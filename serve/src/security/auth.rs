@@ -16,9 +16,9 @@ use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
 use super::BoxError;
+use super::counters::SecurityCounters;
 pub use super::roles::{Principal, required_role};
 use super::token::{Claims, KeySet, TokenError};
-use crate::metrics::SecurityCounters;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

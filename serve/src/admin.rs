@@ -1,0 +1,85 @@
+//! The admin HTTP loop of a server process: HTTP/1.1 over hyper, GET and
+//! HEAD only, until the stop flag turns true. What each path answers is the
+//! caller's: the node and the proxy each pass their own handler.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::shutdown::stopped;
+
+/// Content type of the text exposition format prometheus-client writes.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A response with `body` and a content type.
+pub fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Serves HTTP/1.1 on `listener`, answering GET and HEAD with `handler`
+/// (other methods get 405), until `stop` turns true. Shared by the node's
+/// and the proxy's admin endpoints.
+pub async fn serve_http<S, H, Fut>(
+    listener: TcpListener,
+    state: Arc<S>,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Send + Sync + 'static,
+    H: Fn(Arc<S>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let (state, handler) = (state.clone(), handler.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                // Both admin endpoints are read-only.
+                let read = req.method() == Method::GET || req.method() == Method::HEAD;
+                let fut = read.then(|| handler(state.clone(), req));
+                async move {
+                    Ok::<_, Infallible>(match fut {
+                        Some(fut) => fut.await,
+                        None => reply(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "text/plain",
+                            "use GET\n".into(),
+                        ),
+                    })
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
