@@ -38,6 +38,7 @@ mod server;
 mod service;
 mod state;
 pub mod store;
+mod sweeper;
 pub mod wal;
 
 pub use config::NodeConfig;

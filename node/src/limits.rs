@@ -3,7 +3,32 @@
 //! operations included) before the store is touched; a violation names the
 //! limit so the caller knows which flag to change.
 
-use crate::config::LimitsConfig;
+use std::time::Duration;
+
+use distcache_serve::units::{ByteSize, HumanDuration};
+use serde::Deserialize;
+
+/// `[limits]`: requests beyond these get `INVALID_ARGUMENT` naming the limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest key in bytes (keys must also be non-empty).
+    pub max_key_bytes: ByteSize,
+    /// Largest value in bytes.
+    pub max_value_bytes: ByteSize,
+    /// Longest TTL.
+    pub max_ttl: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: ByteSize(1 << 10),
+            max_value_bytes: ByteSize(1 << 20),
+            max_ttl: HumanDuration(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
 
 /// An input that breaks a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! `tonic::Status` in exactly one function ([`to_status`]).
 //!
 //! With a write-ahead log, each write that applied is recorded in a
-//! [`Batch`] while the store call runs (synchronously, under the shard lock
+//! [`Records`] while the store call runs (synchronously, under the shard lock
 //! only for the store call itself); the request then awaits
 //! [`Wal::append`] with no lock held, and answers once the log has it (after
 //! the fsync with `--wal-fsync always`).
@@ -25,7 +25,7 @@ use crate::limits::LimitError;
 use crate::metrics::{Op, Outcome};
 use crate::state::Shared;
 use crate::store::{Condition, SetOptions, StoreError};
-use crate::wal::{Batch, WalError};
+use crate::wal::{Records, WalError};
 
 /// Why one operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ impl CacheNode {
         self
     }
 
-    fn get(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
+    fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         Ok(match self.shared.store.get(&r.key) {
             Some(v) => (
@@ -110,10 +110,10 @@ impl CacheNode {
         })
     }
 
-    fn set(
+    fn set_one(
         &self,
         r: pb::SetRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::SetResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let condition = match pb::SetCondition::try_from(r.condition) {
@@ -140,10 +140,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn delete(
+    fn delete_one(
         &self,
         r: pb::DeleteRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
@@ -155,10 +155,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn cas(
+    fn cas_one(
         &self,
         r: pb::CompareAndSwapRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::CompareAndSwapResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let w =
@@ -173,10 +173,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn incr_by(
+    fn incr_by_one(
         &self,
         r: pb::IncrByRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::IncrByResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (value, w) = self.shared.store.incr_by(&r.key, r.delta)?;
@@ -190,10 +190,10 @@ impl CacheNode {
         Ok((resp, Outcome::Ok))
     }
 
-    fn expire(
+    fn expire_one(
         &self,
         r: pb::ExpireRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::ExpireResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.shared.limits.ttl(r.ttl_ms)?;
@@ -211,27 +211,28 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn batch_one(&self, op: pb::Operation, log: &mut Batch) -> pb::OperationResult {
+    fn batch_one(&self, op: pb::Operation, log: &mut Records) -> pb::OperationResult {
         use operation::Op as In;
         use operation_result::Result as Out;
         let (kind, result) = match op.op {
-            Some(In::Get(r)) => (Op::Get, self.get(r).map(|(v, o)| (Out::Get(v), o))),
-            Some(In::Set(r)) => (Op::Set, self.set(r, log).map(|(v, o)| (Out::Set(v), o))),
+            Some(In::Get(r)) => (Op::Get, self.get_one(r).map(|(v, o)| (Out::Get(v), o))),
+            Some(In::Set(r)) => (Op::Set, self.set_one(r, log).map(|(v, o)| (Out::Set(v), o))),
             Some(In::Delete(r)) => (
                 Op::Delete,
-                self.delete(r, log).map(|(v, o)| (Out::Delete(v), o)),
+                self.delete_one(r, log).map(|(v, o)| (Out::Delete(v), o)),
             ),
             Some(In::CompareAndSwap(r)) => (
                 Op::Cas,
-                self.cas(r, log).map(|(v, o)| (Out::CompareAndSwap(v), o)),
+                self.cas_one(r, log)
+                    .map(|(v, o)| (Out::CompareAndSwap(v), o)),
             ),
             Some(In::IncrBy(r)) => (
                 Op::IncrBy,
-                self.incr_by(r, log).map(|(v, o)| (Out::IncrBy(v), o)),
+                self.incr_by_one(r, log).map(|(v, o)| (Out::IncrBy(v), o)),
             ),
             Some(In::Expire(r)) => (
                 Op::Expire,
-                self.expire(r, log).map(|(v, o)| (Out::Expire(v), o)),
+                self.expire_one(r, log).map(|(v, o)| (Out::Expire(v), o)),
             ),
             None => (Op::Batch, Err(OpError::EmptyOperation)),
         };
@@ -280,7 +281,7 @@ impl CacheNode {
     async fn serve<T>(
         &self,
         op: Op,
-        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
+        f: impl FnOnce(&mut Records) -> Result<(T, Outcome), OpError>,
     ) -> Result<Response<T>, Status> {
         self.serve_msg(op, f).await.map(Response::new)
     }
@@ -289,15 +290,15 @@ impl CacheNode {
     async fn serve_msg<T>(
         &self,
         op: Op,
-        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
+        f: impl FnOnce(&mut Records) -> Result<(T, Outcome), OpError>,
     ) -> Result<T, Status> {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
         }
         let start = Instant::now();
         let mut log = match self.shared.wal {
-            Some(_) => Batch::new(),
-            None => Batch::disabled(),
+            Some(_) => Records::new(),
+            None => Records::disabled(),
         };
         let mut result = f(&mut log);
         if let (Some(wal), false) = (&self.shared.wal, log.is_empty()) {
@@ -324,12 +325,12 @@ impl CacheNode {
 #[tonic::async_trait]
 impl CacheService for CacheNode {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.serve(Op::Get, |_| CacheNode::get(self, req.into_inner()))
+        self.serve(Op::Get, |_| self.get_one(req.into_inner()))
             .await
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.serve(Op::Set, |log| CacheNode::set(self, req.into_inner(), log))
+        self.serve(Op::Set, |log| self.set_one(req.into_inner(), log))
             .await
     }
 
@@ -337,17 +338,15 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.serve(Op::Delete, |log| {
-            CacheNode::delete(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::Delete, |log| self.delete_one(req.into_inner(), log))
+            .await
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.serve(Op::Cas, |log| self.cas(req.into_inner(), log))
+        self.serve(Op::Cas, |log| self.cas_one(req.into_inner(), log))
             .await
     }
 
@@ -355,20 +354,16 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
-        self.serve(Op::IncrBy, |log| {
-            CacheNode::incr_by(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::IncrBy, |log| self.incr_by_one(req.into_inner(), log))
+            .await
     }
 
     async fn expire(
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        self.serve(Op::Expire, |log| {
-            CacheNode::expire(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::Expire, |log| self.expire_one(req.into_inner(), log))
+            .await
     }
 
     async fn batch(

@@ -18,6 +18,7 @@
 //! version (a replicated write) is applied only if newer than what the shard
 //! holds, tombstones included.
 
+mod section;
 mod shard;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::clock::{Clock, SystemClock};
+pub use section::StoreSection;
 pub use shard::{ENTRY_OVERHEAD, ShardStats, charge};
 use shard::{Shard, Slot};
 
