@@ -35,7 +35,7 @@ impl DevCluster {
             config.store.max_memory.0 = 256 << 20;
             let mut rx = rx.clone();
             tasks.push(tokio::spawn(async move {
-                let shutdown = async move { crate::stopped(&mut rx).await };
+                let shutdown = async move { distcache_serve::stopped(&mut rx).await };
                 if let Err(e) =
                     distcache_node::run(Listeners { grpc, admin }, config, shutdown).await
                 {

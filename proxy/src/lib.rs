@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod dev;
 pub mod grpc;
 pub mod membership;
@@ -30,21 +31,17 @@ pub mod security;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
+use distcache_serve::stopped;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use backend::Backend;
+pub use config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, FrontendConfig};
 pub use security::FrontSecurity;
-
-/// Default bound on RESP connections open at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default time in-flight requests get to finish once shutdown starts.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The sockets the proxy serves on, bound by the caller.
 #[derive(Debug)]
@@ -57,31 +54,6 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// How the front ends behave.
-#[derive(Debug, Clone)]
-pub struct FrontendConfig {
-    /// Bounds on RESP requests.
-    pub resp_limits: resp::Limits,
-    /// Most RESP connections open at once.
-    pub max_connections: usize,
-    /// TLS and tokens on both front ends (default: off).
-    pub security: FrontSecurity,
-    /// Once shutdown starts, how long open connections get to finish the
-    /// requests they have sent; then they are closed.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for FrontendConfig {
-    fn default() -> Self {
-        Self {
-            resp_limits: resp::Limits::default(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            security: FrontSecurity::default(),
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-        }
-    }
-}
-
 /// Why the proxy stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -92,8 +64,6 @@ pub enum ProxyError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
-
-pub(crate) use distcache_serve::stopped;
 
 /// Serves every front end until `shutdown` resolves; then stops accepting,
 /// lets requests already received finish within `config.shutdown_grace`, and

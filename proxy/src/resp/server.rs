@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use distcache_serve::security::auth::unix_now;
+use distcache_serve::stopped;
 use futures_buffered::join_all;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,8 +28,8 @@ use super::auth::{RespAuth, handshake};
 use super::codec::{Limits, Reply, parse_request_into};
 use super::command::{self, Command};
 use super::exec;
-use crate::FrontendConfig;
 use crate::backend::Backend;
+use crate::config::FrontendConfig;
 
 /// Per-connection state that commands can change.
 #[derive(Debug, Default)]
@@ -60,7 +61,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            () = crate::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -71,7 +72,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = crate::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
@@ -133,7 +134,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut args: Vec<Bytes> = Vec::new();
     // One wait for the stop flag for the whole connection: a fresh one per
     // read registers and drops a watch notification every time.
-    let mut stopping = std::pin::pin!(crate::stopped(&mut stop));
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
     loop {
         let n = tokio::select! {
             n = stream.read_buf(&mut input) => n?,

@@ -43,8 +43,8 @@ pub use token::{Claims, KeySet, Role, TokenError};
 /// Metadata key on a rate-limited answer: milliseconds until a retry can pass.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
-/// The error type flowing through the security layers.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type flowing through the security layers (tower's own).
+pub use tower::BoxError;
 
 /// The one place security errors become gRPC statuses. Errors that are not
 /// ours pass through tonic's own conversion.

@@ -1,13 +1,39 @@
-//! The `[store]` section of the node's TOML file: the store's bounds and
-//! the sweeper's pace. Data only; [`StoreSection::store_config`] gives the
-//! store its own part.
+//! How the store is sized ([`StoreConfig`], its defaults) and the `[store]`
+//! section of the node's TOML file it is read from (the store's bounds and
+//! the sweeper's pace). Data only; a leaf of the store folder.
 
 use std::time::Duration;
 
 use distcache_serve::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
 
-use super::{DEFAULT_MAX_MEMORY, DEFAULT_SHARDS, DEFAULT_TOMBSTONE_TTL_MS, StoreConfig};
+/// Default number of shards.
+pub const DEFAULT_SHARDS: usize = 256;
+/// Default memory bound: 1 GiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+/// Default time a tombstone is kept: 5 minutes.
+pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 5 * 60 * 1000;
+
+/// How the store is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Number of shards; a power of two between 1 and 65536.
+    pub shards: usize,
+    /// Bound on the bytes charged to entries (keys, values, overhead).
+    pub max_memory: u64,
+    /// How long, in milliseconds, a tombstone blocks older replicated writes.
+    pub tombstone_ttl_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            shards: DEFAULT_SHARDS,
+            max_memory: DEFAULT_MAX_MEMORY,
+            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
+        }
+    }
+}
 
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

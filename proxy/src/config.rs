@@ -1,0 +1,38 @@
+//! How the proxy's front ends behave: RESP bounds, the connection bound,
+//! front-end security and the shutdown grace. Data only, built by `main`
+//! from the flags; a leaf the front ends share.
+
+use std::time::Duration;
+
+use crate::resp::codec::Limits;
+use crate::security::FrontSecurity;
+
+/// Default bound on RESP connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time in-flight requests get to finish once shutdown starts.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the front ends behave.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// Bounds on RESP requests.
+    pub resp_limits: Limits,
+    /// Most RESP connections open at once.
+    pub max_connections: usize,
+    /// TLS and tokens on both front ends (default: off).
+    pub security: FrontSecurity,
+    /// Once shutdown starts, how long open connections get to finish the
+    /// requests they have sent; then they are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            resp_limits: Limits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            security: FrontSecurity::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
