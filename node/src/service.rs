@@ -243,11 +243,7 @@ impl CacheNode {
             }
             Err(e) => {
                 self.shared.metrics.count(kind, error_outcome(&e));
-                let status = to_status(&e);
-                Out::Error(pb::OperationError {
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                })
+                Out::Error(distcache_proto::status::from_status(&to_status(&e)))
             }
         };
         pb::OperationResult {

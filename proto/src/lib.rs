@@ -6,6 +6,7 @@
 //! Byte fields are [`bytes::Bytes`], so values move between layers without copies.
 
 pub mod codec;
+pub mod status;
 
 /// Generated types and stubs of package `distcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

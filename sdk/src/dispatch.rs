@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::config::{ClientConfig, Consistency};
+use crate::deadline::attempt_deadline;
 use crate::error::{Error, Result, is_transient};
 use crate::hlc::Hlc;
 use crate::node::Node;
@@ -154,7 +155,7 @@ impl View {
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<pb::OperationResult>, Status>> + '_ {
         self.attempt(idx, deadline, |node, until| {
-            crate::coalesce::by_deadline(until, |t| node.conn.batch(operations, t))
+            crate::deadline::by_deadline(until, |t| node.conn.batch(operations, t))
         })
     }
 
@@ -175,22 +176,21 @@ impl View {
         T: 'a,
     {
         let node = &*self.topo.nodes[idx];
-        let now = Instant::now();
-        if deadline <= now {
+        let Some((until, cut_short)) =
+            attempt_deadline(Instant::now(), self.config.attempt_timeout, deadline)
+        else {
             return Either::Left(ready(Err(Status::deadline_exceeded(
                 "request deadline passed",
             ))));
-        }
-        let full = now.checked_add(self.config.attempt_timeout);
-        let until = full.map_or(deadline, |t| t.min(deadline));
+        };
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let rpc = rpc(node, until);
         // An attempt cut short by the request deadline gets a timer of its
         // own: a coalescer batch may run to later callers' deadlines, and the
         // request's own deadline drops this future without accounting it.
         // Full-length attempts (the common case) rely on the coalescer.
-        let rpc = if full.is_none_or(|t| t > deadline) {
-            Either::Left(Box::pin(crate::coalesce::bounded(until, rpc)))
+        let rpc = if cut_short {
+            Either::Left(Box::pin(crate::deadline::bounded(until, rpc)))
         } else {
             Either::Right(rpc)
         };

@@ -61,29 +61,33 @@
 //! # Ok(()) }
 //! ```
 
-mod batch;
 mod client;
 mod coalesce;
 mod config;
+mod conn;
+mod deadline;
 mod dispatch;
 mod error;
 mod hlc;
+mod multi;
 mod node;
 mod pipe;
 mod retry;
 pub mod ring;
 mod topology;
+mod types;
 
 /// The byte buffer `Entry::value`, `get_bytes` and `set_with_bytes` use.
 pub use bytes::Bytes;
-pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
+pub use client::{Client, ClientBuilder};
 pub use config::{
-    ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE,
-    DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_TIMEOUT, RetryConfig,
+    ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_TIMEOUT, RetryConfig,
 };
 pub use error::{ConfigError, Error, Result};
 pub use topology::MembershipChange;
+pub use types::{ClientStats, Condition, Entry, WriteOutcome};
 
 /// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

@@ -29,10 +29,9 @@ pub type PipelineStream = Pin<Box<dyn Stream<Item = Result<pb::PipelineResponse,
 /// One operation's result carrying `s` (a batch or pipeline answer).
 pub fn error_result(s: &Status) -> pb::OperationResult {
     pb::OperationResult {
-        result: Some(operation_result::Result::Error(pb::OperationError {
-            code: s.code() as i32,
-            message: s.message().to_owned(),
-        })),
+        result: Some(operation_result::Result::Error(
+            distcache_proto::status::from_status(s),
+        )),
     }
 }
 

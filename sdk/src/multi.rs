@@ -15,18 +15,10 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::Entry;
 use crate::config::Consistency;
 use crate::dispatch::View;
 use crate::error::{Error, Result};
-
-fn entry(r: pb::GetResponse) -> Option<Entry> {
-    r.found.then(|| Entry {
-        value: r.value,
-        version: r.version,
-        ttl: (r.ttl_ms > 0).then(|| std::time::Duration::from_millis(r.ttl_ms)),
-    })
-}
+use crate::types::Entry;
 
 fn op_error(e: pb::OperationError) -> Error {
     Error::from_status(tonic::Status::new(tonic::Code::from(e.code), e.message))
@@ -50,7 +42,7 @@ pub(crate) async fn mget(
                 needed: 1,
                 acked: 0,
             })?;
-            out[pos] = entry(r?);
+            out[pos] = Entry::from_pb(r?);
         }
         return Ok(out);
     }
@@ -88,7 +80,7 @@ pub(crate) async fn mget(
                     match r.result {
                         Some(Out::Get(g)) => {
                             inner.clock.observe(g.version);
-                            out[p] = entry(g);
+                            out[p] = Entry::from_pb(g);
                         }
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => retry_single.push(p),
@@ -108,7 +100,7 @@ pub(crate) async fn mget(
     }
     while let Some(done) = tasks.join_next().await {
         let Ok((p, r)) = done else { continue };
-        out[p] = entry(r?);
+        out[p] = Entry::from_pb(r?);
     }
     Ok(out)
 }
