@@ -27,10 +27,10 @@ use crate::backend::Backend;
 pub fn to_status(e: &Error) -> Status {
     let code = match e {
         Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-        Error::NotAnInteger(_) => Code::FailedPrecondition,
+        Error::NotAnInteger(_) | Error::Overflow(_) => Code::FailedPrecondition,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
-        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::ResourceExhausted { .. } => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
         Error::Rpc(s) => s.code(),
         _ => Code::Unavailable,

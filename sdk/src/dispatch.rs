@@ -21,11 +21,11 @@ use futures_util::future::{Either, ready};
 use smallvec::SmallVec;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::config::{ClientConfig, Consistency};
 use crate::deadline::attempt_deadline;
-use crate::error::{Error, Result, is_transient};
+use crate::error::{Error, Failure, Result, classify, is_transient};
 use crate::hlc::Hlc;
 use crate::node::Node;
 use crate::retry::Retrier;
@@ -98,7 +98,7 @@ pub(crate) fn mismatched() -> Error {
 /// on the next replica yields the same value. No after a timeout: the node
 /// may be alive and have applied it.
 fn may_fail_over(s: &Status) -> bool {
-    is_transient(s) && !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
+    classify(s) == Failure::FailOver
 }
 
 /// A list of node indexes: a key's replicas or the ones an operation goes

@@ -85,7 +85,7 @@ pub use config::{
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE, DEFAULT_PROBE_INTERVAL,
     DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_TIMEOUT, RetryConfig,
 };
-pub use error::{ConfigError, Error, Result};
+pub use error::{ConfigError, Error, Exhausted, Result};
 pub use topology::MembershipChange;
 pub use types::{ClientStats, Condition, Entry, WriteOutcome};
 

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::types::Entry;
 
 fn op_error(e: pb::OperationError) -> Error {
-    Error::from_status(tonic::Status::new(tonic::Code::from(e.code), e.message))
+    Error::from_status(distcache_proto::status::to_status(e))
 }
 
 pub(crate) async fn mget(
