@@ -11,9 +11,9 @@ use tracing::Instrument;
 
 use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
 use crate::deadline::{request_deadline, within};
-use crate::dispatch::{Inner, Stats, View, mismatched};
 use crate::error::Result;
 use crate::hlc::{Hlc, random_writer_id};
+use crate::replica::{Inner, Stats, View, mismatched};
 use crate::retry::Retrier;
 use crate::ring::Ring;
 use crate::topology::{Membership, MembershipChange, Topology};

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Consistency;
-use crate::dispatch::View;
 use crate::error::{Error, Result};
+use crate::replica::View;
 use crate::types::Entry;
 
 fn op_error(e: pb::OperationError) -> Error {
