@@ -5,5 +5,6 @@ pub mod codec;
 pub mod command;
 pub mod exec;
 pub mod server;
+mod session;
 
 pub use codec::{Limits, ProtocolError, Reply, parse_request};

@@ -28,17 +28,9 @@ use super::auth::{RespAuth, handshake};
 use super::codec::{Limits, Reply, parse_request_into};
 use super::command::{self, Command};
 use super::exec;
+use super::session::{Session, connection_command};
 use crate::backend::Backend;
 use crate::config::FrontendConfig;
-
-/// Per-connection state that commands can change.
-#[derive(Debug, Default)]
-struct Session {
-    id: u64,
-    name: Option<Bytes>,
-    /// Token checks, when the front end requires tokens.
-    auth: Option<RespAuth>,
-}
 
 /// Serves RESP on `listener` until `stop` turns true, then drains open
 /// connections for up to `config.shutdown_grace`. At most
@@ -149,7 +141,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             match parse_request_into(&mut input, &limits, &mut args) {
                 Ok(true) if args.is_empty() => {}
                 Ok(true) => {
-                    parsed.push((command::metric_name(&args[0]), command::parse(&mut args)))
+                    parsed.push((Command::metric_name(&args[0]), command::parse(&mut args)))
                 }
                 Ok(false) => break,
                 Err(e) => {
@@ -175,30 +167,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
-}
-
-/// The keys a command touches (as a slice of keys and a slice of key-value
-/// pairs, one of them empty: no allocation), or `None` when it must run
-/// alone (it reads or changes connection state, or spans the whole cluster).
-type Keys<'a> = (&'a [Bytes], &'a [(Bytes, Bytes)]);
-
-fn keys(cmd: &Command) -> Option<Keys<'_>> {
-    use std::slice::from_ref;
-    Some(match cmd {
-        Command::Get(k)
-        | Command::Set { key: k, .. }
-        | Command::GetDel(k)
-        | Command::Expire { key: k, .. }
-        | Command::Ttl { key: k, .. }
-        | Command::Persist(k)
-        | Command::IncrBy(k, _)
-        | Command::Append(k, _)
-        | Command::StrLen(k) => (from_ref(k), &[]),
-        Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => (ks.as_slice(), &[]),
-        Command::MSet(pairs) => (&[], pairs.as_slice()),
-        Command::Ping(_) | Command::Echo(_) => (&[], &[]),
-        _ => return None,
-    })
 }
 
 /// A cheap stand-in for a key in equality tests: its length and its last
@@ -277,7 +245,7 @@ async fn run_pipeline(
         let mut j = i;
         while j < parsed.len() {
             let Ok(cmd) = &parsed[j].1 else { break };
-            let Some((ks, pairs)) = keys(cmd) else { break };
+            let Some((ks, pairs)) = cmd.keys() else { break };
             let mut ks = ks
                 .iter()
                 .chain(pairs.iter().map(|(k, _)| k))
@@ -349,73 +317,4 @@ async fn run_pipeline(
         }
     }
     false
-}
-
-/// Commands that read or change the connection's state, or run alone.
-async fn connection_command(
-    backend: &Backend,
-    session: &mut Session,
-    cmd: Command,
-) -> (Reply, bool) {
-    let reply = match cmd {
-        Command::Quit => return (Reply::OK, true),
-        Command::Select(0) => Reply::OK,
-        Command::Select(_) => Reply::err("DB index is out of range"),
-        Command::Auth(_) => Reply::err(
-            "AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ),
-        Command::Hello { proto, auth, name } => {
-            if matches!(proto, Some(p) if p != 2) {
-                return (
-                    Reply::Error("NOPROTO sorry, this protocol version is not supported.".into()),
-                    false,
-                );
-            }
-            if auth.is_some() {
-                return (
-                    Reply::Error(
-                        "WRONGPASS invalid username-password pair or user is disabled.".into(),
-                    ),
-                    false,
-                );
-            }
-            if let Some(n) = name {
-                session.name = Some(n);
-            }
-            hello(session.id)
-        }
-        Command::CommandInfo { count: true } => Reply::Integer(0),
-        Command::CommandInfo { count: false } => Reply::Array(Some(vec![])),
-        Command::ClientSetName(n) => {
-            session.name = (!n.is_empty()).then_some(n);
-            Reply::OK
-        }
-        Command::ClientGetName => Reply::Bulk(session.name.clone()),
-        Command::ClientId => Reply::Integer(i64::try_from(session.id).unwrap_or(i64::MAX)),
-        Command::ClientOk => Reply::OK,
-        other => exec::execute(backend, other).await,
-    };
-    (reply, false)
-}
-
-/// HELLO's reply in RESP2: a flat list of field, value pairs.
-fn hello(id: u64) -> Reply {
-    let b = |s: &'static str| Reply::bulk(Bytes::from_static(s.as_bytes()));
-    Reply::Array(Some(vec![
-        b("server"),
-        b("redis"),
-        b("version"),
-        b("7.2.0"),
-        b("proto"),
-        Reply::Integer(2),
-        b("id"),
-        Reply::Integer(i64::try_from(id).unwrap_or(i64::MAX)),
-        b("mode"),
-        b("standalone"),
-        b("role"),
-        b("master"),
-        b("modules"),
-        Reply::Array(Some(vec![])),
-    ]))
 }
