@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
 use crate::deadline::{request_deadline, within};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hlc::{Hlc, random_writer_id};
 use crate::replica::{Inner, Stats, View, mismatched};
 use crate::retry::Retrier;
@@ -464,11 +464,11 @@ impl Client {
     /// memory) over this client's own connections, so with its token and TLS
     /// settings; concurrently, each within the client's timeout. Does not
     /// change health as seen by operations.
-    pub async fn health_checks(&self) -> Vec<(String, Result<crate::proto::HealthCheckResponse>)> {
+    pub async fn health_checks(&self) -> Vec<(String, Result<pb::HealthCheckResponse>)> {
         let view = self.inner.view();
         let t = self.timeout();
         futures_util::future::join_all(view.topo.nodes.iter().map(|n| async move {
-            let r = n.health_check(t).await.map_err(crate::Error::from_status);
+            let r = n.health_check(t).await.map_err(Error::from_status);
             (n.url.clone(), r)
         }))
         .await

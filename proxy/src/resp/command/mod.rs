@@ -575,5 +575,4 @@ fn parse_hello(rest: &[Bytes]) -> Result<Command, Reply> {
 }
 
 #[cfg(test)]
-#[path = "command_tests.rs"]
 mod tests;
