@@ -130,6 +130,7 @@ async fn assemble(config: &NodeConfig) -> Result<Assembled, NodeError> {
         node_id,
         serving: AtomicBool::new(true),
         wal,
+        max_message_bytes: usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX),
     });
     Ok(Assembled {
         shared,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use distcache_proto::budget::{self, AnswerBudget};
 use distcache_proto::v1::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
@@ -40,6 +41,8 @@ enum OpError {
     EmptyOperation,
     #[error("role {0} may only batch get operations")]
     BatchDenied(&'static str),
+    #[error("a batch of {0} operations exceeds the limit of {max}", max = budget::MAX_OPERATIONS)]
+    BatchTooLong(usize),
     #[error(transparent)]
     Wal(#[from] WalError),
 }
@@ -47,9 +50,10 @@ enum OpError {
 /// The one place errors become gRPC statuses.
 fn to_status(e: &OpError) -> Status {
     let code = match e {
-        OpError::Limit(_) | OpError::BadCondition(_) | OpError::EmptyOperation => {
-            Code::InvalidArgument
-        }
+        OpError::Limit(_)
+        | OpError::BadCondition(_)
+        | OpError::EmptyOperation
+        | OpError::BatchTooLong(_) => Code::InvalidArgument,
         OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
@@ -266,7 +270,22 @@ impl CacheNode {
                 self.shared.metrics.security.permission_denied();
                 return Err(OpError::BatchDenied(p.role.name()));
             }
-            let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
+            if ops.len() > budget::MAX_OPERATIONS {
+                return Err(OpError::BatchTooLong(ops.len()));
+            }
+            let mut answer = AnswerBudget::new(self.shared.max_message_bytes, &ops);
+            let results = ops
+                .into_iter()
+                .map(|op| {
+                    if !budget::is_read(&op) {
+                        self.batch_one(op, log)
+                    } else if answer.may_read() {
+                        answer.admit(self.batch_one(op, log))
+                    } else {
+                        budget::answer_full()
+                    }
+                })
+                .collect();
             Ok((results, Outcome::Ok))
         })
         .await

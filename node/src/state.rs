@@ -29,4 +29,7 @@ pub(crate) struct Shared {
     pub(crate) serving: AtomicBool,
     /// The write-ahead log; `None` for a memory-only node.
     pub(crate) wal: Option<Arc<Wal>>,
+    /// The largest answer the node encodes (`--max-message-bytes`): a
+    /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
+    pub(crate) max_message_bytes: usize,
 }

@@ -17,6 +17,7 @@ pub fn from_status(s: &Status) -> OperationError {
     OperationError {
         code: s.code() as i32,
         message: s.message().to_owned(),
+        answer_full: false,
     }
 }
 

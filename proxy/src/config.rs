@@ -1,5 +1,5 @@
 //! How the proxy's front ends behave: RESP bounds, the connection bound,
-//! front-end security and the shutdown grace. Data only, built by `main`
+//! front-end security, the login timeout and the shutdown grace. Data only, built by `main`
 //! from the flags; a leaf the front ends share.
 
 use std::time::Duration;
@@ -9,6 +9,10 @@ use crate::security::FrontSecurity;
 
 /// Default bound on RESP connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`FrontendConfig::login_timeout`].
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on RESP connections from one IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// Default time in-flight requests get to finish once shutdown starts.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -24,6 +28,11 @@ pub struct FrontendConfig {
     /// Once shutdown starts, how long open connections get to finish the
     /// requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
+    /// How long a RESP connection has to send its first request and, when
+    /// tokens are required, to log in; then it is closed. Zero: no limit.
+    pub login_timeout: Duration,
+    /// Most RESP connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for FrontendConfig {
@@ -33,6 +42,8 @@ impl Default for FrontendConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             security: FrontSecurity::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }

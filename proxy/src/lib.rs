@@ -40,7 +40,10 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use backend::Backend;
-pub use config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, FrontendConfig};
+pub use config::{
+    DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_SHUTDOWN_GRACE, FrontendConfig,
+};
 pub use security::FrontSecurity;
 
 /// The sockets the proxy serves on, bound by the caller.
@@ -110,7 +113,8 @@ pub async fn run(
             CacheServiceServer::new(
                 grpc::ProxyService::new(backend.clone()).with_shutdown(stop_rx.clone()),
             )
-            .max_decoding_message_size(16 << 20),
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),

@@ -640,6 +640,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Bytes of values one `mget` may return (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`](crate::DEFAULT_MAX_ANSWER_BYTES)); past
+    /// it the call fails with
+    /// [`Error::ResourceExhausted`](crate::Error::ResourceExhausted).
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_answer_bytes = bytes;
+        self
+    }
+
     /// Validates the configuration and creates the client. Connections are
     /// opened lazily, so this succeeds while nodes are down; it must be
     /// called inside a tokio runtime (it starts the health prober).

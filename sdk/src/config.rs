@@ -25,6 +25,8 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Retries (after failover) allowed per call, on top of the budget.
 pub const DEFAULT_MAX_RETRIES: usize = 3;
+/// Default [`ClientConfig::max_answer_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// How many replicas must answer a read or acknowledge a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -165,6 +167,10 @@ pub struct ClientConfig {
     /// Writer id (low 8 bits of every version this client stamps); random
     /// when `None`. Two live clients should not share one.
     pub writer_id: Option<u8>,
+    /// Bytes of values one multi-key read (`mget`) may return, a key asked
+    /// for twice counting twice; past it the call fails with
+    /// `Error::ResourceExhausted` instead of holding an unbounded answer.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -187,6 +193,7 @@ impl Default for ClientConfig {
             token: None,
             tls_ca: None,
             writer_id: None,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 }

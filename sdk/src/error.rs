@@ -79,6 +79,9 @@ pub enum Exhausted {
     },
     /// The node was serving its maximum of requests at once.
     Overloaded,
+    /// A multi-key read's answer would exceed this client's
+    /// `max_answer_bytes` (the client's own bound, not a node's).
+    Answer,
 }
 
 /// Metadata key on a rate-limited answer: milliseconds until a retry can

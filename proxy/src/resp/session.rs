@@ -20,6 +20,13 @@ pub(super) struct Session {
     pub(super) auth: Option<RespAuth>,
 }
 
+impl Session {
+    /// False while the front end requires a token and none is accepted yet.
+    pub(super) fn logged_in(&self) -> bool {
+        self.auth.as_ref().is_none_or(RespAuth::is_logged_in)
+    }
+}
+
 /// Commands that read or change the connection's state, or run alone.
 pub(super) async fn connection_command(
     backend: &Backend,
