@@ -17,6 +17,22 @@
 //!
 //! Front-end TLS and tokens are in [`security`] and [`resp::auth`]; the
 //! token and CA the proxy uses towards nodes are the SDK's.
+//!
+//! # Layout
+//!
+//! Top-down; a module uses only those below it.
+//!
+//! - this file: [`run`], which starts every front end and drains them.
+//! - [`resp`]: the Redis front end: `server` (accept loop, connection loop,
+//!   pipeline scheduler), `session`, `auth`, `exec` (commands → SDK),
+//!   `command` (what a command is), `codec`, `output`, `per_ip`.
+//! - [`grpc`]: `CacheService` over the SDK.
+//! - [`admin`]: `/metrics`, `/metrics.json`, `/healthz`, `/ring`.
+//! - [`membership`]: where the node list comes from at run time.
+//! - [`backend`]: the SDK client and the proxy's metrics, shared by all.
+//! - [`metrics`], [`security`], [`config`], [`cli`]: leaves.
+//! - [`dev`]: `--dev`'s in-process nodes (feature `dev`, on by default: the
+//!   only module that links `distcache-node`).
 
 pub mod admin;
 pub mod backend;

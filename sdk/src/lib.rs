@@ -39,6 +39,24 @@
 //! when it is next written), hinted handoff (a replica that missed writes
 //! while down is repaired by reads, not replayed).
 //!
+//! # Layout
+//!
+//! Top-down; a module uses only those below it.
+//!
+//! - `client.rs`: [`Client`] and [`ClientBuilder`], the typed operations;
+//!   `multi.rs`: `mget`/`mset`.
+//! - `replica/`: how one operation becomes RPCs on its replicas (view, read,
+//!   write, fan-out, attempt; its `mod.rs` draws the whole).
+//! - `topology.rs`: the membership (ring + nodes) a live client swaps.
+//! - `node.rs`: one node's health and coalescer; `coalesce.rs`: many callers'
+//!   operations in one message; `conn.rs`: the transport to one node;
+//!   `pipe.rs`: its shared `Pipeline` stream.
+//! - `retry.rs` (backoff and budget), `deadline.rs` (every deadline helper),
+//!   `hlc.rs` (the version clock), [`ring`] (placement, a pure core).
+//! - `error.rs` ([`Error`] and the one failure classifier), `config.rs`
+//!   (plain data), `types.rs` ([`Entry`], [`Condition`], [`WriteOutcome`],
+//!   [`ClientStats`]): leaves.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), distcache::Error> {
 //! use std::time::Duration;

@@ -30,7 +30,7 @@ impl Entry {
     }
 }
 
-/// When a [`Client::set_with`] writes.
+/// When a [`Client::set_with`](crate::Client::set_with) writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Condition {
     /// Whatever the key holds.
@@ -66,6 +66,6 @@ pub struct ClientStats {
     pub budget_exhausted: u64,
     /// Stale replicas repaired by reads.
     pub read_repairs: u64,
-    /// Membership changes applied by [`Client::set_nodes`].
+    /// Membership changes applied by [`Client::set_nodes`](crate::Client::set_nodes).
     pub membership_changes: u64,
 }

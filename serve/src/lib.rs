@@ -17,7 +17,7 @@
 //!   config sections, its TLS flags and its counters.
 //! - [`logging`]: the `[log]` section ([`logging::LogConfig`]) and tracing
 //!   set-up.
-//! - [`runtime`]: the tokio runtime and gRPC reflection builders.
+//! - [`mod@runtime`]: the tokio runtime and gRPC reflection builders.
 //! - [`metrics`]: constant gauge/counter writers for scrape-time collectors.
 //! - [`units`]: sizes (`64MiB`) and durations (`30s`) for flags and TOML.
 //! - [`shutdown`]: the signal and the stop flag every task watches.
