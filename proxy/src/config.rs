@@ -1,6 +1,7 @@
-//! How the proxy's front ends behave: RESP bounds, the connection bound,
-//! front-end security, the login timeout and the shutdown grace. Data only, built by `main`
-//! from the flags; a leaf the front ends share.
+//! How the proxy's front ends behave: RESP bounds, the connection bounds,
+//! front-end security, the login timeout, the gRPC bounds and the shutdown
+//! grace. Data only, built by `main` from the flags; a leaf the front ends
+//! share.
 
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ use crate::security::FrontSecurity;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default [`FrontendConfig::login_timeout`].
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on gRPC requests served at once (as on a node).
+pub const DEFAULT_GRPC_MAX_IN_FLIGHT: usize = 4096;
+/// Default bound on concurrent streams per gRPC connection (as on a node).
+pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Default bound on RESP connections from one IP address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// Default time in-flight requests get to finish once shutdown starts.
@@ -33,6 +38,12 @@ pub struct FrontendConfig {
     pub login_timeout: Duration,
     /// Most RESP connections open at once from one IP address.
     pub max_connections_per_ip: usize,
+    /// Most gRPC connections open at once; more wait in the accept queue.
+    pub grpc_max_connections: usize,
+    /// Most gRPC requests served at once; more get RESOURCE_EXHAUSTED.
+    pub grpc_max_in_flight: usize,
+    /// Most concurrent HTTP/2 streams on one gRPC connection.
+    pub grpc_max_concurrent_streams: u32,
 }
 
 impl Default for FrontendConfig {
@@ -44,6 +55,9 @@ impl Default for FrontendConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            grpc_max_connections: DEFAULT_MAX_CONNECTIONS,
+            grpc_max_in_flight: DEFAULT_GRPC_MAX_IN_FLIGHT,
+            grpc_max_concurrent_streams: DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
         }
     }
 }

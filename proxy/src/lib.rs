@@ -49,16 +49,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
+use distcache_serve::security::connections::bounded_incoming;
 use distcache_serve::stopped;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use backend::Backend;
 pub use config::{
-    DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_SHUTDOWN_GRACE, FrontendConfig,
+    DEFAULT_GRPC_MAX_CONCURRENT_STREAMS, DEFAULT_GRPC_MAX_IN_FLIGHT, DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_SHUTDOWN_GRACE,
+    FrontendConfig,
 };
 pub use security::FrontSecurity;
 
@@ -95,11 +96,17 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
+    let (grpc_connections, grpc_streams) = (
+        config.grpc_max_connections,
+        config.grpc_max_concurrent_streams,
+    );
     let mut grpc_server = Server::builder();
     if let Some(tls) = config.security.grpc_tls.clone() {
         grpc_server = grpc_server.tls_config(tls)?;
     }
-    let auth = config.security.grpc_layer(backend.metrics.security.clone());
+    let auth = config
+        .security
+        .grpc_layer(config.grpc_max_in_flight, backend.metrics.security.clone());
     let resp = tokio::spawn(resp::server::serve(
         listeners.resp,
         backend.clone(),
@@ -121,6 +128,7 @@ pub async fn run(
     let mut grpc_stop = stop_rx.clone();
     let grpc = grpc_server
         .layer(auth)
+        .max_concurrent_streams(Some(grpc_streams))
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -133,7 +141,7 @@ pub async fn run(
             .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            bounded_incoming(listeners.grpc, grpc_connections),
             async move {
                 stopped(&mut grpc_stop).await;
             },

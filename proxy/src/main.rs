@@ -90,6 +90,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         login_timeout: args.login_timeout.0,
+        grpc_max_connections: args.max_connections,
+        grpc_max_in_flight: args.max_in_flight,
+        grpc_max_concurrent_streams: args.max_concurrent_streams,
         security,
         shutdown_grace: args.shutdown_grace.0,
     };

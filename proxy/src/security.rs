@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use distcache_serve::security::config::{AuthConfig, TlsConfig, auth_warnings};
 use distcache_serve::security::{
-    AuthLayer, BoxError, SecurityCounters, SecurityError, Verifier, tls, to_status,
+    AuthLayer, BoxError, InFlightLayer, SecurityCounters, SecurityError, Verifier, tls, to_status,
 };
 use tokio_rustls::TlsAcceptor;
 use tonic::Status;
@@ -79,13 +79,15 @@ impl FrontSecurity {
     /// The layer the gRPC server wraps every service in: the node's auth
     /// layer (a pass-through without a verifier), its errors turned into
     /// statuses by the node's [`to_status`].
-    pub fn grpc_layer(&self, counters: SecurityCounters) -> GrpcAuthLayer {
+    pub fn grpc_layer(&self, max_in_flight: usize, counters: SecurityCounters) -> GrpcAuthLayer {
         ServiceBuilder::new()
             .layer(MapErrLayer::new(to_status as fn(BoxError) -> Status))
+            .layer(InFlightLayer::new(max_in_flight, counters.clone()))
             .layer(AuthLayer::new(self.verifier.clone(), counters))
             .into_inner()
     }
 }
 
 /// What [`FrontSecurity::grpc_layer`] returns.
-pub type GrpcAuthLayer = Stack<AuthLayer, Stack<MapErrLayer<fn(BoxError) -> Status>, Identity>>;
+pub type GrpcAuthLayer =
+    Stack<AuthLayer, Stack<InFlightLayer, Stack<MapErrLayer<fn(BoxError) -> Status>, Identity>>>;
