@@ -107,10 +107,18 @@ pub async fn run(
     let auth = config
         .security
         .grpc_layer(config.grpc_max_in_flight, backend.metrics.security.clone());
+    let resp_config = resp::server::RespConfig {
+        limits: config.resp_limits,
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        login_timeout: config.login_timeout,
+        shutdown_grace: config.shutdown_grace,
+        security: config.security,
+    };
     let resp = tokio::spawn(resp::server::serve(
         listeners.resp,
         backend.clone(),
-        config,
+        resp_config,
         stop_rx.clone(),
     ));
     let admin = tokio::spawn(admin::serve(

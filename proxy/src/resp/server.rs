@@ -33,7 +33,26 @@ use super::output::Output;
 use super::per_ip::PerIp;
 use super::session::{Session, connection_command};
 use crate::backend::Backend;
-use crate::config::FrontendConfig;
+use crate::security::FrontSecurity;
+
+/// The RESP front end's own settings (taken from the proxy's
+/// `FrontendConfig` by [`crate::run`]).
+#[derive(Debug, Clone)]
+pub struct RespConfig {
+    /// Bounds on requests.
+    pub limits: Limits,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// How long a connection has to send its first request and, when tokens
+    /// are required, to log in. Zero: no limit.
+    pub login_timeout: Duration,
+    /// How long open connections get to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+    /// TLS and tokens.
+    pub security: FrontSecurity,
+}
 
 /// Serves RESP on `listener` until `stop` turns true, then drains open
 /// connections for up to `config.shutdown_grace`. At most
@@ -45,10 +64,10 @@ use crate::config::FrontendConfig;
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
-    config: FrontendConfig,
+    config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = config.resp_limits;
+    let limits = config.limits;
     let login_timeout = config.login_timeout;
     let per_ip = PerIp::new(config.max_connections_per_ip);
     let security = config.security;
