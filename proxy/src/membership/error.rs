@@ -47,4 +47,7 @@ pub enum SourceError {
     /// The source named no node.
     #[error("the source lists no node")]
     Empty,
+    /// The source named more nodes than [`MAX_NODES`](super::MAX_NODES).
+    #[error("the source lists {0} nodes or more; at most {max} are allowed", max = distcache::MAX_NODES)]
+    TooMany(usize),
 }

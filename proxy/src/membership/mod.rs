@@ -39,6 +39,9 @@ pub use error::SourceError;
 
 /// How often `dns://` and `http://` sources are polled unless configured.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Most nodes a source may name; an answer with more is refused (the old
+/// list is kept) instead of building a ring of that size.
+pub const MAX_NODES: usize = distcache::MAX_NODES;
 /// How often a cluster file is checked for changes.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound on one DNS lookup or one HTTP request (connect, answer, body).
@@ -210,6 +213,9 @@ impl Fetcher {
         };
         if nodes.is_empty() {
             return Err(SourceError::Empty);
+        }
+        if nodes.len() > MAX_NODES {
+            return Err(SourceError::TooMany(nodes.len()));
         }
         Ok(Some(nodes))
     }
