@@ -98,6 +98,12 @@ impl CacheNode {
         self
     }
 
+    /// Refuses a replicated version too far ahead of this node's clock.
+    fn check_version(&self, version: u64) -> Result<(), OpError> {
+        let now = self.shared.store.clock().now_ms();
+        Ok(self.shared.limits.version(version, now)?)
+    }
+
     fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         Ok(match self.shared.store.get(&r.key) {
@@ -120,6 +126,7 @@ impl CacheNode {
         log: &mut Records,
     ) -> Result<(pb::SetResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
+        self.check_version(r.version)?;
         let condition = match pb::SetCondition::try_from(r.condition) {
             Ok(pb::SetCondition::Always) => Condition::Always,
             Ok(pb::SetCondition::IfAbsent) => Condition::IfAbsent,
@@ -150,6 +157,7 @@ impl CacheNode {
         log: &mut Records,
     ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
+        self.check_version(r.version)?;
         let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
         log.tombstone(&r.key, &w);
         let resp = pb::DeleteResponse {
@@ -201,6 +209,7 @@ impl CacheNode {
     ) -> Result<(pb::ExpireResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.shared.limits.ttl(r.ttl_ms)?;
+        self.check_version(r.version)?;
         let (w, value) = self
             .shared
             .store

@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const WRITER_MASK: u64 = 0xFF;
+
+/// How far ahead of this machine's clock an observed version may be and
+/// still be adopted: the nodes' default `--max-version-skew`.
+pub(crate) const MAX_ADOPTED_SKEW_MS: u64 = 30_000;
 const LOGICAL_STEP: u64 = 0x100;
 
 /// A lock-free hybrid logical clock.
@@ -56,9 +60,20 @@ impl Hlc {
         }
     }
 
-    /// Records a version seen elsewhere.
+    /// Records a version seen elsewhere, unless it is more than
+    /// [`MAX_ADOPTED_SKEW_MS`] ahead of this machine's clock: one far-future
+    /// version (a clock bug, a hostile writer) must not make every later
+    /// write of this client outrank everyone else's. Nodes refuse such
+    /// versions too (`--max-version-skew`).
     pub(crate) fn observe(&self, version: u64) {
-        self.last.fetch_max(version, Ordering::Relaxed);
+        self.observe_at(version, now_ms());
+    }
+
+    fn observe_at(&self, version: u64, now_ms: u64) {
+        let ahead = distcache_proto::version_floor(now_ms.saturating_add(MAX_ADOPTED_SKEW_MS + 1));
+        if version < ahead {
+            self.last.fetch_max(version, Ordering::Relaxed);
+        }
     }
 }
 
@@ -106,6 +121,17 @@ mod tests {
         c.observe(far);
         let v = c.next_at(10);
         assert!(v > far);
+    }
+
+    #[test]
+    fn versions_far_ahead_of_the_clock_are_not_adopted() {
+        let c = Hlc::new(1);
+        let now = 1_700_000_000_000;
+        c.observe_at(distcache_proto::version_floor(now + 3_600_000), now);
+        assert_eq!(c.next_at(now) >> 16, now, "an hour ahead is ignored");
+        let near = distcache_proto::version_floor(now + 20_000);
+        c.observe_at(near, now);
+        assert!(c.next_at(now) > near, "20 s ahead is adopted");
     }
 
     #[test]
