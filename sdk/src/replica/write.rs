@@ -15,10 +15,75 @@ use super::view::{Acks, Nodes, View};
 use crate::config::Consistency;
 use crate::error::{Error, Result};
 
+/// Times a versioned write is stamped again and resent after a replica
+/// answered that it holds a newer version.
+const MAX_RESTAMPS: usize = 3;
+
+/// The newest version a replica answered it holds instead of `op`'s, when
+/// one did: the write is then not held there, and must not count.
+fn superseded(op: &Op, acks: &Acks) -> Option<u64> {
+    let ours = match op {
+        Op::Set(r) => r.version,
+        Op::Delete(r) => r.version,
+        _ => return None,
+    };
+    acks.iter()
+        .filter_map(|(_, out)| match out {
+            Out::Set(r) if !r.applied => Some(r.version),
+            Out::Delete(r) if r.version > ours => Some(r.version),
+            _ => None,
+        })
+        .max()
+}
+
+/// `op` with `version` instead of its own.
+fn restamp(op: &mut Op, version: u64) {
+    match op {
+        Op::Set(r) => r.version = version,
+        Op::Delete(r) => r.version = version,
+        _ => {}
+    }
+}
+
 impl View {
     /// Writes `op` (which carries its version) to the key's replicas and
-    /// returns once `consistency` is met.
+    /// returns once `consistency` is met: once that many replicas answered
+    /// that they hold this write. A replica holding a newer version (a
+    /// writer with a faster clock, or a concurrent write) does not count:
+    /// the clock moves past that version and the write is stamped again and
+    /// resent (at most [`MAX_RESTAMPS`] times), so OK never means "applied
+    /// nowhere". The acknowledgements returned carry the final version.
     pub(crate) async fn write(
+        &self,
+        key: &[u8],
+        mut op: Op,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<Acks> {
+        for _ in 0..MAX_RESTAMPS {
+            let acks = self
+                .write_once(key, op.clone(), consistency, deadline)
+                .await?;
+            let Some(newer) = superseded(&op, &acks) else {
+                return Ok(acks);
+            };
+            self.clock.observe(newer);
+            restamp(&mut op, self.clock.next().max(newer.saturating_add(1)));
+        }
+        let acks = self
+            .write_once(key, op.clone(), consistency, deadline)
+            .await?;
+        match superseded(&op, &acks) {
+            None => Ok(acks),
+            Some(_) => Err(Error::Unavailable {
+                needed: consistency.required(self.replicas(key).len()),
+                acked: 0,
+            }),
+        }
+    }
+
+    /// One round of [`View::write`]: `op` as stamped.
+    async fn write_once(
         &self,
         key: &[u8],
         op: Op,
