@@ -277,7 +277,7 @@ impl Client {
                 _ => pb::SetCondition::IfPresent,
             } as i32;
             let (primary, out) = inner
-                .on_primary(&key, Op::Set(req.clone()), deadline)
+                .on_primary(&key, Op::Set(req.clone()), c, deadline)
                 .await?;
             let Out::Set(r) = out else {
                 return Err(mismatched());
@@ -337,7 +337,7 @@ impl Client {
                 value: value.clone(),
                 ttl_ms,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::CompareAndSwap(r) = out else {
                 return Err(mismatched());
             };
@@ -370,7 +370,7 @@ impl Client {
                 key: key.clone(),
                 delta,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::IncrBy(r) = out else {
                 return Err(mismatched());
             };

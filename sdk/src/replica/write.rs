@@ -131,13 +131,30 @@ impl View {
 
     /// Runs a non-idempotent `op` on the first healthy replica, failing over
     /// only on connection failures (see [`may_fail_over`]); never retried.
+    /// When fewer replicas are healthy than `consistency` needs, it fails
+    /// before anything is applied: an operation that would then fail to
+    /// replicate must not take effect anyway (a "failed" INCR that counted).
     pub(crate) async fn on_primary(
         &self,
         key: &[u8],
         op: Op,
+        consistency: Consistency,
         deadline: Instant,
     ) -> Result<(usize, Out)> {
         let replicas = self.replicas(key);
+        let needed = consistency.required(replicas.len());
+        let healthy = replicas
+            .iter()
+            .filter(|&&i| self.topo.nodes[i].is_healthy())
+            .count();
+        // (With one replica needed, trying is what failover is for: health
+        // may be stale.)
+        if needed > 1 && healthy < needed {
+            return Err(Error::Unavailable {
+                needed,
+                acked: healthy,
+            });
+        }
         for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
             if n > 0 {
                 self.stats.failovers.fetch_add(1, Ordering::Relaxed);
@@ -172,10 +189,24 @@ impl View {
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
+        let version = set.version;
         let fan = std::pin::pin!(self.fan_out(&targets, &Op::Set(set), deadline, true, false));
         if need == 0 {
             return Ok(());
         }
-        gather(fan, targets.len(), need, None).await.map(|_| ())
+        // Applied on the primary already: a shortfall now is "applied but
+        // not replicated", never the "not applied" of Unavailable.
+        gather(fan, targets.len(), need, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                Error::Unavailable { needed, acked }
+                | Error::NotReplicated { needed, acked, .. } => Error::NotReplicated {
+                    version,
+                    needed: needed + 1,
+                    acked: acked + 1,
+                },
+                other => other,
+            })
     }
 }
