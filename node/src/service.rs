@@ -158,11 +158,13 @@ impl CacheNode {
     ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.check_version(r.version)?;
-        let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
+        let (old, w) = self.shared.store.take(&r.key, r.version)?;
         log.tombstone(&r.key, &w);
+        let deleted = old.is_some();
         let resp = pb::DeleteResponse {
             deleted,
             version: w.version,
+            value: old.filter(|_| r.return_value).unwrap_or_default(),
         };
         Ok((resp, applied(w.applied)))
     }

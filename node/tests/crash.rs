@@ -184,6 +184,7 @@ async fn writer(
                 .delete(pb::DeleteRequest {
                     key: key.clone(),
                     version: 0,
+                    return_value: false,
                 })
                 .await
                 .map(|_| None),
@@ -484,6 +485,7 @@ async fn every_mutation_kind_is_logged() {
     c.delete(pb::DeleteRequest {
         key: key("gone"),
         version: 0,
+        return_value: false,
     })
     .await
     .expect("delete");

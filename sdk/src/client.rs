@@ -306,11 +306,55 @@ impl Client {
             let op = Op::Delete(pb::DeleteRequest {
                 key: key.clone(),
                 version,
+                return_value: false,
             });
             let acks = inner.write(&key, op, c, deadline).await?;
             Ok(acks
                 .iter()
                 .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+        })
+        .await
+    }
+
+    /// Reads and deletes a key in one step (Redis GETDEL): the value it held,
+    /// or `None`. The deciding replica (the first healthy one) reads and
+    /// deletes under one lock, so of two concurrent `get_del`s only one gets
+    /// the value; its tombstone is then copied to the other replicas. If that
+    /// copy misses the write consistency the error is
+    /// [`Error::NotReplicated`] (the key is deleted on the deciding replica).
+    pub async fn get_del(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        self.run("getdel", async |inner, deadline| {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: 0,
+                return_value: true,
+            });
+            let (_, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Delete(d) = out else {
+                return Err(mismatched());
+            };
+            if !d.deleted {
+                return Ok(None);
+            }
+            let tombstone = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: d.version,
+                return_value: false,
+            });
+            inner
+                .write(&key, tombstone, c, deadline)
+                .await
+                .map_err(|e| match e {
+                    Error::Unavailable { needed, acked } => Error::NotReplicated {
+                        version: d.version,
+                        needed,
+                        acked: acked.max(1),
+                    },
+                    other => other,
+                })?;
+            Ok(Some(d.value))
         })
         .await
     }

@@ -89,6 +89,7 @@ async fn set_get_delete_miss_and_cas() {
         .delete(pb::DeleteRequest {
             key: key("user:123"),
             version: 0,
+            return_value: false,
         })
         .await
         .expect("delete")
@@ -242,6 +243,7 @@ async fn counters_expire_and_batch() {
                 op(operation::Op::Delete(pb::DeleteRequest {
                     key: key("a"),
                     version: 0,
+                    return_value: false,
                 })),
                 pb::Operation { op: None },
             ],
@@ -617,6 +619,7 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_the_key_stays_writable(
     let mut tomb = pb::DeleteRequest {
         key: key("k"),
         version: u64::MAX,
+        return_value: false,
     };
     assert_eq!(
         c.delete(tomb.clone()).await.expect_err("refused").code(),

@@ -310,6 +310,13 @@ impl Store {
     /// Deletes a key, leaving a tombstone at the delete's version. With
     /// `version == 0` a key that holds no live value is left alone.
     pub fn delete(&self, key: &[u8], version: u64) -> Result<(bool, Written), StoreError> {
+        self.take(key, version).map(|(v, w)| (v.is_some(), w))
+    }
+
+    /// [`Store::delete`] that also returns the live value it removed, in the
+    /// same critical section (Redis's GETDEL: two concurrent ones never both
+    /// get the value).
+    pub fn take(&self, key: &[u8], version: u64) -> Result<(Option<Bytes>, Written), StoreError> {
         if key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -317,17 +324,18 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut shard = lock.lock();
         let idx = self.find_fresh(&mut shard, hash, key, now);
-        let (current, live) = idx.map_or((0, false), |i| {
+        let (current, old) = idx.map_or((0, None), |i| {
             let s = shard.slot(i);
-            (s.version, s.value.is_some())
+            (s.version, s.value.clone())
         });
+        let live = old.is_some();
         if (version == 0 && !live) || (version != 0 && version < current) {
-            return Ok((false, Written::rejected(current)));
+            return Ok((None, Written::rejected(current)));
         }
         if version != 0 && version == current && !live {
             // The node already holds this tombstone (a resend).
             return Ok((
-                false,
+                None,
                 Written {
                     applied: true,
                     version,
@@ -352,7 +360,7 @@ impl Store {
                 let freed = shard.remove(i);
                 self.used.fetch_sub(freed, Ordering::Relaxed);
             }
-            return Ok((live, written));
+            return Ok((old, written));
         }
         let idx = self.write(
             &mut shard,
@@ -365,7 +373,7 @@ impl Store {
         );
         drop(shard);
         self.enforce_bound(lock, idx);
-        Ok((live, written))
+        Ok((old, written))
     }
 
     /// Replaces the value only if the key's live version equals `expected`
