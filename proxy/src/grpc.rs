@@ -37,6 +37,9 @@ pub fn to_status(e: &Error) -> Status {
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::ResourceExhausted { .. } => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
+        // Applied, so not UNAVAILABLE (which clients retry): INTERNAL, whose
+        // message says what happened.
+        Error::NotReplicated { .. } => Code::Internal,
         Error::Rpc(s) => s.code(),
         _ => Code::Unavailable,
     };

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
 use crate::deadline::{request_deadline, within};
 use crate::error::{Error, Result};
-use crate::hlc::{Hlc, random_writer_id};
+use crate::hlc::Hlc;
 use crate::replica::{Inner, Stats, View, mismatched};
 use crate::retry::Retrier;
 use crate::ring::Ring;
@@ -77,9 +77,8 @@ impl Client {
 
     pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
         let topology = Topology::build(&config.nodes, &config, None)?;
-        let writer = config.writer_id.unwrap_or_else(random_writer_id);
         let inner = Arc::new(Inner {
-            clock: Hlc::new(writer),
+            clock: Hlc::default(),
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
@@ -257,8 +256,17 @@ impl Client {
         self.run("set", async |inner, deadline| {
             if condition == Condition::Always {
                 req.version = inner.clock.next();
-                let version = req.version;
-                inner.write(&key, Op::Set(req), c, deadline).await?;
+                let stamped = req.version;
+                let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
+                // The version it was finally written with (it is stamped
+                // again when a replica held a newer one).
+                let version = acks
+                    .iter()
+                    .find_map(|(_, o)| match o {
+                        Out::Set(r) if r.applied => Some(r.version),
+                        _ => None,
+                    })
+                    .unwrap_or(stamped);
                 return Ok(WriteOutcome {
                     applied: true,
                     version,
@@ -269,7 +277,7 @@ impl Client {
                 _ => pb::SetCondition::IfPresent,
             } as i32;
             let (primary, out) = inner
-                .on_primary(&key, Op::Set(req.clone()), deadline)
+                .on_primary(&key, Op::Set(req.clone()), c, deadline)
                 .await?;
             let Out::Set(r) = out else {
                 return Err(mismatched());
@@ -329,7 +337,7 @@ impl Client {
                 value: value.clone(),
                 ttl_ms,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::CompareAndSwap(r) = out else {
                 return Err(mismatched());
             };
@@ -362,7 +370,7 @@ impl Client {
                 key: key.clone(),
                 delta,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::IncrBy(r) = out else {
                 return Err(mismatched());
             };
@@ -631,12 +639,6 @@ impl ClientBuilder {
     /// PEM CA bundle for `https://` nodes.
     pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.config.tls_ca = Some(pem.into());
-        self
-    }
-
-    /// Fixes the writer id stamped into versions (default: random).
-    pub fn writer_id(mut self, id: u8) -> Self {
-        self.config.writer_id = Some(id);
         self
     }
 

@@ -166,9 +166,6 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// PEM CA bundle to verify `https://` nodes with (rustls, ring provider).
     pub tls_ca: Option<Vec<u8>>,
-    /// Writer id (low 8 bits of every version this client stamps); random
-    /// when `None`. Two live clients should not share one.
-    pub writer_id: Option<u8>,
     /// Bytes of values one multi-key read (`mget`) may return, a key asked
     /// for twice counting twice; past it the call fails with
     /// `Error::ResourceExhausted` instead of holding an unbounded answer.
@@ -194,7 +191,6 @@ impl Default for ClientConfig {
             coalesce: CoalesceConfig::default(),
             token: None,
             tls_ca: None,
-            writer_id: None,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }

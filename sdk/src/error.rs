@@ -35,6 +35,22 @@ pub enum Error {
         /// Acknowledgements received.
         acked: usize,
     },
+    /// A conditional operation (CAS, SET NX/XX, a counter) was applied on
+    /// one replica, but fewer replicas than the consistency level hold its
+    /// result. Unlike [`Error::Unavailable`] it did take effect: do not
+    /// retry it blindly (an increment would count twice).
+    #[error(
+        "applied on one replica (version {version}) but not replicated: \
+         needed {needed} replicas, {acked} hold it"
+    )]
+    NotReplicated {
+        /// The version the operation wrote.
+        version: u64,
+        /// Replicas the consistency level required.
+        needed: usize,
+        /// Replicas known to hold it (the one that applied it included).
+        acked: usize,
+    },
     /// The per-request deadline passed.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),

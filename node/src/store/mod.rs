@@ -263,18 +263,38 @@ impl Store {
             Condition::IfAbsent => live,
             Condition::IfPresent => !live,
         };
-        if blocked || (opts.version != 0 && opts.version <= current) {
+        let expires_at = if opts.keep_ttl && live {
+            old_expiry
+        } else {
+            deadline(now, opts.ttl_ms)
+        };
+        if opts.version != 0 && opts.version == current && !blocked {
+            // Equal versions: every replica keeps the same content, the
+            // greater by (value, expiry), a tombstone above any value. A
+            // write the node already holds is answered as applied (a resend
+            // after a lost answer), so `applied` means "holds this write".
+            let held = idx.map(|i| {
+                let s = shard.slot(i);
+                (s.value.clone(), s.expires_at)
+            });
+            match held {
+                Some((Some(v), exp)) if (&v[..], exp) == (value, expires_at) => {
+                    return Ok(Written {
+                        applied: true,
+                        version: current,
+                        expires_at,
+                    });
+                }
+                Some((Some(v), exp)) if (&v[..], exp) < (value, expires_at) => {}
+                _ => return Ok(Written::rejected(current)),
+            }
+        } else if blocked || (opts.version != 0 && opts.version < current) {
             return Ok(Written::rejected(current));
         }
         let version = if opts.version == 0 {
             next_version(current, now)
         } else {
             opts.version
-        };
-        let expires_at = if opts.keep_ttl && live {
-            old_expiry
-        } else {
-            deadline(now, opts.ttl_ms)
         };
         let value = Some(Bytes::copy_from_slice(value));
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
@@ -301,9 +321,22 @@ impl Store {
             let s = shard.slot(i);
             (s.version, s.value.is_some())
         });
-        if (version == 0 && !live) || (version != 0 && version <= current) {
+        if (version == 0 && !live) || (version != 0 && version < current) {
             return Ok((false, Written::rejected(current)));
         }
+        if version != 0 && version == current && !live {
+            // The node already holds this tombstone (a resend).
+            return Ok((
+                false,
+                Written {
+                    applied: true,
+                    version,
+                    expires_at: idx.map_or(0, |i| shard.slot(i).expires_at),
+                },
+            ));
+        }
+        // (At an equal version a tombstone replaces a value: every replica
+        // ends with the tombstone, whatever the order.)
         let version = if version == 0 {
             next_version(current, now)
         } else {
