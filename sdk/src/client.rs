@@ -389,7 +389,13 @@ impl Client {
     }
 
     /// Sets the time to live of a live key (`None` removes its expiry);
-    /// true when some replica applied it.
+    /// true when the key held a live value (as Redis's EXPIRE answers).
+    ///
+    /// Runs on the first healthy replica, which decides, like the other
+    /// conditional operations; the entry it then holds (value, expiry and
+    /// version) is copied whole to the other replicas. A bare version bump
+    /// on every replica would leave one that missed a write with the same
+    /// version as the others and a different value.
     pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Option<Duration>) -> Result<bool> {
         let key = key_bytes(key);
         let c = self.write_c();
@@ -398,12 +404,37 @@ impl Client {
             let op = Op::Expire(pb::ExpireRequest {
                 key: key.clone(),
                 ttl_ms,
-                version: inner.clock.next(),
+                version: 0,
             });
-            let acks = inner.write(&key, op, c, deadline).await?;
-            Ok(acks
-                .iter()
-                .any(|(_, o)| matches!(o, Out::Expire(e) if e.applied)))
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Expire(e) = out else {
+                return Err(mismatched());
+            };
+            if !e.applied {
+                return Ok(false);
+            }
+            let get = Op::Get(pb::GetRequest { key: key.clone() });
+            let Out::Get(g) = inner
+                .call(primary, get, deadline)
+                .await
+                .map_err(Error::from_status)?
+            else {
+                return Err(mismatched());
+            };
+            // (A newer version read back is a write that came in between,
+            // replicated by its own writer; copying it again is harmless.)
+            if g.found && g.version >= e.version {
+                let set = pb::SetRequest {
+                    key: key.clone(),
+                    value: g.value,
+                    ttl_ms: g.ttl_ms,
+                    condition: pb::SetCondition::Always as i32,
+                    version: g.version,
+                    keep_ttl: false,
+                };
+                inner.propagate(&key, primary, set, c, deadline).await?;
+            }
+            Ok(true)
         })
         .await
     }

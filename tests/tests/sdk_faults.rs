@@ -468,3 +468,31 @@ async fn a_counter_that_cannot_meet_its_consistency_is_not_applied() -> Result<(
     assert_eq!(cache.incr_by("n", 1).await?, 1);
     Ok(())
 }
+
+/// EXPIRE is decided by one replica and its whole entry copied: a replica
+/// that missed a write does not end with the same version and another value
+/// (which Quorum reads then flip between forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_copies_the_deciding_replicas_entry() -> Result<(), BoxError> {
+    let nodes = cluster(2).await?;
+    let cache = client(&nodes).build().await?;
+    let v1 = cache
+        .with_write_consistency(Consistency::All)
+        .set("k", "old", None)
+        .await?;
+    let owners = cache.owners("k");
+    let by_url = |u: &str| nodes.iter().find(|n| n.url() == u).unwrap();
+    let (primary, other) = (by_url(&owners[0]), by_url(&owners[1]));
+    // The other replica misses a newer write.
+    primary.raw_set("k", "new", v1 + 1).await?;
+    assert!(cache.expire("k", Some(Duration::from_secs(60))).await?);
+    let (a, b) = (primary.raw_get("k").await?, other.raw_get("k").await?);
+    assert_eq!(
+        (a.version, &a.value),
+        (b.version, &b.value),
+        "one entry on both"
+    );
+    assert_eq!(&a.value[..], b"new");
+    assert!(a.ttl_ms > 0 && b.ttl_ms > 0);
+    Ok(())
+}
