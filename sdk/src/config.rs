@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+pub use crate::types::MAX_NODES;
 
 /// Replicas per key unless configured otherwise.
 pub const DEFAULT_REPLICAS: usize = 2;
@@ -16,9 +17,6 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// sent to a node.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Most distinct nodes one client may have (a ring of 150 virtual nodes
-/// each); a longer list is refused with [`ConfigError::TooManyNodes`].
-pub const MAX_NODES: usize = 1024;
 /// TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// HTTP/2 connections (tonic `Channel`s) per node.

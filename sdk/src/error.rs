@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use crate::types::MAX_NODES;
+
 /// The result type of every SDK call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -171,7 +173,7 @@ pub enum ConfigError {
     #[error("replicas must be at least 1")]
     ZeroReplicas,
     /// More distinct node URLs than [`MAX_NODES`](crate::MAX_NODES).
-    #[error("more than {} distinct nodes", crate::MAX_NODES)]
+    #[error("more than {} distinct nodes", MAX_NODES)]
     TooManyNodes,
     /// The token cannot be sent as an HTTP header value.
     #[error("token contains characters not allowed in a header")]
