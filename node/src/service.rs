@@ -78,6 +78,14 @@ fn applied(yes: bool) -> Outcome {
     }
 }
 
+/// What every request but metrics gets once the write-ahead log failed. The
+/// store may hold writes the log never took (a write is applied, then
+/// logged), which a restart would lose: serving reads of them, or counting
+/// a resend as already applied, would acknowledge what is not durable. So
+/// the node stops serving (HealthCheck says NOT_SERVING; the SDK fails over
+/// and its prober marks the node down) until it is restarted from its log.
+const WAL_FAILED: &str = "write-ahead log failed: this node serves nothing until it is restarted";
+
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheNode {
@@ -321,6 +329,9 @@ impl CacheNode {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
         }
+        if op != Op::Metrics && self.shared.wal_failed() {
+            return Err(Status::unavailable(WAL_FAILED));
+        }
         let start = Instant::now();
         let mut log = match self.shared.wal {
             Some(_) => Records::new(),
@@ -440,7 +451,7 @@ impl CacheService for CacheNode {
         _req: Request<pb::HealthCheckRequest>,
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
         let s = &self.shared;
-        let status = if s.serving.load(Ordering::Relaxed) {
+        let status = if s.serving.load(Ordering::Relaxed) && !s.wal_failed() {
             pb::ServingStatus::Serving
         } else {
             pb::ServingStatus::NotServing
