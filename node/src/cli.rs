@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-use crate::config::{ConfigError, LogFormat, NodeConfig};
-use crate::security::config::{
-    DEFAULT_GLOBAL_RPS, DEFAULT_KEY_ID, DEFAULT_PER_CLIENT_RPS, TlsConfig,
+use distcache_serve::logging::LogFormat;
+use distcache_serve::security::TlsArgs;
+use distcache_serve::security::config::{
+    DEFAULT_GLOBAL_RPS, DEFAULT_KEY_ID, DEFAULT_PER_CLIENT_RPS,
 };
-use crate::security::token_tool::TokenArgs;
-use crate::units::{ByteSize, HumanDuration};
+use distcache_serve::security::token_tool::TokenArgs;
+use distcache_serve::units::{ByteSize, HumanDuration};
+
+use crate::config::{ConfigError, NodeConfig};
 use crate::wal::{FsyncPolicy, RecoveryMode};
 
 /// A distcache storage node: a sharded LRU cache with TTLs, versions and
@@ -58,6 +60,10 @@ pub struct Args {
     /// Longest TTL accepted, e.g. 30d [default: 30d].
     #[arg(long, env = "DISTCACHE_MAX_TTL")]
     pub max_ttl: Option<HumanDuration>,
+    /// How far ahead of this node's clock a replicated write's version may
+    /// be; further ones are refused (INVALID_ARGUMENT) [default: 30s].
+    #[arg(long, env = "DISTCACHE_MAX_VERSION_SKEW")]
+    pub max_version_skew: Option<HumanDuration>,
     /// Largest gRPC message accepted [default: 16MiB].
     #[arg(long, env = "DISTCACHE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<ByteSize>,
@@ -143,44 +149,6 @@ pub struct Args {
     /// The secret in DISTCACHE_AUTH_SECRET (read by [`Args::from_env`]).
     #[arg(skip)]
     pub auth_secret_env: Option<String>,
-}
-
-/// The TLS flags, shared with `distcache-proxy` (its front ends take the
-/// same ones, and the same `DISTCACHE_TLS_*` variables).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TlsArgs {
-    /// Server certificate chain (PEM); with --tls-key turns TLS on.
-    #[arg(long, env = "DISTCACHE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "DISTCACHE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that client certificates must chain to (mTLS).
-    #[arg(long, env = "DISTCACHE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// TOML file with cert, key and optional client_ca (the C++ prototype's flag).
-    #[arg(long, env = "DISTCACHE_TLS_CONFIG")]
-    pub tls_config: Option<PathBuf>,
-    /// Require TLS; start-up fails unless a certificate and key are configured.
-    #[arg(long)]
-    pub use_tls: bool,
-}
-
-impl TlsArgs {
-    /// Applies the flags over `tls`: `--tls-config`'s file replaces it, then
-    /// the single-file flags override fields; checks the result.
-    pub fn apply(&self, tls: &mut TlsConfig) -> Result<(), String> {
-        if let Some(path) = &self.tls_config {
-            *tls = TlsConfig::from_file(path)?;
-        }
-        set_some(&mut tls.cert, &self.tls_cert);
-        set_some(&mut tls.key, &self.tls_key);
-        set_some(&mut tls.client_ca, &self.tls_client_ca);
-        if self.use_tls && !tls.enabled() {
-            return Err("--use-tls needs --tls-cert and --tls-key (or --tls-config FILE)".into());
-        }
-        tls.validate()
-    }
 }
 
 /// Tools that run instead of the node.
@@ -286,6 +254,7 @@ impl Args {
         set(&mut c.limits.max_key_bytes, self.max_key_bytes);
         set(&mut c.limits.max_value_bytes, self.max_value_bytes);
         set(&mut c.limits.max_ttl, self.max_ttl);
+        set(&mut c.limits.max_version_skew, self.max_version_skew);
         set(&mut c.log.level, self.log_level);
         if self.log_file.is_some() {
             c.log.file = self.log_file;
@@ -308,7 +277,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::Role;
+    use distcache_serve::security::Role;
 
     #[test]
     fn flags_override_defaults() {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use distcache_node::cli::{Args, Command};
 use distcache_node::config::NodeConfig;
-use distcache_node::server::shutdown_signal;
-use distcache_node::{Listeners, logging, run};
+use distcache_node::{Listeners, run};
+use distcache_serve::{logging, shutdown_signal};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    match distcache_node::server::runtime(config.server.threads) {
+    match distcache_serve::runtime(config.server.threads) {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("distcache-node: cannot start the async runtime: {e}");

@@ -1,5 +1,7 @@
 //! Starts a node on listeners the caller bound, and runs it until `shutdown`
-//! resolves; then drains within the grace period.
+//! resolves; then drains within the grace period. Two halves: [`assemble`]
+//! builds the parts from the configuration (nothing listens yet), `serve`
+//! spawns the tasks, serves and drains.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,11 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
+use distcache_serve::security::{self, Bounds, Security, SecurityError, SecurityLayer};
+use distcache_serve::{reflection, stopped};
+
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::security::{self, Security, SecurityError};
-use crate::service::{CacheNode, Shared};
+use crate::service::CacheNode;
+use crate::state::Shared;
 use crate::store::Store;
 use crate::wal::{OpenError, Wal};
 
@@ -77,26 +82,40 @@ impl Tasks {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops taking requests (new
-/// ones get `UNAVAILABLE`, health turns `NOT_SERVING`), lets in-flight ones
-/// finish for up to `server.shutdown_grace`, and returns.
-pub async fn run(
-    listeners: Listeners,
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), NodeError> {
-    config.validate()?;
-    let store = Arc::new(Store::new(config.store_config()));
+/// A node built from its configuration and not yet serving: the store
+/// recovered, the security stack loaded, the shared state made.
+struct Assembled {
+    shared: Arc<Shared>,
+    /// The gRPC server builder, with TLS when configured.
+    builder: Server,
+    /// The layer wrapping every service.
+    layer: SecurityLayer,
+}
+
+/// Builds the node's parts from `config` (already validated): the store,
+/// metrics, security stack and WAL, in that order, so a bad certificate or
+/// secret stops nothing and leaves the data directory untouched, and
+/// recovery runs before anything listens (no request sees a half-loaded
+/// store).
+async fn assemble(config: &NodeConfig) -> Result<Assembled, NodeError> {
+    let store = Arc::new(Store::new(config.store.store_config()));
     let node_id = config.node_id();
     let mut metrics = Metrics::new(store.clone(), node_id.clone());
-    // Before the WAL is opened or any task starts, so a bad certificate or
-    // secret stops nothing and leaves the data directory untouched.
-    let security = Security::from_config(&config, &metrics.security)?;
+    let bounds = Bounds {
+        max_connections: config.server.max_connections,
+        max_in_flight: config.server.max_in_flight,
+    };
+    let security = Security::from_config(
+        &config.tls,
+        &config.auth,
+        &config.rate_limit,
+        bounds,
+        &metrics.security,
+    )?;
     let mut builder = Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
     }
-    // Recovery runs before anything listens, so no request sees a half-loaded store.
     let wal = match config.wal_options() {
         Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
         None => None,
@@ -106,14 +125,47 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         metrics,
-        store: store.clone(),
+        store,
         limits: Limits::from(config.limits),
-        node_id: node_id.clone(),
+        node_id,
         serving: AtomicBool::new(true),
-        wal: wal.clone(),
+        wal,
         max_message_bytes: usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX),
     });
+    Ok(Assembled {
+        shared,
+        builder,
+        layer: security.layer,
+    })
+}
 
+/// Runs a node until `shutdown` resolves, then stops taking requests (new
+/// ones get `UNAVAILABLE`, health turns `NOT_SERVING`), lets in-flight ones
+/// finish for up to `server.shutdown_grace`, and returns.
+pub async fn run(
+    listeners: Listeners,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let node = assemble(&config).await?;
+    serve(node, listeners, &config, shutdown).await
+}
+
+/// Serves an assembled node on `listeners` until `shutdown` resolves, then
+/// drains (see [`run`]).
+async fn serve(
+    node: Assembled,
+    listeners: Listeners,
+    config: &NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let Assembled {
+        shared,
+        builder,
+        layer,
+    } = node;
+    let (store, wal) = (shared.store.clone(), shared.wal.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheNode>>().await;
     let reflection_v1 = reflection().build_v1()?;
@@ -127,7 +179,7 @@ pub async fn run(
     let mut tasks = Tasks {
         stop,
         handles: vec![
-            tokio::spawn(sweep(
+            tokio::spawn(crate::sweeper::sweep(
                 store.clone(),
                 config.store.sweep_interval.0,
                 stop_rx.clone(),
@@ -150,7 +202,7 @@ pub async fn run(
     let incoming =
         security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
     let server = builder
-        .layer(security.layer)
+        .layer(layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -162,7 +214,7 @@ pub async fn run(
             stopped(&mut grpc_stop).await;
         });
     let mut server = tokio::spawn(server);
-    tracing::info!(%node_id, grpc = %grpc_addr, "distcache node serving");
+    tracing::info!(node_id = %shared.node_id, grpc = %grpc_addr, "distcache node serving");
 
     tokio::select! {
         () = shutdown => {}
@@ -207,84 +259,4 @@ async fn close_wal(wal: Option<&Wal>) {
     {
         tracing::error!(error = %e, "could not flush the write-ahead log");
     }
-}
-
-/// Reclaims expired entries a slice at a time so no shard lock is held long.
-async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<bool>) {
-    const SLOTS_PER_SHARD: usize = 64;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stopped(&mut stop) => return,
-        }
-        let removed: u64 = (0..store.shard_count())
-            .map(|i| store.sweep_shard(i, SLOTS_PER_SHARD))
-            .sum();
-        if removed > 0 {
-            tracing::trace!(removed, "swept expired entries");
-        }
-    }
-}
-
-/// The async runtime of a node or proxy process: `threads` worker threads,
-/// 0 for one per CPU core. With 1, a current-thread runtime: no work
-/// stealing and no wake-ups across threads, the cheapest way to serve when
-/// several processes share a few cores (as redis-server and twemproxy do).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads == 1 {
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-    }
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    b.enable_all().build()
-}
-
-/// Resolves once the stop flag turns true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// [`stopped`] for an optional flag: never resolves without one.
-pub async fn stopped_if(stop: Option<watch::Receiver<bool>>) {
-    match stop {
-        Some(mut rx) => stopped(&mut rx).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-/// gRPC reflection over `distcache.v1` and `grpc.health.v1`, as grpcurl
-/// needs it; build it with `build_v1()` and `build_v1alpha()` (grpcurl asks
-/// for either). Used by the node and the proxy.
-pub fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

@@ -7,19 +7,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use distcache_node::server::shutdown_signal;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
+use distcache_serve::shutdown_signal;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = distcache_node::logging::init(&args.log()) {
+    if let Err(e) = distcache_serve::logging::init(&args.log()) {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match distcache_node::server::runtime(args.threads.unwrap_or(0)) {
+    let runtime = match distcache_serve::runtime(args.threads.unwrap_or(0)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("distcache-proxy: cannot start the async runtime: {e}");

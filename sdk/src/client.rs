@@ -9,74 +9,15 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{ClientBuilder, ClientConfig, Consistency};
-use crate::dispatch::{Inner, Stats, View, mismatched};
-use crate::error::Result;
-use crate::hlc::{Hlc, random_writer_id};
-use crate::retry::{Retrier, within};
+use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
+use crate::deadline::{request_deadline, within};
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::replica::{Inner, Stats, View, mismatched};
+use crate::retry::Retrier;
 use crate::ring::Ring;
 use crate::topology::{Membership, MembershipChange, Topology};
-
-/// A live entry as read from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The value.
-    pub value: Bytes,
-    /// Its version (an HLC value; see the crate docs).
-    pub version: u64,
-    /// Remaining time to live; `None` when the entry does not expire.
-    pub ttl: Option<Duration>,
-}
-
-impl Entry {
-    fn from_pb(r: pb::GetResponse) -> Option<Self> {
-        r.found.then(|| Entry {
-            value: r.value,
-            version: r.version,
-            ttl: (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms)),
-        })
-    }
-}
-
-/// When a [`Client::set_with`] writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Condition {
-    /// Whatever the key holds.
-    #[default]
-    Always,
-    /// Only if the key holds no live value (Redis `NX`).
-    IfAbsent,
-    /// Only if the key holds a live value (Redis `XX`).
-    IfPresent,
-}
-
-/// The outcome of a write that may be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteOutcome {
-    /// Whether the write happened.
-    pub applied: bool,
-    /// The key's version afterwards (the new version when applied; the
-    /// version that prevailed otherwise, 0 when the key holds nothing).
-    pub version: u64,
-}
-
-/// Counters of one client (all clones share them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClientStats {
-    /// RPC attempts sent to nodes.
-    pub attempts: u64,
-    /// Times a request moved on to the next replica.
-    pub failovers: u64,
-    /// Retry rounds after backoff.
-    pub retries: u64,
-    /// Retries refused by the retry budget.
-    pub budget_exhausted: u64,
-    /// Stale replicas repaired by reads.
-    pub read_repairs: u64,
-    /// Membership changes applied by [`Client::set_nodes`].
-    pub membership_changes: u64,
-}
+use crate::types::{ClientStats, Condition, Entry, WriteOutcome};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Overrides {
@@ -136,9 +77,8 @@ impl Client {
 
     pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
         let topology = Topology::build(&config.nodes, &config, None)?;
-        let writer = config.writer_id.unwrap_or_else(random_writer_id);
         let inner = Arc::new(Inner {
-            clock: Hlc::new(writer),
+            clock: Hlc::default(),
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
@@ -202,7 +142,7 @@ impl Client {
         f: impl AsyncFnOnce(&View, Instant) -> Result<T>,
     ) -> Result<T> {
         let total = self.timeout();
-        let deadline = Instant::now() + total;
+        let deadline = request_deadline(Instant::now(), total);
         let span = tracing::debug_span!("distcache", op);
         let view = self.inner.view();
         // Pinned where they are: wrapping the operation's future in a timeout
@@ -316,8 +256,17 @@ impl Client {
         self.run("set", async |inner, deadline| {
             if condition == Condition::Always {
                 req.version = inner.clock.next();
-                let version = req.version;
-                inner.write(&key, Op::Set(req), c, deadline).await?;
+                let stamped = req.version;
+                let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
+                // The version it was finally written with (it is stamped
+                // again when a replica held a newer one).
+                let version = acks
+                    .iter()
+                    .find_map(|(_, o)| match o {
+                        Out::Set(r) if r.applied => Some(r.version),
+                        _ => None,
+                    })
+                    .unwrap_or(stamped);
                 return Ok(WriteOutcome {
                     applied: true,
                     version,
@@ -328,7 +277,7 @@ impl Client {
                 _ => pb::SetCondition::IfPresent,
             } as i32;
             let (primary, out) = inner
-                .on_primary(&key, Op::Set(req.clone()), deadline)
+                .on_primary(&key, Op::Set(req.clone()), c, deadline)
                 .await?;
             let Out::Set(r) = out else {
                 return Err(mismatched());
@@ -357,11 +306,55 @@ impl Client {
             let op = Op::Delete(pb::DeleteRequest {
                 key: key.clone(),
                 version,
+                return_value: false,
             });
             let acks = inner.write(&key, op, c, deadline).await?;
             Ok(acks
                 .iter()
                 .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+        })
+        .await
+    }
+
+    /// Reads and deletes a key in one step (Redis GETDEL): the value it held,
+    /// or `None`. The deciding replica (the first healthy one) reads and
+    /// deletes under one lock, so of two concurrent `get_del`s only one gets
+    /// the value; its tombstone is then copied to the other replicas. If that
+    /// copy misses the write consistency the error is
+    /// [`Error::NotReplicated`] (the key is deleted on the deciding replica).
+    pub async fn get_del(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        self.run("getdel", async |inner, deadline| {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: 0,
+                return_value: true,
+            });
+            let (_, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Delete(d) = out else {
+                return Err(mismatched());
+            };
+            if !d.deleted {
+                return Ok(None);
+            }
+            let tombstone = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: d.version,
+                return_value: false,
+            });
+            inner
+                .write(&key, tombstone, c, deadline)
+                .await
+                .map_err(|e| match e {
+                    Error::Unavailable { needed, acked } => Error::NotReplicated {
+                        version: d.version,
+                        needed,
+                        acked: acked.max(1),
+                    },
+                    other => other,
+                })?;
+            Ok(Some(d.value))
         })
         .await
     }
@@ -388,7 +381,7 @@ impl Client {
                 value: value.clone(),
                 ttl_ms,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::CompareAndSwap(r) = out else {
                 return Err(mismatched());
             };
@@ -421,7 +414,7 @@ impl Client {
                 key: key.clone(),
                 delta,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::IncrBy(r) = out else {
                 return Err(mismatched());
             };
@@ -440,7 +433,13 @@ impl Client {
     }
 
     /// Sets the time to live of a live key (`None` removes its expiry);
-    /// true when some replica applied it.
+    /// true when the key held a live value (as Redis's EXPIRE answers).
+    ///
+    /// Runs on the first healthy replica, which decides, like the other
+    /// conditional operations; the entry it then holds (value, expiry and
+    /// version) is copied whole to the other replicas. A bare version bump
+    /// on every replica would leave one that missed a write with the same
+    /// version as the others and a different value.
     pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Option<Duration>) -> Result<bool> {
         let key = key_bytes(key);
         let c = self.write_c();
@@ -449,12 +448,37 @@ impl Client {
             let op = Op::Expire(pb::ExpireRequest {
                 key: key.clone(),
                 ttl_ms,
-                version: inner.clock.next(),
+                version: 0,
             });
-            let acks = inner.write(&key, op, c, deadline).await?;
-            Ok(acks
-                .iter()
-                .any(|(_, o)| matches!(o, Out::Expire(e) if e.applied)))
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Expire(e) = out else {
+                return Err(mismatched());
+            };
+            if !e.applied {
+                return Ok(false);
+            }
+            let get = Op::Get(pb::GetRequest { key: key.clone() });
+            let Out::Get(g) = inner
+                .call(primary, get, deadline)
+                .await
+                .map_err(Error::from_status)?
+            else {
+                return Err(mismatched());
+            };
+            // (A newer version read back is a write that came in between,
+            // replicated by its own writer; copying it again is harmless.)
+            if g.found && g.version >= e.version {
+                let set = pb::SetRequest {
+                    key: key.clone(),
+                    value: g.value,
+                    ttl_ms: g.ttl_ms,
+                    condition: pb::SetCondition::Always as i32,
+                    version: g.version,
+                    keep_ttl: false,
+                };
+                inner.propagate(&key, primary, set, c, deadline).await?;
+            }
+            Ok(true)
         })
         .await
     }
@@ -466,7 +490,7 @@ impl Client {
         let keys: Vec<Bytes> = keys.iter().map(key_bytes).collect();
         let c = self.read_c();
         self.run("mget", async |inner, deadline| {
-            crate::batch::mget(inner, keys, c, deadline).await
+            crate::multi::mget(inner, keys, c, deadline).await
         })
         .await
     }
@@ -486,7 +510,7 @@ impl Client {
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
         self.run("mset", async |inner, deadline| {
-            crate::batch::mset(inner, items, ttl_ms, c, deadline).await
+            crate::multi::mset(inner, items, ttl_ms, c, deadline).await
         })
         .await
     }
@@ -523,11 +547,11 @@ impl Client {
     /// memory) over this client's own connections, so with its token and TLS
     /// settings; concurrently, each within the client's timeout. Does not
     /// change health as seen by operations.
-    pub async fn health_checks(&self) -> Vec<(String, Result<crate::proto::HealthCheckResponse>)> {
+    pub async fn health_checks(&self) -> Vec<(String, Result<pb::HealthCheckResponse>)> {
         let view = self.inner.view();
         let t = self.timeout();
         futures_util::future::join_all(view.topo.nodes.iter().map(|n| async move {
-            let r = n.health_check(t).await.map_err(crate::Error::from_status);
+            let r = n.health_check(t).await.map_err(Error::from_status);
             (n.url.clone(), r)
         }))
         .await
@@ -583,6 +607,132 @@ impl Client {
             read_repairs: l(&i.stats.read_repairs),
             membership_changes: l(&i.members.changes),
         }
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// Starts from `config` instead of the defaults.
+    pub fn from_config(config: ClientConfig) -> Self {
+        Self { config }
+    }
+
+    /// The node URLs (`http://host:port`, or `host:port`).
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replicas per key (default 2).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.config.replicas = n;
+        self
+    }
+
+    /// Virtual nodes per node on the ring (default 150).
+    pub fn vnodes(mut self, n: usize) -> Self {
+        self.config.vnodes = n;
+        self
+    }
+
+    /// Default read consistency (default `One`).
+    pub fn read_consistency(mut self, c: Consistency) -> Self {
+        self.config.read_consistency = c;
+        self
+    }
+
+    /// Default write consistency (default `One`).
+    pub fn write_consistency(mut self, c: Consistency) -> Self {
+        self.config.write_consistency = c;
+        self
+    }
+
+    /// Overall deadline of one call, retries included (default 2 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.timeout = d;
+        self
+    }
+
+    /// Deadline of one attempt against one node (default 500 ms).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.config.attempt_timeout = d;
+        self
+    }
+
+    /// TCP connect timeout (default 500 ms).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// HTTP/2 connections per node (default 2).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.config.pool_size = n;
+        self
+    }
+
+    /// Interval of active health checks (default 500 ms; zero disables).
+    pub fn probe_interval(mut self, d: Duration) -> Self {
+        self.config.probe_interval = d;
+        self
+    }
+
+    /// Consecutive failures that mark a node unhealthy (default 2).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.config.failure_threshold = n;
+        self
+    }
+
+    /// Retry policy.
+    pub fn retry(mut self, r: RetryConfig) -> Self {
+        self.config.retry = r;
+        self
+    }
+
+    /// Coalescing of concurrent operations into batches (default on, 64 per
+    /// batch; `max_batch: 1` turns it off).
+    pub fn coalesce(mut self, c: CoalesceConfig) -> Self {
+        self.config.coalesce = c;
+        self
+    }
+
+    /// Bearer token sent with every request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(token.into());
+        self
+    }
+
+    /// PEM CA bundle for `https://` nodes.
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Bytes of values one `mget` may return (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`](crate::DEFAULT_MAX_ANSWER_BYTES)); past
+    /// it the call fails with
+    /// [`Error::ResourceExhausted`](crate::Error::ResourceExhausted).
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_answer_bytes = bytes;
+        self
+    }
+
+    /// Validates the configuration and creates the client. Connections are
+    /// opened lazily, so this succeeds while nodes are down; it must be
+    /// called inside a tokio runtime (it starts the health prober).
+    pub async fn build(self) -> Result<Client> {
+        let mut config = self.config;
+        config.validate()?;
+        Client::from_config(config)
     }
 }
 

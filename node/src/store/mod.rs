@@ -18,6 +18,7 @@
 //! version (a replicated write) is applied only if newer than what the shard
 //! holds, tombstones included.
 
+mod config;
 mod shard;
 
 use std::sync::Arc;
@@ -28,40 +29,15 @@ use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::clock::{Clock, SystemClock};
+pub use config::{
+    DEFAULT_MAX_MEMORY, DEFAULT_SHARDS, DEFAULT_TOMBSTONE_TTL_MS, StoreConfig, StoreSection,
+};
 pub use shard::{ENTRY_OVERHEAD, ShardStats, charge};
 use shard::{Shard, Slot};
 
 /// Hash seed for placing keys in shards. Deliberately different from the
 /// SDK's ring seed, so the keys one node owns still spread over all shards.
 const SHARD_SEED: u64 = 0x5eed_d15c_ac4e_0001;
-
-/// Default number of shards.
-pub const DEFAULT_SHARDS: usize = 256;
-/// Default memory bound: 1 GiB.
-pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
-/// Default time a tombstone is kept: 5 minutes.
-pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 5 * 60 * 1000;
-
-/// How the store is sized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Number of shards; a power of two between 1 and 65536.
-    pub shards: usize,
-    /// Bound on the bytes charged to entries (keys, values, overhead).
-    pub max_memory: u64,
-    /// How long, in milliseconds, a tombstone blocks older replicated writes.
-    pub tombstone_ttl_ms: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            shards: DEFAULT_SHARDS,
-            max_memory: DEFAULT_MAX_MEMORY,
-            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
-        }
-    }
-}
 
 /// Why the store refused an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,18 +263,38 @@ impl Store {
             Condition::IfAbsent => live,
             Condition::IfPresent => !live,
         };
-        if blocked || (opts.version != 0 && opts.version <= current) {
+        let expires_at = if opts.keep_ttl && live {
+            old_expiry
+        } else {
+            deadline(now, opts.ttl_ms)
+        };
+        if opts.version != 0 && opts.version == current && !blocked {
+            // Equal versions: every replica keeps the same content, the
+            // greater by (value, expiry), a tombstone above any value. A
+            // write the node already holds is answered as applied (a resend
+            // after a lost answer), so `applied` means "holds this write".
+            let held = idx.map(|i| {
+                let s = shard.slot(i);
+                (s.value.clone(), s.expires_at)
+            });
+            match held {
+                Some((Some(v), exp)) if (&v[..], exp) == (value, expires_at) => {
+                    return Ok(Written {
+                        applied: true,
+                        version: current,
+                        expires_at,
+                    });
+                }
+                Some((Some(v), exp)) if (&v[..], exp) < (value, expires_at) => {}
+                _ => return Ok(Written::rejected(current)),
+            }
+        } else if blocked || (opts.version != 0 && opts.version < current) {
             return Ok(Written::rejected(current));
         }
         let version = if opts.version == 0 {
             next_version(current, now)
         } else {
             opts.version
-        };
-        let expires_at = if opts.keep_ttl && live {
-            old_expiry
-        } else {
-            deadline(now, opts.ttl_ms)
         };
         let value = Some(Bytes::copy_from_slice(value));
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
@@ -314,6 +310,13 @@ impl Store {
     /// Deletes a key, leaving a tombstone at the delete's version. With
     /// `version == 0` a key that holds no live value is left alone.
     pub fn delete(&self, key: &[u8], version: u64) -> Result<(bool, Written), StoreError> {
+        self.take(key, version).map(|(v, w)| (v.is_some(), w))
+    }
+
+    /// [`Store::delete`] that also returns the live value it removed, in the
+    /// same critical section (Redis's GETDEL: two concurrent ones never both
+    /// get the value).
+    pub fn take(&self, key: &[u8], version: u64) -> Result<(Option<Bytes>, Written), StoreError> {
         if key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -321,13 +324,27 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut shard = lock.lock();
         let idx = self.find_fresh(&mut shard, hash, key, now);
-        let (current, live) = idx.map_or((0, false), |i| {
+        let (current, old) = idx.map_or((0, None), |i| {
             let s = shard.slot(i);
-            (s.version, s.value.is_some())
+            (s.version, s.value.clone())
         });
-        if (version == 0 && !live) || (version != 0 && version <= current) {
-            return Ok((false, Written::rejected(current)));
+        let live = old.is_some();
+        if (version == 0 && !live) || (version != 0 && version < current) {
+            return Ok((None, Written::rejected(current)));
         }
+        if version != 0 && version == current && !live {
+            // The node already holds this tombstone (a resend).
+            return Ok((
+                None,
+                Written {
+                    applied: true,
+                    version,
+                    expires_at: idx.map_or(0, |i| shard.slot(i).expires_at),
+                },
+            ));
+        }
+        // (At an equal version a tombstone replaces a value: every replica
+        // ends with the tombstone, whatever the order.)
         let version = if version == 0 {
             next_version(current, now)
         } else {
@@ -343,7 +360,7 @@ impl Store {
                 let freed = shard.remove(i);
                 self.used.fetch_sub(freed, Ordering::Relaxed);
             }
-            return Ok((live, written));
+            return Ok((old, written));
         }
         let idx = self.write(
             &mut shard,
@@ -356,7 +373,7 @@ impl Store {
         );
         drop(shard);
         self.enforce_bound(lock, idx);
-        Ok((live, written))
+        Ok((old, written))
     }
 
     /// Replaces the value only if the key's live version equals `expected`
@@ -617,34 +634,42 @@ impl Store {
     /// entry just written), then the other shards in turn. Never
     /// holds two shard locks at once.
     fn enforce_bound(&self, own: &Mutex<Shard>, keep: u32) {
-        if self.used.load(Ordering::Relaxed) <= self.max_memory {
-            return;
-        }
-        {
-            let mut shard = own.lock();
-            while self.used.load(Ordering::Relaxed) > self.max_memory {
-                match shard.evict(keep) {
+        // Values first, in every shard; tombstones only when no value is
+        // left to evict (see `Shard::evict_value`).
+        for tombstones in [false, true] {
+            if self.used.load(Ordering::Relaxed) <= self.max_memory {
+                return;
+            }
+            let evict = |shard: &mut Shard, keep: u32| match tombstones {
+                false => shard.evict_value(keep),
+                true => shard.evict(keep),
+            };
+            {
+                let mut shard = own.lock();
+                while self.used.load(Ordering::Relaxed) > self.max_memory {
+                    match evict(&mut shard, keep) {
+                        Some(freed) => {
+                            self.used.fetch_sub(freed, Ordering::Relaxed);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let mut idle = 0;
+            while self.used.load(Ordering::Relaxed) > self.max_memory && idle < self.shards.len() {
+                let i = self.evict_cursor.fetch_add(1, Ordering::Relaxed) & self.mask;
+                let lock = &self.shards[i];
+                if std::ptr::eq(lock, own) {
+                    idle += 1;
+                    continue;
+                }
+                match evict(&mut lock.lock(), u32::MAX) {
                     Some(freed) => {
                         self.used.fetch_sub(freed, Ordering::Relaxed);
+                        idle = 0;
                     }
-                    None => break,
+                    None => idle += 1,
                 }
-            }
-        }
-        let mut idle = 0;
-        while self.used.load(Ordering::Relaxed) > self.max_memory && idle < self.shards.len() {
-            let i = self.evict_cursor.fetch_add(1, Ordering::Relaxed) & self.mask;
-            let lock = &self.shards[i];
-            if std::ptr::eq(lock, own) {
-                idle += 1;
-                continue;
-            }
-            match lock.lock().evict(u32::MAX) {
-                Some(freed) => {
-                    self.used.fetch_sub(freed, Ordering::Relaxed);
-                    idle = 0;
-                }
-                None => idle += 1,
             }
         }
     }

@@ -103,7 +103,8 @@ fn replicated_writes_apply_only_when_newer_including_tombstones() {
     };
     assert!(s.set(b"k", b"v10", at(10)).expect("set").applied);
     assert!(!s.set(b"k", b"v5", at(5)).expect("set").applied);
-    assert!(!s.set(b"k", b"v10b", at(10)).expect("set").applied);
+    // An equal version with lesser content loses the tie (see below).
+    assert!(!s.set(b"k", b"v1", at(10)).expect("set").applied);
     assert_eq!(get(&s, "k").as_deref(), Some("v10"));
     // A replicated delete at 20 blocks a late write at 15.
     let (deleted, w) = s.delete(b"k", 20).expect("delete");
@@ -116,6 +117,38 @@ fn replicated_writes_apply_only_when_newer_including_tombstones() {
     assert!(s.delete(b"other", 7).expect("delete").1.applied);
     assert!(!s.set(b"other", b"old", at(6)).expect("set").applied);
     assert!(s.set(b"k", b"v30", at(30)).expect("set").applied);
+}
+
+/// Two writers may stamp the same version: every replica then keeps the
+/// same content whatever the order the writes arrive in (the greater value,
+/// a tombstone above any value), and a write the node already holds is
+/// answered as applied, so `applied` means "this node holds the write".
+#[test]
+fn equal_versions_converge_by_content_in_any_order() {
+    let at = |v| SetOptions {
+        version: v,
+        ..SetOptions::default()
+    };
+    for order in [["a", "b"], ["b", "a"]] {
+        let (s, _) = store(1 << 20);
+        let first = s.set(b"k", order[0].as_bytes(), at(10)).expect("set");
+        let second = s.set(b"k", order[1].as_bytes(), at(10)).expect("set");
+        assert!(first.applied);
+        assert_eq!(second.applied, order[1] == "b", "{order:?}");
+        assert_eq!(get(&s, "k").as_deref(), Some("b"), "{order:?}");
+        // A resend of what the node holds: applied, nothing changes.
+        let again = s.set(b"k", b"b", at(10)).expect("set");
+        assert!(again.applied && again.version == 10);
+        // The loser's resend still loses.
+        assert!(!s.set(b"k", b"a", at(10)).expect("set").applied);
+        // At an equal version a tombstone beats the value, and holds.
+        let (deleted, w) = s.delete(b"k", 10).expect("delete");
+        assert!(deleted && w.applied);
+        assert_eq!(get(&s, "k"), None);
+        assert!(s.delete(b"k", 10).expect("delete").1.applied, "held");
+        assert!(!s.set(b"k", b"zzz", at(10)).expect("set").applied);
+        assert_eq!(get(&s, "k"), None);
+    }
 }
 
 #[test]
@@ -299,6 +332,40 @@ fn memory_bound_evicts_least_recently_used() {
     }
     for i in 50..60 {
         assert!(has(&s, i), "new k{i:03} kept");
+    }
+}
+
+/// Under memory pressure values go before tombstones, in every shard: a
+/// tombstone evicted before its TTL would let a replica that missed the
+/// delete bring the value back.
+#[test]
+fn tombstones_outlive_values_under_memory_pressure() {
+    let per = charge(4, 100);
+    let (s, _) = store_with_shards(per * 40, 4);
+    fill(&s, 0..40);
+    // Ten deletes at replicated versions: ten tombstones.
+    for i in 0..10 {
+        let (deleted, _) = s
+            .delete(format!("k{i:03}").as_bytes(), next_version(0, T0 + 1000))
+            .expect("delete");
+        assert!(deleted);
+    }
+    fill(&s, 100..160);
+    let st = s.stats();
+    assert!(st.memory_bytes <= per * 40, "{} > bound", st.memory_bytes);
+    for i in 0..10 {
+        // A late replicated write older than the delete is still refused.
+        let late = s
+            .set(
+                format!("k{i:03}").as_bytes(),
+                b"old",
+                SetOptions {
+                    version: next_version(0, T0 + 500),
+                    ..SetOptions::default()
+                },
+            )
+            .expect("set");
+        assert!(!late.applied, "k{i:03}'s tombstone survived");
     }
 }
 

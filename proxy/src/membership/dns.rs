@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::SourceError;
+use super::error::SourceError;
 
 /// The node URLs `name` resolves to, sorted, without duplicates.
 pub async fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<String>, SourceError> {
@@ -33,7 +33,7 @@ fn urls(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<String> {
     // SocketAddr's Display puts IPv6 addresses in brackets, as URLs need.
     addrs
         .iter()
-        .take(super::MAX_NODES + 1)
+        .take(distcache::MAX_NODES + 1)
         .map(ToString::to_string)
         .collect()
 }

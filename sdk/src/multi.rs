@@ -23,21 +23,13 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::Entry;
 use crate::config::Consistency;
-use crate::dispatch::View;
-use crate::error::{Error, Result};
-
-fn entry(r: pb::GetResponse) -> Option<Entry> {
-    r.found.then(|| Entry {
-        value: r.value,
-        version: r.version,
-        ttl: (r.ttl_ms > 0).then(|| std::time::Duration::from_millis(r.ttl_ms)),
-    })
-}
+use crate::error::{Error, Exhausted, Result};
+use crate::replica::View;
+use crate::types::Entry;
 
 fn op_error(e: pb::OperationError) -> Error {
-    Error::from_status(tonic::Status::new(tonic::Code::from(e.code), e.message))
+    Error::from_status(distcache_proto::status::to_status(e))
 }
 
 /// Keys a multi-key request sends to one node in one message (well under
@@ -82,10 +74,10 @@ impl AnswerBound {
         let len = e.as_ref().map_or(0, |e| e.value.len()) * self.copies[key];
         let used = self.used.fetch_add(len, Ordering::Relaxed) + len;
         if used > self.limit {
-            return Err(Error::ResourceExhausted(format!(
-                "the answer exceeds max_answer_bytes ({} bytes)",
-                self.limit
-            )));
+            return Err(Error::ResourceExhausted {
+                kind: Exhausted::Answer,
+                message: format!("the answer exceeds max_answer_bytes ({} bytes)", self.limit),
+            });
         }
         Ok(())
     }
@@ -119,7 +111,7 @@ pub(crate) async fn mget(
                 needed: 1,
                 acked: 0,
             })?;
-            found[u] = entry(r?);
+            found[u] = Entry::from_pb(r?);
             bound.charge(u, &found[u])?;
         }
         return Ok(slots.into_iter().map(|u| found[u].clone()).collect());
@@ -156,7 +148,7 @@ pub(crate) async fn mget(
     }
     while let Some(done) = tasks.join_next().await {
         let Ok((u, r)) = done else { continue };
-        found[u] = entry(r?);
+        found[u] = Entry::from_pb(r?);
         bound.charge(u, &found[u])?;
     }
     Ok(slots.into_iter().map(|u| found[u].clone()).collect())
@@ -201,7 +193,7 @@ async fn mget_node(
                     match r.result {
                         Some(Out::Get(g)) => {
                             inner.clock.observe(g.version);
-                            let e = entry(g);
+                            let e = Entry::from_pb(g);
                             bound.charge(u, &e)?;
                             got.push((u, e));
                         }
@@ -231,6 +223,9 @@ pub(crate) async fn mset(
     deadline: Instant,
 ) -> Result<()> {
     let mut need = Vec::with_capacity(items.len());
+    // Each item's set, kept to be stamped again if a replica holds a newer
+    // version of its key.
+    let mut sets = Vec::with_capacity(items.len());
     let mut groups: HashMap<usize, Vec<(usize, pb::Operation)>> = HashMap::new();
     for (pos, (key, value)) in items.into_iter().enumerate() {
         let replicas = inner.replicas(&key);
@@ -249,6 +244,7 @@ pub(crate) async fn mset(
         for node in inner.targets(&replicas, n) {
             groups.entry(node).or_default().push((pos, op.clone()));
         }
+        sets.push(op);
     }
     let mut batches = JoinSet::new();
     for (node, entries) in groups
@@ -272,13 +268,16 @@ pub(crate) async fn mset(
         });
     }
     let mut acks = vec![0usize; need.len()];
+    let mut superseded = vec![false; need.len()];
     while let Some(done) = batches.join_next().await {
         let Ok((positions, res)) = done else { continue };
         match res {
             Ok(results) => {
                 for (p, r) in positions.into_iter().zip(results) {
                     match r.result {
-                        Some(Out::Set(_)) => acks[p] += 1,
+                        // Only a replica that holds the write counts.
+                        Some(Out::Set(s)) if s.applied => acks[p] += 1,
+                        Some(Out::Set(_)) => superseded[p] = true,
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => {}
                     }
@@ -286,6 +285,18 @@ pub(crate) async fn mset(
             }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e),
+        }
+    }
+    // Keys a replica held a newer version of: written again one by one,
+    // stamped past that version (see `View::write`).
+    for (p, set) in sets.into_iter().enumerate() {
+        if !superseded[p] || acks[p] >= need[p] {
+            continue;
+        }
+        if let Some(Op::Set(r)) = set.op {
+            let key = r.key.clone();
+            inner.write(&key, Op::Set(r), c, deadline).await?;
+            acks[p] = need[p];
         }
     }
     match acks.iter().zip(&need).find(|(a, n)| a < n) {
@@ -302,7 +313,7 @@ fn chunks(entries: Vec<(usize, pb::Operation)>) -> Vec<Vec<(usize, pb::Operation
     let mut current = Vec::new();
     let mut bytes = 0;
     for (pos, op) in entries {
-        let len = op.op.as_ref().map_or(0, crate::coalesce::op_bytes);
+        let len = op.op.as_ref().map_or(0, crate::conn::op_bytes);
         if !current.is_empty() && (current.len() >= CHUNK_KEYS || bytes + len > CHUNK_BYTES) {
             out.push(std::mem::take(&mut current));
             bytes = 0;
@@ -345,7 +356,7 @@ mod tests {
         let bytes = |m: &Vec<(usize, pb::Operation)>| {
             m.iter()
                 .filter_map(|(_, o)| o.op.as_ref())
-                .map(crate::coalesce::op_bytes)
+                .map(crate::conn::op_bytes)
                 .sum::<usize>()
         };
         assert!(c.iter().all(|m| bytes(m) <= CHUNK_BYTES));
@@ -377,7 +388,7 @@ mod tests {
         assert!(b.charge(0, &e(2)).is_ok());
         assert!(matches!(
             b.charge(0, &e(1)),
-            Err(Error::ResourceExhausted(_))
+            Err(Error::ResourceExhausted { .. })
         ));
     }
 }
