@@ -121,9 +121,11 @@ fn main() -> ExitCode {
         for ((c, via), n) in &by_via {
             println!("  {c:<20} {via:<16} {n}");
         }
-        println!("first violations:");
-        for v in r.violations.iter().take(10) {
-            println!("  {} {} via {}: {}", v.check.name(), v.key, v.via, v.detail);
+        println!("examples (up to 3 per check):");
+        for c in Check::ALL {
+            for v in r.violations.iter().filter(|v| v.check == c).take(3) {
+                println!("  {} {} via {}: {}", v.check.name(), v.key, v.via, v.detail);
+            }
         }
     }
     if r.violations.is_empty() {
