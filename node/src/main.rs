@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         };
     }
-    let config = match args.into_config() {
+    let mut config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("distcache-node: {e}");
@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
+    let fd_limit = distcache_serve::fds::raise_limit();
+    config.server.max_connections = distcache_serve::fds::clamp_connections(
+        config.server.max_connections,
+        fd_limit,
+        "--max-connections",
+    );
     match distcache_serve::runtime(config.server.threads) {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {

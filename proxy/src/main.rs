@@ -10,7 +10,7 @@ use clap::Parser;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
-use distcache_serve::shutdown_signal;
+use distcache_serve::{fds, shutdown_signal};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
@@ -82,15 +82,21 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         nodes = ?nodes,
         "listening"
     );
+    // RESP and gRPC each get --max-connections: each must fit half of what
+    // the descriptor limit leaves.
+    let fd_limit =
+        fds::raise_limit().map(|l| fds::RESERVED_FDS + l.saturating_sub(fds::RESERVED_FDS) / 2);
+    let max_connections =
+        fds::clamp_connections(args.max_connections, fd_limit, "--max-connections");
     let config = FrontendConfig {
         resp_limits: resp::Limits {
             max_bulk: usize::try_from(args.max_arg_bytes.0).unwrap_or(usize::MAX),
             ..resp::Limits::default()
         },
-        max_connections: args.max_connections,
+        max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
         login_timeout: args.login_timeout.0,
-        grpc_max_connections: args.max_connections,
+        grpc_max_connections: max_connections,
         grpc_max_in_flight: args.max_in_flight,
         grpc_max_concurrent_streams: args.max_concurrent_streams,
         security,

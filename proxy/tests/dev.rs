@@ -69,3 +69,36 @@ fn dev_starts_answers_and_exits_cleanly_on_sigterm() {
     assert!(text.contains("proxy shutting down"), "{text}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// With a file-descriptor limit below what `--max-connections` needs, the
+/// proxy lowers the bound to fit and says so, instead of failing every
+/// `accept` once the descriptors run out.
+#[test]
+fn a_connection_bound_over_the_descriptor_limit_is_lowered_and_logged() {
+    let log = log_path("fds");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 512; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_distcache-proxy"))
+        .args(["--dev", "--log-level", "info", "--log-file"])
+        .arg(&log)
+        .args(["--resp-listen", "127.0.0.1:0"])
+        .args(["--grpc-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _proxy = support::Proxy(child);
+    let text = poll(Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("listening").then_some(text)
+    });
+    assert!(
+        text.contains("--max-connections lowered to fit the file-descriptor limit"),
+        "{text}"
+    );
+    assert!(text.contains("allowed=128"), "{text}");
+    let _ = std::fs::remove_file(&log);
+}

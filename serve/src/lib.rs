@@ -21,8 +21,11 @@
 //! - [`metrics`]: constant gauge/counter writers for scrape-time collectors.
 //! - [`units`]: sizes (`64MiB`) and durations (`30s`) for flags and TOML.
 //! - [`shutdown`]: the signal and the stop flag every task watches.
+//! - [`fds`]: the file-descriptor limit, raised at start-up, and connection
+//!   bounds lowered to fit it.
 
 pub mod admin;
+pub mod fds;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
