@@ -6,10 +6,14 @@
 //! They assert what today's main keeps; the lists below name what is left
 //! out and why, so that each fix of issue 14 can switch its part on:
 //!
-//! - Without faults every check holds except [`Check::NotLinearizable`]:
-//!   a DEL is stamped with the writer's clock while SET NX and CAS get their
-//!   version from the node, so a DEL concurrent with a CAS/SET NX can lose
-//!   to it and still be acknowledged (finding 4).
+//! - Without faults the counter checks, [`Check::LostWrite`] and
+//!   [`Check::Phantom`] hold. Left out: [`Check::NotLinearizable`] (every
+//!   run: a DEL concurrent with a SET NX/CAS on a lock key is acknowledged
+//!   yet has no effect, or a SET NX wins while the lock is held), and
+//!   [`Check::StaleRead`] / [`Check::DeletedRead`], which fail rarely (2–3
+//!   stale reads in 45,000 operations): at write and read level `one` a
+//!   write acknowledged by one replica is not yet on the replica that a
+//!   read right after asks, a race that also covers deletes.
 //! - Under faults (every kind: kill + restart from the WAL, kill + restart
 //!   empty, pause, remove/re-add) only [`Check::LostWrite`] and
 //!   [`Check::Phantom`] hold today: stale reads (findings 1, 11), counters
@@ -31,10 +35,8 @@ use distcache_chaos::cluster::Bins;
 use distcache_chaos::driver::{self, Config, Fault, Outcomes};
 
 /// Checks that hold without faults on today's main.
-const HOLD_WITHOUT_FAULTS: [Check; 6] = [
+const HOLD_WITHOUT_FAULTS: [Check; 4] = [
     Check::LostWrite,
-    Check::StaleRead,
-    Check::DeletedRead,
     Check::Phantom,
     Check::Counter,
     Check::CounterDuplicate,
@@ -84,7 +86,7 @@ fn assert_hold(out: &Outcomes, checks: &[Check]) {
 }
 
 #[test]
-fn without_faults_every_register_and_counter_check_holds() {
+fn without_faults_no_write_is_lost_and_counters_count_every_increment() {
     let out = run(Config {
         duration: Duration::from_secs(15),
         faults: Vec::new(),
