@@ -1,11 +1,25 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus / OpenMetrics text),
-//! `/metrics.json`, and `/healthz` (200 while serving, 503 once shutdown began).
-//! HTTP/1.1 over hyper; it stops accepting when the node shuts down.
+//! `/metrics.json`, and the probes:
+//!
+//! - `/livez`: 200 while the process answers at all (its runtime and this
+//!   loop run). Nothing a node waits for (recovery, its disk, its peers)
+//!   turns it to 503, so a liveness probe never restarts a node that is
+//!   merely busy or unready.
+//! - `/readyz`: 200 once recovered, while the WAL accepts writes and the
+//!   node is neither draining nor shutting down; otherwise 503 with the
+//!   reason (`recovering: 12000 entries loaded so far`, `draining`, ...).
+//! - `/healthz`: the alias of `/readyz` it has always been.
+//!
+//! It answers from the first moment of start-up: [`Probes`] starts in the
+//! recovering phase, before the WAL is replayed, when `/metrics` carries only
+//! `distcache_build_info` and `distcache_ready 0`. HTTP/1.1 over hyper; it
+//! stops accepting when the node shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,10 +28,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::service::Shared;
+use crate::store::Store;
 
 /// Content type of the text exposition format prometheus-client writes.
 pub const PROMETHEUS_CONTENT_TYPE: &str =
@@ -33,42 +52,153 @@ pub fn reply(status: StatusCode, content_type: &str, body: String) -> Response<F
     resp
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            PROMETHEUS_CONTENT_TYPE,
-            shared.metrics.prometheus(),
-        ),
-        "/metrics.json" => reply(StatusCode::OK, "application/json", shared.metrics.json()),
-        "/healthz" | "/readyz" => {
-            if shared.serving.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", "ok\n".into())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "shutting down\n".into(),
-                )
+/// What the probes report, from start-up to shutdown. Created before the
+/// WAL is replayed; [`Probes::serving`] hands it the node once recovery is
+/// over, [`Probes::draining`] marks the start of a shutdown.
+#[derive(Debug)]
+pub struct Probes {
+    store: Arc<Store>,
+    shared: OnceLock<Arc<Shared>>,
+    draining: AtomicBool,
+}
+
+impl Probes {
+    /// Probes for a node whose `store` is being recovered.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            shared: OnceLock::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Recovery is over: report ready and serve `shared`'s metrics.
+    pub fn serving(&self, shared: Arc<Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Shutdown began: report unready while requests are still served.
+    pub fn draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// `None` when the node is ready, else why it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        let Some(shared) = self.shared.get() else {
+            return Some(format!(
+                "recovering: {} entries loaded so far",
+                self.store.len()
+            ));
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("draining: shutting down".into());
+        }
+        if !shared.serving.load(Ordering::Relaxed) {
+            return Some("shutting down".into());
+        }
+        if shared.wal.as_ref().is_some_and(|w| w.stats().has_failed()) {
+            return Some("write-ahead log failed: writes are refused".into());
+        }
+        None
+    }
+
+    fn prometheus(&self) -> String {
+        let ready = self.not_ready().is_none();
+        match self.shared.get() {
+            Some(shared) => {
+                shared.metrics.ready.set(i64::from(ready));
+                shared.metrics.prometheus()
+            }
+            // Recovering: the metrics registry belongs to the node being
+            // built; say which version is starting and that it is not ready.
+            None => {
+                let mut r = Registry::with_prefix("distcache");
+                crate::metrics::register_build_info(&mut r);
+                r.register(
+                    "ready",
+                    "1 while the node is ready to serve (/readyz answers 200)",
+                    Gauge::<i64>::default(),
+                );
+                let mut out = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+                out
             }
         }
+    }
+}
+
+fn route(probes: &Probes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => reply(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, probes.prometheus()),
+        "/metrics.json" => match probes.shared.get() {
+            Some(shared) => reply(StatusCode::OK, "application/json", shared.metrics.json()),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "recovering\n".into(),
+            ),
+        },
+        "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" | "/healthz" => match probes.not_ready() {
+            None => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /metrics.json or /healthz\n".into(),
+            "not found; try /metrics, /metrics.json, /livez or /readyz\n".into(),
         ),
     }
 }
 
 /// Serves admin requests on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, probes: Arc<Probes>, stop: watch::Receiver<bool>) {
     serve_http(
         listener,
-        shared,
-        |s, req| async move { route(&s, &req) },
+        probes,
+        |p, req| async move { route(&p, &req) },
         stop,
     )
     .await;
+}
+
+/// How often gRPC health is brought in line with readiness.
+const HEALTH_FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Keeps `grpc.health.v1` in line with `/readyz` until `stop` turns true:
+/// `service` and the whole server (`""`, what a Kubernetes gRPC probe asks
+/// by default) are SERVING exactly while the node is ready.
+pub async fn follow_readiness(
+    ready: impl Fn() -> bool + Send,
+    health: HealthReporter,
+    service: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEALTH_FOLLOW_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = crate::server::stopped(&mut stop) => return,
+        }
+        let now = ready();
+        if last != Some(now) {
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for name in ["", service] {
+                health.set_service_status(name, status).await;
+            }
+            last = Some(now);
+        }
+    }
 }
 
 /// Serves HTTP/1.1 on `listener`, answering GET and HEAD with `handler` (other

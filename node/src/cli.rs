@@ -34,7 +34,7 @@ pub struct Args {
     /// gRPC listen address [default: 127.0.0.1:7001].
     #[arg(long, env = "DISTCACHE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Admin HTTP listen address for /metrics, /metrics.json, /healthz [default: 127.0.0.1:9101].
+    /// Admin HTTP listen address for /metrics, /metrics.json, /livez, /readyz [default: 127.0.0.1:9101].
     #[arg(long, env = "DISTCACHE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Node name in health answers and logs [default: the listen address].
@@ -61,7 +61,11 @@ pub struct Args {
     /// Largest gRPC message accepted [default: 16MiB].
     #[arg(long, env = "DISTCACHE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<ByteSize>,
-    /// Time in-flight requests get after SIGINT/SIGTERM [default: 10s].
+    /// After SIGINT/SIGTERM, keep serving this long while /readyz and gRPC
+    /// health say 503/NOT_SERVING, e.g. 5s [default: 0s].
+    #[arg(long, env = "DISTCACHE_DRAIN_DELAY")]
+    pub drain_delay: Option<HumanDuration>,
+    /// Time in-flight requests get once the node stops taking new ones [default: 10s].
     #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
     /// Log level (trace, debug, info, warn, error) or a tracing filter [default: info].
@@ -279,6 +283,7 @@ impl Args {
         set(&mut c.server.admin_listen, self.admin_listen);
         set(&mut c.server.node_id, self.node_id);
         set(&mut c.server.max_message_bytes, self.max_message_bytes);
+        set(&mut c.server.drain_delay, self.drain_delay);
         set(&mut c.server.shutdown_grace, self.shutdown_grace);
         set(&mut c.store.max_memory, self.max_memory);
         set(&mut c.store.shards, self.shards);

@@ -13,7 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -253,11 +253,35 @@ impl SecurityCounters {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// Registers `build_info{version}` (always 1) in `r`: `distcache_build_info`
+/// in the node's registry, and in the proxy's through a registry of its own
+/// prefixed `distcache`, so both processes export the same series.
+pub fn register_build_info(r: &mut Registry) {
+    let info = Family::<VersionLabel, Gauge>::default();
+    info.get_or_create(&VersionLabel {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    r.register(
+        "build_info",
+        "The running distcache version (always 1)",
+        info,
+    );
+}
+
 /// The node's metrics registry and pre-created handles.
 #[derive(Debug)]
 pub struct Metrics {
     /// Counters of the security layers.
     pub security: SecurityCounters,
+    /// `distcache_ready`: 1 while `/readyz` answers 200; the admin endpoint
+    /// sets it before each scrape.
+    pub ready: Gauge,
     registry: Registry,
     requests: Family<OpResult, Counter>,
     counts: Vec<Option<Counter>>,
@@ -311,6 +335,13 @@ impl Metrics {
             .collect();
         let security = SecurityCounters::default();
         security.register(&mut registry);
+        register_build_info(&mut registry);
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while the node is ready to serve (/readyz answers 200)",
+            ready.clone(),
+        );
         let started = Instant::now();
         registry.register_collector(Box::new(StoreCollector {
             store: store.clone(),
@@ -318,6 +349,7 @@ impl Metrics {
         }));
         Self {
             security,
+            ready,
             registry,
             requests,
             counts,

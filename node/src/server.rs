@@ -96,9 +96,26 @@ pub async fn run(
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
     }
-    // Recovery runs before anything listens, so no request sees a half-loaded store.
+    // The admin port answers from here on (/livez 200, /readyz 503 while
+    // recovering), so a long WAL replay is "not ready", never "dead".
+    let (stop, stop_rx) = watch::channel(false);
+    let probes = Arc::new(crate::admin::Probes::new(store.clone()));
+    let admin = tokio::spawn(crate::admin::serve(
+        listeners.admin,
+        probes.clone(),
+        stop_rx.clone(),
+    ));
+    // Recovery runs before the gRPC port serves, so no request sees a
+    // half-loaded store.
     let wal = match config.wal_options() {
-        Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
+        Some(opts) => match Wal::open(opts, store.clone()).await {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                let _ = stop.send(true);
+                let _ = admin.await;
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     if let Some(w) = &wal {
@@ -118,7 +135,6 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max_msg = usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX);
-    let (stop, stop_rx) = watch::channel(false);
     let cache =
         CacheServiceServer::new(CacheNode::new(shared.clone()).with_shutdown(stop_rx.clone()))
             .max_decoding_message_size(max_msg)
@@ -131,9 +147,14 @@ pub async fn run(
                 config.store.sweep_interval.0,
                 stop_rx.clone(),
             )),
-            tokio::spawn(crate::admin::serve(
-                listeners.admin,
-                shared.clone(),
+            admin,
+            tokio::spawn(crate::admin::follow_readiness(
+                {
+                    let probes = probes.clone();
+                    move || probes.not_ready().is_none()
+                },
+                health.clone(),
+                <CacheServiceServer<CacheNode> as tonic::server::NamedService>::NAME,
                 stop_rx.clone(),
             )),
         ],
@@ -161,6 +182,7 @@ pub async fn run(
             stopped(&mut grpc_stop).await;
         });
     let mut server = tokio::spawn(server);
+    probes.serving(shared.clone());
     tracing::info!(%node_id, grpc = %grpc_addr, "distcache node serving");
 
     tokio::select! {
@@ -175,15 +197,31 @@ pub async fn run(
         }
     }
 
+    // Unready first, still serving: load balancers and proxies stop sending
+    // new work during the drain delay, and what still arrives is answered.
+    probes.draining();
+    for name in [
+        "",
+        <CacheServiceServer<CacheNode> as tonic::server::NamedService>::NAME,
+    ] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let drain = config.server.drain_delay.0;
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_delay_ms = drain.as_millis() as u64,
+            "shutting down: unready, serving for the drain delay"
+        );
+        tokio::time::sleep(drain).await;
+    }
     let grace = config.server.shutdown_grace.0;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
     shared.serving.store(false, Ordering::Relaxed);
-    health
-        .set_not_serving::<CacheServiceServer<CacheNode>>()
-        .await;
     tasks.stop().await;
     match tokio::time::timeout(grace, &mut server).await {
         Ok(Ok(result)) => result?,

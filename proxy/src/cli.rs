@@ -69,7 +69,7 @@ pub struct Args {
     /// Redis-protocol front end.
     #[arg(long, env = "DISTCACHE_RESP_LISTEN", default_value = "127.0.0.1:6380")]
     pub resp_listen: SocketAddr,
-    /// Admin HTTP: /metrics, /metrics.json, /healthz, /ring.
+    /// Admin HTTP: /metrics, /metrics.json, /livez, /readyz, /ring.
     #[arg(long, env = "DISTCACHE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
     pub admin_listen: SocketAddr,
     /// Most RESP client connections open at once.
@@ -100,7 +100,12 @@ pub struct Args {
     /// Clock-skew leeway on front-end token expiry.
     #[arg(long, env = "DISTCACHE_AUTH_LEEWAY", default_value = "5s")]
     pub auth_leeway: HumanDuration,
-    /// Time requests already received get to finish after SIGINT/SIGTERM.
+    /// After SIGINT/SIGTERM, keep accepting and serving this long while
+    /// /readyz and gRPC health say 503/NOT_SERVING (0s: close at once).
+    #[arg(long, env = "DISTCACHE_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: HumanDuration,
+    /// Time requests already received get to finish once the front ends
+    /// stop accepting.
     #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: HumanDuration,
     // ---------------------------------------------------------------------

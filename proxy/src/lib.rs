@@ -66,8 +66,12 @@ pub struct FrontendConfig {
     pub max_connections: usize,
     /// TLS and tokens on both front ends (default: off).
     pub security: FrontSecurity,
-    /// Once shutdown starts, how long open connections get to finish the
-    /// requests they have sent; then they are closed.
+    /// Once shutdown starts, how long the front ends keep accepting and
+    /// serving while `/readyz` and gRPC health say the proxy is not ready
+    /// (so traffic moves away first); zero: stop accepting at once.
+    pub drain_delay: Duration,
+    /// Once the front ends stop accepting, how long open connections get to
+    /// finish the requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
 }
 
@@ -77,6 +81,7 @@ impl Default for FrontendConfig {
             resp_limits: resp::Limits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             security: FrontSecurity::default(),
+            drain_delay: Duration::ZERO,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -95,8 +100,9 @@ pub enum ProxyError {
 
 pub(crate) use distcache_node::server::stopped;
 
-/// Serves every front end until `shutdown` resolves; then stops accepting,
-/// lets requests already received finish within `config.shutdown_grace`, and
+/// Serves every front end until `shutdown` resolves; then reports unready
+/// and goes on serving for `config.drain_delay`, stops accepting, lets
+/// requests already received finish within `config.shutdown_grace`, and
 /// returns once every front end has closed.
 pub async fn run(
     listeners: Listeners,
@@ -105,7 +111,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
-    let grace = config.shutdown_grace;
+    let (grace, drain) = (config.shutdown_grace, config.drain_delay);
     let mut grpc_server = Server::builder();
     if let Some(tls) = config.security.grpc_tls.clone() {
         grpc_server = grpc_server.tls_config(tls)?;
@@ -149,13 +155,36 @@ pub async fn run(
             },
         );
     let mut grpc = tokio::spawn(grpc);
+    let service = <CacheServiceServer<grpc::ProxyService> as tonic::server::NamedService>::NAME;
+    let health_follower = tokio::spawn(distcache_node::admin::follow_readiness(
+        {
+            let backend = backend.clone();
+            move || backend.not_ready().is_none()
+        },
+        health.clone(),
+        service,
+        stop_rx.clone(),
+    ));
     tracing::info!("distcache proxy serving");
     shutdown.await;
+    backend
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for name in ["", service] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_delay_ms = drain.as_millis() as u64,
+            "proxy shutting down: unready, serving for the drain delay"
+        );
+        tokio::time::sleep(drain).await;
+    }
     tracing::info!("proxy shutting down");
-    health
-        .set_not_serving::<CacheServiceServer<grpc::ProxyService>>()
-        .await;
     let _ = stop.send(true);
+    let _ = health_follower.await;
     let deadline = tokio::time::Instant::now() + grace;
     // RESP bounds its own drain by the same grace period.
     let _ = resp.await;

@@ -89,6 +89,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         max_connections: args.max_connections,
         security,
+        drain_delay: args.drain_delay.0,
         shutdown_grace: args.shutdown_grace.0,
     };
     let poller = discovery.map(|d| membership::spawn(d, backend.clone()));

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_node::metrics::{SecurityCounters, counter};
+use distcache_node::metrics::{SecurityCounters, counter, register_build_info};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +46,9 @@ struct SourceLabel {
 #[derive(Debug)]
 pub struct ProxyMetrics {
     registry: Arc<Registry>,
+    /// `distcache_build_info`, the node's series, outside the
+    /// `distcache_proxy` prefix.
+    build_info: Registry,
     commands: Family<CmdResult, Counter>,
     latency: Family<Cmd, Histogram>,
     /// (front end, command) → its series, so recording a command costs one
@@ -79,6 +82,11 @@ impl ProxyMetrics {
             latency.clone(),
         );
         let discovery_errors = Family::<SourceLabel, Counter>::default();
+        // Exported at 0 from the start: an alert on `increase()` misses a
+        // counter's first failure if the series only appears with it.
+        for source in ["file", "dns", "http"] {
+            let _ = discovery_errors.get_or_create(&SourceLabel { source });
+        }
         registry.register(
             "discovery_errors",
             "Membership polls that gave no usable node list (the nodes were kept), by source",
@@ -93,8 +101,11 @@ impl ProxyMetrics {
             "RESP connections dropped because the TLS handshake failed or timed out",
             tls_handshake_failures.clone(),
         );
+        let mut build_info = Registry::with_prefix("distcache");
+        register_build_info(&mut build_info);
         Self {
             registry: Arc::new(registry),
+            build_info,
             commands,
             latency,
             handles: RwLock::default(),
@@ -183,8 +194,12 @@ impl ProxyMetrics {
 
     /// Prometheus (OpenMetrics) text.
     pub fn prometheus(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // Writing to a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.build_info);
+        let _ = encode_eof(&mut out);
         out
     }
 }
