@@ -100,6 +100,11 @@ pub struct Args {
     /// Write a snapshot on graceful shutdown [default: false].
     #[arg(long, env = "DISTCACHE_SNAPSHOT_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
     pub snapshot_on_shutdown: Option<bool>,
+    /// Check the configuration (parse and validate it, load the TLS files
+    /// and token secrets), print the effective configuration with secrets
+    /// redacted, and exit: 0 if it is usable, 1 if not.
+    #[arg(long)]
+    pub check_config: bool,
     /// Accepted for compatibility with the C++ prototype: limits are always on.
     #[arg(long, hide = true)]
     pub enable_validation: bool,
@@ -198,7 +203,7 @@ impl Args {
     /// Parses argv, and reads `DISTCACHE_AUTH_SECRET` (kept out of argv, where
     /// other users could read it).
     pub fn from_env() -> Self {
-        let mut a = Args::parse();
+        let mut a: Args = parse_or_exit();
         a.auth_secret_env = std::env::var("DISTCACHE_AUTH_SECRET")
             .ok()
             .filter(|s| !s.is_empty());
@@ -257,6 +262,19 @@ impl Args {
             c.server.max_in_flight = v;
         }
         Ok(())
+    }
+}
+
+/// Parses argv as clap's `parse` does, except that with `--check-config` a
+/// bad flag exits 1 (what a failed check exits with) instead of clap's 2.
+pub fn parse_or_exit<A: Parser>() -> A {
+    match A::try_parse() {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--check-config") => {
+            let _ = e.print();
+            std::process::exit(1)
+        }
+        Err(e) => e.exit(),
     }
 }
 

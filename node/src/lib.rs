@@ -29,6 +29,7 @@
 //! synchronous and short.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use distcache_node::server::shutdown_signal;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
@@ -14,7 +13,10 @@ use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, members
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = distcache_node::cli::parse_or_exit();
+    if args.check_config {
+        return check_config(&args);
+    }
     if let Err(e) = distcache_node::logging::init(&args.log()) {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
@@ -30,6 +32,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: warnings and errors on standard error, the effective
+/// configuration on standard output.
+fn check_config(args: &Args) -> ExitCode {
+    let mut log = args.log();
+    log.file = None;
+    let _ = distcache_node::logging::init(&log);
+    let checked = distcache_node::server::runtime(1)
+        .map_err(Box::<dyn std::error::Error>::from)
+        .and_then(|rt| rt.block_on(args.check_config()));
+    match checked {
+        Ok(effective) => {
+            println!("{effective}");
+            eprintln!("distcache-proxy: configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distcache-proxy: {e}");
             ExitCode::FAILURE
         }
     }
