@@ -3,7 +3,7 @@
 distcache's deployment depends on. Reads `kubectl kustomize` output on stdin.
 
 - the cluster file names exactly the StatefulSet's pods by their stable DNS
-  names (pod.service), one per replica;
+  names (pod.service, or pod.service.namespace.svc...), one per replica;
 - the headless Service publishes not-ready addresses and selects the pods;
 - the PodDisruptionBudget selects the node pods;
 - every container runs as non-root with a read-only root file system, no
@@ -69,7 +69,10 @@ if not selects(pdb["spec"]["selector"]["matchLabels"]):
 toml = cm["data"]["cluster.toml"]
 names = re.findall(r'"(https?)://([^":/]+):(\d+)"', toml)
 want = {f"{sts['metadata']['name']}-{i}.{svc['metadata']['name']}" for i in range(sts["spec"]["replicas"])}
-got = {host for _, host, _ in names}
+# pod.service, or its longer forms pod.service.namespace.svc[.cluster.local]
+got = {".".join(host.split(".")[:2]) for _, host, _ in names}
+if len(names) != len(got):
+    fail(f"cluster.toml names a pod twice: {names}")
 if got != want:
     fail(f"cluster.toml names {sorted(got)}, the StatefulSet's pods are {sorted(want)}")
 ports = {int(p) for _, _, p in names}
