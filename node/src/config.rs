@@ -289,6 +289,13 @@ impl NodeConfig {
                 self.server.max_message_bytes.0
             ));
         }
+        let ceiling = distcache_proto::codec::MAX_ENCODED_BYTES as u64;
+        if self.server.max_message_bytes.0 > ceiling {
+            return bad(format!(
+                "server.max_message_bytes ({}) must not exceed {ceiling} bytes (256MiB)",
+                self.server.max_message_bytes.0
+            ));
+        }
         let sv = &self.server;
         if sv.max_connections == 0 || sv.max_concurrent_streams == 0 || sv.max_in_flight == 0 {
             return bad(

@@ -128,6 +128,7 @@ pub async fn run(
         node_id: node_id.clone(),
         serving: AtomicBool::new(true),
         wal: wal.clone(),
+        max_message_bytes: usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

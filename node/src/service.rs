@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use distcache_proto::budget::{self, AnswerBudget};
 use distcache_proto::v1::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
@@ -43,6 +44,9 @@ pub struct Shared {
     pub serving: AtomicBool,
     /// The write-ahead log; `None` for a memory-only node.
     pub wal: Option<Arc<Wal>>,
+    /// The largest answer the node encodes (`--max-message-bytes`): a
+    /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
+    pub max_message_bytes: usize,
 }
 
 /// Why one operation failed.
@@ -58,6 +62,8 @@ enum OpError {
     EmptyOperation,
     #[error("role {0} may only batch get operations")]
     BatchDenied(&'static str),
+    #[error("a batch of {0} operations exceeds the limit of {max}", max = budget::MAX_OPERATIONS)]
+    BatchTooLong(usize),
     #[error(transparent)]
     Wal(#[from] WalError),
 }
@@ -65,9 +71,10 @@ enum OpError {
 /// The one place errors become gRPC statuses.
 fn to_status(e: &OpError) -> Status {
     let code = match e {
-        OpError::Limit(_) | OpError::BadCondition(_) | OpError::EmptyOperation => {
-            Code::InvalidArgument
-        }
+        OpError::Limit(_)
+        | OpError::BadCondition(_)
+        | OpError::EmptyOperation
+        | OpError::BatchTooLong(_) => Code::InvalidArgument,
         OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
@@ -83,6 +90,7 @@ pub fn error_result(s: &Status) -> pb::OperationResult {
         result: Some(operation_result::Result::Error(pb::OperationError {
             code: s.code() as i32,
             message: s.message().to_owned(),
+            answer_full: false,
         })),
     }
 }
@@ -318,6 +326,7 @@ impl CacheNode {
                 Out::Error(pb::OperationError {
                     code: status.code() as i32,
                     message: status.message().to_owned(),
+                    answer_full: false,
                 })
             }
         };
@@ -341,7 +350,22 @@ impl CacheNode {
                 self.shared.metrics.security.permission_denied();
                 return Err(OpError::BatchDenied(p.role.name()));
             }
-            let results = ops.into_iter().map(|op| self.batch_one(op, log)).collect();
+            if ops.len() > budget::MAX_OPERATIONS {
+                return Err(OpError::BatchTooLong(ops.len()));
+            }
+            let mut answer = AnswerBudget::new(self.shared.max_message_bytes, &ops);
+            let results = ops
+                .into_iter()
+                .map(|op| {
+                    if !budget::is_read(&op) {
+                        self.batch_one(op, log)
+                    } else if answer.may_read() {
+                        answer.admit(self.batch_one(op, log))
+                    } else {
+                        budget::answer_full()
+                    }
+                })
+                .collect();
             Ok((results, Outcome::Ok))
         })
         .await

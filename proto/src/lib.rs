@@ -5,6 +5,7 @@
 //! This crate holds types only; the node, SDK and proxy hold behaviour.
 //! Byte fields are [`bytes::Bytes`], so values move between layers without copies.
 
+pub mod budget;
 pub mod codec;
 
 /// Generated types and stubs of package `distcache.v1`.

@@ -80,6 +80,18 @@ pub struct Args {
     /// Most RESP client connections open at once.
     #[arg(long, env = "DISTCACHE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most RESP client connections open at once from one IP address; more
+    /// are closed at once.
+    #[arg(
+        long,
+        env = "DISTCACHE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_ip: usize,
+    /// Time a RESP connection has to send its first request and, with
+    /// --auth-secret-file, to AUTH; then it is closed.
+    #[arg(long, env = "DISTCACHE_LOGIN_TIMEOUT", default_value = "10s")]
+    pub login_timeout: HumanDuration,
     /// Worker threads [default: one per CPU core]. A sidecar sharing a few
     /// cores with its application (and twemproxy-style deployments) often
     /// does best with 1 or 2.

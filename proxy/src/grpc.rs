@@ -19,9 +19,14 @@ use distcache::proto::{
 use distcache::{Condition, Error};
 use distcache_node::security::Principal;
 use distcache_node::service::{error_result, serve_pipeline};
+use distcache_proto::budget::{self, AnswerBudget};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
+
+/// The largest message the proxy's gRPC front end reads or writes: a
+/// `Batch` or `Pipeline` answer is budgeted to it while it is built.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The one place SDK errors become gRPC statuses.
 pub fn to_status(e: &Error) -> Status {
@@ -95,13 +100,33 @@ impl ProxyService {
     }
 
     /// A batch's operations, in order, as on a node (later operations may
-    /// depend on earlier ones).
-    async fn run_batch(&self, operations: Vec<pb::Operation>) -> Vec<pb::OperationResult> {
+    /// depend on earlier ones), with the node's bounds: at most
+    /// [`budget::MAX_OPERATIONS`], and an answer budgeted to
+    /// [`MAX_MESSAGE_BYTES`] (once full, the remaining reads are not run and
+    /// answer `answer_full`).
+    async fn run_batch(
+        &self,
+        operations: Vec<pb::Operation>,
+    ) -> Result<Vec<pb::OperationResult>, Status> {
+        if operations.len() > budget::MAX_OPERATIONS {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} operations exceeds the limit of {}",
+                operations.len(),
+                budget::MAX_OPERATIONS
+            )));
+        }
+        let mut answer = AnswerBudget::new(MAX_MESSAGE_BYTES, &operations);
         let mut results = Vec::with_capacity(operations.len());
         for op in operations {
-            results.push(self.one(op).await);
+            results.push(if !budget::is_read(&op) {
+                self.one(op).await
+            } else if answer.may_read() {
+                answer.admit(self.one(op).await)
+            } else {
+                budget::answer_full()
+            });
         }
-        results
+        Ok(results)
     }
 
     async fn get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, Status> {
@@ -292,7 +317,7 @@ impl CacheService for ProxyService {
         self.serve("batch", async {
             let ops = req.into_inner().operations;
             self.may_batch(principal.as_ref(), &ops)?;
-            let results = self.run_batch(ops).await;
+            let results = self.run_batch(ops).await?;
             Ok(pb::BatchResponse { results })
         })
         .await
@@ -312,10 +337,12 @@ impl CacheService for ProxyService {
             async move {
                 let start = Instant::now();
                 let n = ops.len();
-                let results = match service.may_batch(principal.as_ref(), &ops) {
+                let allowed = service.may_batch(principal.as_ref(), &ops);
+                let results = match allowed {
                     Ok(()) => service.run_batch(ops).await,
-                    Err(s) => vec![error_result(&s); n],
-                };
+                    Err(s) => Err(s),
+                }
+                .unwrap_or_else(|s| vec![error_result(&s); n]);
                 let ok = results
                     .iter()
                     .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));

@@ -43,6 +43,10 @@ pub use security::FrontSecurity;
 
 /// Default bound on RESP connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`FrontendConfig::login_timeout`].
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on RESP connections from one IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// Default time in-flight requests get to finish once shutdown starts.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -73,6 +77,11 @@ pub struct FrontendConfig {
     /// Once the front ends stop accepting, how long open connections get to
     /// finish the requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
+    /// How long a RESP connection has to send its first request and, when
+    /// tokens are required, to log in; then it is closed.
+    pub login_timeout: Duration,
+    /// Most RESP connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for FrontendConfig {
@@ -83,6 +92,8 @@ impl Default for FrontendConfig {
             security: FrontSecurity::default(),
             drain_delay: Duration::ZERO,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -146,7 +157,8 @@ pub async fn run(
             CacheServiceServer::new(
                 grpc::ProxyService::new(backend.clone()).with_shutdown(stop_rx.clone()),
             )
-            .max_decoding_message_size(16 << 20),
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),

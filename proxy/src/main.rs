@@ -112,6 +112,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ..resp::Limits::default()
         },
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        login_timeout: args.login_timeout.0,
         security,
         drain_delay: args.drain_delay.0,
         shutdown_grace: args.shutdown_grace.0,

@@ -61,6 +61,11 @@ pub struct ProxyMetrics {
     pub security: SecurityCounters,
     /// RESP connections dropped because their TLS handshake failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// RESP connections closed because they sent no request, or did not
+    /// log in, within the login timeout.
+    pub resp_login_timeouts: Counter,
+    /// RESP connections refused because their peer address had too many open.
+    pub resp_refused_per_ip: Counter,
 }
 
 impl ProxyMetrics {
@@ -101,6 +106,18 @@ impl ProxyMetrics {
             "RESP connections dropped because the TLS handshake failed or timed out",
             tls_handshake_failures.clone(),
         );
+        let resp_login_timeouts = Counter::default();
+        registry.register(
+            "resp_login_timeouts",
+            "RESP connections closed because they sent no request, or did not log in, in time",
+            resp_login_timeouts.clone(),
+        );
+        let resp_refused_per_ip = Counter::default();
+        registry.register(
+            "resp_refused_per_ip",
+            "RESP connections refused because their address already had the most allowed",
+            resp_refused_per_ip.clone(),
+        );
         let mut build_info = Registry::with_prefix("distcache");
         register_build_info(&mut build_info);
         Self {
@@ -112,6 +129,8 @@ impl ProxyMetrics {
             discovery_errors,
             security,
             tls_handshake_failures,
+            resp_login_timeouts,
+            resp_refused_per_ip,
         }
     }
 

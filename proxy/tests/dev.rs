@@ -5,41 +5,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
 
-/// Kills the child if the test fails before it exits.
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The RESP address from the proxy's `listening … resp=ADDR …` log line.
-fn resp_addr(log: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|l| l.contains("listening"))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("resp="))?
-        .parse()
-        .ok()
-}
+use support::{listen_addr, log_path, poll, spawn_dev};
 
 /// Sends one command and reads one reply line (and a bulk's body).
 fn cmd(s: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result<String> {
@@ -61,27 +34,15 @@ fn cmd(s: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result<String> {
 
 #[test]
 fn dev_starts_answers_and_exits_cleanly_on_sigterm() {
-    let log = std::env::temp_dir().join(format!("distcache-proxy-dev-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    let child = Command::new(env!("CARGO_BIN_EXE_distcache-proxy"))
-        .args(["--dev", "--log-level", "info", "--log-file"])
-        .arg(&log)
-        .args(["--resp-listen", "127.0.0.1:0"])
-        .args(["--grpc-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn distcache-proxy");
-    let mut proxy = Proxy(child);
+    let log = log_path("dev");
+    let mut proxy = spawn_dev(&log, &[]);
 
     let addr = poll(Duration::from_secs(60), || {
         assert!(
             proxy.0.try_wait().expect("wait").is_none(),
             "the proxy exited early"
         );
-        resp_addr(&std::fs::read_to_string(&log).ok()?)
+        listen_addr(&std::fs::read_to_string(&log).ok()?, "resp")
     });
     let mut c = poll(Duration::from_secs(30), || {
         let mut c = BufReader::new(TcpStream::connect(addr).ok()?);

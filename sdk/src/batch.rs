@@ -1,6 +1,12 @@
 //! Multi-key operations: keys are grouped per node and sent as one `Batch`
 //! RPC per node, concurrently; the answers are merged back into key order.
 //!
+//! Both are bounded: a key asked for twice is fetched once; a node gets at
+//! most 1,024 keys (and, for `mset`, about 1 MiB) per message; reads a node
+//! did not run because its answer was full are sent again; and an `mget`
+//! answer larger than `ClientConfig::max_answer_bytes` fails with
+//! `Error::ResourceExhausted` instead of growing without bound.
+//!
 //! `mget` at consistency `One` batches by each key's first healthy replica
 //! and falls back to single-key reads (with failover) for keys whose batch
 //! failed. Stronger reads go key by key through the quorum path, because
@@ -9,8 +15,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use distcache_proto::budget::is_answer_full;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -32,85 +40,187 @@ fn op_error(e: pb::OperationError) -> Error {
     Error::from_status(tonic::Status::new(tonic::Code::from(e.code), e.message))
 }
 
+/// Keys a multi-key request sends to one node in one message (well under
+/// the node's `MAX_OPERATIONS`; a node budgets the answer on top of that).
+const CHUNK_KEYS: usize = 1024;
+
+/// Key and value bytes an `mset` sends to one node in one message: what
+/// goes on the node's shared `Pipeline` stream (see `node.rs`), and far
+/// under a node's message limit (16 MiB by default, never under about
+/// `--max-value-bytes`).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// The distinct keys of `keys`, and for each position of `keys` the index of
+/// its key among them.
+fn distinct(keys: Vec<Bytes>) -> (Vec<Bytes>, Vec<usize>) {
+    let mut index: HashMap<Bytes, usize> = HashMap::with_capacity(keys.len());
+    let mut unique = Vec::new();
+    let slots = keys
+        .into_iter()
+        .map(|k| {
+            *index.entry(k).or_insert_with_key(|k| {
+                unique.push(k.clone());
+                unique.len() - 1
+            })
+        })
+        .collect();
+    (unique, slots)
+}
+
+/// The bytes an `mget` answer may hold (`ClientConfig::max_answer_bytes`),
+/// charged as values arrive (a key asked for twice counts twice).
+#[derive(Debug)]
+struct AnswerBound {
+    limit: usize,
+    used: AtomicUsize,
+    /// How many times each distinct key was asked for.
+    copies: Vec<usize>,
+}
+
+impl AnswerBound {
+    fn charge(&self, key: usize, e: &Option<Entry>) -> Result<()> {
+        let len = e.as_ref().map_or(0, |e| e.value.len()) * self.copies[key];
+        let used = self.used.fetch_add(len, Ordering::Relaxed) + len;
+        if used > self.limit {
+            return Err(Error::ResourceExhausted(format!(
+                "the answer exceeds max_answer_bytes ({} bytes)",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn mget(
     inner: &View,
     keys: Vec<Bytes>,
     c: Consistency,
     deadline: Instant,
 ) -> Result<Vec<Option<Entry>>> {
-    let mut out: Vec<Option<Entry>> = vec![None; keys.len()];
+    let (unique, slots) = distinct(keys);
+    let mut copies = vec![0usize; unique.len()];
+    for &u in &slots {
+        copies[u] += 1;
+    }
+    let bound = Arc::new(AnswerBound {
+        limit: inner.config.max_answer_bytes,
+        used: AtomicUsize::new(0),
+        copies,
+    });
+    let mut found: Vec<Option<Entry>> = vec![None; unique.len()];
     let mut tasks = JoinSet::new();
     if c != Consistency::One {
-        for (pos, key) in keys.into_iter().enumerate() {
+        for (u, key) in unique.into_iter().enumerate() {
             let inner = inner.clone();
-            tasks.spawn(async move { (pos, inner.read_quorum(&key, c, deadline).await) });
+            tasks.spawn(async move { (u, inner.read_quorum(&key, c, deadline).await) });
         }
         while let Some(done) = tasks.join_next().await {
-            let (pos, r) = done.map_err(|_| Error::Unavailable {
+            let (u, r) = done.map_err(|_| Error::Unavailable {
                 needed: 1,
                 acked: 0,
             })?;
-            out[pos] = entry(r?);
+            found[u] = entry(r?);
+            bound.charge(u, &found[u])?;
         }
-        return Ok(out);
+        return Ok(slots.into_iter().map(|u| found[u].clone()).collect());
     }
 
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (pos, key) in keys.iter().enumerate() {
+    for (u, key) in unique.iter().enumerate() {
         let replicas = inner.replicas(key);
         if let Some(&first) = inner.targets(&replicas, 1).first() {
-            groups.entry(first).or_default().push(pos);
+            groups.entry(first).or_default().push(u);
         }
     }
-    let keys = Arc::new(keys);
+    let unique = Arc::new(unique);
     let mut batches = JoinSet::new();
-    for (node, positions) in groups {
-        let (inner, keys) = (inner.clone(), keys.clone());
-        batches.spawn(async move {
-            let ops = positions
-                .iter()
-                .map(|&p| pb::Operation {
-                    op: Some(Op::Get(pb::GetRequest {
-                        key: keys[p].clone(),
-                    })),
-                })
-                .collect();
-            let res = inner.call_batch(node, ops, deadline).await;
-            (positions, res)
-        });
+    for (node, todo) in groups {
+        let (inner, unique, bound) = (inner.clone(), unique.clone(), bound.clone());
+        batches
+            .spawn(async move { mget_node(&inner, node, todo, &unique, &bound, deadline).await });
     }
     let mut retry_single = Vec::new();
     while let Some(done) = batches.join_next().await {
-        let Ok((positions, res)) = done else { continue };
-        match res {
-            Ok(results) if results.len() == positions.len() => {
-                for (p, r) in positions.into_iter().zip(results) {
+        let Ok(res) = done else { continue };
+        let (got, failed) = res?;
+        for (u, e) in got {
+            found[u] = e;
+        }
+        retry_single.extend(failed);
+    }
+    // Keys whose batch failed: one by one, with failover to other replicas.
+    for u in retry_single {
+        let key = unique[u].clone();
+        let inner = inner.clone();
+        tasks.spawn(async move { (u, inner.read_one(&key, deadline).await) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let Ok((u, r)) = done else { continue };
+        found[u] = entry(r?);
+        bound.charge(u, &found[u])?;
+    }
+    Ok(slots.into_iter().map(|u| found[u].clone()).collect())
+}
+
+/// What one node's share of an `mget` gave: entries by distinct-key index,
+/// and the keys to read again one by one (their batch failed in transit).
+type NodeShare = (Vec<(usize, Option<Entry>)>, Vec<usize>);
+
+/// Reads the distinct keys `todo` (indexes into `unique`) from `node`, in
+/// messages of at most [`CHUNK_KEYS`]; reads the node did not run because
+/// its answer was full go out again in the next message.
+async fn mget_node(
+    inner: &View,
+    node: usize,
+    mut todo: Vec<usize>,
+    unique: &[Bytes],
+    bound: &AnswerBound,
+    deadline: Instant,
+) -> Result<NodeShare> {
+    let mut got = Vec::with_capacity(todo.len());
+    let mut failed = Vec::new();
+    while !todo.is_empty() {
+        let rest = todo.split_off(todo.len().min(CHUNK_KEYS));
+        let chunk = std::mem::replace(&mut todo, rest);
+        let ops = chunk
+            .iter()
+            .map(|&u| pb::Operation {
+                op: Some(Op::Get(pb::GetRequest {
+                    key: unique[u].clone(),
+                })),
+            })
+            .collect();
+        match inner.call_batch(node, ops, deadline).await {
+            Ok(results) if results.len() == chunk.len() => {
+                let mut again = Vec::new();
+                for (u, r) in chunk.into_iter().zip(results) {
+                    if is_answer_full(&r) {
+                        again.push(u);
+                        continue;
+                    }
                     match r.result {
                         Some(Out::Get(g)) => {
                             inner.clock.observe(g.version);
-                            out[p] = entry(g);
+                            let e = entry(g);
+                            bound.charge(u, &e)?;
+                            got.push((u, e));
                         }
                         Some(Out::Error(e)) => return Err(op_error(e)),
-                        _ => retry_single.push(p),
+                        _ => failed.push(u),
                     }
                 }
+                again.append(&mut todo);
+                todo = again;
             }
-            Ok(_) => retry_single.extend(positions),
-            Err(s) if crate::error::is_transient(&s) => retry_single.extend(positions),
+            Ok(_) => failed.extend(chunk),
+            Err(s) if crate::error::is_transient(&s) => {
+                failed.extend(chunk);
+                failed.append(&mut todo);
+            }
             Err(s) => return Err(Error::from_status(s)),
         }
     }
-    // Keys whose batch failed: one by one, with failover to other replicas.
-    for p in retry_single {
-        let key = keys[p].clone();
-        let inner = inner.clone();
-        tasks.spawn(async move { (p, inner.read_one(&key, deadline).await) });
-    }
-    while let Some(done) = tasks.join_next().await {
-        let Ok((p, r)) = done else { continue };
-        out[p] = entry(r?);
-    }
-    Ok(out)
+    Ok((got, failed))
 }
 
 pub(crate) async fn mset(
@@ -141,7 +251,10 @@ pub(crate) async fn mset(
         }
     }
     let mut batches = JoinSet::new();
-    for (node, entries) in groups {
+    for (node, entries) in groups
+        .into_iter()
+        .flat_map(|(node, e)| chunks(e).into_iter().map(move |c| (node, c)))
+    {
         let inner = inner.clone();
         batches.spawn(async move {
             let (positions, ops): (Vec<usize>, Vec<pb::Operation>) = entries.into_iter().unzip();
@@ -178,5 +291,93 @@ pub(crate) async fn mset(
     match acks.iter().zip(&need).find(|(a, n)| a < n) {
         None => Ok(()),
         Some((&acked, &needed)) => Err(Error::Unavailable { needed, acked }),
+    }
+}
+
+/// Splits one node's share of an `mset` into messages of at most
+/// [`CHUNK_KEYS`] operations and about [`CHUNK_BYTES`] of keys and values
+/// (a message over the node's limit would fail whole).
+fn chunks(entries: Vec<(usize, pb::Operation)>) -> Vec<Vec<(usize, pb::Operation)>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for (pos, op) in entries {
+        let len = op.op.as_ref().map_or(0, crate::coalesce::op_bytes);
+        if !current.is_empty() && (current.len() >= CHUNK_KEYS || bytes + len > CHUNK_BYTES) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += len;
+        current.push((pos, op));
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(len: usize) -> pb::Operation {
+        pb::Operation {
+            op: Some(Op::Set(pb::SetRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from(vec![0; len]),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn keys_asked_for_twice_are_fetched_once() {
+        let keys = ["a", "b", "a", "c", "b", "a"].map(Bytes::from).to_vec();
+        let (unique, slots) = distinct(keys);
+        assert_eq!(unique, ["a", "b", "c"].map(Bytes::from).to_vec());
+        assert_eq!(slots, vec![0, 1, 0, 2, 1, 0]);
+    }
+
+    #[test]
+    fn mset_messages_stay_under_the_byte_and_count_bounds_and_keep_every_item() {
+        let entries: Vec<_> = (0..40).map(|i| (i, set(1 << 20))).collect();
+        let c = chunks(entries);
+        let bytes = |m: &Vec<(usize, pb::Operation)>| {
+            m.iter()
+                .filter_map(|(_, o)| o.op.as_ref())
+                .map(crate::coalesce::op_bytes)
+                .sum::<usize>()
+        };
+        assert!(c.iter().all(|m| bytes(m) <= CHUNK_BYTES));
+        assert_eq!(c.iter().map(Vec::len).sum::<usize>(), 40);
+        let small: Vec<_> = (0..3000).map(|i| (i, set(1))).collect();
+        let c = chunks(small);
+        assert_eq!(c.len(), 3);
+        assert!(c.iter().all(|m| m.len() <= CHUNK_KEYS));
+        // A value larger than a chunk still goes, alone.
+        assert_eq!(chunks(vec![(0, set(CHUNK_BYTES * 2))]).len(), 1);
+    }
+
+    #[test]
+    fn the_answer_bound_counts_every_copy_of_a_key() {
+        let b = AnswerBound {
+            limit: 10,
+            used: AtomicUsize::new(0),
+            copies: vec![3, 1],
+        };
+        let e = |n: usize| {
+            Some(Entry {
+                value: Bytes::from(vec![0; n]),
+                version: 1,
+                ttl: None,
+            })
+        };
+        assert!(b.charge(1, &e(4)).is_ok());
+        assert!(b.charge(1, &None).is_ok());
+        assert!(b.charge(0, &e(2)).is_ok());
+        assert!(matches!(
+            b.charge(0, &e(1)),
+            Err(Error::ResourceExhausted(_))
+        ));
     }
 }

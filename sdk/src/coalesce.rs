@@ -13,6 +13,9 @@
 //!
 //! Operations in a batch run in order on the node and fail independently;
 //! a transport failure fails every operation of the batch with its status.
+//! A node budgets each answer to its message limit: reads it did not run
+//! because the answer was full are sent again in the next batch, so large
+//! values read by many callers at once never fail each other.
 //!
 //! Each operation carries its attempt's deadline, and the coalescer keeps
 //! it, so callers need no timer of their own: an operation whose deadline
@@ -26,6 +29,7 @@
 
 use std::future::Future;
 
+use distcache_proto::budget::is_answer_full;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
@@ -186,44 +190,85 @@ where
 }
 
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
-    if batch.len() == 1
-        && let Some(p) = batch.pop()
-    {
-        let _ = p
-            .reply
-            .send(by_deadline(p.deadline, |t| conn.one(p.op, t)).await);
-        return;
+    loop {
+        if batch.len() == 1
+            && let Some(p) = batch.pop()
+        {
+            let _ = p
+                .reply
+                .send(by_deadline(p.deadline, |t| conn.one(p.op, t)).await);
+            return;
+        }
+        let not_run = send_batch(conn, batch).await;
+        let now = Instant::now();
+        batch = not_run
+            .into_iter()
+            .filter_map(|p| {
+                if p.deadline > now {
+                    return Some(p);
+                }
+                let _ = p.reply.send(Err(timed_out()));
+                None
+            })
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
     }
+}
+
+/// Sends `batch` as one message and answers its operations; returns the
+/// reads the node did not run because its answer was full (see
+/// `distcache_proto::budget`), to be sent again. A message's first read
+/// always runs, so every round answers at least one.
+async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
     let deadline = batch
         .iter()
         .map(|p| p.deadline)
         .max()
         .unwrap_or_else(Instant::now);
+    // What answering needs once the operation is gone: the reply, and for a
+    // read its key and deadline (a read may have to be sent again).
     let mut replies = Vec::with_capacity(batch.len());
     let ops = batch
         .into_iter()
         .map(|p| {
-            replies.push(p.reply);
+            let again = match &p.op {
+                Op::Get(r) => Some((r.key.clone(), p.deadline)),
+                _ => None,
+            };
+            replies.push((p.reply, again));
             pb::Operation { op: Some(p.op) }
         })
         .collect();
+    let mut not_run = Vec::new();
     match by_deadline(deadline, |t| conn.batch(ops, t)).await {
         Ok(results) if results.len() == replies.len() => {
-            for (reply, r) in replies.into_iter().zip(results) {
-                let _ = reply.send(result_of(r));
+            for ((reply, again), r) in replies.into_iter().zip(results) {
+                match again {
+                    Some((key, deadline)) if is_answer_full(&r) => not_run.push(Pending {
+                        op: Op::Get(pb::GetRequest { key }),
+                        deadline,
+                        reply,
+                    }),
+                    _ => {
+                        let _ = reply.send(result_of(r));
+                    }
+                }
             }
         }
         Ok(_) => {
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(Status::internal(
                     "batch answered the wrong number of results",
                 )));
             }
         }
         Err(status) => {
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(status.clone()));
             }
         }
     }
+    not_run
 }

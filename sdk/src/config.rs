@@ -26,6 +26,8 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 2;
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Retries (after failover) allowed per call, on top of the budget.
 pub const DEFAULT_MAX_RETRIES: usize = 3;
+/// Default [`ClientConfig::max_answer_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// How many replicas must answer a read or acknowledge a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -166,6 +168,10 @@ pub struct ClientConfig {
     /// Writer id (low 8 bits of every version this client stamps); random
     /// when `None`. Two live clients should not share one.
     pub writer_id: Option<u8>,
+    /// Bytes of values one multi-key read (`mget`) may return, a key asked
+    /// for twice counting twice; past it the call fails with
+    /// `Error::ResourceExhausted` instead of holding an unbounded answer.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -188,6 +194,7 @@ impl Default for ClientConfig {
             token: None,
             tls_ca: None,
             writer_id: None,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 }
@@ -363,6 +370,14 @@ impl ClientBuilder {
     /// Fixes the writer id stamped into versions (default: random).
     pub fn writer_id(mut self, id: u8) -> Self {
         self.config.writer_id = Some(id);
+        self
+    }
+
+    /// Bytes of values one `mget` may return (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`]); past it the call fails with
+    /// [`Error::ResourceExhausted`](crate::Error::ResourceExhausted).
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_answer_bytes = bytes;
         self
     }
 

@@ -49,8 +49,10 @@ const PIPE_RETRY: Duration = Duration::from_secs(60);
 
 /// Batches with more key and value bytes than this go as their own `Batch`
 /// call, never on the shared stream: a message over the node's size limit
-/// ends the whole stream, and with it every batch in flight on it.
-const PIPE_MAX_BATCH_BYTES: usize = 4 << 20;
+/// ends the whole stream, and with it every batch in flight on it. 1 MiB:
+/// the coalescer's and `mset`'s batches stay under it, and a node's limit is
+/// above it unless its `--max-value-bytes` was lowered below the default.
+const PIPE_MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Conn {
     /// A stub over the next channel of the pool (cheap: a channel clone).

@@ -539,3 +539,158 @@ async fn shutdown_drains_requests_already_received() {
         }
     }
 }
+
+/// A proxy requiring tokens, with a short login timeout; and a user token.
+async fn token_front(tag: &str, config: FrontendConfig) -> (Front, String) {
+    let dir = scratch(tag);
+    let file = dir.join("auth.keys");
+    std::fs::write(&file, "k1:front-secret-front-secret-front-secret\n").expect("write");
+    let auth = AuthConfig {
+        secret_file: Some(file.clone()),
+        ..AuthConfig::default()
+    };
+    let security = FrontSecurity::load(&TlsConfig::default(), &auth).expect("security");
+    let front = Front::start(FrontendConfig { security, ..config }).await;
+    let keys = KeySet::parse(&std::fs::read_to_string(&file).expect("read")).expect("keys");
+    (front, mint(&keys, "app", Role::User, now() + 600))
+}
+
+/// Reads until the proxy closes the connection (bounded: the test fails
+/// if it is still open after 20 s).
+async fn closed<S: AsyncRead + Unpin + Send>(c: &mut Resp<S>) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(20), c.0.read_to_end(&mut rest)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_auth_a_connection_gets_small_limits_and_a_deadline() {
+    let (front, user) = token_front(
+        "preauth",
+        FrontendConfig {
+            login_timeout: Duration::from_millis(400),
+            ..FrontendConfig::default()
+        },
+    )
+    .await;
+    // Redis's limits before AUTH: 10 arguments, 16 KiB each.
+    let mut c = plain(front.resp).await;
+    let eleven = vec!["x"; 11];
+    let refused = c.cmd(&eleven).await;
+    assert!(
+        refused.starts_with("-ERR Protocol error: argument count"),
+        "{refused}"
+    );
+    assert!(closed(&mut c).await);
+    let mut c = plain(front.resp).await;
+    let big = "v".repeat(20 * 1024);
+    let refused = c.cmd(&["SET", "k", &big]).await;
+    assert!(
+        refused.starts_with("-ERR Protocol error: bulk length"),
+        "{refused}"
+    );
+    assert!(closed(&mut c).await);
+
+    // AUTH and a 1 MiB SET in one write: the SET is read with the limits
+    // the AUTH earned.
+    let mut c = plain(front.resp).await;
+    let value = "v".repeat(1 << 20);
+    let mut both = encode(&["AUTH", &user]);
+    both.extend(encode(&["SET", "big", &value]));
+    c.0.get_mut().write_all(&both).await.expect("write");
+    assert_eq!(read_reply(&mut c.0).await.expect("auth"), "+OK");
+    assert_eq!(read_reply(&mut c.0).await.expect("set"), "+OK");
+    // Logged in, it may stay idle past the login timeout.
+    let mut quiet = plain(front.resp).await;
+    assert_eq!(quiet.cmd(&["AUTH", &user]).await, "+OK");
+
+    // A connection that never logs in, and one that never says a word, are
+    // closed once the login timeout passes.
+    let mut noauth = plain(front.resp).await;
+    assert_eq!(
+        noauth.cmd(&["PING"]).await,
+        "-NOAUTH Authentication required."
+    );
+    let mut silent = plain(front.resp).await;
+    assert!(closed(&mut noauth).await);
+    assert!(closed(&mut silent).await);
+    eventually(Duration::from_secs(10), || async {
+        metric(
+            &front.metrics().await,
+            "distcache_proxy_resp_login_timeouts_total",
+        ) >= 2
+    })
+    .await
+    .expect("login timeouts counted");
+    assert_eq!(quiet.cmd(&["GET", "big"]).await.len(), 1 << 20);
+    front.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let front = Front::start(FrontendConfig {
+        max_connections_per_ip: 2,
+        ..FrontendConfig::default()
+    })
+    .await;
+    let mut a = plain(front.resp).await;
+    let mut b = plain(front.resp).await;
+    assert_eq!(a.cmd(&["PING"]).await, "+PONG");
+    assert_eq!(b.cmd(&["PING"]).await, "+PONG");
+    let mut third = plain(front.resp).await;
+    assert!(
+        closed(&mut third).await,
+        "a third connection is closed at once"
+    );
+    assert_eq!(
+        metric(
+            &front.metrics().await,
+            "distcache_proxy_resp_refused_per_ip_total"
+        ),
+        1
+    );
+    drop(a);
+    eventually(Duration::from_secs(10), || async {
+        let mut c = plain(front.resp).await;
+        tokio::time::timeout(Duration::from_secs(2), read_after_ping(&mut c))
+            .await
+            .is_ok_and(|r| r.as_deref().is_ok_and(|r| r == "+PONG"))
+    })
+    .await
+    .expect("a slot comes back when a connection closes");
+    assert_eq!(b.cmd(&["PING"]).await, "+PONG");
+    front.stop().await;
+}
+
+async fn read_after_ping(c: &mut Resp<TcpStream>) -> std::io::Result<String> {
+    c.0.get_mut().write_all(&encode(&["PING"])).await?;
+    read_reply(&mut c.0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_buffer_past_its_limit_closes_the_connection() {
+    let front = Front::start(FrontendConfig {
+        resp_limits: distcache_proxy::resp::Limits {
+            max_query: 64 * 1024,
+            ..distcache_proxy::resp::Limits::default()
+        },
+        ..FrontendConfig::default()
+    })
+    .await;
+    let mut c = plain(front.resp).await;
+    // A 1 MiB argument announced and 100 KiB of it sent: more than may wait.
+    let mut partial = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048576\r\n".to_vec();
+    partial.extend(std::iter::repeat_n(b'v', 100 * 1024));
+    c.0.get_mut().write_all(&partial).await.expect("write");
+    let refused = read_reply(&mut c.0).await.expect("reply");
+    assert!(
+        refused.starts_with("-ERR Protocol error: query buffer"),
+        "{refused}"
+    );
+    assert!(closed(&mut c).await);
+    let mut d = plain(front.resp).await;
+    assert_eq!(d.cmd(&["PING"]).await, "+PONG");
+    front.stop().await;
+}

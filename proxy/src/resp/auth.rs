@@ -184,6 +184,11 @@ impl RespAuth {
         }
     }
 
+    /// Whether a token was accepted (and has not been found expired since).
+    pub fn is_logged_in(&self) -> bool {
+        self.login.is_some()
+    }
+
     fn noauth(&self, reason: &'static str) -> Option<Reply> {
         self.counters.auth_failure(reason);
         Some(Reply::Error(NOAUTH.into()))

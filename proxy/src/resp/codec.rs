@@ -25,6 +25,9 @@ pub struct Limits {
     pub max_args: usize,
     /// Longest inline command line in bytes.
     pub max_inline: usize,
+    /// Bytes of not yet complete requests one connection may buffer (Redis's
+    /// `client-query-buffer-limit`); past it the connection is closed.
+    pub max_query: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +36,21 @@ impl Default for Limits {
             max_bulk: 2 << 20,
             max_args: 64 * 1024,
             max_inline: 64 * 1024,
+            max_query: 1 << 30,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of a connection that must authenticate and has not yet:
+    /// Redis's (10 arguments of at most 16 KiB, the fix of CVE-2021-32675),
+    /// so an unauthenticated client cannot make the proxy buffer much.
+    pub fn before_auth(&self) -> Self {
+        Self {
+            max_bulk: self.max_bulk.min(16 * 1024),
+            max_args: self.max_args.min(10),
+            max_inline: self.max_inline.min(16 * 1024),
+            max_query: self.max_query.min(256 * 1024),
         }
     }
 }
@@ -350,6 +368,12 @@ impl Reply {
     /// A non-nil bulk string.
     pub fn bulk(b: impl Into<Bytes>) -> Reply {
         Reply::Bulk(Some(b.into()))
+    }
+
+    /// Appends the header of an array of `len` elements to `out` (for
+    /// writers that encode the elements one by one).
+    pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+        header(out, b'*', len);
     }
 
     /// Appends the RESP2 encoding to `out`.

@@ -111,6 +111,7 @@ fn malformed_and_oversize_frames_are_errors() {
         max_bulk: 10,
         max_args: 3,
         max_inline: 16,
+        ..Limits::default()
     };
     let p = |input: &[u8]| parse_request(&mut BytesMut::from(input), &limits);
     assert!(matches!(p(b"*x\r\n"), Err(ProtocolError::BadLength { .. })));
@@ -223,7 +224,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut buf = BytesMut::from(&input[..]);
-        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128 };
+        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128, ..Limits::default() };
         for _ in 0..input.len() + 1 {
             match parse_request(&mut buf, &limits) {
                 Ok(Some(_)) => {}

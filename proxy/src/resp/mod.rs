@@ -4,6 +4,8 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod exec;
+pub mod output;
+pub mod per_ip;
 pub mod server;
 
 pub use codec::{Limits, ProtocolError, Reply, parse_request};

@@ -1,7 +1,8 @@
 //! The RESP listener: one task per connection, bounded in number. Each read
 //! is parsed into as many requests as it holds (pipelining); a run of
 //! requests on distinct keys executes concurrently, anything else in order,
-//! and replies are written back in request order with one write per read.
+//! and replies are written back in request order with one write per read
+//! (earlier when they pass 64 KiB: see [`super::output`]).
 //! A malformed frame gets an error reply and closes that connection only.
 //!
 //! With TLS, each connection's handshake runs in its own task under a
@@ -12,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use distcache_node::security::auth::unix_now;
@@ -24,9 +25,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::auth::{RespAuth, handshake};
-use super::codec::{Limits, Reply, parse_request_into};
+use super::codec::{Limits, ProtocolError, Reply, parse_request_into};
 use super::command::{self, Command};
 use super::exec;
+use super::output::Output;
+use super::per_ip::PerIp;
 use crate::FrontendConfig;
 use crate::backend::Backend;
 
@@ -39,10 +42,20 @@ struct Session {
     auth: Option<RespAuth>,
 }
 
+impl Session {
+    /// False while the front end requires a token and none is accepted yet.
+    fn logged_in(&self) -> bool {
+        self.auth.as_ref().is_none_or(RespAuth::is_logged_in)
+    }
+}
+
 /// Serves RESP on `listener` until `stop` turns true, then drains open
 /// connections for up to `config.shutdown_grace`. At most
 /// `config.max_connections` connections are open at once; more wait in the
-/// kernel's accept queue.
+/// kernel's accept queue. An address with `config.max_connections_per_ip`
+/// open has further connections closed at once; a connection that sends no
+/// request (or, with tokens, does not log in) within `config.login_timeout`
+/// is closed.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
@@ -50,6 +63,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = config.resp_limits;
+    let login_timeout = config.login_timeout;
+    let per_ip = PerIp::new(config.max_connections_per_ip);
     let security = config.security;
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut open = JoinSet::new();
@@ -73,6 +88,12 @@ pub async fn serve(
             },
             () = crate::stopped(&mut stop) => break,
         };
+        let Some(slot) = per_ip.admit(peer.ip()) else {
+            backend.metrics.resp_refused_per_ip.inc();
+            tracing::debug!(%peer, "RESP connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let backend = backend.clone();
         let stop = stop.clone();
@@ -88,9 +109,11 @@ pub async fn serve(
         open.spawn(async move {
             backend.resp_connections.fetch_add(1, Ordering::Relaxed);
             let result = match tls {
-                None => connection(stream, &backend, limits, session, stop).await,
+                None => connection(stream, &backend, limits, login_timeout, session, stop).await,
                 Some(tls) => match handshake(&tls, stream, handshake_timeout, &backend).await {
-                    Ok(stream) => connection(stream, &backend, limits, session, stop).await,
+                    Ok(stream) => {
+                        connection(stream, &backend, limits, login_timeout, session, stop).await
+                    }
                     Err(e) => Err(e),
                 },
             };
@@ -98,6 +121,7 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "RESP connection ended with an error");
             }
             backend.resp_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
             drop(permit);
         });
     }
@@ -120,11 +144,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     backend: &Backend,
     limits: Limits,
+    login_timeout: Duration,
     mut session: Session,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
-    let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut output = Output::default();
     // Kept across reads: a parsed request is about 100 bytes, and a fresh
     // list per read of a pipeline would be a large allocation every time.
     // After a burst it shrinks back to 256 entries (about 30 KB).
@@ -134,44 +159,97 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // One wait for the stop flag for the whole connection: a fresh one per
     // read registers and drops a watch notification every time.
     let mut stopping = std::pin::pin!(crate::stopped(&mut stop));
+    let before_auth = limits.before_auth();
+    // Until its first request (and, with tokens, until it has logged in) a
+    // connection has `login_timeout`: a socket that never says anything does
+    // not hold a connection slot forever.
+    let login_by = tokio::time::Instant::now() + login_timeout;
+    // True once the connection has sent a request and logged in (when it
+    // must): no timeout from then on, even if its token later runs out (it
+    // then gets NOAUTH and may log in again, as in Redis).
+    let mut settled = false;
+    let mut answered = false;
+    // Set when parsing stopped after an AUTH: what follows it in `input` is
+    // parsed, with the limits the AUTH earned, before reading more.
+    let mut unparsed = false;
     loop {
-        let n = tokio::select! {
-            n = stream.read_buf(&mut input) => n?,
-            () = &mut stopping => return stream.shutdown().await,
-        };
-        if n == 0 {
-            return Ok(());
+        let logged_in = session.logged_in();
+        settled |= answered && logged_in;
+        if !unparsed {
+            let read = stream.read_buf(&mut input);
+            let n = if settled {
+                tokio::select! {
+                    n = read => n?,
+                    () = &mut stopping => return stream.shutdown().await,
+                }
+            } else {
+                tokio::select! {
+                    n = tokio::time::timeout_at(login_by, read) => match n {
+                        Ok(n) => n?,
+                        Err(_) => {
+                            backend.metrics.resp_login_timeouts.inc();
+                            return stream.shutdown().await;
+                        }
+                    },
+                    () = &mut stopping => return stream.shutdown().await,
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
         }
+        unparsed = false;
+        let limits = if logged_in { &limits } else { &before_auth };
         let mut fatal = None;
         loop {
             args.clear();
-            match parse_request_into(&mut input, &limits, &mut args) {
+            match parse_request_into(&mut input, limits, &mut args) {
                 Ok(true) if args.is_empty() => {}
                 Ok(true) => {
-                    parsed.push((command::metric_name(&args[0]), command::parse(&mut args)))
+                    let cmd = command::parse(&mut args);
+                    let login = !logged_in
+                        && matches!(cmd, Ok(Command::Auth(_)) | Ok(Command::Hello { .. }));
+                    parsed.push((command::metric_name(&args[0]), cmd));
+                    if login {
+                        unparsed = !input.is_empty();
+                        break;
+                    }
                 }
-                Ok(false) => break,
+                Ok(false) => {
+                    if input.len() > limits.max_query {
+                        fatal = Some(ProtocolError::TooLarge {
+                            what: "query buffer",
+                            limit: limits.max_query,
+                        });
+                    }
+                    break;
+                }
                 Err(e) => {
                     fatal = Some(e);
                     break;
                 }
             }
         }
+        answered |= !parsed.is_empty();
         // Let go of the last request's input before running anything.
         args.clear();
         args.shrink_to(64);
-        let quit = run_pipeline(backend, &mut session, &mut parsed, &mut output).await;
+        let quit = run_pipeline(backend, &mut session, &mut parsed, &mut stream, &mut output).await;
         parsed.clear();
         // A burst of thousands of requests does not pin its memory.
         parsed.shrink_to(256);
+        let quit = quit?;
         if let Some(e) = &fatal {
-            Reply::Error(e.to_string()).encode(&mut output);
+            output.put(&mut stream, &Reply::err(e)).await?;
         }
-        stream.write_all(&output).await?;
-        output.clear();
+        output.flush(&mut stream).await?;
         if quit || fatal.is_some() {
             stream.shutdown().await?;
             return Ok(());
+        }
+        if input.is_empty() && input.capacity() > 256 * 1024 {
+            // A large request (a big value) does not pin its buffer.
+            input = BytesMut::with_capacity(16 * 1024);
         }
     }
 }
@@ -253,14 +331,16 @@ fn record_run(
 /// command, or the error reply it gets instead.
 type Parsed = Vec<(&'static str, Result<Command, Reply>)>;
 
-/// Runs one read's worth of requests and appends their replies in order.
-/// Returns true when the client asked to QUIT.
-async fn run_pipeline(
+/// Runs one read's worth of requests and puts their replies in order into
+/// `output` (which writes large ones to `stream` as they come). Returns true
+/// when the client asked to QUIT.
+async fn run_pipeline<S: AsyncWrite + Unpin>(
     backend: &Backend,
     session: &mut Session,
     parsed: &mut Parsed,
-    output: &mut BytesMut,
-) -> bool {
+    stream: &mut S,
+    output: &mut Output,
+) -> std::io::Result<bool> {
     if let Some(auth) = &mut session.auth {
         auth.gate(parsed, unix_now());
     }
@@ -297,7 +377,8 @@ async fn run_pipeline(
         {
             // One command alone (the common case without pipelining): no
             // join, no boxing.
-            data_command(backend, name, cmd).await.encode(output);
+            let reply = data_command(backend, name, cmd).await;
+            output.put(stream, &reply).await?;
             i = j;
             continue;
         }
@@ -326,7 +407,7 @@ async fn run_pipeline(
             let names = parsed[i..j].iter().map(|(name, _)| *name);
             record_run(backend, names, &replies, start.elapsed());
             for reply in &replies {
-                reply.encode(output);
+                output.put(stream, reply).await?;
             }
             i = j;
             continue;
@@ -342,12 +423,12 @@ async fn run_pipeline(
         backend
             .metrics
             .record("resp", name, !reply.is_error(), start.elapsed());
-        reply.encode(output);
+        output.put(stream, &reply).await?;
         if quit {
-            return true;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
 /// Commands that read or change the connection's state, or run alone.
