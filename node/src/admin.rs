@@ -201,10 +201,19 @@ pub async fn follow_readiness(
     }
 }
 
+/// Admin HTTP connections open at once (a scraper and a few humans need a
+/// handful).
+pub const MAX_ADMIN_CONNECTIONS: usize = 128;
+
+/// Time an admin client has to send a request's headers.
+pub const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves HTTP/1.1 on `listener`, answering GET and HEAD with `handler` (other
 /// methods get 405),
 /// until `stop` turns true. Shared by the node's and the proxy's admin
-/// endpoints.
+/// endpoints. At most [`MAX_ADMIN_CONNECTIONS`] are open at once, and a
+/// connection that takes longer than [`ADMIN_HEADER_TIMEOUT`] to send a
+/// request's headers (including the first) is closed.
 pub async fn serve_http<S, H, Fut>(
     listener: TcpListener,
     state: Arc<S>,
@@ -215,7 +224,17 @@ pub async fn serve_http<S, H, Fut>(
     H: Fn(Arc<S>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    // Bounded like every listener: while all slots are taken the loop stops
+    // accepting, so idle sockets cannot use up the process's descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            () = crate::server::stopped(&mut stop) => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -244,12 +263,16 @@ pub async fn serve_http<S, H, Fut>(
                     })
                 }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            // A client that does not send its request headers in time (a
+            // silent socket) is closed.
+            let served = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = served.await {
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

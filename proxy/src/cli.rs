@@ -92,6 +92,13 @@ pub struct Args {
     /// --auth-secret-file, to AUTH; then it is closed.
     #[arg(long, env = "DISTCACHE_LOGIN_TIMEOUT", default_value = "10s")]
     pub login_timeout: HumanDuration,
+    /// Most gRPC requests served at once; more get RESOURCE_EXHAUSTED
+    /// (health checks exempt). --max-connections bounds gRPC connections too.
+    #[arg(long, env = "DISTCACHE_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Most concurrent HTTP/2 streams on one gRPC connection.
+    #[arg(long, env = "DISTCACHE_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
     /// Worker threads [default: one per CPU core]. A sidecar sharing a few
     /// cores with its application (and twemproxy-style deployments) often
     /// does best with 1 or 2.

@@ -33,10 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
+use distcache_node::security::connections::bounded_incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use backend::Backend;
 pub use security::FrontSecurity;
@@ -45,6 +45,10 @@ pub use security::FrontSecurity;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default [`FrontendConfig::login_timeout`].
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on gRPC requests served at once (as on a node).
+pub const DEFAULT_GRPC_MAX_IN_FLIGHT: usize = 4096;
+/// Default bound on concurrent streams per gRPC connection (as on a node).
+pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Default bound on RESP connections from one IP address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// Default time in-flight requests get to finish once shutdown starts.
@@ -78,10 +82,16 @@ pub struct FrontendConfig {
     /// finish the requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
     /// How long a RESP connection has to send its first request and, when
-    /// tokens are required, to log in; then it is closed.
+    /// tokens are required, to log in; then it is closed. Zero: no limit.
     pub login_timeout: Duration,
     /// Most RESP connections open at once from one IP address.
     pub max_connections_per_ip: usize,
+    /// Most gRPC connections open at once; more wait in the accept queue.
+    pub grpc_max_connections: usize,
+    /// Most gRPC requests served at once; more get RESOURCE_EXHAUSTED.
+    pub grpc_max_in_flight: usize,
+    /// Most concurrent HTTP/2 streams on one gRPC connection.
+    pub grpc_max_concurrent_streams: u32,
 }
 
 impl Default for FrontendConfig {
@@ -94,6 +104,9 @@ impl Default for FrontendConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            grpc_max_connections: DEFAULT_MAX_CONNECTIONS,
+            grpc_max_in_flight: DEFAULT_GRPC_MAX_IN_FLIGHT,
+            grpc_max_concurrent_streams: DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
         }
     }
 }
@@ -123,11 +136,17 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
     let (grace, drain) = (config.shutdown_grace, config.drain_delay);
+    let (grpc_connections, grpc_streams) = (
+        config.grpc_max_connections,
+        config.grpc_max_concurrent_streams,
+    );
     let mut grpc_server = Server::builder();
     if let Some(tls) = config.security.grpc_tls.clone() {
         grpc_server = grpc_server.tls_config(tls)?;
     }
-    let auth = config.security.grpc_layer(backend.metrics.security.clone());
+    let auth = config
+        .security
+        .grpc_layer(config.grpc_max_in_flight, backend.metrics.security.clone());
     let resp = tokio::spawn(resp::server::serve(
         listeners.resp,
         backend.clone(),
@@ -149,6 +168,7 @@ pub async fn run(
     let mut grpc_stop = stop_rx.clone();
     let grpc = grpc_server
         .layer(auth)
+        .max_concurrent_streams(Some(grpc_streams))
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -161,7 +181,7 @@ pub async fn run(
             .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            bounded_incoming(listeners.grpc, grpc_connections),
             async move {
                 stopped(&mut grpc_stop).await;
             },

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distcache_node::security::config::{AuthConfig, TlsConfig, auth_warnings};
-use distcache_node::security::{AuthLayer, BoxError, SecurityError, Verifier, tls, to_status};
+use distcache_node::security::{
+    AuthLayer, BoxError, InFlightLayer, SecurityError, Verifier, tls, to_status,
+};
 use tokio_rustls::TlsAcceptor;
 use tonic::Status;
 use tonic::transport::ServerTlsConfig;
@@ -79,13 +81,15 @@ impl FrontSecurity {
     /// The layer the gRPC server wraps every service in: the node's auth
     /// layer (a pass-through without a verifier), its errors turned into
     /// statuses by the node's [`to_status`].
-    pub fn grpc_layer(&self, counters: SecurityCounters) -> GrpcAuthLayer {
+    pub fn grpc_layer(&self, max_in_flight: usize, counters: SecurityCounters) -> GrpcAuthLayer {
         ServiceBuilder::new()
             .layer(MapErrLayer::new(to_status as fn(BoxError) -> Status))
+            .layer(InFlightLayer::new(max_in_flight, counters.clone()))
             .layer(AuthLayer::new(self.verifier.clone(), counters))
             .into_inner()
     }
 }
 
 /// What [`FrontSecurity::grpc_layer`] returns.
-pub type GrpcAuthLayer = Stack<AuthLayer, Stack<MapErrLayer<fn(BoxError) -> Status>, Identity>>;
+pub type GrpcAuthLayer =
+    Stack<AuthLayer, Stack<InFlightLayer, Stack<MapErrLayer<fn(BoxError) -> Status>, Identity>>>;

@@ -557,3 +557,37 @@ async fn malformed_protobuf_is_an_error_and_the_node_keeps_serving() {
         .into_inner();
     assert!(!got.found);
 }
+
+/// Idle sockets on the admin port are closed once the header timeout passes,
+/// and while every admin slot is held the port still answers once one frees:
+/// silent clients cannot use up the node's file descriptors.
+#[tokio::test]
+async fn silent_admin_connections_are_closed_and_bounded() {
+    use tokio::io::AsyncReadExt;
+    let node = TestNode::start(test_config()).await;
+    let limit = distcache_node::admin::MAX_ADMIN_CONNECTIONS;
+    let mut silent = Vec::new();
+    for _ in 0..limit + 8 {
+        silent.push(
+            tokio::net::TcpStream::connect(node.admin)
+                .await
+                .expect("connect"),
+        );
+    }
+    // More than the bound are waiting; a scrape is answered once the header
+    // timeout has closed the silent ones.
+    let bound = distcache_node::admin::ADMIN_HEADER_TIMEOUT * 4;
+    let (status, body) = tokio::time::timeout(bound, http_get(node.admin, "/metrics"))
+        .await
+        .expect("answered once the silent connections timed out");
+    assert_eq!(status, 200);
+    assert!(body.contains("distcache_"));
+    let mut first = silent.swap_remove(0);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(bound, first.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent admin connection was closed"
+    );
+    node.stop().await.expect("stop");
+}

@@ -694,3 +694,67 @@ async fn a_query_buffer_past_its_limit_closes_the_connection() {
     assert_eq!(d.cmd(&["PING"]).await, "+PONG");
     front.stop().await;
 }
+
+/// The proxy's gRPC port is bounded as a node's is: past `grpc_max_in_flight`
+/// requests in flight, more get RESOURCE_EXHAUSTED at once (health checks
+/// still answer), instead of piling up without limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_in_flight_are_bounded() {
+    // A node that accepts connections and never answers: requests hang
+    // until their deadline, holding their in-flight slots.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let backend =
+        TestProxy::backend(vec![format!("http://{}", hole.local_addr().expect("addr"))]).await;
+    let proxy = TestProxy::start(
+        backend,
+        FrontendConfig {
+            grpc_max_in_flight: 2,
+            ..FrontendConfig::default()
+        },
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{}", proxy.grpc))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let get = |c: Channel| async move {
+        CacheServiceClient::new(c)
+            .get(pb::GetRequest { key: "k".into() })
+            .await
+    };
+    // Two requests that hang; each tries again if it was refused (a probe
+    // below may have held a slot for a moment).
+    let hung: Vec<_> = (0..2)
+        .map(|_| {
+            let c = channel.clone();
+            tokio::spawn(async move {
+                while get(c.clone())
+                    .await
+                    .is_err_and(|s| s.code() == Code::ResourceExhausted)
+                {}
+            })
+        })
+        .collect();
+    // (A probe that got a slot, because it overtook the two above, is
+    // cancelled by its timeout and gives the slot back.)
+    eventually(Duration::from_secs(10), || async {
+        tokio::time::timeout(Duration::from_millis(500), get(channel.clone()))
+            .await
+            .is_ok_and(|r| r.is_err_and(|s| s.code() == Code::ResourceExhausted))
+    })
+    .await
+    .expect("a third request is refused while two are in flight");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health checks are exempt");
+    for h in hung {
+        h.abort();
+    }
+    drop(hole);
+    proxy.stop().await.expect("stop");
+}

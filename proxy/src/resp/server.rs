@@ -167,7 +167,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // True once the connection has sent a request and logged in (when it
     // must): no timeout from then on, even if its token later runs out (it
     // then gets NOAUTH and may log in again, as in Redis).
-    let mut settled = false;
+    let mut settled = login_timeout.is_zero();
     let mut answered = false;
     // Set when parsing stopped after an AUTH: what follows it in `input` is
     // parsed, with the limits the AUTH earned, before reading more.
