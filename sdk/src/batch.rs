@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn mset_messages_stay_under_the_byte_and_count_bounds_and_keep_every_item() {
-        let entries: Vec<_> = (0..40).map(|i| (i, set(1 << 20))).collect();
+        let entries: Vec<_> = (0..40).map(|i| (i, set(300 << 10))).collect();
         let c = chunks(entries);
         let bytes = |m: &Vec<(usize, pb::Operation)>| {
             m.iter()

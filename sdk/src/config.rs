@@ -16,6 +16,10 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// "no limit") are cut to this, so a deadline can always be computed and
 /// sent to a node.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Most distinct nodes one client may have (a ring of 150 virtual nodes
+/// each); a longer list is refused with [`ConfigError::TooManyNodes`].
+pub const MAX_NODES: usize = 1024;
 /// TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// HTTP/2 connections (tonic `Channel`s) per node.
@@ -238,11 +242,15 @@ impl ClientConfig {
 }
 
 /// `url` as the client names nodes: trimmed, without a trailing `/`, with
-/// `http://` when it has no scheme; `https://` needs a CA bundle.
+/// `http://` when it has no scheme (`https://` when a CA bundle is set);
+/// `https://` needs a CA bundle, and with one `http://` is refused, so a
+/// token never crosses the network in clear.
 pub(crate) fn normalise_url(url: &str, has_ca: bool) -> Result<String, ConfigError> {
     let trimmed = url.trim().trim_end_matches('/');
     let with_scheme = if trimmed.contains("://") {
         trimmed.to_owned()
+    } else if has_ca {
+        format!("https://{trimmed}")
     } else {
         format!("http://{trimmed}")
     };
@@ -255,6 +263,12 @@ pub(crate) fn normalise_url(url: &str, has_ca: bool) -> Result<String, ConfigErr
     if with_scheme.starts_with("https://") && !has_ca {
         return Err(ConfigError::Tls(format!(
             "{with_scheme}: https:// nodes need a CA bundle (tls_ca)"
+        )));
+    }
+    if with_scheme.starts_with("http://") && has_ca {
+        return Err(ConfigError::Tls(format!(
+            "{with_scheme}: with a CA bundle (tls_ca) configured, nodes must be https:// \
+             (over http:// the token and the data would cross the network in clear)"
         )));
     }
     Ok(with_scheme)
@@ -410,6 +424,24 @@ mod tests {
             c.nodes,
             ["http://127.0.0.1:7001", "http://b:7002", "http://c:7003"]
         );
+    }
+
+    #[test]
+    fn with_a_ca_bundle_nodes_are_https_and_plaintext_is_refused() {
+        assert_eq!(
+            normalise_url("10.0.0.1:7001", true).expect("bare"),
+            "https://10.0.0.1:7001"
+        );
+        assert_eq!(
+            normalise_url("10.0.0.1:7001", false).expect("bare"),
+            "http://10.0.0.1:7001"
+        );
+        let e = normalise_url("http://10.0.0.1:7001", true).expect_err("clear text");
+        assert!(
+            matches!(&e, ConfigError::Tls(m) if m.contains("in clear")),
+            "{e}"
+        );
+        assert!(normalise_url("https://10.0.0.1:7001", false).is_err());
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub enum ConfigError {
     /// `replicas` is zero.
     #[error("replicas must be at least 1")]
     ZeroReplicas,
+    /// More distinct node URLs than [`MAX_NODES`](crate::MAX_NODES).
+    #[error("more than {} distinct nodes", crate::MAX_NODES)]
+    TooManyNodes,
     /// The token cannot be sent as an HTTP header value.
     #[error("token contains characters not allowed in a header")]
     BadToken,

@@ -81,7 +81,7 @@ pub use config::{
     ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE, DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS,
-    DEFAULT_TIMEOUT, MAX_TIMEOUT, RetryConfig,
+    DEFAULT_TIMEOUT, MAX_NODES, MAX_TIMEOUT, RetryConfig,
 };
 pub use error::{ConfigError, Error, Result};
 pub use topology::MembershipChange;

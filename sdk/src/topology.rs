@@ -115,9 +115,13 @@ impl Membership {
         config: &ClientConfig,
     ) -> Result<MembershipChange, ConfigError> {
         let mut wanted: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for url in urls {
             let url = normalise_url(url.as_ref(), config.tls_ca.is_some())?;
-            if !wanted.contains(&url) {
+            if seen.insert(url.clone()) {
+                if wanted.len() == crate::MAX_NODES {
+                    return Err(ConfigError::TooManyNodes);
+                }
                 wanted.push(url);
             }
         }
@@ -201,6 +205,24 @@ mod tests {
         assert!(c.is_empty());
         assert!(Arc::ptr_eq(&before, &m.load()));
         assert_eq!(m.changes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn lists_of_more_than_max_nodes_are_refused_and_duplicates_are_one() {
+        let m = membership(&["http://a:1"]);
+        let many: Vec<String> = (0..=crate::MAX_NODES)
+            .map(|i| format!("http://n{i}:1"))
+            .collect();
+        assert!(matches!(
+            m.set(&many, &config()),
+            Err(ConfigError::TooManyNodes)
+        ));
+        // 20,000 spellings of a few nodes: de-duplicated in linear time.
+        let dup: Vec<String> = (0..20_000)
+            .map(|i| format!("http://n{}:1", i % 3))
+            .collect();
+        assert_eq!(m.set(&dup, &config()).expect("three").added.len(), 3);
+        assert_eq!(m.load().ring.nodes().len(), 3);
     }
 
     #[tokio::test]

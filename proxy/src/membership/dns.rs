@@ -22,14 +22,20 @@ pub async fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<Str
     Ok(urls(addrs))
 }
 
-/// `http://IP:PORT` for each address, sorted and deduplicated so that the
-/// resolver's answer order does not matter.
+/// `IP:PORT` for each address, sorted and deduplicated so that the
+/// resolver's answer order does not matter. No scheme: the SDK adds the one
+/// the proxy's TLS setting calls for (`https://` with `--tls-ca`), so a
+/// token never crosses the network in clear because of a discovered name.
 fn urls(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<String> {
     let mut addrs: Vec<SocketAddr> = addrs.into_iter().collect();
     addrs.sort_unstable();
     addrs.dedup();
     // SocketAddr's Display puts IPv6 addresses in brackets, as URLs need.
-    addrs.iter().map(|a| format!("http://{a}")).collect()
+    addrs
+        .iter()
+        .take(super::MAX_NODES + 1)
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -48,14 +54,7 @@ mod tests {
         .iter()
         .map(|s| s.parse().expect("addr"))
         .collect();
-        assert_eq!(
-            urls(a),
-            [
-                "http://10.0.0.1:7001",
-                "http://10.0.0.2:7001",
-                "http://[::1]:7001"
-            ]
-        );
+        assert_eq!(urls(a), ["10.0.0.1:7001", "10.0.0.2:7001", "[::1]:7001"]);
     }
 
     #[tokio::test]
@@ -66,7 +65,7 @@ mod tests {
         assert!(
             nodes
                 .iter()
-                .any(|n| n == "http://127.0.0.1:7001" || n == "http://[::1]:7001"),
+                .any(|n| n == "127.0.0.1:7001" || n == "[::1]:7001"),
             "{nodes:?}"
         );
         let e = resolve("no such name.invalid", 7001, Duration::from_secs(5))

@@ -1,7 +1,8 @@
 //! `http://…` discovery: a GET every interval, whose JSON answer is either
 //!
 //! - Consul's `/v1/health/service/NAME?passing`: an array of objects; each
-//!   node is `http://{Service.Address}:{Service.Port}`, with `Node.Address`
+//!   node is `{Service.Address}:{Service.Port}` (the scheme follows the
+//!   proxy's TLS setting: `https://` with `--tls-ca`), with `Node.Address`
 //!   when `Service.Address` is empty (as Consul leaves it for services
 //!   registered without an address); or
 //! - a plain array of node URLs: `["http://10.0.0.1:7001", "10.0.0.2:7001"]`.
@@ -79,6 +80,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
     if entries.is_empty() {
         return Err(SourceError::Empty);
     }
+    if entries.len() > super::MAX_NODES {
+        return Err(SourceError::TooMany(entries.len()));
+    }
     entries
         .iter()
         .enumerate()
@@ -92,7 +96,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
         .collect()
 }
 
-/// `http://address:port` of one entry of Consul's health answer.
+/// `address:port` of one entry of Consul's health answer (no scheme: the
+/// SDK adds the one the proxy's TLS setting calls for).
 fn consul_entry(e: &Value) -> Result<String, String> {
     let service = e
         .get("Service")
@@ -114,8 +119,8 @@ fn consul_entry(e: &Value) -> Result<String, String> {
     .find(|a| !a.is_empty())
     .ok_or("neither Service.Address nor Node.Address")?;
     Ok(match address.parse::<IpAddr>() {
-        Ok(IpAddr::V6(ip)) => format!("http://[{ip}]:{port}"),
-        _ => format!("http://{address}:{port}"),
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        _ => format!("{address}:{port}"),
     })
 }
 
@@ -138,11 +143,7 @@ mod tests {
         ]"#;
         assert_eq!(
             parse(body).expect("consul"),
-            [
-                "http://10.1.0.1:7001",
-                "http://10.0.0.2:7002",
-                "http://[fe80::1]:7003"
-            ]
+            ["10.1.0.1:7001", "10.0.0.2:7002", "[fe80::1]:7003"]
         );
     }
 
@@ -151,6 +152,21 @@ mod tests {
         assert_eq!(
             parse(br#"["http://10.0.0.1:7001", " 10.0.0.2:7001 "]"#).expect("list"),
             ["http://10.0.0.1:7001", "10.0.0.2:7001"]
+        );
+    }
+
+    #[test]
+    fn an_answer_naming_too_many_nodes_is_refused_whole() {
+        // 20,000 Consul entries (about 1.4 MB): refused before any URL is
+        // built, instead of a ring of three million virtual nodes.
+        let entry = r#"{"Service": {"Address": "10.0.0.1", "Port": 7001}}"#;
+        let body = format!("[{}]", vec![entry; 20_000].join(","));
+        let e = parse(body.as_bytes()).expect_err("too many");
+        assert!(matches!(e, SourceError::TooMany(20_000)), "{e}");
+        let ok = format!("[{}]", vec![entry; super::super::MAX_NODES].join(","));
+        assert_eq!(
+            parse(ok.as_bytes()).expect("at the limit").len(),
+            super::super::MAX_NODES
         );
     }
 

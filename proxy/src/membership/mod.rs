@@ -35,6 +35,9 @@ use crate::backend::Backend;
 
 /// How often `dns://` and `http://` sources are polled unless configured.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Most nodes a source may name; an answer with more is refused (the old
+/// list is kept) instead of building a ring of that size.
+pub const MAX_NODES: usize = distcache::MAX_NODES;
 /// How often a cluster file is checked for changes.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound on one DNS lookup or one HTTP request (connect, answer, body).
@@ -202,6 +205,9 @@ pub enum SourceError {
     /// The source named no node.
     #[error("the source lists no node")]
     Empty,
+    /// The source named more nodes than [`MAX_NODES`].
+    #[error("the source lists {0} nodes or more; at most {MAX_NODES} are allowed")]
+    TooMany(usize),
 }
 
 /// Reads one source, keeping what it needs between polls (the HTTP
@@ -252,6 +258,9 @@ impl Fetcher {
         };
         if nodes.is_empty() {
             return Err(SourceError::Empty);
+        }
+        if nodes.len() > MAX_NODES {
+            return Err(SourceError::TooMany(nodes.len()));
         }
         Ok(Some(nodes))
     }
