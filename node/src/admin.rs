@@ -1,10 +1,11 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus / OpenMetrics text),
 //! `/metrics.json`, and the probes:
 //!
-//! - `/livez`: 200 while the process answers at all (its runtime and this
-//!   loop run). Nothing a node waits for (recovery, its disk, its peers)
-//!   turns it to 503, so a liveness probe never restarts a node that is
-//!   merely busy or unready.
+//! - `/livez`: 200 while the process answers and its loops run: the expiry
+//!   sweeper, which takes every shard's lock in turn, has finished a round
+//!   within [`Probes::new`]'s `stall` (a wedged lock or runtime turns it to
+//!   503). Nothing a node waits for (recovery, its disk, its peers) does, so
+//!   a liveness probe never restarts a node that is merely busy or unready.
 //! - `/readyz`: 200 once recovered, while the WAL accepts writes and the
 //!   node is neither draining nor shutting down; otherwise 503 with the
 //!   reason (`recovering: 12000 entries loaded so far`, `draining`, ...).
@@ -17,9 +18,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -60,16 +61,50 @@ pub struct Probes {
     store: Arc<Store>,
     shared: OnceLock<Arc<Shared>>,
     draining: AtomicBool,
+    started: Instant,
+    /// Milliseconds after `started`, plus one, of the sweeper's last round;
+    /// 0 before its first (recovery, which is not a stall).
+    beat: AtomicU64,
+    stall: Duration,
 }
 
 impl Probes {
-    /// Probes for a node whose `store` is being recovered.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// Probes for a node whose `store` is being recovered; `/livez` fails
+    /// once the sweeper, after its first round, has not finished one for
+    /// `stall`.
+    pub fn new(store: Arc<Store>, stall: Duration) -> Self {
         Self {
             store,
             shared: OnceLock::new(),
             draining: AtomicBool::new(false),
+            started: Instant::now(),
+            beat: AtomicU64::new(0),
+            stall,
         }
+    }
+
+    /// The sweeper finished a round over every shard.
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beat.store(ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// `None` while the node is live, else why not.
+    pub fn not_live(&self) -> Option<String> {
+        let beat = self.beat.load(Ordering::Relaxed);
+        if beat == 0 {
+            return None;
+        }
+        let since = self
+            .started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(beat - 1));
+        (since > self.stall).then(|| {
+            format!(
+                "stalled: the expiry sweeper has not finished a round for {} ms",
+                since.as_millis()
+            )
+        })
     }
 
     /// Recovery is over: report ready and serve `shared`'s metrics.
@@ -138,7 +173,14 @@ fn route(probes: &Probes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "recovering\n".into(),
             ),
         },
-        "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/livez" => match probes.not_live() {
+            None => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         "/readyz" | "/healthz" => match probes.not_ready() {
             None => reply(StatusCode::OK, "text/plain", "ok\n".into()),
             Some(why) => reply(
@@ -274,5 +316,40 @@ pub async fn serve_http<S, H, Fut>(
             }
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes(stall: Duration) -> Probes {
+        let store = Arc::new(Store::new(crate::NodeConfig::default().store_config()));
+        Probes::new(store, stall)
+    }
+
+    #[test]
+    fn a_node_is_live_while_recovering_and_while_its_sweeper_runs() {
+        let p = probes(Duration::from_secs(60));
+        assert_eq!(p.not_live(), None, "recovering, no sweeper yet");
+        assert!(
+            p.not_ready()
+                .unwrap_or_default()
+                .starts_with("recovering: 0 entries")
+        );
+        p.beat();
+        assert_eq!(p.not_live(), None);
+    }
+
+    #[test]
+    fn a_sweeper_that_stops_finishing_rounds_makes_the_node_unlive() {
+        let p = probes(Duration::from_millis(5));
+        p.beat();
+        // Past the stall bound with no round finished.
+        std::thread::sleep(Duration::from_millis(30));
+        let why = p.not_live().expect("stalled");
+        assert!(why.starts_with("stalled: the expiry sweeper"), "{why}");
+        p.beat();
+        assert_eq!(p.not_live(), None, "a round later it is live again");
     }
 }

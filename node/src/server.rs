@@ -99,7 +99,10 @@ pub async fn run(
     // The admin port answers from here on (/livez 200, /readyz 503 while
     // recovering), so a long WAL replay is "not ready", never "dead".
     let (stop, stop_rx) = watch::channel(false);
-    let probes = Arc::new(crate::admin::Probes::new(store.clone()));
+    let probes = Arc::new(crate::admin::Probes::new(
+        store.clone(),
+        LIVENESS_STALL.max(config.store.sweep_interval.0 * 10),
+    ));
     let admin = tokio::spawn(crate::admin::serve(
         listeners.admin,
         probes.clone(),
@@ -146,6 +149,7 @@ pub async fn run(
             tokio::spawn(sweep(
                 store.clone(),
                 config.store.sweep_interval.0,
+                probes.clone(),
                 stop_rx.clone(),
             )),
             admin,
@@ -247,8 +251,18 @@ async fn close_wal(wal: Option<&Wal>) {
     }
 }
 
-/// Reclaims expired entries a slice at a time so no shard lock is held long.
-async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<bool>) {
+/// How long the expiry sweeper may go without finishing a round before
+/// `/livez` says the node is stalled (at least ten sweep intervals).
+const LIVENESS_STALL: Duration = Duration::from_secs(30);
+
+/// Reclaims expired entries a slice at a time so no shard lock is held long;
+/// each round over every shard is a heartbeat for `/livez`.
+async fn sweep(
+    store: Arc<Store>,
+    every: Duration,
+    probes: Arc<crate::admin::Probes>,
+    mut stop: watch::Receiver<bool>,
+) {
     const SLOTS_PER_SHARD: usize = 64;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,6 +274,7 @@ async fn sweep(store: Arc<Store>, every: Duration, mut stop: watch::Receiver<boo
         let removed: u64 = (0..store.shard_count())
             .map(|i| store.sweep_shard(i, SLOTS_PER_SHARD))
             .sum();
+        probes.beat();
         if removed > 0 {
             tracing::trace!(removed, "swept expired entries");
         }
