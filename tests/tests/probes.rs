@@ -142,3 +142,49 @@ async fn the_node_admin_port_answers_while_the_wal_is_replayed() {
     eprintln!("replayed {KEYS} records in {replay:?}");
     node.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_draining_proxy_is_unready_and_not_serving_yet_still_answers() {
+    let node = TestNode::start(test_config()).await;
+    let config = distcache_proxy::FrontendConfig {
+        drain_delay: Duration::from_secs(3),
+        ..frontend()
+    };
+    let proxy = TestProxy::start(TestProxy::backend(vec![node.url()]).await, config).await;
+    let (admin, grpc, resp) = (proxy.admin, proxy.grpc, proxy.resp);
+    eventually(LIMIT, || async {
+        http_get(admin, "/readyz").await.0 == 200
+    })
+    .await
+    .expect("ready");
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(proxy.stop());
+    eventually(LIMIT, || async {
+        http_get(admin, "/readyz").await == (503, "draining: shutting down\n".into())
+    })
+    .await
+    .expect("unready as soon as shutdown begins");
+    assert_eq!(grpc_health(grpc, "").await, 2, "NOT_SERVING while draining");
+    assert_eq!(http_get(admin, "/livez").await.0, 200);
+    // A new RESP connection is still accepted and answered.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(resp)
+        .await
+        .expect("accepted");
+    c.write_all(b"PING\r\n").await.expect("write");
+    let mut buf = [0u8; 7];
+    c.read_exact(&mut buf).await.expect("read");
+    assert_eq!(&buf, b"+PONG\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "checked within the delay"
+    );
+
+    stopping.await.expect("join").expect("proxy stops");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "not before the delay"
+    );
+    node.stop().await.expect("stop");
+}
