@@ -22,10 +22,10 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use distcache_node::config::NodeConfig;
 use distcache_node::store::{Store, StoreConfig, Written};
-use distcache_node::units::HumanDuration;
-use distcache_node::wal::{Batch, FsyncPolicy, RecoveryMode, Wal, WalOptions};
+use distcache_node::wal::{FsyncPolicy, Records, RecoveryMode, Wal, WalOptions};
 use distcache_node::{Listeners, run};
 use distcache_proto::v1 as pb;
+use distcache_serve::units::HumanDuration;
 use pb::cache_service_client::CacheServiceClient;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -223,7 +223,7 @@ fn recovery(c: &mut Criterion) {
         let wal = Wal::open(opts.clone(), fresh_store()).await.expect("open");
         let value = vec![b'v'; 100];
         for chunk in 0..RECORDS / 10_000 {
-            let mut batch = Batch::new();
+            let mut records = Records::new();
             for i in 0..10_000 {
                 let n = chunk * 10_000 + i;
                 let w = Written {
@@ -231,9 +231,9 @@ fn recovery(c: &mut Criterion) {
                     version: n + 1,
                     expires_at: 0,
                 };
-                batch.put(format!("key-{n:012}").as_bytes(), &value, &w);
+                records.put(format!("key-{n:012}").as_bytes(), &value, &w);
             }
-            wal.append(batch).await.expect("append");
+            wal.append(records).await.expect("append");
         }
         wal.flush().await.expect("flush");
     });

@@ -6,21 +6,28 @@
 //! their key ids. It does not bind the listeners, lock the data directory or
 //! replay the WAL.
 
+use distcache_serve::security::{Bounds, Security, SecurityCounters, SecurityError};
+
 use crate::config::{ConfigError, NodeConfig};
-use crate::metrics::SecurityCounters;
-use crate::security::Security;
 use crate::server::NodeError;
 
 /// Checks `config` as start-up would; returns the effective configuration
 /// (Rust's debug form, secrets redacted) or the first error.
 pub fn check(config: &NodeConfig) -> Result<String, NodeError> {
     config.validate()?;
-    Security::from_config(config, &SecurityCounters::default())?;
+    let bounds = Bounds {
+        max_connections: config.server.max_connections,
+        max_in_flight: config.server.max_in_flight,
+    };
+    Security::from_config(
+        &config.tls,
+        &config.auth,
+        &config.rate_limit,
+        bounds,
+        &SecurityCounters::default(),
+    )?;
     // Read a second time for the report: the ids only, never a secret.
-    let keys = config
-        .auth
-        .load_keys()
-        .map_err(crate::security::SecurityError::Auth)?;
+    let keys = config.auth.load_keys().map_err(SecurityError::Auth)?;
     if let Some(dir) = &config.wal.data_dir
         && dir.exists()
         && !dir.is_dir()

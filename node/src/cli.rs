@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-use crate::config::{ConfigError, LogFormat, NodeConfig};
-use crate::security::config::{
-    DEFAULT_GLOBAL_RPS, DEFAULT_KEY_ID, DEFAULT_PER_CLIENT_RPS, TlsConfig,
+use distcache_serve::logging::LogFormat;
+use distcache_serve::security::TlsArgs;
+use distcache_serve::security::config::{
+    DEFAULT_GLOBAL_RPS, DEFAULT_KEY_ID, DEFAULT_PER_CLIENT_RPS,
 };
-use crate::security::token_tool::TokenArgs;
-use crate::units::{ByteSize, HumanDuration};
+use distcache_serve::security::token_tool::TokenArgs;
+use distcache_serve::units::{ByteSize, HumanDuration};
+
+use crate::config::{ConfigError, NodeConfig};
 use crate::wal::{FsyncPolicy, RecoveryMode};
 
 /// A distcache storage node: a sharded LRU cache with TTLs, versions and
@@ -154,44 +156,6 @@ pub struct Args {
     pub auth_secret_env: Option<String>,
 }
 
-/// The TLS flags, shared with `distcache-proxy` (its front ends take the
-/// same ones, and the same `DISTCACHE_TLS_*` variables).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TlsArgs {
-    /// Server certificate chain (PEM); with --tls-key turns TLS on.
-    #[arg(long, env = "DISTCACHE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "DISTCACHE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA certificate(s) (PEM) that client certificates must chain to (mTLS).
-    #[arg(long, env = "DISTCACHE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// TOML file with cert, key and optional client_ca (the C++ prototype's flag).
-    #[arg(long, env = "DISTCACHE_TLS_CONFIG")]
-    pub tls_config: Option<PathBuf>,
-    /// Require TLS; start-up fails unless a certificate and key are configured.
-    #[arg(long)]
-    pub use_tls: bool,
-}
-
-impl TlsArgs {
-    /// Applies the flags over `tls`: `--tls-config`'s file replaces it, then
-    /// the single-file flags override fields; checks the result.
-    pub fn apply(&self, tls: &mut TlsConfig) -> Result<(), String> {
-        if let Some(path) = &self.tls_config {
-            *tls = TlsConfig::from_file(path)?;
-        }
-        set_some(&mut tls.cert, &self.tls_cert);
-        set_some(&mut tls.key, &self.tls_key);
-        set_some(&mut tls.client_ca, &self.tls_client_ca);
-        if self.use_tls && !tls.enabled() {
-            return Err("--use-tls needs --tls-cert and --tls-key (or --tls-config FILE)".into());
-        }
-        tls.validate()
-    }
-}
-
 /// Tools that run instead of the node.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -203,7 +167,7 @@ impl Args {
     /// Parses argv, and reads `DISTCACHE_AUTH_SECRET` (kept out of argv, where
     /// other users could read it).
     pub fn from_env() -> Self {
-        let mut a: Args = parse_or_exit();
+        let mut a: Args = distcache_serve::cli::parse_or_exit();
         a.auth_secret_env = std::env::var("DISTCACHE_AUTH_SECRET")
             .ok()
             .filter(|s| !s.is_empty());
@@ -265,19 +229,6 @@ impl Args {
     }
 }
 
-/// Parses argv as clap's `parse` does, except that with `--check-config` a
-/// bad flag exits 1 (what a failed check exits with) instead of clap's 2.
-pub fn parse_or_exit<A: Parser>() -> A {
-    match A::try_parse() {
-        Ok(a) => a,
-        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--check-config") => {
-            let _ = e.print();
-            std::process::exit(1)
-        }
-        Err(e) => e.exit(),
-    }
-}
-
 fn set_some<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
     if v.is_some() {
         slot.clone_from(v);
@@ -331,7 +282,7 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::Role;
+    use distcache_serve::security::Role;
 
     #[test]
     fn flags_override_defaults() {

@@ -10,9 +10,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use distcache_serve::logging::LogConfig;
+use distcache_serve::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
 
-use crate::units::{ByteSize, HumanDuration};
+pub use crate::limits::LimitsConfig;
+pub use crate::store::StoreSection;
+pub use crate::wal::{SnapshotSection, WalSection};
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
@@ -32,66 +36,15 @@ pub struct NodeConfig {
     /// Logging.
     pub log: LogConfig,
     /// TLS for the gRPC listener.
-    pub tls: crate::security::config::TlsConfig,
+    pub tls: distcache_serve::security::config::TlsConfig,
     /// Bearer tokens and roles.
-    pub auth: crate::security::config::AuthConfig,
+    pub auth: distcache_serve::security::config::AuthConfig,
     /// Token-bucket rate limits.
-    pub rate_limit: crate::security::config::RateLimitConfig,
+    pub rate_limit: distcache_serve::security::config::RateLimitConfig,
     /// Write-ahead log (durability); off unless `data_dir` is set.
     pub wal: WalSection,
     /// Snapshots of the store (with the WAL only).
     pub snapshot: SnapshotSection,
-}
-
-/// `[wal]`: durability. Without `data_dir` the node keeps everything in
-/// memory only.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WalSection {
-    /// Directory for WAL segments, snapshots and the lock file; unset means
-    /// memory-only.
-    pub data_dir: Option<PathBuf>,
-    /// When to fsync: `always` (acknowledge after fsync), `everysec`, `no`.
-    pub fsync: crate::wal::FsyncPolicy,
-    /// Size at which a WAL segment is closed and a new one started.
-    pub segment_bytes: ByteSize,
-    /// Corruption before the end of the WAL at start-up: `strict` refuses to
-    /// start, `skip-corrupt` skips the damaged records and keeps a copy.
-    pub recovery: crate::wal::RecoveryMode,
-}
-
-impl Default for WalSection {
-    fn default() -> Self {
-        Self {
-            data_dir: None,
-            fsync: crate::wal::FsyncPolicy::default(),
-            segment_bytes: ByteSize(crate::wal::DEFAULT_SEGMENT_BYTES),
-            recovery: crate::wal::RecoveryMode::default(),
-        }
-    }
-}
-
-/// `[snapshot]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SnapshotSection {
-    /// Time between snapshots (a snapshot is also taken once the WAL grew by
-    /// two segments); 0 disables automatic snapshots.
-    pub interval: HumanDuration,
-    /// Number of snapshots kept (at least 1).
-    pub retain: usize,
-    /// Write a snapshot on graceful shutdown, so the next start replays less.
-    pub on_shutdown: bool,
-}
-
-impl Default for SnapshotSection {
-    fn default() -> Self {
-        Self {
-            interval: HumanDuration(crate::wal::DEFAULT_SNAPSHOT_INTERVAL),
-            retain: crate::wal::DEFAULT_SNAPSHOT_RETAIN,
-            on_shutdown: false,
-        }
-    }
 }
 
 /// `[server]`.
@@ -136,89 +89,6 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_in_flight: 4096,
             threads: 0,
-        }
-    }
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSection {
-    /// Bound on memory charged to entries; least recently used entries are
-    /// evicted beyond it.
-    pub max_memory: ByteSize,
-    /// Number of shards (a power of two).
-    pub shards: usize,
-    /// How long a tombstone blocks older replicated writes after a delete.
-    pub tombstone_ttl: HumanDuration,
-    /// How often the sweeper reclaims expired entries.
-    pub sweep_interval: HumanDuration,
-}
-
-impl Default for StoreSection {
-    fn default() -> Self {
-        Self {
-            max_memory: ByteSize(crate::store::DEFAULT_MAX_MEMORY),
-            shards: crate::store::DEFAULT_SHARDS,
-            tombstone_ttl: HumanDuration(Duration::from_millis(
-                crate::store::DEFAULT_TOMBSTONE_TTL_MS,
-            )),
-            sweep_interval: HumanDuration(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// `[limits]`: requests beyond these get `INVALID_ARGUMENT` naming the limit.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Largest key in bytes (keys must also be non-empty).
-    pub max_key_bytes: ByteSize,
-    /// Largest value in bytes.
-    pub max_value_bytes: ByteSize,
-    /// Longest TTL.
-    pub max_ttl: HumanDuration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_key_bytes: ByteSize(1 << 10),
-            max_value_bytes: ByteSize(1 << 20),
-            max_ttl: HumanDuration(Duration::from_secs(30 * 86_400)),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// trace, debug, info, warn or error, or a tracing filter directive.
-    pub level: String,
-    /// Append logs to this file instead of standard error.
-    pub file: Option<PathBuf>,
-    /// Line format.
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            file: None,
-            format: LogFormat::Text,
         }
     }
 }
@@ -312,21 +182,13 @@ impl NodeConfig {
         if self.snapshot.retain == 0 {
             return bad("snapshot.retain must be at least 1".into());
         }
-        crate::security::config::validate(&self.tls, &self.rate_limit).map_err(ConfigError::Invalid)
+        distcache_serve::security::config::validate(&self.tls, &self.rate_limit)
+            .map_err(ConfigError::Invalid)
     }
 
     /// The durability layer's options, or `None` for a memory-only node.
     pub fn wal_options(&self) -> Option<crate::wal::WalOptions> {
-        let dir = self.wal.data_dir.clone()?;
-        Some(crate::wal::WalOptions {
-            dir,
-            fsync: self.wal.fsync,
-            segment_bytes: self.wal.segment_bytes.0,
-            recovery: self.wal.recovery,
-            snapshot_interval: self.snapshot.interval.0,
-            snapshot_retain: self.snapshot.retain,
-            snapshot_on_shutdown: self.snapshot.on_shutdown,
-        })
+        self.wal.options(&self.snapshot)
     }
 
     /// The node id, defaulting to the listen address.
@@ -335,16 +197,6 @@ impl NodeConfig {
             self.server.listen.to_string()
         } else {
             self.server.node_id.clone()
-        }
-    }
-
-    /// The store's part of the configuration.
-    pub fn store_config(&self) -> crate::store::StoreConfig {
-        crate::store::StoreConfig {
-            shards: self.store.shards,
-            max_memory: self.store.max_memory.0,
-            tombstone_ttl_ms: u64::try_from(self.store.tombstone_ttl.0.as_millis())
-                .unwrap_or(u64::MAX),
         }
     }
 }

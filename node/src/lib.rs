@@ -1,16 +1,37 @@
 //! A distcache storage node: a complete single-node cache served over gRPC.
 //!
 //! The store ([`store`]) is a synchronous sharded LRU with TTLs, versions,
-//! tombstones, compare-and-swap and counters; [`service`] adapts it to
-//! `distcache.v1.CacheService`; [`admin`] serves `/metrics`, `/metrics.json`
-//! and `/healthz`; [`server::run`] ties them together on listeners the caller
-//! bound, so tests start nodes in-process on `127.0.0.1:0`.
+//! tombstones, compare-and-swap and counters; `service.rs` adapts it to
+//! `distcache.v1.CacheService`; `admin.rs` serves `/metrics`, `/metrics.json`
+//! and `/healthz`; [`run`] ties them together on listeners the caller bound,
+//! so tests start nodes in-process on `127.0.0.1:0`.
 //!
 //! This crate does not distribute keys: the SDK (`distcache`) places keys on
 //! nodes and replicates them. With `--data-dir`, [`wal`] makes writes durable
 //! (write-ahead log with group commit, snapshots, crash recovery); without it
-//! the node is memory-only. [`security`] holds TLS, bearer tokens with roles,
-//! and rate limits.
+//! the node is memory-only. TLS, bearer tokens with roles and rate limits are
+//! `distcache_serve::security`, shared with the proxy.
+//!
+//! # Layout
+//!
+//! Top-down; a module uses only those below it. Public: what the proxy's
+//! `--dev` and the tests need ([`run`], [`Listeners`], [`NodeConfig`],
+//! [`cli`], [`store`], [`wal`], [`clock`]).
+//!
+//! - `server.rs`: [`run`] = assemble (store, metrics, security, WAL) + serve
+//!   (tasks, gRPC, drain, WAL close).
+//! - `service.rs`: `CacheService` over the store: limits, store call, WAL
+//!   records, metrics, `to_status`.
+//! - `admin.rs`: the admin routes over `distcache_serve::admin`.
+//! - `sweeper.rs`: the background task reclaiming expired entries.
+//! - `state.rs`: `Shared`, the handle every part holds.
+//! - `metrics.rs`: the registry, operation counts, latency, store figures.
+//! - [`cli`] → [`config`]: flags over the TOML file; `config.rs` composes
+//!   the sections and validates them once.
+//! - [`wal`]: durability (its `[wal]`/`[snapshot]` sections in `wal/config.rs`).
+//! - `limits.rs`: input limits and their `[limits]` section.
+//! - [`store`]: the pure core (its `[store]` section in `store/config.rs`).
+//! - [`clock`]: wall-clock time behind a trait.
 //!
 //! ```text
 //!                 ┌──────────── tokio runtime ─────────────┐
@@ -28,19 +49,18 @@
 //! No shard lock is ever held across an `.await`: every store call is
 //! synchronous and short.
 
-pub mod admin;
+mod admin;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod security;
-pub mod server;
-pub mod service;
+mod limits;
+mod metrics;
+mod server;
+mod service;
+mod state;
 pub mod store;
-pub mod units;
+mod sweeper;
 pub mod wal;
 
 pub use config::NodeConfig;

@@ -3,11 +3,36 @@
 //! operations included) before the store is touched; a violation names the
 //! limit so the caller knows which flag to change.
 
-use crate::config::LimitsConfig;
+use std::time::Duration;
+
+use distcache_serve::units::{ByteSize, HumanDuration};
+use serde::Deserialize;
+
+/// `[limits]`: requests beyond these get `INVALID_ARGUMENT` naming the limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest key in bytes (keys must also be non-empty).
+    pub max_key_bytes: ByteSize,
+    /// Largest value in bytes.
+    pub max_value_bytes: ByteSize,
+    /// Longest TTL.
+    pub max_ttl: HumanDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: ByteSize(1 << 10),
+            max_value_bytes: ByteSize(1 << 20),
+            max_ttl: HumanDuration(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
 
 /// An input that breaks a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LimitError {
+pub(crate) enum LimitError {
     /// The key is empty.
     #[error("key must not be empty")]
     EmptyKey,
@@ -39,7 +64,7 @@ pub enum LimitError {
 
 /// The limits in force, in the units requests use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     max_key: u64,
     max_value: u64,
     max_ttl_ms: u64,
@@ -57,7 +82,7 @@ impl From<LimitsConfig> for Limits {
 
 impl Limits {
     /// Checks a key.
-    pub fn key(&self, key: &[u8]) -> Result<(), LimitError> {
+    pub(crate) fn key(&self, key: &[u8]) -> Result<(), LimitError> {
         if key.is_empty() {
             return Err(LimitError::EmptyKey);
         }
@@ -71,7 +96,7 @@ impl Limits {
     }
 
     /// Checks a key, a value and a TTL in milliseconds.
-    pub fn write(&self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), LimitError> {
+    pub(crate) fn write(&self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), LimitError> {
         self.key(key)?;
         if value.len() as u64 > self.max_value {
             return Err(LimitError::ValueTooLong {
@@ -83,7 +108,7 @@ impl Limits {
     }
 
     /// Checks a TTL in milliseconds.
-    pub fn ttl(&self, ttl_ms: u64) -> Result<(), LimitError> {
+    pub(crate) fn ttl(&self, ttl_ms: u64) -> Result<(), LimitError> {
         if ttl_ms > self.max_ttl_ms {
             return Err(LimitError::TtlTooLong {
                 ttl_ms,

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use distcache_node::cli::{Args, Command};
 use distcache_node::config::NodeConfig;
-use distcache_node::server::shutdown_signal;
-use distcache_node::{Listeners, logging, run};
+use distcache_node::{Listeners, run};
+use distcache_serve::{logging, shutdown_signal};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    match distcache_node::server::runtime(config.server.threads) {
+    match distcache_serve::runtime(config.server.threads) {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("distcache-node: cannot start the async runtime: {e}");
@@ -47,7 +47,7 @@ fn check_config(config: &NodeConfig) -> ExitCode {
     let mut log = config.log.clone();
     log.file = None;
     let _ = logging::init(&log);
-    let checked = distcache_node::server::runtime(1)
+    let checked = distcache_serve::runtime(1)
         .map_err(distcache_node::NodeError::from)
         .and_then(|rt| rt.block_on(async { distcache_node::check::check(config) }));
     match checked {

@@ -9,11 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distcache_serve::metrics::{counter, gauge};
+use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -21,7 +23,7 @@ use crate::store::Store;
 
 /// The operations a node counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Get.
     Get,
     /// Set.
@@ -71,7 +73,7 @@ impl Op {
     }
 
     /// The label value.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Get => "get",
             Op::Set => "set",
@@ -88,7 +90,7 @@ impl Op {
 
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Done (a write applied, a read of a live key, a health answer).
     Ok,
     /// A read that found nothing.
@@ -132,151 +134,9 @@ struct OpLabel {
     op: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScopeLabel {
-    scope: &'static str,
-}
-
-/// Reasons an authentication fails, as counted.
-const AUTH_REASONS: [&str; 5] = [
-    "missing",
-    "malformed",
-    "unknown_key",
-    "bad_signature",
-    "expired",
-];
-
-/// Counters the security layers update; clones share the same counters.
-#[derive(Debug, Clone)]
-pub struct SecurityCounters {
-    auth_failures: Family<ReasonLabel, Counter>,
-    permission_denied: Counter,
-    rate_limited: Family<ScopeLabel, Counter>,
-    shed: Counter,
-}
-
-impl Default for SecurityCounters {
-    fn default() -> Self {
-        let c = Self {
-            auth_failures: Family::default(),
-            permission_denied: Counter::default(),
-            rate_limited: Family::default(),
-            shed: Counter::default(),
-        };
-        // Created up front so every series shows, at 0, before any failure.
-        for reason in AUTH_REASONS {
-            let _ = c.auth_failures.get_or_create(&ReasonLabel { reason });
-        }
-        for scope in ["client", "global"] {
-            let _ = c.rate_limited.get_or_create(&ScopeLabel { scope });
-        }
-        c
-    }
-}
-
-impl SecurityCounters {
-    /// Counts a request refused as unauthenticated, by reason.
-    pub fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
-    }
-
-    /// Counts a request refused because the caller's role lacks the RPC.
-    pub fn permission_denied(&self) {
-        self.permission_denied.inc();
-    }
-
-    /// Counts a request refused by a rate limit (`client` or `global`).
-    pub fn rate_limited(&self, scope: &'static str) {
-        self.rate_limited.get_or_create(&ScopeLabel { scope }).inc();
-    }
-
-    /// Counts a request refused because the node was at its in-flight bound.
-    pub fn shed(&self) {
-        self.shed.inc();
-    }
-
-    /// Registers the two auth series (`auth_failures{reason}`,
-    /// `permission_denied`) in `r`: for the proxy, which checks tokens the
-    /// node's way but neither rate limits nor sheds.
-    pub fn register_auth(&self, r: &mut Registry) {
-        r.register(
-            "auth_failures",
-            "Requests refused as unauthenticated, by reason",
-            self.auth_failures.clone(),
-        );
-        r.register(
-            "permission_denied",
-            "Requests refused because the token's role lacks the RPC",
-            self.permission_denied.clone(),
-        );
-    }
-
-    fn register(&self, r: &mut Registry) {
-        self.register_auth(r);
-        r.register(
-            "rate_limited",
-            "Requests refused by a rate limit, by scope",
-            self.rate_limited.clone(),
-        );
-        r.register(
-            "requests_shed",
-            "Requests refused because max_in_flight requests were being served",
-            self.shed.clone(),
-        );
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let failures: serde_json::Map<_, _> = AUTH_REASONS
-            .iter()
-            .map(|&reason| {
-                let n = self
-                    .auth_failures
-                    .get_or_create(&ReasonLabel { reason })
-                    .get();
-                (reason.to_owned(), n.into())
-            })
-            .collect();
-        let limited = |scope| self.rate_limited.get_or_create(&ScopeLabel { scope }).get();
-        serde_json::json!({
-            "auth_failures": failures,
-            "permission_denied": self.permission_denied.get(),
-            "rate_limited": { "client": limited("client"), "global": limited("global") },
-            "requests_shed": self.shed.get(),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: &'static str,
-}
-
-/// Registers `build_info{version}` (always 1) in `r`: `distcache_build_info`
-/// in the node's registry, and in the proxy's through a registry of its own
-/// prefixed `distcache`, so both processes export the same series.
-pub fn register_build_info(r: &mut Registry) {
-    let info = Family::<VersionLabel, Gauge>::default();
-    info.get_or_create(&VersionLabel {
-        version: env!("CARGO_PKG_VERSION"),
-    })
-    .set(1);
-    r.register(
-        "build_info",
-        "The running distcache version (always 1)",
-        info,
-    );
-}
-
 /// The node's metrics registry and pre-created handles.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Counters of the security layers.
     pub security: SecurityCounters,
     /// `distcache_ready`: 1 while `/readyz` answers 200; the admin endpoint
@@ -298,7 +158,7 @@ fn index(op: Op, outcome: Outcome) -> usize {
 
 impl Metrics {
     /// Registers everything for a node serving `store`.
-    pub fn new(store: Arc<Store>, node_id: String) -> Self {
+    pub(crate) fn new(store: Arc<Store>, node_id: String) -> Self {
         let mut registry = Registry::with_prefix("distcache");
         let requests = Family::<OpResult, Counter>::default();
         let latency = Family::<OpLabel, Histogram>::new_with_constructor(|| {
@@ -335,7 +195,7 @@ impl Metrics {
             .collect();
         let security = SecurityCounters::default();
         security.register(&mut registry);
-        register_build_info(&mut registry);
+        distcache_serve::metrics::register_build_info(&mut registry);
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -362,14 +222,14 @@ impl Metrics {
     }
 
     /// Adds the durability layer's figures (WAL, snapshots, recovery).
-    pub fn add_wal(&mut self, stats: Arc<crate::wal::WalStats>) {
+    pub(crate) fn add_wal(&mut self, stats: Arc<crate::wal::WalStats>) {
         self.registry
             .register_collector(Box::new(crate::wal::WalCollector(stats.clone())));
         self.wal = Some(stats);
     }
 
     /// Counts one operation.
-    pub fn count(&self, op: Op, outcome: Outcome) {
+    pub(crate) fn count(&self, op: Op, outcome: Outcome) {
         match &self.counts[index(op, outcome)] {
             Some(c) => {
                 c.inc();
@@ -386,17 +246,17 @@ impl Metrics {
     }
 
     /// Records how long an RPC took.
-    pub fn observe(&self, op: Op, elapsed: Duration) {
+    pub(crate) fn observe(&self, op: Op, elapsed: Duration) {
         self.latency[op as usize].observe(elapsed.as_secs_f64());
     }
 
     /// Time since the node started.
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Prometheus text exposition format.
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -404,7 +264,7 @@ impl Metrics {
     }
 
     /// The same figures as one JSON object.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let st = self.store.stats();
         let mut ops = serde_json::Map::new();
         for op in Op::ALL {
@@ -442,23 +302,6 @@ impl Metrics {
 struct StoreCollector {
     store: Arc<Store>,
     started: Instant,
-}
-
-/// Writes one gauge with value `v` from a collector.
-pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
-    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-/// Writes one counter with value `v` from a collector.
-pub fn counter(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    v: u64,
-) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 impl Collector for StoreCollector {

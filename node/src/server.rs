@@ -1,5 +1,8 @@
 //! Starts a node on listeners the caller bound, and runs it until `shutdown`
-//! resolves; then drains within the grace period.
+//! resolves; then drains within the grace period. The admin endpoint starts
+//! first and answers throughout (`/readyz` 503 while recovering); then two
+//! halves: [`assemble`] builds the parts from the configuration (the gRPC
+//! port does not serve yet), `serve` spawns the tasks, serves and drains.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,11 +15,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
+use distcache_serve::security::{self, Bounds, Security, SecurityError, SecurityLayer};
+use distcache_serve::{reflection, stopped};
+
+use crate::admin::Probes;
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::security::{self, Security, SecurityError};
-use crate::service::{CacheNode, Shared};
+use crate::service::CacheNode;
+use crate::state::Shared;
 use crate::store::Store;
 use crate::wal::{OpenError, Wal};
 
@@ -77,6 +84,96 @@ impl Tasks {
     }
 }
 
+/// How long the expiry sweeper may go without finishing a round before
+/// `/livez` says the node is stalled (at least ten sweep intervals).
+const LIVENESS_STALL: Duration = Duration::from_secs(30);
+
+/// What runs before the node is assembled: the admin endpoint, answering
+/// from the first moment of start-up, and the stop flag every task watches.
+struct Early {
+    stop: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    probes: Arc<Probes>,
+    admin: JoinHandle<()>,
+}
+
+impl Early {
+    /// Starts the admin endpoint on `admin` over probes of `store`.
+    fn start(admin: TcpListener, store: Arc<Store>, config: &NodeConfig) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let stall = LIVENESS_STALL.max(config.store.sweep_interval.0 * 10);
+        let probes = Arc::new(Probes::new(store, stall));
+        let admin = tokio::spawn(crate::admin::serve(admin, probes.clone(), stop_rx.clone()));
+        Self {
+            stop,
+            stop_rx,
+            probes,
+            admin,
+        }
+    }
+
+    /// Start-up failed: stops the admin endpoint.
+    async fn abandon(self) {
+        let _ = self.stop.send(true);
+        let _ = self.admin.await;
+    }
+}
+
+/// A node built from its configuration and not yet serving: the store
+/// recovered, the security stack loaded, the shared state made.
+struct Assembled {
+    shared: Arc<Shared>,
+    /// The gRPC server builder, with TLS when configured.
+    builder: Server,
+    /// The layer wrapping every service.
+    layer: SecurityLayer,
+}
+
+/// Builds the node's parts from `config` (already validated) over `store`:
+/// metrics, security stack and WAL, in that order, so a bad certificate or
+/// secret leaves the data directory untouched, and recovery runs before the
+/// gRPC port serves (no request sees a half-loaded store).
+async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, NodeError> {
+    let node_id = config.node_id();
+    let mut metrics = Metrics::new(store.clone(), node_id.clone());
+    let bounds = Bounds {
+        max_connections: config.server.max_connections,
+        max_in_flight: config.server.max_in_flight,
+    };
+    let security = Security::from_config(
+        &config.tls,
+        &config.auth,
+        &config.rate_limit,
+        bounds,
+        &metrics.security,
+    )?;
+    let mut builder = Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let wal = match config.wal_options() {
+        Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
+        None => None,
+    };
+    if let Some(w) = &wal {
+        metrics.add_wal(w.stats().clone());
+    }
+    let shared = Arc::new(Shared {
+        metrics,
+        store,
+        limits: Limits::from(config.limits),
+        node_id,
+        serving: AtomicBool::new(true),
+        wal,
+        max_message_bytes: usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX),
+    });
+    Ok(Assembled {
+        shared,
+        builder,
+        layer: security.layer,
+    })
+}
+
 /// Runs a node until `shutdown` resolves, then stops taking requests (new
 /// ones get `UNAVAILABLE`, health turns `NOT_SERVING`), lets in-flight ones
 /// finish for up to `server.shutdown_grace`, and returns.
@@ -86,59 +183,46 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
     config.validate()?;
-    let store = Arc::new(Store::new(config.store_config()));
-    let node_id = config.node_id();
-    let mut metrics = Metrics::new(store.clone(), node_id.clone());
-    // Before the WAL is opened or any task starts, so a bad certificate or
-    // secret stops nothing and leaves the data directory untouched.
-    let security = Security::from_config(&config, &metrics.security)?;
-    let mut builder = Server::builder();
-    if let Some(tls) = security.tls {
-        builder = builder.tls_config(tls)?;
-    }
+    let store = Arc::new(Store::new(config.store.store_config()));
     // The admin port answers from here on (/livez 200, /readyz 503 while
     // recovering), so a long WAL replay is "not ready", never "dead".
-    let (stop, stop_rx) = watch::channel(false);
-    let probes = Arc::new(crate::admin::Probes::new(
-        store.clone(),
-        LIVENESS_STALL.max(config.store.sweep_interval.0 * 10),
-    ));
-    let admin = tokio::spawn(crate::admin::serve(
-        listeners.admin,
-        probes.clone(),
-        stop_rx.clone(),
-    ));
-    // Recovery runs before the gRPC port serves, so no request sees a
-    // half-loaded store.
-    let wal = match config.wal_options() {
-        Some(opts) => match Wal::open(opts, store.clone()).await {
-            Ok(w) => Some(Arc::new(w)),
-            Err(e) => {
-                let _ = stop.send(true);
-                let _ = admin.await;
-                return Err(e.into());
-            }
-        },
-        None => None,
+    let early = Early::start(listeners.admin, store.clone(), &config);
+    let node = match assemble(&config, store).await {
+        Ok(node) => node,
+        Err(e) => {
+            early.abandon().await;
+            return Err(e);
+        }
     };
-    if let Some(w) = &wal {
-        metrics.add_wal(w.stats().clone());
-    }
-    let shared = Arc::new(Shared {
-        metrics,
-        store: store.clone(),
-        limits: Limits::from(config.limits),
-        node_id: node_id.clone(),
-        serving: AtomicBool::new(true),
-        wal: wal.clone(),
-        max_message_bytes: usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX),
-    });
+    serve(node, early, listeners.grpc, &config, shutdown).await
+}
 
+/// Serves an assembled node on `listeners` until `shutdown` resolves, then
+/// drains (see [`run`]).
+async fn serve(
+    node: Assembled,
+    early: Early,
+    grpc: TcpListener,
+    config: &NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let Assembled {
+        shared,
+        builder,
+        layer,
+    } = node;
+    let (store, wal) = (shared.store.clone(), shared.wal.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheNode>>().await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max_msg = usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX);
+    let Early {
+        stop,
+        stop_rx,
+        probes,
+        admin,
+    } = early;
     let cache =
         CacheServiceServer::new(CacheNode::new(shared.clone()).with_shutdown(stop_rx.clone()))
             .max_decoding_message_size(max_msg)
@@ -146,14 +230,14 @@ pub async fn run(
     let mut tasks = Tasks {
         stop,
         handles: vec![
-            tokio::spawn(sweep(
+            tokio::spawn(crate::sweeper::sweep(
                 store.clone(),
                 config.store.sweep_interval.0,
                 probes.clone(),
                 stop_rx.clone(),
             )),
             admin,
-            tokio::spawn(crate::admin::follow_readiness(
+            tokio::spawn(distcache_serve::admin::follow_readiness(
                 {
                     let probes = probes.clone();
                     move || probes.not_ready().is_none()
@@ -170,12 +254,11 @@ pub async fn run(
             .push(tokio::spawn(w.clone().run_snapshotter(stop_rx.clone())));
     }
 
-    let grpc_addr = listeners.grpc.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let incoming =
-        security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
+    let incoming = security::connections::bounded_incoming(grpc, config.server.max_connections);
     let server = builder
-        .layer(security.layer)
+        .layer(layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -188,7 +271,7 @@ pub async fn run(
         });
     let mut server = tokio::spawn(server);
     probes.serving(shared.clone());
-    tracing::info!(%node_id, grpc = %grpc_addr, "distcache node serving");
+    tracing::info!(node_id = %shared.node_id, grpc = %grpc_addr, "distcache node serving");
 
     tokio::select! {
         () = shutdown => {}
@@ -249,95 +332,4 @@ async fn close_wal(wal: Option<&Wal>) {
     {
         tracing::error!(error = %e, "could not flush the write-ahead log");
     }
-}
-
-/// How long the expiry sweeper may go without finishing a round before
-/// `/livez` says the node is stalled (at least ten sweep intervals).
-const LIVENESS_STALL: Duration = Duration::from_secs(30);
-
-/// Reclaims expired entries a slice at a time so no shard lock is held long;
-/// each round over every shard is a heartbeat for `/livez`.
-async fn sweep(
-    store: Arc<Store>,
-    every: Duration,
-    probes: Arc<crate::admin::Probes>,
-    mut stop: watch::Receiver<bool>,
-) {
-    const SLOTS_PER_SHARD: usize = 64;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stopped(&mut stop) => return,
-        }
-        let removed: u64 = (0..store.shard_count())
-            .map(|i| store.sweep_shard(i, SLOTS_PER_SHARD))
-            .sum();
-        probes.beat();
-        if removed > 0 {
-            tracing::trace!(removed, "swept expired entries");
-        }
-    }
-}
-
-/// The async runtime of a node or proxy process: `threads` worker threads,
-/// 0 for one per CPU core. With 1, a current-thread runtime: no work
-/// stealing and no wake-ups across threads, the cheapest way to serve when
-/// several processes share a few cores (as redis-server and twemproxy do).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads == 1 {
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-    }
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
-    b.enable_all().build()
-}
-
-/// Resolves once the stop flag turns true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// [`stopped`] for an optional flag: never resolves without one.
-pub async fn stopped_if(stop: Option<watch::Receiver<bool>>) {
-    match stop {
-        Some(mut rx) => stopped(&mut rx).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-/// gRPC reflection over `distcache.v1` and `grpc.health.v1`, as grpcurl
-/// needs it; build it with `build_v1()` and `build_v1alpha()` (grpcurl asks
-/// for either). Used by the node and the proxy.
-pub fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(distcache_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

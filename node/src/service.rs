@@ -3,51 +3,30 @@
 //! `tonic::Status` in exactly one function ([`to_status`]).
 //!
 //! With a write-ahead log, each write that applied is recorded in a
-//! [`Batch`] while the store call runs (synchronously, under the shard lock
+//! [`Records`] while the store call runs (synchronously, under the shard lock
 //! only for the store call itself); the request then awaits
 //! [`Wal::append`] with no lock held, and answers once the log has it (after
 //! the fsync with `--wal-fsync always`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use distcache_proto::budget::{self, AnswerBudget};
 use distcache_proto::v1::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
-use futures_util::{Stream, StreamExt};
+use distcache_serve::admin::PROMETHEUS_CONTENT_TYPE;
+use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
+use distcache_serve::security::{Principal, RateCharge};
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::limits::{LimitError, Limits};
-use crate::metrics::{Metrics, Op, Outcome};
-use crate::security::auth::unix_now;
-use crate::security::{Principal, RateCharge};
-use crate::store::{Condition, SetOptions, Store, StoreError};
-use crate::wal::{Batch, Wal, WalError};
-
-/// State shared by the gRPC service, the admin endpoint and background tasks.
-#[derive(Debug)]
-pub struct Shared {
-    /// The storage engine.
-    pub store: Arc<Store>,
-    /// Input limits.
-    pub limits: Limits,
-    /// Metrics registry and handles.
-    pub metrics: Metrics,
-    /// This node's name.
-    pub node_id: String,
-    /// False once shutdown began: new requests get `UNAVAILABLE`.
-    pub serving: AtomicBool,
-    /// The write-ahead log; `None` for a memory-only node.
-    pub wal: Option<Arc<Wal>>,
-    /// The largest answer the node encodes (`--max-message-bytes`): a
-    /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
-    pub max_message_bytes: usize,
-}
+use crate::limits::LimitError;
+use crate::metrics::{Op, Outcome};
+use crate::state::Shared;
+use crate::store::{Condition, SetOptions, StoreError};
+use crate::wal::{Records, WalError};
 
 /// Why one operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +63,6 @@ fn to_status(e: &OpError) -> Status {
     Status::new(code, e.to_string())
 }
 
-/// One operation's result carrying `s` (a batch or pipeline answer).
-pub fn error_result(s: &Status) -> pb::OperationResult {
-    pb::OperationResult {
-        result: Some(operation_result::Result::Error(pb::OperationError {
-            code: s.code() as i32,
-            message: s.message().to_owned(),
-            answer_full: false,
-        })),
-    }
-}
-
 fn error_outcome(e: &OpError) -> Outcome {
     match to_status(e).code() {
         Code::InvalidArgument => Outcome::InvalidArgument,
@@ -110,71 +78,27 @@ fn applied(yes: bool) -> Outcome {
     }
 }
 
-/// Batches of one `Pipeline` stream that may be in progress at once (a batch
-/// of writes waits for the WAL while later batches of reads go ahead).
-pub const PIPELINE_DEPTH: usize = 64;
-
-/// The answer stream of a `Pipeline` call.
-pub type PipelineStream = Pin<Box<dyn Stream<Item = Result<pb::PipelineResponse, Status>> + Send>>;
-
-/// Serves one `Pipeline` stream, for the node and the proxy alike: reads
-/// messages until the stream ends or `stop` turns true (answering what was
-/// read), ends the stream with UNAUTHENTICATED once `principal`'s token has
-/// run out, runs up to [`PIPELINE_DEPTH`] messages at once with `run` (a
-/// message's operations to their results) and answers each with its id.
-pub fn serve_pipeline<F, Fut>(
-    inbound: Streaming<pb::PipelineRequest>,
-    principal: Option<Principal>,
-    stop: Option<watch::Receiver<bool>>,
-    run: F,
-) -> PipelineStream
-where
-    F: Fn(Vec<pb::Operation>) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<pb::OperationResult>> + Send + 'static,
-{
-    let answers = inbound
-        .take_until(crate::server::stopped_if(stop))
-        .map(move |msg| {
-            let expired = principal.as_ref().is_some_and(|p| p.expired(unix_now()));
-            let work = msg.map(|m| (m.id, run(m.operations)));
-            async move {
-                // A broken or undecodable stream ends with its status.
-                let (id, work) = work?;
-                // A stream lives as long as its connection; its token does not.
-                if expired {
-                    return Err(Status::unauthenticated("token expired"));
-                }
-                Ok(pb::PipelineResponse {
-                    id,
-                    results: work.await,
-                })
-            }
-        })
-        .buffer_unordered(PIPELINE_DEPTH);
-    Box::pin(answers)
-}
-
 /// The gRPC service.
 #[derive(Debug, Clone)]
-pub struct CacheNode {
+pub(crate) struct CacheNode {
     shared: Arc<Shared>,
     stop: Option<watch::Receiver<bool>>,
 }
 
 impl CacheNode {
     /// A service over `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared, stop: None }
     }
 
     /// Ends `Pipeline` streams (after answering what they have read) once
     /// `stop` turns true, so a graceful shutdown is not held up by them.
-    pub fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
         self
     }
 
-    fn get(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
+    fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         Ok(match self.shared.store.get(&r.key) {
             Some(v) => (
@@ -190,10 +114,10 @@ impl CacheNode {
         })
     }
 
-    fn set(
+    fn set_one(
         &self,
         r: pb::SetRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::SetResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let condition = match pb::SetCondition::try_from(r.condition) {
@@ -220,10 +144,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn delete(
+    fn delete_one(
         &self,
         r: pb::DeleteRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
@@ -235,10 +159,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn cas(
+    fn cas_one(
         &self,
         r: pb::CompareAndSwapRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::CompareAndSwapResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
         let w =
@@ -253,10 +177,10 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn incr_by(
+    fn incr_by_one(
         &self,
         r: pb::IncrByRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::IncrByResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         let (value, w) = self.shared.store.incr_by(&r.key, r.delta)?;
@@ -270,10 +194,10 @@ impl CacheNode {
         Ok((resp, Outcome::Ok))
     }
 
-    fn expire(
+    fn expire_one(
         &self,
         r: pb::ExpireRequest,
-        log: &mut Batch,
+        log: &mut Records,
     ) -> Result<(pb::ExpireResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.shared.limits.ttl(r.ttl_ms)?;
@@ -291,27 +215,28 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn batch_one(&self, op: pb::Operation, log: &mut Batch) -> pb::OperationResult {
+    fn batch_one(&self, op: pb::Operation, log: &mut Records) -> pb::OperationResult {
         use operation::Op as In;
         use operation_result::Result as Out;
         let (kind, result) = match op.op {
-            Some(In::Get(r)) => (Op::Get, self.get(r).map(|(v, o)| (Out::Get(v), o))),
-            Some(In::Set(r)) => (Op::Set, self.set(r, log).map(|(v, o)| (Out::Set(v), o))),
+            Some(In::Get(r)) => (Op::Get, self.get_one(r).map(|(v, o)| (Out::Get(v), o))),
+            Some(In::Set(r)) => (Op::Set, self.set_one(r, log).map(|(v, o)| (Out::Set(v), o))),
             Some(In::Delete(r)) => (
                 Op::Delete,
-                self.delete(r, log).map(|(v, o)| (Out::Delete(v), o)),
+                self.delete_one(r, log).map(|(v, o)| (Out::Delete(v), o)),
             ),
             Some(In::CompareAndSwap(r)) => (
                 Op::Cas,
-                self.cas(r, log).map(|(v, o)| (Out::CompareAndSwap(v), o)),
+                self.cas_one(r, log)
+                    .map(|(v, o)| (Out::CompareAndSwap(v), o)),
             ),
             Some(In::IncrBy(r)) => (
                 Op::IncrBy,
-                self.incr_by(r, log).map(|(v, o)| (Out::IncrBy(v), o)),
+                self.incr_by_one(r, log).map(|(v, o)| (Out::IncrBy(v), o)),
             ),
             Some(In::Expire(r)) => (
                 Op::Expire,
-                self.expire(r, log).map(|(v, o)| (Out::Expire(v), o)),
+                self.expire_one(r, log).map(|(v, o)| (Out::Expire(v), o)),
             ),
             None => (Op::Batch, Err(OpError::EmptyOperation)),
         };
@@ -322,12 +247,7 @@ impl CacheNode {
             }
             Err(e) => {
                 self.shared.metrics.count(kind, error_outcome(&e));
-                let status = to_status(&e);
-                Out::Error(pb::OperationError {
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                    answer_full: false,
-                })
+                Out::Error(distcache_proto::status::from_status(&to_status(&e)))
             }
         };
         pb::OperationResult {
@@ -376,7 +296,7 @@ impl CacheNode {
     async fn serve<T>(
         &self,
         op: Op,
-        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
+        f: impl FnOnce(&mut Records) -> Result<(T, Outcome), OpError>,
     ) -> Result<Response<T>, Status> {
         self.serve_msg(op, f).await.map(Response::new)
     }
@@ -385,15 +305,15 @@ impl CacheNode {
     async fn serve_msg<T>(
         &self,
         op: Op,
-        f: impl FnOnce(&mut Batch) -> Result<(T, Outcome), OpError>,
+        f: impl FnOnce(&mut Records) -> Result<(T, Outcome), OpError>,
     ) -> Result<T, Status> {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
         }
         let start = Instant::now();
         let mut log = match self.shared.wal {
-            Some(_) => Batch::new(),
-            None => Batch::disabled(),
+            Some(_) => Records::new(),
+            None => Records::disabled(),
         };
         let mut result = f(&mut log);
         if let (Some(wal), false) = (&self.shared.wal, log.is_empty()) {
@@ -420,12 +340,12 @@ impl CacheNode {
 #[tonic::async_trait]
 impl CacheService for CacheNode {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.serve(Op::Get, |_| CacheNode::get(self, req.into_inner()))
+        self.serve(Op::Get, |_| self.get_one(req.into_inner()))
             .await
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.serve(Op::Set, |log| CacheNode::set(self, req.into_inner(), log))
+        self.serve(Op::Set, |log| self.set_one(req.into_inner(), log))
             .await
     }
 
@@ -433,17 +353,15 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.serve(Op::Delete, |log| {
-            CacheNode::delete(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::Delete, |log| self.delete_one(req.into_inner(), log))
+            .await
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.serve(Op::Cas, |log| self.cas(req.into_inner(), log))
+        self.serve(Op::Cas, |log| self.cas_one(req.into_inner(), log))
             .await
     }
 
@@ -451,20 +369,16 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
-        self.serve(Op::IncrBy, |log| {
-            CacheNode::incr_by(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::IncrBy, |log| self.incr_by_one(req.into_inner(), log))
+            .await
     }
 
     async fn expire(
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        self.serve(Op::Expire, |log| {
-            CacheNode::expire(self, req.into_inner(), log)
-        })
-        .await
+        self.serve(Op::Expire, |log| self.expire_one(req.into_inner(), log))
+            .await
     }
 
     async fn batch(
@@ -543,7 +457,7 @@ impl CacheService for CacheNode {
             let (body, content_type) = if json {
                 (m.json(), "application/json")
             } else {
-                (m.prometheus(), crate::admin::PROMETHEUS_CONTENT_TYPE)
+                (m.prometheus(), PROMETHEUS_CONTENT_TYPE)
             };
             let resp = pb::GetMetricsResponse {
                 body,

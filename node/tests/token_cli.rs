@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use distcache_node::security::{KeySet, Role};
+use distcache_serve::security::{KeySet, Role};
 
 #[test]
 fn token_subcommand_prints_a_valid_token_last() {

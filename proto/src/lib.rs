@@ -4,9 +4,17 @@
 //!
 //! This crate holds types only; the node, SDK and proxy hold behaviour.
 //! Byte fields are [`bytes::Bytes`], so values move between layers without copies.
+//!
+//! # Layout
+//!
+//! - [`v1`]: the generated messages and `CacheService` stubs.
+//! - [`budget`]: how large a `Batch`/`Pipeline` answer may grow.
+//! - [`status`]: a batched operation's error ↔ `tonic::Status`.
+//! - [`codec`]: the gRPC codec (prost over one `Bytes`).
 
 pub mod budget;
 pub mod codec;
+pub mod status;
 
 /// Generated types and stubs of package `distcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-pub use distcache_node::admin::PROMETHEUS_CONTENT_TYPE;
-use distcache_node::admin::reply;
+pub use distcache_serve::admin::PROMETHEUS_CONTENT_TYPE;
+use distcache_serve::admin::{reply, serve_http};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -97,7 +97,7 @@ async fn route(backend: &Backend, req: &Request<Incoming>) -> Response<Full<Byte
 
 /// Serves admin requests until `stop` turns true.
 pub async fn serve(listener: TcpListener, backend: Arc<Backend>, stop: watch::Receiver<bool>) {
-    distcache_node::admin::serve_http(
+    serve_http(
         listener,
         backend,
         |b, req| async move { route(&b, &req).await },

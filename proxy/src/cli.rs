@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use distcache_node::cli::TlsArgs;
-use distcache_node::config::{LogConfig, LogFormat};
-use distcache_node::security::config::{AuthConfig, TlsConfig};
-use distcache_node::units::{ByteSize, HumanDuration};
+use distcache_serve::logging::{LogConfig, LogFormat};
+use distcache_serve::security::TlsArgs;
+use distcache_serve::security::config::{AuthConfig, TlsConfig};
+use distcache_serve::units::{ByteSize, HumanDuration};
 
 /// A consistency level on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,11 +1,11 @@
 //! `--dev`: three memory-only nodes in this process, on loopback ports the
 //! kernel picks, so one command gives a working cluster to try.
+//!
+//! The only place the proxy links the storage node, behind the default-on
+//! `dev` feature; built without it, `--dev` fails at start-up saying so.
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use distcache_node::{Listeners, NodeConfig};
 
 /// Nodes running in this process.
 #[derive(Debug)]
@@ -18,7 +18,11 @@ pub struct DevCluster {
 
 impl DevCluster {
     /// Starts `n` nodes of 256 MiB each.
+    #[cfg(feature = "dev")]
     pub async fn start(n: usize) -> std::io::Result<Self> {
+        use distcache_node::{Listeners, NodeConfig};
+        use tokio::net::TcpListener;
+
         let (stop, rx) = watch::channel(false);
         let mut urls = Vec::new();
         let mut tasks = Vec::new();
@@ -31,7 +35,7 @@ impl DevCluster {
             config.store.max_memory.0 = 256 << 20;
             let mut rx = rx.clone();
             tasks.push(tokio::spawn(async move {
-                let shutdown = async move { crate::stopped(&mut rx).await };
+                let shutdown = async move { distcache_serve::stopped(&mut rx).await };
                 if let Err(e) =
                     distcache_node::run(Listeners { grpc, admin }, config, shutdown).await
                 {
@@ -42,6 +46,15 @@ impl DevCluster {
             urls.push(format!("http://{addr}"));
         }
         Ok(Self { urls, stop, tasks })
+    }
+
+    /// Fails: this proxy was built without the `dev` feature.
+    #[cfg(not(feature = "dev"))]
+    pub async fn start(_n: usize) -> std::io::Result<Self> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "--dev needs a distcache-proxy built with the `dev` feature (on by default)",
+        ))
     }
 
     /// Stops every node and waits for them.

@@ -17,9 +17,9 @@ use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
 use distcache::{Condition, Error};
-use distcache_node::security::Principal;
-use distcache_node::service::{error_result, serve_pipeline};
 use distcache_proto::budget::{self, AnswerBudget};
+use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
+use distcache_serve::security::Principal;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::backend::Backend;
@@ -32,10 +32,10 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub fn to_status(e: &Error) -> Status {
     let code = match e {
         Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-        Error::NotAnInteger(_) => Code::FailedPrecondition,
+        Error::NotAnInteger(_) | Error::Overflow(_) => Code::FailedPrecondition,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
-        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::ResourceExhausted { .. } => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
         Error::Rpc(s) => s.code(),
         _ => Code::Unavailable,
@@ -323,7 +323,7 @@ impl CacheService for ProxyService {
         .await
     }
 
-    type PipelineStream = distcache_node::service::PipelineStream;
+    type PipelineStream = PipelineStream;
 
     async fn pipeline(
         &self,

@@ -17,10 +17,27 @@
 //!
 //! Front-end TLS and tokens are in [`security`] and [`resp::auth`]; the
 //! token and CA the proxy uses towards nodes are the SDK's.
+//!
+//! # Layout
+//!
+//! Top-down; a module uses only those below it.
+//!
+//! - this file: [`run`], which starts every front end and drains them.
+//! - [`resp`]: the Redis front end: `server` (accept loop, connection loop,
+//!   pipeline scheduler), `session`, `auth`, `exec` (commands → SDK),
+//!   `command` (what a command is), `codec`, `output`, `per_ip`.
+//! - [`grpc`]: `CacheService` over the SDK.
+//! - [`admin`]: `/metrics`, `/metrics.json`, `/healthz`, `/ring`.
+//! - [`membership`]: where the node list comes from at run time.
+//! - [`backend`]: the SDK client and the proxy's metrics, shared by all.
+//! - [`metrics`], [`security`], [`config`], [`cli`]: leaves.
+//! - [`dev`]: `--dev`'s in-process nodes (feature `dev`, on by default: the
+//!   only module that links `distcache-node`).
 
 pub mod admin;
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod dev;
 pub mod grpc;
 pub mod membership;
@@ -30,29 +47,21 @@ pub mod security;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
-use distcache_node::security::connections::bounded_incoming;
+use distcache_serve::security::connections::bounded_incoming;
+use distcache_serve::stopped;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
 pub use backend::Backend;
+pub use config::{
+    DEFAULT_GRPC_MAX_CONCURRENT_STREAMS, DEFAULT_GRPC_MAX_IN_FLIGHT, DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_SHUTDOWN_GRACE,
+    FrontendConfig,
+};
 pub use security::FrontSecurity;
-
-/// Default bound on RESP connections open at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default [`FrontendConfig::login_timeout`].
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default bound on gRPC requests served at once (as on a node).
-pub const DEFAULT_GRPC_MAX_IN_FLIGHT: usize = 4096;
-/// Default bound on concurrent streams per gRPC connection (as on a node).
-pub const DEFAULT_GRPC_MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Default bound on RESP connections from one IP address.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
-/// Default time in-flight requests get to finish once shutdown starts.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The sockets the proxy serves on, bound by the caller.
 #[derive(Debug)]
@@ -65,52 +74,6 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// How the front ends behave.
-#[derive(Debug, Clone)]
-pub struct FrontendConfig {
-    /// Bounds on RESP requests.
-    pub resp_limits: resp::Limits,
-    /// Most RESP connections open at once.
-    pub max_connections: usize,
-    /// TLS and tokens on both front ends (default: off).
-    pub security: FrontSecurity,
-    /// Once shutdown starts, how long the front ends keep accepting and
-    /// serving while `/readyz` and gRPC health say the proxy is not ready
-    /// (so traffic moves away first); zero: stop accepting at once.
-    pub drain_delay: Duration,
-    /// Once the front ends stop accepting, how long open connections get to
-    /// finish the requests they have sent; then they are closed.
-    pub shutdown_grace: Duration,
-    /// How long a RESP connection has to send its first request and, when
-    /// tokens are required, to log in; then it is closed. Zero: no limit.
-    pub login_timeout: Duration,
-    /// Most RESP connections open at once from one IP address.
-    pub max_connections_per_ip: usize,
-    /// Most gRPC connections open at once; more wait in the accept queue.
-    pub grpc_max_connections: usize,
-    /// Most gRPC requests served at once; more get RESOURCE_EXHAUSTED.
-    pub grpc_max_in_flight: usize,
-    /// Most concurrent HTTP/2 streams on one gRPC connection.
-    pub grpc_max_concurrent_streams: u32,
-}
-
-impl Default for FrontendConfig {
-    fn default() -> Self {
-        Self {
-            resp_limits: resp::Limits::default(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            security: FrontSecurity::default(),
-            drain_delay: Duration::ZERO,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            login_timeout: DEFAULT_LOGIN_TIMEOUT,
-            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            grpc_max_connections: DEFAULT_MAX_CONNECTIONS,
-            grpc_max_in_flight: DEFAULT_GRPC_MAX_IN_FLIGHT,
-            grpc_max_concurrent_streams: DEFAULT_GRPC_MAX_CONCURRENT_STREAMS,
-        }
-    }
-}
-
 /// Why the proxy stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -121,8 +84,6 @@ pub enum ProxyError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
-
-pub(crate) use distcache_node::server::stopped;
 
 /// Serves every front end until `shutdown` resolves; then reports unready
 /// and goes on serving for `config.drain_delay`, stops accepting, lets
@@ -147,10 +108,18 @@ pub async fn run(
     let auth = config
         .security
         .grpc_layer(config.grpc_max_in_flight, backend.metrics.security.clone());
+    let resp_config = resp::server::RespConfig {
+        limits: config.resp_limits,
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        login_timeout: config.login_timeout,
+        shutdown_grace: config.shutdown_grace,
+        security: config.security,
+    };
     let resp = tokio::spawn(resp::server::serve(
         listeners.resp,
         backend.clone(),
-        config,
+        resp_config,
         stop_rx.clone(),
     ));
     let admin = tokio::spawn(admin::serve(
@@ -163,8 +132,8 @@ pub async fn run(
     health
         .set_serving::<CacheServiceServer<grpc::ProxyService>>()
         .await;
-    let reflection_v1 = distcache_node::server::reflection().build_v1()?;
-    let reflection_v1alpha = distcache_node::server::reflection().build_v1alpha()?;
+    let reflection_v1 = distcache_serve::reflection().build_v1()?;
+    let reflection_v1alpha = distcache_serve::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
     let grpc = grpc_server
         .layer(auth)
@@ -188,7 +157,7 @@ pub async fn run(
         );
     let mut grpc = tokio::spawn(grpc);
     let service = <CacheServiceServer<grpc::ProxyService> as tonic::server::NamedService>::NAME;
-    let health_follower = tokio::spawn(distcache_node::admin::follow_readiness(
+    let health_follower = tokio::spawn(distcache_serve::admin::follow_readiness(
         {
             let backend = backend.clone();
             move || backend.not_ready().is_none()

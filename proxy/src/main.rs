@@ -6,22 +6,22 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use distcache_node::server::shutdown_signal;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
+use distcache_serve::shutdown_signal;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let args: Args = distcache_node::cli::parse_or_exit();
+    let args: Args = distcache_serve::cli::parse_or_exit();
     if args.check_config {
         return check_config(&args);
     }
-    if let Err(e) = distcache_node::logging::init(&args.log()) {
+    if let Err(e) = distcache_serve::logging::init(&args.log()) {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match distcache_node::server::runtime(args.threads.unwrap_or(0)) {
+    let runtime = match distcache_serve::runtime(args.threads.unwrap_or(0)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("distcache-proxy: cannot start the async runtime: {e}");
@@ -42,8 +42,8 @@ fn main() -> ExitCode {
 fn check_config(args: &Args) -> ExitCode {
     let mut log = args.log();
     log.file = None;
-    let _ = distcache_node::logging::init(&log);
-    let checked = distcache_node::server::runtime(1)
+    let _ = distcache_serve::logging::init(&log);
+    let checked = distcache_serve::runtime(1)
         .map_err(Box::<dyn std::error::Error>::from)
         .and_then(|rt| rt.block_on(args.check_config()));
     match checked {

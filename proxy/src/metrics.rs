@@ -7,7 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_node::metrics::{SecurityCounters, counter, register_build_info};
+use distcache_serve::metrics::{counter, register_build_info};
+use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;

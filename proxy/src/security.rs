@@ -1,5 +1,5 @@
 //! Front-end security: TLS on the gRPC and RESP listeners and bearer tokens
-//! checked the node's way, built from `distcache_node::security` (the same
+//! checked the node's way, built from `distcache_serve::security` (the same
 //! PEM loading, rustls settings, key file format, verifier and role table).
 //!
 //! gRPC gets tonic's server TLS and the node's auth layer in front of every
@@ -12,9 +12,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcache_node::security::config::{AuthConfig, TlsConfig, auth_warnings};
-use distcache_node::security::{
-    AuthLayer, BoxError, InFlightLayer, SecurityError, Verifier, tls, to_status,
+use distcache_serve::security::config::{AuthConfig, TlsConfig, auth_warnings};
+use distcache_serve::security::{
+    AuthLayer, BoxError, InFlightLayer, SecurityCounters, SecurityError, Verifier, tls, to_status,
 };
 use tokio_rustls::TlsAcceptor;
 use tonic::Status;
@@ -22,8 +22,6 @@ use tonic::transport::ServerTlsConfig;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower::util::MapErrLayer;
-
-use distcache_node::metrics::SecurityCounters;
 
 /// TLS and token settings for the front ends; the default is all off.
 #[derive(Clone, Default)]

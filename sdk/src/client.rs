@@ -9,74 +9,15 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{ClientBuilder, ClientConfig, Consistency};
-use crate::dispatch::{Inner, Stats, View, mismatched};
-use crate::error::Result;
+use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
+use crate::deadline::{request_deadline, within};
+use crate::error::{Error, Result};
 use crate::hlc::{Hlc, random_writer_id};
-use crate::retry::{Retrier, within};
+use crate::replica::{Inner, Stats, View, mismatched};
+use crate::retry::Retrier;
 use crate::ring::Ring;
 use crate::topology::{Membership, MembershipChange, Topology};
-
-/// A live entry as read from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The value.
-    pub value: Bytes,
-    /// Its version (an HLC value; see the crate docs).
-    pub version: u64,
-    /// Remaining time to live; `None` when the entry does not expire.
-    pub ttl: Option<Duration>,
-}
-
-impl Entry {
-    fn from_pb(r: pb::GetResponse) -> Option<Self> {
-        r.found.then(|| Entry {
-            value: r.value,
-            version: r.version,
-            ttl: (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms)),
-        })
-    }
-}
-
-/// When a [`Client::set_with`] writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Condition {
-    /// Whatever the key holds.
-    #[default]
-    Always,
-    /// Only if the key holds no live value (Redis `NX`).
-    IfAbsent,
-    /// Only if the key holds a live value (Redis `XX`).
-    IfPresent,
-}
-
-/// The outcome of a write that may be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteOutcome {
-    /// Whether the write happened.
-    pub applied: bool,
-    /// The key's version afterwards (the new version when applied; the
-    /// version that prevailed otherwise, 0 when the key holds nothing).
-    pub version: u64,
-}
-
-/// Counters of one client (all clones share them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ClientStats {
-    /// RPC attempts sent to nodes.
-    pub attempts: u64,
-    /// Times a request moved on to the next replica.
-    pub failovers: u64,
-    /// Retry rounds after backoff.
-    pub retries: u64,
-    /// Retries refused by the retry budget.
-    pub budget_exhausted: u64,
-    /// Stale replicas repaired by reads.
-    pub read_repairs: u64,
-    /// Membership changes applied by [`Client::set_nodes`].
-    pub membership_changes: u64,
-}
+use crate::types::{ClientStats, Condition, Entry, WriteOutcome};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Overrides {
@@ -202,7 +143,7 @@ impl Client {
         f: impl AsyncFnOnce(&View, Instant) -> Result<T>,
     ) -> Result<T> {
         let total = self.timeout();
-        let deadline = Instant::now() + total;
+        let deadline = request_deadline(Instant::now(), total);
         let span = tracing::debug_span!("distcache", op);
         let view = self.inner.view();
         // Pinned where they are: wrapping the operation's future in a timeout
@@ -466,7 +407,7 @@ impl Client {
         let keys: Vec<Bytes> = keys.iter().map(key_bytes).collect();
         let c = self.read_c();
         self.run("mget", async |inner, deadline| {
-            crate::batch::mget(inner, keys, c, deadline).await
+            crate::multi::mget(inner, keys, c, deadline).await
         })
         .await
     }
@@ -486,7 +427,7 @@ impl Client {
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
         self.run("mset", async |inner, deadline| {
-            crate::batch::mset(inner, items, ttl_ms, c, deadline).await
+            crate::multi::mset(inner, items, ttl_ms, c, deadline).await
         })
         .await
     }
@@ -523,11 +464,11 @@ impl Client {
     /// memory) over this client's own connections, so with its token and TLS
     /// settings; concurrently, each within the client's timeout. Does not
     /// change health as seen by operations.
-    pub async fn health_checks(&self) -> Vec<(String, Result<crate::proto::HealthCheckResponse>)> {
+    pub async fn health_checks(&self) -> Vec<(String, Result<pb::HealthCheckResponse>)> {
         let view = self.inner.view();
         let t = self.timeout();
         futures_util::future::join_all(view.topo.nodes.iter().map(|n| async move {
-            let r = n.health_check(t).await.map_err(crate::Error::from_status);
+            let r = n.health_check(t).await.map_err(Error::from_status);
             (n.url.clone(), r)
         }))
         .await
@@ -583,6 +524,138 @@ impl Client {
             read_repairs: l(&i.stats.read_repairs),
             membership_changes: l(&i.members.changes),
         }
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// Starts from `config` instead of the defaults.
+    pub fn from_config(config: ClientConfig) -> Self {
+        Self { config }
+    }
+
+    /// The node URLs (`http://host:port`, or `host:port`).
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replicas per key (default 2).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.config.replicas = n;
+        self
+    }
+
+    /// Virtual nodes per node on the ring (default 150).
+    pub fn vnodes(mut self, n: usize) -> Self {
+        self.config.vnodes = n;
+        self
+    }
+
+    /// Default read consistency (default `One`).
+    pub fn read_consistency(mut self, c: Consistency) -> Self {
+        self.config.read_consistency = c;
+        self
+    }
+
+    /// Default write consistency (default `One`).
+    pub fn write_consistency(mut self, c: Consistency) -> Self {
+        self.config.write_consistency = c;
+        self
+    }
+
+    /// Overall deadline of one call, retries included (default 2 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.timeout = d;
+        self
+    }
+
+    /// Deadline of one attempt against one node (default 500 ms).
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.config.attempt_timeout = d;
+        self
+    }
+
+    /// TCP connect timeout (default 500 ms).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// HTTP/2 connections per node (default 2).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.config.pool_size = n;
+        self
+    }
+
+    /// Interval of active health checks (default 500 ms; zero disables).
+    pub fn probe_interval(mut self, d: Duration) -> Self {
+        self.config.probe_interval = d;
+        self
+    }
+
+    /// Consecutive failures that mark a node unhealthy (default 2).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.config.failure_threshold = n;
+        self
+    }
+
+    /// Retry policy.
+    pub fn retry(mut self, r: RetryConfig) -> Self {
+        self.config.retry = r;
+        self
+    }
+
+    /// Coalescing of concurrent operations into batches (default on, 64 per
+    /// batch; `max_batch: 1` turns it off).
+    pub fn coalesce(mut self, c: CoalesceConfig) -> Self {
+        self.config.coalesce = c;
+        self
+    }
+
+    /// Bearer token sent with every request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(token.into());
+        self
+    }
+
+    /// PEM CA bundle for `https://` nodes.
+    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Fixes the writer id stamped into versions (default: random).
+    pub fn writer_id(mut self, id: u8) -> Self {
+        self.config.writer_id = Some(id);
+        self
+    }
+
+    /// Bytes of values one `mget` may return (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`](crate::DEFAULT_MAX_ANSWER_BYTES)); past
+    /// it the call fails with
+    /// [`Error::ResourceExhausted`](crate::Error::ResourceExhausted).
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_answer_bytes = bytes;
+        self
+    }
+
+    /// Validates the configuration and creates the client. Connections are
+    /// opened lazily, so this succeeds while nodes are down; it must be
+    /// called inside a tokio runtime (it starts the health prober).
+    pub async fn build(self) -> Result<Client> {
+        let mut config = self.config;
+        config.validate()?;
+        Client::from_config(config)
     }
 }
 

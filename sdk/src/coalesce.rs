@@ -38,7 +38,8 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::config::CoalesceConfig;
-use crate::node::Conn;
+use crate::conn::{Conn, op_bytes, result_of};
+use crate::deadline::{by_deadline, timed_out};
 
 /// One queued operation.
 #[derive(Debug)]
@@ -92,10 +93,6 @@ fn stopped() -> Status {
     Status::unavailable("client is shutting down")
 }
 
-pub(crate) fn timed_out() -> Status {
-    Status::deadline_exceeded("attempt timed out")
-}
-
 /// Starts the coalescer of one node; it stops when every sender is dropped.
 pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending> {
     let (tx, rx) = mpsc::channel(config.queue.max(1));
@@ -104,17 +101,6 @@ pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending>
 }
 
 /// The key and value bytes `op` carries (what batches are sized by).
-pub(crate) fn op_bytes(op: &Op) -> usize {
-    match op {
-        Op::Get(r) => r.key.len(),
-        Op::Set(r) => r.key.len() + r.value.len(),
-        Op::Delete(r) => r.key.len(),
-        Op::CompareAndSwap(r) => r.key.len() + r.value.len(),
-        Op::IncrBy(r) => r.key.len(),
-        Op::Expire(r) => r.key.len(),
-    }
-}
-
 async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig) {
     // Batches in flight are polled by this task itself rather than spawned:
     // no hand-off to another task (or worker) between queueing and sending.
@@ -156,39 +142,6 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
 }
 
 /// One operation's outcome from its batch result.
-pub(crate) fn result_of(r: pb::OperationResult) -> Result<Out, Status> {
-    match r.result {
-        Some(Out::Error(e)) => Err(Status::new(tonic::Code::from(e.code), e.message)),
-        Some(out) => Ok(out),
-        None => Err(Status::internal("empty batch result")),
-    }
-}
-
-/// Fails `f` with DEADLINE_EXCEEDED if it has not answered by `deadline`.
-/// Every RPC is bounded so: a node that stops answering (hung, paused) must
-/// not hold an in-flight slot, and so every later batch, forever.
-pub(crate) async fn bounded<T>(
-    deadline: Instant,
-    f: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    tokio::time::timeout_at(deadline, f)
-        .await
-        .unwrap_or_else(|_| Err(timed_out()))
-}
-
-/// Starts `rpc` with the time left until `deadline` (which it sends to the
-/// node as the call's gRPC timeout) and [`bounded`]s it by that deadline.
-pub(crate) async fn by_deadline<T, Fut>(
-    deadline: Instant,
-    rpc: impl FnOnce(std::time::Duration) -> Fut,
-) -> Result<T, Status>
-where
-    Fut: Future<Output = Result<T, Status>>,
-{
-    let left = deadline.saturating_duration_since(Instant::now());
-    bounded(deadline, rpc(left)).await
-}
-
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     loop {
         if batch.len() == 1

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::client::Client;
-use crate::error::{ConfigError, Result};
+use crate::error::ConfigError;
 
 /// Replicas per key unless configured otherwise.
 pub const DEFAULT_REPLICAS: usize = 2;
@@ -272,137 +271,6 @@ pub(crate) fn normalise_url(url: &str, has_ca: bool) -> Result<String, ConfigErr
         )));
     }
     Ok(with_scheme)
-}
-
-/// Builds a [`Client`]; see [`Client::builder`].
-#[derive(Debug, Clone, Default)]
-pub struct ClientBuilder {
-    config: ClientConfig,
-}
-
-impl ClientBuilder {
-    /// Starts from `config` instead of the defaults.
-    pub fn from_config(config: ClientConfig) -> Self {
-        Self { config }
-    }
-
-    /// The node URLs (`http://host:port`, or `host:port`).
-    pub fn nodes<I, S>(mut self, nodes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.config.nodes = nodes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Replicas per key (default 2).
-    pub fn replicas(mut self, n: usize) -> Self {
-        self.config.replicas = n;
-        self
-    }
-
-    /// Virtual nodes per node on the ring (default 150).
-    pub fn vnodes(mut self, n: usize) -> Self {
-        self.config.vnodes = n;
-        self
-    }
-
-    /// Default read consistency (default `One`).
-    pub fn read_consistency(mut self, c: Consistency) -> Self {
-        self.config.read_consistency = c;
-        self
-    }
-
-    /// Default write consistency (default `One`).
-    pub fn write_consistency(mut self, c: Consistency) -> Self {
-        self.config.write_consistency = c;
-        self
-    }
-
-    /// Overall deadline of one call, retries included (default 2 s).
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.config.timeout = d;
-        self
-    }
-
-    /// Deadline of one attempt against one node (default 500 ms).
-    pub fn attempt_timeout(mut self, d: Duration) -> Self {
-        self.config.attempt_timeout = d;
-        self
-    }
-
-    /// TCP connect timeout (default 500 ms).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.config.connect_timeout = d;
-        self
-    }
-
-    /// HTTP/2 connections per node (default 2).
-    pub fn pool_size(mut self, n: usize) -> Self {
-        self.config.pool_size = n;
-        self
-    }
-
-    /// Interval of active health checks (default 500 ms; zero disables).
-    pub fn probe_interval(mut self, d: Duration) -> Self {
-        self.config.probe_interval = d;
-        self
-    }
-
-    /// Consecutive failures that mark a node unhealthy (default 2).
-    pub fn failure_threshold(mut self, n: u32) -> Self {
-        self.config.failure_threshold = n;
-        self
-    }
-
-    /// Retry policy.
-    pub fn retry(mut self, r: RetryConfig) -> Self {
-        self.config.retry = r;
-        self
-    }
-
-    /// Coalescing of concurrent operations into batches (default on, 64 per
-    /// batch; `max_batch: 1` turns it off).
-    pub fn coalesce(mut self, c: CoalesceConfig) -> Self {
-        self.config.coalesce = c;
-        self
-    }
-
-    /// Bearer token sent with every request.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.config.token = Some(token.into());
-        self
-    }
-
-    /// PEM CA bundle for `https://` nodes.
-    pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.config.tls_ca = Some(pem.into());
-        self
-    }
-
-    /// Fixes the writer id stamped into versions (default: random).
-    pub fn writer_id(mut self, id: u8) -> Self {
-        self.config.writer_id = Some(id);
-        self
-    }
-
-    /// Bytes of values one `mget` may return (default
-    /// [`DEFAULT_MAX_ANSWER_BYTES`]); past it the call fails with
-    /// [`Error::ResourceExhausted`](crate::Error::ResourceExhausted).
-    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_answer_bytes = bytes;
-        self
-    }
-
-    /// Validates the configuration and creates the client. Connections are
-    /// opened lazily, so this succeeds while nodes are down; it must be
-    /// called inside a tokio runtime (it starts the health prober).
-    pub async fn build(self) -> Result<Client> {
-        let mut config = self.config;
-        config.validate()?;
-        Client::from_config(config)
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,24 @@
 //! when it is next written), hinted handoff (a replica that missed writes
 //! while down is repaired by reads, not replayed).
 //!
+//! # Layout
+//!
+//! Top-down; a module uses only those below it.
+//!
+//! - `client.rs`: [`Client`] and [`ClientBuilder`], the typed operations;
+//!   `multi.rs`: `mget`/`mset`.
+//! - `replica/`: how one operation becomes RPCs on its replicas (view, read,
+//!   write, fan-out, attempt; its `mod.rs` draws the whole).
+//! - `topology.rs`: the membership (ring + nodes) a live client swaps.
+//! - `node.rs`: one node's health and coalescer; `coalesce.rs`: many callers'
+//!   operations in one message; `conn.rs`: the transport to one node;
+//!   `pipe.rs`: its shared `Pipeline` stream.
+//! - `retry.rs` (backoff and budget), `deadline.rs` (every deadline helper),
+//!   `hlc.rs` (the version clock), [`ring`] (placement, a pure core).
+//! - `error.rs` ([`Error`] and the one failure classifier), `config.rs`
+//!   (plain data), `types.rs` ([`Entry`], [`Condition`], [`WriteOutcome`],
+//!   [`ClientStats`]): leaves.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), distcache::Error> {
 //! use std::time::Duration;
@@ -61,30 +79,33 @@
 //! # Ok(()) }
 //! ```
 
-mod batch;
 mod client;
 mod coalesce;
 mod config;
-mod dispatch;
+mod conn;
+mod deadline;
 mod error;
 mod hlc;
+mod multi;
 mod node;
 mod pipe;
+mod replica;
 mod retry;
 pub mod ring;
 mod topology;
+mod types;
 
 /// The byte buffer `Entry::value`, `get_bytes` and `set_with_bytes` use.
 pub use bytes::Bytes;
-pub use client::{Client, ClientStats, Condition, Entry, WriteOutcome};
+pub use client::{Client, ClientBuilder};
 pub use config::{
-    ClientBuilder, ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_ANSWER_BYTES,
-    DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE, DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS,
-    DEFAULT_TIMEOUT, MAX_NODES, MAX_TIMEOUT, RetryConfig,
+    ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_NODES, MAX_TIMEOUT, RetryConfig,
 };
-pub use error::{ConfigError, Error, Result};
+pub use error::{ConfigError, Error, Exhausted, Result};
 pub use topology::MembershipChange;
+pub use types::{ClientStats, Condition, Entry, WriteOutcome};
 
 /// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

@@ -1,6 +1,5 @@
-//! One node as the client sees it: a small pool of lazily connected HTTP/2
-//! channels, the request metadata (token, deadline), the optional coalescer
-//! (see [`crate::coalesce`]) and the node's health.
+//! One node as the client sees it: its transport (see `conn.rs`), the
+//! optional coalescer (see [`crate::coalesce`]) and the node's health.
 //!
 //! Health is passive and active. Every attempt reports its outcome: after
 //! `failure_threshold` consecutive transport failures the node is marked
@@ -9,173 +8,22 @@
 //! node as soon as it answers `SERVING`. Health never changes the ring.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use distcache_proto::v1::{
     self as pb, HealthCheckRequest, ServingStatus, operation::Op, operation_result::Result as Out,
 };
 use futures_util::future::Either;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Status};
+use tonic::Status;
 
-use crate::coalesce::{self, Pending, op_bytes, result_of};
+use crate::coalesce::{self, Pending};
 use crate::config::ClientConfig;
+use crate::conn::Conn;
+use crate::deadline::by_deadline;
 use crate::error::ConfigError;
-use crate::pipe::Pipe;
-
-/// The channels of one node, its `Pipeline` stream, and what every request
-/// to it carries.
-#[derive(Debug, Clone)]
-pub(crate) struct Conn {
-    channels: Arc<[Channel]>,
-    next: Arc<AtomicUsize>,
-    auth: Option<MetadataValue<Ascii>>,
-    pipe: Arc<Mutex<Option<Arc<Pipe>>>>,
-    /// When the node answered `Pipeline` with UNIMPLEMENTED (an older node):
-    /// batches then go as `Batch` calls, and `Pipeline` is tried again after
-    /// [`PIPE_RETRY`] (the node may have been upgraded since).
-    no_pipe_since: Arc<Mutex<Option<std::time::Instant>>>,
-}
-
-/// How long a node that answered `Pipeline` with UNIMPLEMENTED gets `Batch`
-/// calls before `Pipeline` is tried again.
-const PIPE_RETRY: Duration = Duration::from_secs(60);
-
-/// Batches with more key and value bytes than this go as their own `Batch`
-/// call, never on the shared stream: a message over the node's size limit
-/// ends the whole stream, and with it every batch in flight on it. 1 MiB:
-/// the coalescer's and `mset`'s batches stay under it, and a node's limit is
-/// above it unless its `--max-value-bytes` was lowered below the default.
-const PIPE_MAX_BATCH_BYTES: usize = 1 << 20;
-
-impl Conn {
-    /// A stub over the next channel of the pool (cheap: a channel clone).
-    fn stub(&self) -> CacheServiceClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        CacheServiceClient::new(self.channels[i].clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
-    }
-
-    /// Wraps `msg` with the token and a `grpc-timeout` of `timeout`.
-    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(msg);
-        req.set_timeout(timeout);
-        if let Some(auth) = &self.auth {
-            req.metadata_mut().insert("authorization", auth.clone());
-        }
-        req
-    }
-
-    /// One operation as its own unary RPC.
-    pub(crate) async fn unary(&self, op: Op, t: Duration) -> Result<Out, Status> {
-        let mut stub = self.stub();
-        Ok(match op {
-            Op::Get(r) => Out::Get(stub.get(self.request(r, t)).await?.into_inner()),
-            Op::Set(r) => Out::Set(stub.set(self.request(r, t)).await?.into_inner()),
-            Op::Delete(r) => Out::Delete(stub.delete(self.request(r, t)).await?.into_inner()),
-            Op::CompareAndSwap(r) => Out::CompareAndSwap(
-                stub.compare_and_swap(self.request(r, t))
-                    .await?
-                    .into_inner(),
-            ),
-            Op::IncrBy(r) => Out::IncrBy(stub.incr_by(self.request(r, t)).await?.into_inner()),
-            Op::Expire(r) => Out::Expire(stub.expire(self.request(r, t)).await?.into_inner()),
-        })
-    }
-
-    /// The node's open `Pipeline` stream, opened (within `t`) if there is
-    /// none; `None` when the node does not serve `Pipeline`.
-    async fn pipe(&self, t: Duration) -> Result<Option<Arc<Pipe>>, Status> {
-        {
-            let mut since = self
-                .no_pipe_since
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match *since {
-                Some(s) if s.elapsed() < PIPE_RETRY => return Ok(None),
-                Some(_) => *since = None,
-                None => {}
-            }
-        }
-        let slot = || self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = slot().as_ref().filter(|p| p.is_open()) {
-            return Ok(Some(p.clone()));
-        }
-        // Boxed: opening is rare, and its future is large.
-        let opened = Box::pin(tokio::time::timeout(
-            t,
-            Pipe::open(self.stub(), self.auth.as_ref()),
-        ))
-        .await
-        .map_err(|_| Status::deadline_exceeded("opening the pipeline stream timed out"))?;
-        match opened {
-            Ok(p) => {
-                let mut slot = slot();
-                // Two batches may have raced to open one: keep the first.
-                match slot.as_ref().filter(|q| q.is_open()) {
-                    Some(q) => Ok(Some(q.clone())),
-                    None => {
-                        *slot = Some(p.clone());
-                        Ok(Some(p))
-                    }
-                }
-            }
-            Err(s) if s.code() == Code::Unimplemented => {
-                tracing::info!("node does not serve Pipeline; sending Batch calls");
-                *self
-                    .no_pipe_since
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
-                Ok(None)
-            }
-            Err(s) => Err(s),
-        }
-    }
-
-    /// Many operations in one batch: a `Pipeline` message, or a `Batch` RPC
-    /// when the node has no `Pipeline`.
-    pub(crate) async fn batch(
-        &self,
-        operations: Vec<pb::Operation>,
-        t: Duration,
-    ) -> Result<Vec<pb::OperationResult>, Status> {
-        let bytes: usize = operations
-            .iter()
-            .filter_map(|o| o.op.as_ref())
-            .map(op_bytes)
-            .sum();
-        if bytes <= PIPE_MAX_BATCH_BYTES
-            && let Some(pipe) = self.pipe(t).await?
-        {
-            return pipe.call(operations).await;
-        }
-        let req = self.request(pb::BatchRequest { operations }, t);
-        let mut stub = self.stub();
-        Ok(Box::pin(stub.batch(req)).await?.into_inner().results)
-    }
-
-    /// One operation: a one-operation `Pipeline` message, or its own unary
-    /// RPC when the node has no `Pipeline`.
-    pub(crate) async fn one(&self, op: Op, t: Duration) -> Result<Out, Status> {
-        let Some(pipe) = self.pipe(t).await? else {
-            return Box::pin(self.unary(op, t)).await;
-        };
-        let results = pipe.call(vec![pb::Operation { op: Some(op) }]).await?;
-        match <[pb::OperationResult; 1]>::try_from(results) {
-            Ok([r]) => result_of(r),
-            Err(_) => Err(Status::internal(
-                "batch answered the wrong number of results",
-            )),
-        }
-    }
-}
 
 /// A node's pool, coalescer and health.
 #[derive(Debug)]
@@ -192,44 +40,7 @@ impl Node {
     /// Must run inside a tokio runtime when coalescing is on (it spawns the
     /// node's coalescer task, which ends when the node is dropped).
     pub(crate) fn new(url: &str, config: &ClientConfig) -> Result<Self, ConfigError> {
-        let bad = |e: tonic::transport::Error| ConfigError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        };
-        let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(bad)?;
-        if url.starts_with("https://")
-            && let Some(pem) = &config.tls_ca
-        {
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| ConfigError::Tls(e.to_string()))?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(config.keepalive)
-            .keep_alive_timeout(config.keepalive)
-            .keep_alive_while_idle(true);
-        // Several channels, because one HTTP/2 connection serialises its
-        // frames through one socket; each connects on first use.
-        let channels: Arc<[Channel]> = (0..config.pool_size)
-            .map(|_| endpoint.connect_lazy())
-            .collect();
-        let auth = match &config.token {
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| ConfigError::BadToken)?,
-            ),
-            None => None,
-        };
-        let conn = Conn {
-            channels,
-            next: Arc::new(AtomicUsize::new(0)),
-            auth,
-            pipe: Arc::new(Mutex::new(None)),
-            no_pipe_since: Arc::new(Mutex::new(None)),
-        };
+        let conn = Conn::new(url, config)?;
         let coalescer = (config.coalesce.max_batch > 1)
             .then(|| coalesce::spawn(conn.clone(), config.coalesce.clone()));
         Ok(Self {
@@ -255,9 +66,7 @@ impl Node {
             Some(tx) => Either::Left(coalesce::submit(tx, op, deadline)),
             // Boxed: a tonic call's future is kilobytes, and every caller's
             // future would otherwise carry it (and copy it when moved).
-            None => Either::Right(Box::pin(coalesce::by_deadline(deadline, |t| {
-                self.conn.unary(op, t)
-            }))),
+            None => Either::Right(Box::pin(by_deadline(deadline, |t| self.conn.unary(op, t)))),
         }
     }
 

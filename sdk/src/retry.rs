@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::config::RetryConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Counters of the retry machinery, for tests and dashboards.
 #[derive(Debug, Default)]
@@ -108,26 +108,10 @@ impl Retrier {
     }
 }
 
-/// Runs `work` until `sleep` (the request's deadline) fires, then gives up
-/// with [`Error::Timeout`]. Both are pinned in place by the caller, so the
-/// (large) operation future is never moved into a wrapper.
-pub(crate) async fn within<T>(
-    mut work: std::pin::Pin<&mut impl Future<Output = Result<T>>>,
-    mut sleep: std::pin::Pin<&mut tokio::time::Sleep>,
-    total: Duration,
-) -> Result<T> {
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(r) = work.as_mut().poll(cx) {
-            return std::task::Poll::Ready(r);
-        }
-        sleep.as_mut().poll(cx).map(|()| Err(Error::Timeout(total)))
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::sync::atomic::AtomicUsize;
 
     fn unavailable() -> Error {

@@ -1,5 +1,14 @@
 //! Helpers for end-to-end tests: start real nodes in-process on `127.0.0.1:0`,
 //! wait until they answer health checks, stop them.
+//!
+//! # Layout
+//!
+//! - this file: `TestNode`, one node on port 0, polled healthy, stopped.
+//! - [`cluster`]: several nodes and an SDK client over them.
+//! - [`proxy`]: `TestProxy`, a proxy in front of a cluster.
+//! - [`tls`]: throw-away certificates.
+//!
+//! The tests themselves are `tests/*.rs`, one file per subject.
 
 // Test support: a failed set-up should stop the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]

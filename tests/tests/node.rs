@@ -565,7 +565,7 @@ async fn malformed_protobuf_is_an_error_and_the_node_keeps_serving() {
 async fn silent_admin_connections_are_closed_and_bounded() {
     use tokio::io::AsyncReadExt;
     let node = TestNode::start(test_config()).await;
-    let limit = distcache_node::admin::MAX_ADMIN_CONNECTIONS;
+    let limit = distcache_serve::admin::MAX_ADMIN_CONNECTIONS;
     let mut silent = Vec::new();
     for _ in 0..limit + 8 {
         silent.push(
@@ -576,7 +576,7 @@ async fn silent_admin_connections_are_closed_and_bounded() {
     }
     // More than the bound are waiting; a scrape is answered once the header
     // timeout has closed the silent ones.
-    let bound = distcache_node::admin::ADMIN_HEADER_TIMEOUT * 4;
+    let bound = distcache_serve::admin::ADMIN_HEADER_TIMEOUT * 4;
     let (status, body) = tokio::time::timeout(bound, http_get(node.admin, "/metrics"))
         .await
         .expect("answered once the silent connections timed out");

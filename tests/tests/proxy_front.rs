@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distcache_node::security::config::{AuthConfig, TlsConfig};
-use distcache_node::security::{Claims, KeySet, Role};
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
 use distcache_proxy::{FrontSecurity, FrontendConfig};
+use distcache_serve::security::config::{AuthConfig, TlsConfig};
+use distcache_serve::security::{Claims, KeySet, Role};
 use distcache_tests::tls::Ca;
 use distcache_tests::{TestNode, TestProxy, eventually, http_get, test_config};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};

@@ -82,7 +82,9 @@ async fn an_mget_past_max_answer_bytes_fails_and_the_client_goes_on() -> Result<
     c.set("big", value(1), None).await?;
     let keys = vec!["big"; 9];
     match c.mget(&keys).await {
-        Err(Error::ResourceExhausted(m)) => assert!(m.contains("max_answer_bytes"), "{m}"),
+        Err(Error::ResourceExhausted { message: m, .. }) => {
+            assert!(m.contains("max_answer_bytes"), "{m}")
+        }
         other => panic!("expected ResourceExhausted, got {other:?}"),
     }
     assert_eq!(c.mget(&keys[..8]).await?.len(), 8);

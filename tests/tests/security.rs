@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distcache_node::NodeConfig;
-use distcache_node::security::{Claims, KeySet, Role};
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient, operation};
+use distcache_serve::security::{Claims, KeySet, Role};
 use distcache_tests::tls::Ca;
 use distcache_tests::{TestNode, http_get, test_config};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -458,7 +458,7 @@ async fn per_client_and_global_rate_limits() {
         .get(authed(pb::GetRequest { key: "k".into() }, Some(&alice)))
         .await
         .expect_err("still limited");
-    let after = e.metadata().get(distcache_node::security::RETRY_AFTER_MS);
+    let after = e.metadata().get(distcache_serve::security::RETRY_AFTER_MS);
     assert!(after.is_some(), "no retry-after-ms in {:?}", e.metadata());
     assert_eq!(
         code(&mut c, "Get", Some(&bob)).await,

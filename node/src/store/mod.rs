@@ -18,6 +18,7 @@
 //! version (a replicated write) is applied only if newer than what the shard
 //! holds, tombstones included.
 
+mod config;
 mod shard;
 
 use std::sync::Arc;
@@ -28,40 +29,15 @@ use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::clock::{Clock, SystemClock};
+pub use config::{
+    DEFAULT_MAX_MEMORY, DEFAULT_SHARDS, DEFAULT_TOMBSTONE_TTL_MS, StoreConfig, StoreSection,
+};
 pub use shard::{ENTRY_OVERHEAD, ShardStats, charge};
 use shard::{Shard, Slot};
 
 /// Hash seed for placing keys in shards. Deliberately different from the
 /// SDK's ring seed, so the keys one node owns still spread over all shards.
 const SHARD_SEED: u64 = 0x5eed_d15c_ac4e_0001;
-
-/// Default number of shards.
-pub const DEFAULT_SHARDS: usize = 256;
-/// Default memory bound: 1 GiB.
-pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
-/// Default time a tombstone is kept: 5 minutes.
-pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 5 * 60 * 1000;
-
-/// How the store is sized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Number of shards; a power of two between 1 and 65536.
-    pub shards: usize,
-    /// Bound on the bytes charged to entries (keys, values, overhead).
-    pub max_memory: u64,
-    /// How long, in milliseconds, a tombstone blocks older replicated writes.
-    pub tombstone_ttl_ms: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            shards: DEFAULT_SHARDS,
-            max_memory: DEFAULT_MAX_MEMORY,
-            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
-        }
-    }
-}
 
 /// Why the store refused an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

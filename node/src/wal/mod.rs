@@ -2,7 +2,7 @@
 //! crash recovery, all in one data directory.
 //!
 //! ```text
-//!  request ─► store (sync) ─► Batch of encoded records ─► Wal::append
+//!  request ─► store (sync) ─► Records (encoded) ──► Wal::append
 //!                                                             │ channel
 //!              ┌──────────────── writer thread ◄──────────────┘
 //!              │ drain queue → frame with seq → one write → fsync (policy)
@@ -28,140 +28,46 @@
 //! Evictions and expirations are not logged.
 
 pub mod codec;
+mod config;
+mod error;
 mod recovery;
 mod segment;
 mod snapshot;
 mod stats;
 
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::store::{Store, Written};
 use codec::Record;
+pub use config::{
+    DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_SNAPSHOT_RETAIN, FsyncPolicy,
+    RecoveryMode, SnapshotSection, WalOptions, WalSection,
+};
+use error::LOCK_FILE;
+pub use error::{OpenError, WalError};
 pub use snapshot::SnapshotInfo;
 pub use stats::{RecoveryReport, WalCollector, WalStats};
 
-/// Default segment size at which the WAL rotates: 100 MiB.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 100 << 20;
-/// Default time between snapshots: 5 minutes.
-pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
-/// Default number of snapshots kept.
-pub const DEFAULT_SNAPSHOT_RETAIN: usize = 3;
 /// Bytes of appends that may wait for the writer before requests wait too.
 const QUEUE_BUDGET: usize = 64 << 20;
-/// The lock file that keeps a second node off the data directory.
-const LOCK_FILE: &str = "LOCK";
 
-/// When the WAL is fsynced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// A write is acknowledged only after the fsync covering it.
-    Always,
-    /// fsync about once a second; a power cut loses at most about a second.
-    #[default]
-    #[value(name = "everysec")]
-    EverySec,
-    /// Never fsync; the OS writes back when it likes.
-    No,
-}
-
-/// What recovery does about corruption before the end of the WAL.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecoveryMode {
-    /// Refuse to start, naming the file and byte offset.
-    #[default]
-    Strict,
-    /// Skip the damaged region (its records are lost), keep a copy of the
-    /// damaged file, and start.
-    SkipCorrupt,
-}
-
-/// Everything the durability layer needs; built from `[wal]` and `[snapshot]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WalOptions {
-    /// The data directory (created if missing).
-    pub dir: PathBuf,
-    /// fsync policy.
-    pub fsync: FsyncPolicy,
-    /// Segment size at which the WAL rotates, in bytes.
-    pub segment_bytes: u64,
-    /// Corruption handling at start-up.
-    pub recovery: RecoveryMode,
-    /// Time between snapshots; zero disables periodic and growth snapshots.
-    pub snapshot_interval: Duration,
-    /// Snapshots kept.
-    pub snapshot_retain: usize,
-    /// Write a snapshot on graceful shutdown.
-    pub snapshot_on_shutdown: bool,
-}
-
-/// Why a WAL append failed. The store already holds the write, but it may not
-/// survive a crash.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WalError {
-    /// A write or fsync failed earlier; the log accepts nothing more.
-    #[error("write-ahead log failed: {0}")]
-    Failed(String),
-    /// The log was closed (the node is shutting down).
-    #[error("write-ahead log is closed")]
-    Closed,
-    /// A snapshot could not be written.
-    #[error("snapshot failed: {0}")]
-    Snapshot(String),
-}
-
-/// Why the durability layer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Another process holds the data directory.
-    #[error("data directory {0} is in use by another distcache-node (lock file {LOCK_FILE})")]
-    Locked(PathBuf),
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The WAL is damaged before its end (strict recovery).
-    #[error(
-        "corrupt write-ahead log {} at byte offset {offset}: {reason}; \
-         restart with --wal-recovery skip-corrupt to skip the damaged records (they are lost)",
-        path.display()
-    )]
-    Corrupt {
-        /// The segment.
-        path: PathBuf,
-        /// Byte offset of the damage.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The writer thread could not be started.
-    #[error("cannot start the WAL writer: {0}")]
-    Writer(String),
-}
-
-/// Records one request's writes, encoded, for one [`Wal::append`]. A batch
-/// made with [`Batch::disabled`] (no WAL) records nothing and costs nothing.
+/// One request's writes, encoded, for one [`Wal::append`]. Records made
+/// with [`Records::disabled`] (no WAL) record nothing and cost nothing.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub struct Records {
     enabled: bool,
     bodies: Vec<Vec<u8>>,
     bytes: usize,
 }
 
-impl Batch {
-    /// A batch that records.
+impl Records {
+    /// Records that record.
     pub fn new() -> Self {
         Self {
             enabled: true,
@@ -169,7 +75,7 @@ impl Batch {
         }
     }
 
-    /// A batch that ignores everything (memory-only node).
+    /// Records that ignore everything (memory-only node).
     pub fn disabled() -> Self {
         Self::default()
     }
@@ -204,7 +110,7 @@ impl Batch {
         self.bodies.push(body);
     }
 
-    /// True when this batch records (the node has a WAL).
+    /// True when these records record (the node has a WAL).
     pub fn is_recording(&self) -> bool {
         self.enabled
     }
@@ -315,14 +221,14 @@ impl Wal {
 
     /// Logs a request's writes. With `always` it returns once they are on
     /// disk; otherwise once queued (waiting only if the queue is full).
-    pub async fn append(&self, batch: Batch) -> Result<(), WalError> {
-        if batch.bodies.is_empty() {
+    pub async fn append(&self, records: Records) -> Result<(), WalError> {
+        if records.bodies.is_empty() {
             return Ok(());
         }
         if self.stats.has_failed() {
             return Err(WalError::Failed("an earlier write or fsync failed".into()));
         }
-        let permits = u32::try_from(batch.bytes.min(QUEUE_BUDGET)).unwrap_or(u32::MAX);
+        let permits = u32::try_from(records.bytes.min(QUEUE_BUDGET)).unwrap_or(u32::MAX);
         self.budget
             .acquire_many(permits)
             .await
@@ -336,7 +242,7 @@ impl Wal {
         };
         self.tx
             .send(segment::Cmd::Append {
-                bodies: batch.bodies,
+                bodies: records.bodies,
                 permits,
                 done,
             })
@@ -434,7 +340,7 @@ impl Wal {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(check) => {}
-                () = crate::server::stopped(&mut stop) => return,
+                () = distcache_serve::stopped(&mut stop) => return,
             }
             let grown = self.stats.bytes_written().saturating_sub(bytes_at);
             if since.elapsed() < every && grown < growth {

@@ -17,10 +17,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::codec::{self, FileKind, Frame, Record};
+use super::config::RecoveryMode;
+use super::error::OpenError;
 use super::segment::list_segments;
 use super::snapshot::{list_snapshots, load_snapshot, remove_temporaries};
 use super::stats::RecoveryReport;
-use super::{OpenError, RecoveryMode};
 use crate::store::{Restored, Store};
 
 /// A frame claiming a sequence number this far past the expected one is not

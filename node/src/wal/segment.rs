@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::codec::{self, FileKind};
+use super::config::FsyncPolicy;
+use super::error::WalError;
 use super::stats::WalStats;
-use super::{FsyncPolicy, WalError};
 
 /// Stop gathering a batch beyond this many bytes, so one write stays bounded.
 const MAX_BATCH_BYTES: usize = 8 << 20;

@@ -51,7 +51,7 @@ async fn set(wal: &Wal, store: &Store, key: &str, value: &str, ttl_ms: u64) -> W
             },
         )
         .expect("set");
-    let mut b = Batch::new();
+    let mut b = Records::new();
     b.put(key.as_bytes(), value.as_bytes(), &w);
     wal.append(b).await.expect("append");
     w
@@ -59,7 +59,7 @@ async fn set(wal: &Wal, store: &Store, key: &str, value: &str, ttl_ms: u64) -> W
 
 async fn delete(wal: &Wal, store: &Store, key: &str) {
     let (_, w) = store.delete(key.as_bytes(), 0).expect("delete");
-    let mut b = Batch::new();
+    let mut b = Records::new();
     b.tombstone(key.as_bytes(), &w);
     wal.append(b).await.expect("append");
 }
@@ -165,7 +165,7 @@ async fn expired_while_down_stays_gone_even_out_of_order() {
     set(&wal, &store, "long", "y", 100_000).await;
     // A delete logged before the older value it supersedes (two racing
     // requests); its tombstone expires while the node is down.
-    let mut b = Batch::new();
+    let mut b = Records::new();
     let tomb = Written {
         applied: true,
         version: 20,
@@ -199,7 +199,7 @@ async fn replay_respects_max_memory() {
     let wal = Wal::open(opts(dir.path()), store.clone())
         .await
         .expect("open");
-    let mut b = Batch::new();
+    let mut b = Records::new();
     let value = "v".repeat(1000);
     for i in 0..2_000 {
         let key = format!("key-{i}");
@@ -387,7 +387,7 @@ async fn snapshots_cover_and_retire_segments_and_fall_back() {
 
 #[tokio::test]
 async fn memory_only_batch_records_nothing_and_everysec_does_not_wait() {
-    let mut b = Batch::disabled();
+    let mut b = Records::disabled();
     let w = Written {
         applied: true,
         version: 1,
@@ -395,7 +395,7 @@ async fn memory_only_batch_records_nothing_and_everysec_does_not_wait() {
     };
     b.put(b"k", b"v", &w);
     assert!(b.is_empty());
-    let mut b = Batch::new();
+    let mut b = Records::new();
     b.put(
         b"k",
         b"v",
@@ -456,7 +456,7 @@ async fn parallel_replay_keeps_each_keys_newest_state() {
     let mut o = opts(dir.path());
     o.fsync = FsyncPolicy::No;
     let wal = Wal::open(o.clone(), store.clone()).await.expect("open");
-    let mut b = Batch::new();
+    let mut b = Records::new();
     for i in 0..20_000u64 {
         let key = format!("key-{}", i % 500);
         let w = Written {

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::SourceError;
+use super::error::SourceError;
 
 /// The node URLs `name` resolves to, sorted, without duplicates.
 pub async fn resolve(name: &str, port: u16, timeout: Duration) -> Result<Vec<String>, SourceError> {

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::SourceError;
+use super::error::SourceError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use super::SourceError;
+use super::error::SourceError;
 
 /// Largest discovery answer read.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;

@@ -21,6 +21,7 @@
 //! `http://127.0.0.1:8500`), `https://` node URLs from DNS.
 
 pub mod dns;
+mod error;
 pub mod file;
 pub mod http;
 
@@ -31,7 +32,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use distcache_serve::stopped;
+
 use crate::backend::Backend;
+pub use error::SourceError;
 
 /// How often `dns://` and `http://` sources are polled unless configured.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
@@ -161,55 +165,6 @@ pub async fn initial(discovery: &Discovery) -> Result<Vec<String>, SourceError> 
     }
 }
 
-/// Why a source gave no usable node list.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The `--discovery` value is not one the proxy understands.
-    #[error("bad discovery source {0}")]
-    BadSource(String),
-    /// The cluster file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The cluster file is not valid.
-    #[error("invalid cluster file {path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The DNS lookup failed.
-    #[error("cannot resolve {name}: {reason}")]
-    Dns {
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The HTTP request failed or was answered with an error status.
-    #[error("GET {uri} failed: {reason}")]
-    Http {
-        /// The URL.
-        uri: String,
-        /// Why.
-        reason: String,
-    },
-    /// The HTTP answer is neither a Consul health list nor a URL list.
-    #[error("unexpected answer: {0}")]
-    Answer(String),
-    /// The source named no node.
-    #[error("the source lists no node")]
-    Empty,
-    /// The source named more nodes than [`MAX_NODES`].
-    #[error("the source lists {0} nodes or more; at most {MAX_NODES} are allowed")]
-    TooMany(usize),
-}
-
 /// Reads one source, keeping what it needs between polls (the HTTP
 /// connection pool, the cluster file's last content).
 #[derive(Debug)]
@@ -314,7 +269,7 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
     tracing::info!(source = %discovery.source, every = ?discovery.interval, "watching membership");
     loop {
         let force = tokio::select! {
-            () = crate::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
             _ = tick.tick() => false,
             () = next_hangup(&mut hangup) => {
                 tracing::info!(source = %discovery.source, "SIGHUP: reloading membership");
@@ -322,7 +277,7 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
             }
         };
         let answer = tokio::select! {
-            () = crate::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
             a = fetcher.fetch(force) => a,
         };
         match answer {

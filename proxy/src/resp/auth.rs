@@ -10,7 +10,7 @@
 //! - A bad token gets `-WRONGPASS …`; a failed AUTH leaves an earlier
 //!   successful one in place, as in Redis.
 //! - A command the token's role may not run gets `-NOPERM …`
-//!   ([`required_role`]: readonly tokens read, user and admin tokens write).
+//!   ([`Command::required_role`]: readonly tokens read, user and admin tokens write).
 //! - The token's expiry is checked before every command: once it is past
 //!   (beyond the leeway) the connection is logged out and gets `-NOAUTH`
 //!   until it authenticates again.
@@ -25,8 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcache_node::metrics::SecurityCounters;
-use distcache_node::security::{Principal, Role, Verifier};
+use distcache_serve::security::{Principal, SecurityCounters, Verifier};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -61,40 +60,6 @@ pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is
 const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, \
      otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the \
      client and select the RESP protocol version at the same time";
-
-/// The least role a command needs. Every command is listed, so a new one
-/// must be placed here.
-pub fn required_role(cmd: &Command) -> Role {
-    match cmd {
-        Command::Set { .. }
-        | Command::GetDel(_)
-        | Command::Del(_)
-        | Command::MSet(_)
-        | Command::Expire { .. }
-        | Command::Persist(_)
-        | Command::IncrBy(..)
-        | Command::Append(..) => Role::User,
-        // DBSIZE and INFO read what HealthCheck shows (open to readonly on a node).
-        Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Get(_)
-        | Command::Exists(_)
-        | Command::MGet(_)
-        | Command::Ttl { .. }
-        | Command::StrLen(_)
-        | Command::DbSize
-        | Command::Info(_)
-        | Command::Select(_)
-        | Command::Auth(_)
-        | Command::Hello { .. }
-        | Command::Quit
-        | Command::CommandInfo { .. }
-        | Command::ClientSetName(_)
-        | Command::ClientGetName
-        | Command::ClientOk
-        | Command::ClientId => Role::Readonly,
-    }
-}
 
 /// Commands Redis runs before authentication.
 fn pre_auth(name: &str) -> bool {
@@ -171,7 +136,7 @@ impl RespAuth {
                     self.login = None;
                     return self.noauth("expired");
                 }
-                if login.principal.role < required_role(cmd) {
+                if login.principal.role < cmd.required_role() {
                     self.counters.permission_denied();
                     return Some(Reply::Error(format!(
                         "NOPERM User {} has no permissions to run the '{}' command",
@@ -197,7 +162,7 @@ impl RespAuth {
     /// Verifies `token`; on success the connection is logged in as its subject.
     fn login(&mut self, token: &[u8], now: u64) -> Result<(), Reply> {
         let claims = std::str::from_utf8(token)
-            .map_err(|_| distcache_node::security::TokenError::Malformed)
+            .map_err(|_| distcache_serve::security::TokenError::Malformed)
             .and_then(|t| self.verifier.verify(t, now));
         match claims {
             Ok(c) => {
@@ -224,7 +189,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use distcache_node::security::{Claims, KeySet};
+    use distcache_serve::security::{Claims, KeySet, Role};
 
     use super::super::command;
     use super::*;
@@ -260,7 +225,7 @@ mod tests {
             .map(|r| {
                 let mut args: Vec<Bytes> = r.iter().map(|s| Bytes::from(s.to_string())).collect();
                 (
-                    command::metric_name(r[0].as_bytes()),
+                    Command::metric_name(r[0].as_bytes()),
                     command::parse(&mut args),
                 )
             })

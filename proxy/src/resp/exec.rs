@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use distcache::{Client, Condition, Error};
+use distcache::{Client, Condition, Error, Exhausted};
 use futures_util::future::join_all;
 
 use super::codec::Reply;
@@ -24,14 +24,15 @@ const CAS_ATTEMPTS: usize = 16;
 /// The one place SDK errors become RESP errors.
 pub fn error_reply(e: &Error) -> Reply {
     match e {
-        Error::NotAnInteger(m) if m.contains("overflow") => {
-            Reply::err("increment or decrement would overflow")
-        }
+        Error::Overflow(_) => Reply::err("increment or decrement would overflow"),
         Error::NotAnInteger(_) => Reply::err("value is not an integer or out of range"),
         Error::Unauthenticated(m) | Error::PermissionDenied(m) => {
             Reply::Error(format!("NOPERM upstream refused the proxy's token: {m}"))
         }
-        Error::ResourceExhausted(m) if m.contains("memory") => Reply::Error(format!("OOM {m}")),
+        Error::ResourceExhausted {
+            kind: Exhausted::Memory,
+            message,
+        } => Reply::Error(format!("OOM {message}")),
         other => Reply::err(other),
     }
 }

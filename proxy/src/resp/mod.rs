@@ -7,5 +7,6 @@ pub mod exec;
 pub mod output;
 pub mod per_ip;
 pub mod server;
+mod session;
 
 pub use codec::{Limits, ProtocolError, Reply, parse_request};

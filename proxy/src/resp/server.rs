@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use distcache_node::security::auth::unix_now;
+use distcache_serve::security::auth::unix_now;
+use distcache_serve::stopped;
 use futures_buffered::join_all;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,23 +31,27 @@ use super::command::{self, Command};
 use super::exec;
 use super::output::Output;
 use super::per_ip::PerIp;
-use crate::FrontendConfig;
+use super::session::{Session, connection_command};
 use crate::backend::Backend;
+use crate::security::FrontSecurity;
 
-/// Per-connection state that commands can change.
-#[derive(Debug, Default)]
-struct Session {
-    id: u64,
-    name: Option<Bytes>,
-    /// Token checks, when the front end requires tokens.
-    auth: Option<RespAuth>,
-}
-
-impl Session {
-    /// False while the front end requires a token and none is accepted yet.
-    fn logged_in(&self) -> bool {
-        self.auth.as_ref().is_none_or(RespAuth::is_logged_in)
-    }
+/// The RESP front end's own settings (taken from the proxy's
+/// `FrontendConfig` by [`crate::run`]).
+#[derive(Debug, Clone)]
+pub struct RespConfig {
+    /// Bounds on requests.
+    pub limits: Limits,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// How long a connection has to send its first request and, when tokens
+    /// are required, to log in. Zero: no limit.
+    pub login_timeout: Duration,
+    /// How long open connections get to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+    /// TLS and tokens.
+    pub security: FrontSecurity,
 }
 
 /// Serves RESP on `listener` until `stop` turns true, then drains open
@@ -59,10 +64,10 @@ impl Session {
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<Backend>,
-    config: FrontendConfig,
+    config: RespConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = config.resp_limits;
+    let limits = config.limits;
     let login_timeout = config.login_timeout;
     let per_ip = PerIp::new(config.max_connections_per_ip);
     let security = config.security;
@@ -75,7 +80,7 @@ pub async fn serve(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            () = crate::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -86,7 +91,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = crate::stopped(&mut stop) => break,
+            () = stopped(&mut stop) => break,
         };
         let Some(slot) = per_ip.admit(peer.ip()) else {
             backend.metrics.resp_refused_per_ip.inc();
@@ -158,7 +163,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut args: Vec<Bytes> = Vec::new();
     // One wait for the stop flag for the whole connection: a fresh one per
     // read registers and drops a watch notification every time.
-    let mut stopping = std::pin::pin!(crate::stopped(&mut stop));
+    let mut stopping = std::pin::pin!(stopped(&mut stop));
     let before_auth = limits.before_auth();
     // Until its first request (and, with tokens, until it has logged in) a
     // connection has `login_timeout`: a socket that never says anything does
@@ -209,7 +214,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     let cmd = command::parse(&mut args);
                     let login = !logged_in
                         && matches!(cmd, Ok(Command::Auth(_)) | Ok(Command::Hello { .. }));
-                    parsed.push((command::metric_name(&args[0]), cmd));
+                    parsed.push((Command::metric_name(&args[0]), cmd));
                     if login {
                         unparsed = !input.is_empty();
                         break;
@@ -252,30 +257,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             input = BytesMut::with_capacity(16 * 1024);
         }
     }
-}
-
-/// The keys a command touches (as a slice of keys and a slice of key-value
-/// pairs, one of them empty: no allocation), or `None` when it must run
-/// alone (it reads or changes connection state, or spans the whole cluster).
-type Keys<'a> = (&'a [Bytes], &'a [(Bytes, Bytes)]);
-
-fn keys(cmd: &Command) -> Option<Keys<'_>> {
-    use std::slice::from_ref;
-    Some(match cmd {
-        Command::Get(k)
-        | Command::Set { key: k, .. }
-        | Command::GetDel(k)
-        | Command::Expire { key: k, .. }
-        | Command::Ttl { key: k, .. }
-        | Command::Persist(k)
-        | Command::IncrBy(k, _)
-        | Command::Append(k, _)
-        | Command::StrLen(k) => (from_ref(k), &[]),
-        Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => (ks.as_slice(), &[]),
-        Command::MSet(pairs) => (&[], pairs.as_slice()),
-        Command::Ping(_) | Command::Echo(_) => (&[], &[]),
-        _ => return None,
-    })
 }
 
 /// A cheap stand-in for a key in equality tests: its length and its last
@@ -356,7 +337,7 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
         let mut j = i;
         while j < parsed.len() {
             let Ok(cmd) = &parsed[j].1 else { break };
-            let Some((ks, pairs)) = keys(cmd) else { break };
+            let Some((ks, pairs)) = cmd.keys() else { break };
             let mut ks = ks
                 .iter()
                 .chain(pairs.iter().map(|(k, _)| k))
@@ -429,73 +410,4 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
         }
     }
     Ok(false)
-}
-
-/// Commands that read or change the connection's state, or run alone.
-async fn connection_command(
-    backend: &Backend,
-    session: &mut Session,
-    cmd: Command,
-) -> (Reply, bool) {
-    let reply = match cmd {
-        Command::Quit => return (Reply::OK, true),
-        Command::Select(0) => Reply::OK,
-        Command::Select(_) => Reply::err("DB index is out of range"),
-        Command::Auth(_) => Reply::err(
-            "AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ),
-        Command::Hello { proto, auth, name } => {
-            if matches!(proto, Some(p) if p != 2) {
-                return (
-                    Reply::Error("NOPROTO sorry, this protocol version is not supported.".into()),
-                    false,
-                );
-            }
-            if auth.is_some() {
-                return (
-                    Reply::Error(
-                        "WRONGPASS invalid username-password pair or user is disabled.".into(),
-                    ),
-                    false,
-                );
-            }
-            if let Some(n) = name {
-                session.name = Some(n);
-            }
-            hello(session.id)
-        }
-        Command::CommandInfo { count: true } => Reply::Integer(0),
-        Command::CommandInfo { count: false } => Reply::Array(Some(vec![])),
-        Command::ClientSetName(n) => {
-            session.name = (!n.is_empty()).then_some(n);
-            Reply::OK
-        }
-        Command::ClientGetName => Reply::Bulk(session.name.clone()),
-        Command::ClientId => Reply::Integer(i64::try_from(session.id).unwrap_or(i64::MAX)),
-        Command::ClientOk => Reply::OK,
-        other => exec::execute(backend, other).await,
-    };
-    (reply, false)
-}
-
-/// HELLO's reply in RESP2: a flat list of field, value pairs.
-fn hello(id: u64) -> Reply {
-    let b = |s: &'static str| Reply::bulk(Bytes::from_static(s.as_bytes()));
-    Reply::Array(Some(vec![
-        b("server"),
-        b("redis"),
-        b("version"),
-        b("7.2.0"),
-        b("proto"),
-        Reply::Integer(2),
-        b("id"),
-        Reply::Integer(i64::try_from(id).unwrap_or(i64::MAX)),
-        b("mode"),
-        b("standalone"),
-        b("role"),
-        b("master"),
-        b("modules"),
-        Reply::Array(Some(vec![])),
-    ]))
 }

@@ -15,8 +15,8 @@ use tonic::codegen::http::Request;
 use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
-use super::BoxError;
-use crate::metrics::SecurityCounters;
+use super::counters::SecurityCounters;
+use tower::BoxError;
 
 /// A request refused because the node is serving its maximum already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! The node's security stack, in the order a request meets it:
+//! The security stack of a server process, in the order a request meets it
+//! on a node (the proxy's front ends use TLS and the auth layer):
 //!
 //! ```text
 //! bounded accept (connections.rs) → TLS / mTLS (tls.rs, rustls + ring)
@@ -13,10 +14,12 @@
 //! pure code without tokio or tonic. The standard `grpc.health.v1` service
 //! is never authenticated nor rate limited, so probes keep working.
 
+pub mod args;
 pub mod auth;
 pub mod bucket;
 pub mod config;
 pub mod connections;
+pub mod counters;
 pub mod in_flight;
 pub mod rate_limit;
 pub mod roles;
@@ -29,10 +32,10 @@ use std::sync::Arc;
 use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Status};
 
-use crate::config::NodeConfig;
-use crate::metrics::SecurityCounters;
-
+pub use args::TlsArgs;
 pub use auth::{AuthError, AuthLayer, Principal, Verifier};
+pub use config::{AuthConfig, RateLimitConfig, TlsConfig};
+pub use counters::SecurityCounters;
 pub use in_flight::{InFlightLayer, Overloaded};
 pub use rate_limit::{Limiter, RateCharge, RateLimitLayer, RateLimited};
 pub use token::{Claims, KeySet, Role, TokenError};
@@ -40,8 +43,8 @@ pub use token::{Claims, KeySet, Role, TokenError};
 /// Metadata key on a rate-limited answer: milliseconds until a retry can pass.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
-/// The error type flowing through the security layers.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type flowing through the security layers (tower's own).
+pub use tower::BoxError;
 
 /// The one place security errors become gRPC statuses. Errors that are not
 /// ours pass through tonic's own conversion.
@@ -90,25 +93,40 @@ pub struct Security {
     pub layer: SecurityLayer,
 }
 
+/// The connection bounds the stack enforces or reports (from the server's
+/// own section: `[server] max_connections`, `max_in_flight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most connections open at once (enforced by the accept loop,
+    /// [`connections::bounded_incoming`]; logged here).
+    pub max_connections: usize,
+    /// Most requests served at once; more get `RESOURCE_EXHAUSTED`.
+    pub max_in_flight: usize,
+}
+
 impl Security {
-    /// Loads certificates and secrets named in `config` (logging warnings
-    /// about weak settings) and builds the layers, counting into `counters`.
+    /// Loads certificates and secrets named in the `[tls]` and `[auth]`
+    /// sections (logging warnings about weak settings) and builds the layers
+    /// for `[rate_limit]` and `bounds`, counting into `counters`.
     pub fn from_config(
-        config: &NodeConfig,
+        tls: &TlsConfig,
+        auth: &AuthConfig,
+        rate_limit: &RateLimitConfig,
+        bounds: Bounds,
         counters: &SecurityCounters,
     ) -> Result<Self, SecurityError> {
-        let keys = config.auth.load_keys().map_err(SecurityError::Auth)?;
-        let tls = tls::server_config(&config.tls)?;
-        for warning in config::auth_warnings(&config.auth, &keys) {
+        let keys = auth.load_keys().map_err(SecurityError::Auth)?;
+        let server_tls = tls::server_config(tls)?;
+        for warning in config::auth_warnings(auth, &keys) {
             tracing::warn!("{warning}");
         }
         let verifier = (!keys.is_empty()).then(|| {
             Arc::new(Verifier {
                 keys,
-                leeway: config.auth.leeway.0,
+                leeway: auth.leeway.0,
             })
         });
-        let rl = &config.rate_limit;
+        let rl = rate_limit;
         let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
             Arc::new(Limiter::new(
                 rl.per_client(),
@@ -118,19 +136,19 @@ impl Security {
             ))
         });
         tracing::info!(
-            tls = tls.is_some(),
-            mtls = config.tls.client_ca.is_some(),
+            tls = server_tls.is_some(),
+            mtls = tls.client_ca.is_some(),
             auth = verifier.is_some(),
             per_client_rps = rl.per_client_rps,
             global_rps = rl.global_rps,
-            max_connections = config.server.max_connections,
-            max_in_flight = config.server.max_in_flight,
+            max_connections = bounds.max_connections,
+            max_in_flight = bounds.max_in_flight,
             "security"
         );
         Ok(Self {
-            tls,
+            tls: server_tls,
             layer: SecurityLayer {
-                in_flight: InFlightLayer::new(config.server.max_in_flight, counters.clone()),
+                in_flight: InFlightLayer::new(bounds.max_in_flight, counters.clone()),
                 auth: AuthLayer::new(verifier, counters.clone()),
                 rate_limit: RateLimitLayer::new(limiter, counters.clone()),
             },

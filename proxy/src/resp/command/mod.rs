@@ -3,6 +3,7 @@
 //! Pure: executing a command against the cluster is the front end's job.
 
 use bytes::Bytes;
+use distcache_serve::security::Role;
 
 use super::codec::Reply;
 
@@ -134,13 +135,91 @@ const NAMES: &[&str] = &[
     "client",
 ];
 
-/// The metrics name of a request's first argument, without allocating.
-pub fn metric_name(arg0: &[u8]) -> &'static str {
-    NAMES
-        .iter()
-        .find(|n| n.len() == arg0.len() && n.as_bytes().eq_ignore_ascii_case(arg0))
-        .copied()
-        .unwrap_or("unknown")
+/// A slice of keys and a slice of key-value pairs (see [`Command::keys`]).
+pub type Keys<'a> = (&'a [Bytes], &'a [(Bytes, Bytes)]);
+
+/// What a command is, in one room: its keys, the role it needs and its
+/// metrics name (parsing is [`parse`]). The matches are exhaustive, so a new
+/// command must be placed in each.
+impl Command {
+    /// The metrics name of a request's first argument, without allocating.
+    /// From the name as sent, not the parsed command: SETNX, SETEX and SET
+    /// parse to one variant but are counted apart. Unknown names count as
+    /// `unknown`.
+    pub fn metric_name(arg0: &[u8]) -> &'static str {
+        NAMES
+            .iter()
+            .find(|n| n.len() == arg0.len() && n.as_bytes().eq_ignore_ascii_case(arg0))
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    /// The keys a command touches (as a slice of keys and a slice of
+    /// key-value pairs, one of them empty: no allocation), or `None` when it
+    /// must run alone (it reads or changes connection state, or spans the
+    /// whole cluster).
+    pub fn keys(&self) -> Option<Keys<'_>> {
+        use std::slice::from_ref;
+        Some(match self {
+            Command::Get(k)
+            | Command::Set { key: k, .. }
+            | Command::GetDel(k)
+            | Command::Expire { key: k, .. }
+            | Command::Ttl { key: k, .. }
+            | Command::Persist(k)
+            | Command::IncrBy(k, _)
+            | Command::Append(k, _)
+            | Command::StrLen(k) => (from_ref(k), &[]),
+            Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => (ks.as_slice(), &[]),
+            Command::MSet(pairs) => (&[], pairs.as_slice()),
+            Command::Ping(_) | Command::Echo(_) => (&[], &[]),
+            Command::DbSize
+            | Command::Info(_)
+            | Command::Select(_)
+            | Command::Auth(_)
+            | Command::Hello { .. }
+            | Command::Quit
+            | Command::CommandInfo { .. }
+            | Command::ClientSetName(_)
+            | Command::ClientGetName
+            | Command::ClientOk
+            | Command::ClientId => return None,
+        })
+    }
+
+    /// The least role a command needs. Every command is listed, so a new one
+    /// must be placed here.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Command::Set { .. }
+            | Command::GetDel(_)
+            | Command::Del(_)
+            | Command::MSet(_)
+            | Command::Expire { .. }
+            | Command::Persist(_)
+            | Command::IncrBy(..)
+            | Command::Append(..) => Role::User,
+            // DBSIZE and INFO read what HealthCheck shows (open to readonly on a node).
+            Command::Ping(_)
+            | Command::Echo(_)
+            | Command::Get(_)
+            | Command::Exists(_)
+            | Command::MGet(_)
+            | Command::Ttl { .. }
+            | Command::StrLen(_)
+            | Command::DbSize
+            | Command::Info(_)
+            | Command::Select(_)
+            | Command::Auth(_)
+            | Command::Hello { .. }
+            | Command::Quit
+            | Command::CommandInfo { .. }
+            | Command::ClientSetName(_)
+            | Command::ClientGetName
+            | Command::ClientOk
+            | Command::ClientId => Role::Readonly,
+        }
+    }
 }
 
 fn arity(name: &str) -> Reply {
@@ -496,5 +575,4 @@ fn parse_hello(rest: &[Bytes]) -> Result<Command, Reply> {
 }
 
 #[cfg(test)]
-#[path = "command_tests.rs"]
 mod tests;

@@ -15,10 +15,10 @@ use tonic::codegen::http::{Request, header};
 use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
-use super::BoxError;
+use super::counters::SecurityCounters;
 pub use super::roles::{Principal, required_role};
 use super::token::{Claims, KeySet, TokenError};
-use crate::metrics::SecurityCounters;
+use tower::BoxError;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

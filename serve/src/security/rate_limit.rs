@@ -19,10 +19,10 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::Layer;
 
-use super::BoxError;
 use super::auth::Principal;
 use super::bucket::{Bucket, KeyedLimiter, Rate};
-use crate::metrics::SecurityCounters;
+use super::counters::SecurityCounters;
+use tower::BoxError;
 
 /// Which bucket ran dry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Per-request costs of the security stack: verifying a token (what the auth
 //! layer does on every call) and taking from a rate-limit bucket.
 //!
-//! `cargo bench -p distcache-node --bench security`
+//! `cargo bench -p distcache-serve --bench security`
 
 #![allow(clippy::expect_used, missing_docs)]
 
@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use distcache_node::security::bucket::{KeyedLimiter, Rate};
-use distcache_node::security::{Claims, KeySet, Role};
+use distcache_serve::security::bucket::{KeyedLimiter, Rate};
+use distcache_serve::security::{Claims, KeySet, Role};
 
 fn tokens(c: &mut Criterion) {
     let keys =

@@ -445,5 +445,4 @@ fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 #[cfg(test)]
-#[path = "codec_tests.rs"]
 mod tests;

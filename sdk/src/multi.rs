@@ -23,21 +23,13 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::Entry;
 use crate::config::Consistency;
-use crate::dispatch::View;
-use crate::error::{Error, Result};
-
-fn entry(r: pb::GetResponse) -> Option<Entry> {
-    r.found.then(|| Entry {
-        value: r.value,
-        version: r.version,
-        ttl: (r.ttl_ms > 0).then(|| std::time::Duration::from_millis(r.ttl_ms)),
-    })
-}
+use crate::error::{Error, Exhausted, Result};
+use crate::replica::View;
+use crate::types::Entry;
 
 fn op_error(e: pb::OperationError) -> Error {
-    Error::from_status(tonic::Status::new(tonic::Code::from(e.code), e.message))
+    Error::from_status(distcache_proto::status::to_status(e))
 }
 
 /// Keys a multi-key request sends to one node in one message (well under
@@ -82,10 +74,10 @@ impl AnswerBound {
         let len = e.as_ref().map_or(0, |e| e.value.len()) * self.copies[key];
         let used = self.used.fetch_add(len, Ordering::Relaxed) + len;
         if used > self.limit {
-            return Err(Error::ResourceExhausted(format!(
-                "the answer exceeds max_answer_bytes ({} bytes)",
-                self.limit
-            )));
+            return Err(Error::ResourceExhausted {
+                kind: Exhausted::Answer,
+                message: format!("the answer exceeds max_answer_bytes ({} bytes)", self.limit),
+            });
         }
         Ok(())
     }
@@ -119,7 +111,7 @@ pub(crate) async fn mget(
                 needed: 1,
                 acked: 0,
             })?;
-            found[u] = entry(r?);
+            found[u] = Entry::from_pb(r?);
             bound.charge(u, &found[u])?;
         }
         return Ok(slots.into_iter().map(|u| found[u].clone()).collect());
@@ -156,7 +148,7 @@ pub(crate) async fn mget(
     }
     while let Some(done) = tasks.join_next().await {
         let Ok((u, r)) = done else { continue };
-        found[u] = entry(r?);
+        found[u] = Entry::from_pb(r?);
         bound.charge(u, &found[u])?;
     }
     Ok(slots.into_iter().map(|u| found[u].clone()).collect())
@@ -201,7 +193,7 @@ async fn mget_node(
                     match r.result {
                         Some(Out::Get(g)) => {
                             inner.clock.observe(g.version);
-                            let e = entry(g);
+                            let e = Entry::from_pb(g);
                             bound.charge(u, &e)?;
                             got.push((u, e));
                         }
@@ -302,7 +294,7 @@ fn chunks(entries: Vec<(usize, pb::Operation)>) -> Vec<Vec<(usize, pb::Operation
     let mut current = Vec::new();
     let mut bytes = 0;
     for (pos, op) in entries {
-        let len = op.op.as_ref().map_or(0, crate::coalesce::op_bytes);
+        let len = op.op.as_ref().map_or(0, crate::conn::op_bytes);
         if !current.is_empty() && (current.len() >= CHUNK_KEYS || bytes + len > CHUNK_BYTES) {
             out.push(std::mem::take(&mut current));
             bytes = 0;
@@ -345,7 +337,7 @@ mod tests {
         let bytes = |m: &Vec<(usize, pb::Operation)>| {
             m.iter()
                 .filter_map(|(_, o)| o.op.as_ref())
-                .map(crate::coalesce::op_bytes)
+                .map(crate::conn::op_bytes)
                 .sum::<usize>()
         };
         assert!(c.iter().all(|m| bytes(m) <= CHUNK_BYTES));
@@ -377,7 +369,7 @@ mod tests {
         assert!(b.charge(0, &e(2)).is_ok());
         assert!(matches!(
             b.charge(0, &e(1)),
-            Err(Error::ResourceExhausted(_))
+            Err(Error::ResourceExhausted { .. })
         ));
     }
 }

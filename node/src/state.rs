@@ -1,0 +1,35 @@
+//! The node's shared state: one [`Shared`] behind an `Arc`, held by the gRPC
+//! service, the admin endpoint and the background tasks (mini-redis's
+//! `Db` handle). A leaf: it names what is shared and does nothing with it.
+//!
+//! No lock lives here: the store locks per shard inside its own calls, the
+//! WAL owns its writer thread, and `serving` is a flag read with `Relaxed`
+//! ordering (a request that races the flip is still drained).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::wal::Wal;
+
+/// State shared by the gRPC service, the admin endpoint and background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The storage engine.
+    pub(crate) store: Arc<Store>,
+    /// Input limits.
+    pub(crate) limits: Limits,
+    /// Metrics registry and handles.
+    pub(crate) metrics: Metrics,
+    /// This node's name.
+    pub(crate) node_id: String,
+    /// False once shutdown began: new requests get `UNAVAILABLE`.
+    pub(crate) serving: AtomicBool,
+    /// The write-ahead log; `None` for a memory-only node.
+    pub(crate) wal: Option<Arc<Wal>>,
+    /// The largest answer the node encodes (`--max-message-bytes`): a
+    /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
+    pub(crate) max_message_bytes: usize,
+}

@@ -1,0 +1,167 @@
+//! Reads: at `One` from the first healthy replica with failover; at
+//! `Quorum` and `All` from enough replicas at once, returning the newest
+//! state (a newer tombstone wins over an older value) and repairing stale
+//! replicas in the background with versioned writes.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use tokio::time::Instant;
+
+use super::fanout::gather;
+use super::view::{Acks, View, mismatched};
+use crate::config::Consistency;
+use crate::error::{Error, Result, is_transient};
+
+impl View {
+    /// Reads from the first healthy replica, failing over to the next ones,
+    /// with retries across rounds.
+    pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
+        let replicas = self.replicas(key);
+        self.retry
+            .run(deadline, || async {
+                for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
+                    if n > 0 {
+                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let op = Op::Get(pb::GetRequest { key: key.clone() });
+                    match self.call(idx, op, deadline).await {
+                        Ok(Out::Get(r)) => {
+                            self.clock.observe(r.version);
+                            return Ok(r);
+                        }
+                        Ok(_) => return Err(mismatched()),
+                        Err(s) if is_transient(&s) => continue,
+                        Err(s) => return Err(Error::from_status(s)),
+                    }
+                }
+                Err(Error::Unavailable {
+                    needed: 1,
+                    acked: 0,
+                })
+            })
+            .await
+    }
+
+    /// Asks enough replicas, returns the newest state (a value, or nothing
+    /// when the newest state is a tombstone), and repairs stale replicas in
+    /// the background.
+    pub(crate) async fn read_quorum(
+        &self,
+        key: &Bytes,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse> {
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len());
+        self.retry
+            .run(deadline, || async {
+                let targets = self.targets(&replicas, need);
+                let op = Op::Get(pb::GetRequest { key: key.clone() });
+                // Scoped: an answer still out is dropped before resolving.
+                let answers = {
+                    let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
+                    gather(fan, targets.len(), need, None).await?
+                };
+                self.newest_and_repair(key, answers, deadline).await
+            })
+            .await
+    }
+
+    /// The newest state among `answers`; stale replicas are repaired in
+    /// the background.
+    async fn newest_and_repair(
+        &self,
+        key: &Bytes,
+        answers: Acks,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse> {
+        let mut gets = Vec::with_capacity(answers.len());
+        for (idx, out) in answers {
+            match out {
+                Out::Get(r) => gets.push((idx, r)),
+                _ => return Err(mismatched()),
+            }
+        }
+        let Some(newest) = gets
+            .iter()
+            .filter(|(_, r)| r.found)
+            .max_by_key(|(_, r)| r.version)
+            .map(|(_, r)| r.clone())
+        else {
+            return Ok(pb::GetResponse::default());
+        };
+        self.clock.observe(newest.version);
+        // Each replica's stored version: a miss may hide a tombstone that is
+        // newer than the value another replica still holds.
+        let mut held: Vec<(usize, u64)> = Vec::with_capacity(gets.len());
+        for (idx, r) in &gets {
+            let v = if r.found {
+                r.version
+            } else {
+                self.stored_version(*idx, key, deadline).await
+            };
+            held.push((*idx, v));
+        }
+        let tombstone = held
+            .iter()
+            .zip(&gets)
+            .filter(|(_, (_, r))| !r.found)
+            .map(|((_, v), _)| *v)
+            .max()
+            .unwrap_or(0);
+        let (result, repair_to, repair) = if tombstone > newest.version {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: tombstone,
+            });
+            (pb::GetResponse::default(), tombstone, op)
+        } else {
+            let op = Op::Set(pb::SetRequest {
+                key: key.clone(),
+                value: newest.value.clone(),
+                ttl_ms: newest.ttl_ms,
+                condition: pb::SetCondition::Always as i32,
+                version: newest.version,
+                keep_ttl: false,
+            });
+            (newest, 0, op)
+        };
+        let target_version = if repair_to > 0 {
+            repair_to
+        } else {
+            result.version
+        };
+        let stale: Vec<usize> = held
+            .iter()
+            .filter(|(_, v)| *v < target_version)
+            .map(|(i, _)| *i)
+            .collect();
+        if !stale.is_empty() {
+            self.stats
+                .read_repairs
+                .fetch_add(stale.len() as u64, Ordering::Relaxed);
+            tracing::debug!(replicas = stale.len(), "read repair");
+            // Repairs are versioned, so they never overwrite anything newer.
+            drop(self.fan_out(&stale, &repair, deadline, true, false));
+        }
+        Ok(result)
+    }
+
+    /// The version node `idx` holds for `key`, tombstones included (0 when
+    /// nothing or unknown). `Expire` with a replicated version of 1 never
+    /// applies (every stored version is larger) and answers with the stored
+    /// version, so it is a read-only probe until `Get` reports tombstones.
+    async fn stored_version(&self, idx: usize, key: &Bytes, deadline: Instant) -> u64 {
+        let op = Op::Expire(pb::ExpireRequest {
+            key: key.clone(),
+            ttl_ms: 0,
+            version: 1,
+        });
+        match self.call(idx, op, deadline).await {
+            Ok(Out::Expire(r)) => r.version,
+            _ => 0,
+        }
+    }
+}

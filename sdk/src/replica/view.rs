@@ -1,0 +1,112 @@
+//! The state every replicated operation runs on: what a client shares
+//! between its clones and background tasks ([`Inner`]), the one topology
+//! snapshot an operation started with ([`View`]), and the two questions
+//! about a key's replicas every operation asks first.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use distcache_proto::v1::operation_result::Result as Out;
+use smallvec::SmallVec;
+use tonic::Status;
+
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::hlc::Hlc;
+use crate::retry::Retrier;
+use crate::topology::{Membership, Topology};
+
+/// Counters of the replication layer.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) attempts: AtomicU64,
+    pub(crate) failovers: AtomicU64,
+    pub(crate) read_repairs: AtomicU64,
+}
+
+/// Everything a client shares between its clones and background tasks.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) members: Membership,
+    pub(crate) clock: Hlc,
+    pub(crate) retry: Retrier,
+    pub(crate) stats: Stats,
+    pub(crate) prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.prober.lock()
+            && let Some(h) = p.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Inner {
+    /// The view an operation starting now runs on.
+    pub(crate) fn view(self: &Arc<Self>) -> View {
+        View {
+            inner: self.clone(),
+            topo: self.members.load(),
+        }
+    }
+}
+
+/// The shared state and one topology snapshot: what an operation, and every
+/// task it spawns, runs on. Cheap to clone (two `Arc`s).
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) topo: Arc<Topology>,
+}
+
+impl std::ops::Deref for View {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+pub(crate) fn mismatched() -> Error {
+    Error::Rpc(Box::new(Status::internal(
+        "node answered with the wrong response type",
+    )))
+}
+
+/// A list of node indexes: a key's replicas or the ones an operation goes
+/// to. Inline up to four (no allocation per operation).
+pub(crate) type Nodes = SmallVec<[usize; 4]>;
+
+/// The answers a fan-out gathered, by node index. Inline for one (a write
+/// at consistency One, the common case, allocates nothing for it).
+pub(crate) type Acks = SmallVec<[(usize, Out); 1]>;
+
+impl View {
+    /// The key's preference list (N distinct nodes).
+    pub(crate) fn replicas(&self, key: &[u8]) -> Nodes {
+        let mut out = Nodes::new();
+        self.topo.ring.fill(key, self.config.replicas, &mut out);
+        out
+    }
+
+    /// Replicas worth sending to: the healthy ones in ring order, or, when
+    /// fewer than `need` are healthy, every replica (health may be stale).
+    pub(crate) fn targets(&self, replicas: &[usize], need: usize) -> Nodes {
+        let mut out: Nodes = replicas
+            .iter()
+            .copied()
+            .filter(|&i| self.topo.nodes[i].is_healthy())
+            .collect();
+        if out.len() < need.max(1) {
+            for &i in replicas {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+        }
+        out
+    }
+}

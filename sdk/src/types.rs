@@ -1,0 +1,71 @@
+//! The SDK's plain data types: what a read returns ([`Entry`]), when a
+//! write applies ([`Condition`]), what a conditional write did
+//! ([`WriteOutcome`]) and a client's counters ([`ClientStats`]). A leaf:
+//! every operation file uses them, they use none of those files.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use distcache_proto::v1 as pb;
+
+/// A live entry as read from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// Its version (an HLC value; see the crate docs).
+    pub version: u64,
+    /// Remaining time to live; `None` when the entry does not expire.
+    pub ttl: Option<Duration>,
+}
+
+impl Entry {
+    /// The entry a node's `Get` answer holds; `None` for a miss.
+    pub(crate) fn from_pb(r: pb::GetResponse) -> Option<Self> {
+        r.found.then(|| Entry {
+            value: r.value,
+            version: r.version,
+            ttl: (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms)),
+        })
+    }
+}
+
+/// When a [`Client::set_with`](crate::Client::set_with) writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// Whatever the key holds.
+    #[default]
+    Always,
+    /// Only if the key holds no live value (Redis `NX`).
+    IfAbsent,
+    /// Only if the key holds a live value (Redis `XX`).
+    IfPresent,
+}
+
+/// The outcome of a write that may be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Whether the write happened.
+    pub applied: bool,
+    /// The key's version afterwards (the new version when applied; the
+    /// version that prevailed otherwise, 0 when the key holds nothing).
+    pub version: u64,
+}
+
+/// Counters of one client (all clones share them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// RPC attempts sent to nodes.
+    pub attempts: u64,
+    /// Times a request moved on to the next replica.
+    pub failovers: u64,
+    /// Retry rounds after backoff.
+    pub retries: u64,
+    /// Retries refused by the retry budget.
+    pub budget_exhausted: u64,
+    /// Stale replicas repaired by reads.
+    pub read_repairs: u64,
+    /// Membership changes applied by [`Client::set_nodes`](crate::Client::set_nodes).
+    pub membership_changes: u64,
+}
