@@ -53,7 +53,7 @@ pub struct NodeConfig {
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Admin HTTP (`/metrics`, `/metrics.json`, `/healthz`) listen address.
+    /// Admin HTTP (`/metrics`, `/metrics.json`, `/livez`, `/readyz`) listen address.
     pub admin_listen: SocketAddr,
     /// This node's name in health answers and logs; defaults to the listen address.
     pub node_id: String,

@@ -27,7 +27,7 @@
 //!   pipeline scheduler), `session`, `auth`, `exec` (commands → SDK),
 //!   `command` (what a command is), `codec`, `output`, `per_ip`.
 //! - [`grpc`]: `CacheService` over the SDK.
-//! - [`admin`]: `/metrics`, `/metrics.json`, `/healthz`, `/ring`.
+//! - [`admin`]: `/metrics`, `/metrics.json`, `/livez`, `/readyz`, `/ring`.
 //! - [`membership`]: where the node list comes from at run time.
 //! - [`backend`]: the SDK client and the proxy's metrics, shared by all.
 //! - [`metrics`], [`security`], [`config`], [`cli`]: leaves.
