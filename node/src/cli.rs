@@ -60,6 +60,10 @@ pub struct Args {
     /// Longest TTL accepted, e.g. 30d [default: 30d].
     #[arg(long, env = "DISTCACHE_MAX_TTL")]
     pub max_ttl: Option<HumanDuration>,
+    /// How far ahead of this node's clock a replicated write's version may
+    /// be; further ones are refused (INVALID_ARGUMENT) [default: 30s].
+    #[arg(long, env = "DISTCACHE_MAX_VERSION_SKEW")]
+    pub max_version_skew: Option<HumanDuration>,
     /// Largest gRPC message accepted [default: 16MiB].
     #[arg(long, env = "DISTCACHE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<ByteSize>,
@@ -260,6 +264,7 @@ impl Args {
         set(&mut c.limits.max_key_bytes, self.max_key_bytes);
         set(&mut c.limits.max_value_bytes, self.max_value_bytes);
         set(&mut c.limits.max_ttl, self.max_ttl);
+        set(&mut c.limits.max_version_skew, self.max_version_skew);
         set(&mut c.log.level, self.log_level);
         if self.log_file.is_some() {
             c.log.file = self.log_file;

@@ -78,6 +78,14 @@ fn applied(yes: bool) -> Outcome {
     }
 }
 
+/// What every request but metrics gets once the write-ahead log failed. The
+/// store may hold writes the log never took (a write is applied, then
+/// logged), which a restart would lose: serving reads of them, or counting
+/// a resend as already applied, would acknowledge what is not durable. So
+/// the node stops serving (HealthCheck says NOT_SERVING; the SDK fails over
+/// and its prober marks the node down) until it is restarted from its log.
+const WAL_FAILED: &str = "write-ahead log failed: this node serves nothing until it is restarted";
+
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheNode {
@@ -96,6 +104,12 @@ impl CacheNode {
     pub(crate) fn with_shutdown(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
         self
+    }
+
+    /// Refuses a replicated version too far ahead of this node's clock.
+    fn check_version(&self, version: u64) -> Result<(), OpError> {
+        let now = self.shared.store.clock().now_ms();
+        Ok(self.shared.limits.version(version, now)?)
     }
 
     fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
@@ -120,6 +134,7 @@ impl CacheNode {
         log: &mut Records,
     ) -> Result<(pb::SetResponse, Outcome), OpError> {
         self.shared.limits.write(&r.key, &r.value, r.ttl_ms)?;
+        self.check_version(r.version)?;
         let condition = match pb::SetCondition::try_from(r.condition) {
             Ok(pb::SetCondition::Always) => Condition::Always,
             Ok(pb::SetCondition::IfAbsent) => Condition::IfAbsent,
@@ -150,11 +165,14 @@ impl CacheNode {
         log: &mut Records,
     ) -> Result<(pb::DeleteResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
-        let (deleted, w) = self.shared.store.delete(&r.key, r.version)?;
+        self.check_version(r.version)?;
+        let (old, w) = self.shared.store.take(&r.key, r.version)?;
         log.tombstone(&r.key, &w);
+        let deleted = old.is_some();
         let resp = pb::DeleteResponse {
             deleted,
             version: w.version,
+            value: old.filter(|_| r.return_value).unwrap_or_default(),
         };
         Ok((resp, applied(w.applied)))
     }
@@ -201,6 +219,7 @@ impl CacheNode {
     ) -> Result<(pb::ExpireResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
         self.shared.limits.ttl(r.ttl_ms)?;
+        self.check_version(r.version)?;
         let (w, value) = self
             .shared
             .store
@@ -309,6 +328,9 @@ impl CacheNode {
     ) -> Result<T, Status> {
         if !self.shared.serving.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node is shutting down"));
+        }
+        if op != Op::Metrics && self.shared.wal_failed() {
+            return Err(Status::unavailable(WAL_FAILED));
         }
         let start = Instant::now();
         let mut log = match self.shared.wal {
@@ -429,7 +451,7 @@ impl CacheService for CacheNode {
         _req: Request<pb::HealthCheckRequest>,
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
         let s = &self.shared;
-        let status = if s.serving.load(Ordering::Relaxed) {
+        let status = if s.serving.load(Ordering::Relaxed) && !s.wal_failed() {
             pb::ServingStatus::Serving
         } else {
             pb::ServingStatus::NotServing

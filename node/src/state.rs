@@ -33,3 +33,11 @@ pub(crate) struct Shared {
     /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
     pub(crate) max_message_bytes: usize,
 }
+
+impl Shared {
+    /// True once a WAL write or fsync failed (it never recovers: the node
+    /// must be restarted from its log).
+    pub(crate) fn wal_failed(&self) -> bool {
+        self.wal.as_ref().is_some_and(|w| w.stats().has_failed())
+    }
+}

@@ -42,7 +42,28 @@ impl Drop for Node {
 /// Starts the binary on port 0 with JSON logs on stderr; returns once it
 /// logged its gRPC address, or `Err(logs)` if it exited first.
 fn spawn(dir: &Path, extra: &[&str]) -> Result<Node, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_distcache-node"))
+    spawn_command(
+        Command::new(env!("CARGO_BIN_EXE_distcache-node")),
+        dir,
+        extra,
+    )
+}
+
+/// [`spawn`] with every file it writes limited to `kib` KiB (a disk that
+/// fills up): a write past it fails with EFBIG (SIGXFSZ is ignored).
+fn spawn_with_file_limit(dir: &Path, extra: &[&str], kib: u64) -> Result<Node, String> {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"",
+            kib * 2
+        ))
+        .arg(env!("CARGO_BIN_EXE_distcache-node"));
+    spawn_command(sh, dir, extra)
+}
+
+fn spawn_command(mut command: Command, dir: &Path, extra: &[&str]) -> Result<Node, String> {
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--log-format", "json", "--data-dir"])
         .arg(dir)
@@ -184,6 +205,7 @@ async fn writer(
                 .delete(pb::DeleteRequest {
                     key: key.clone(),
                     version: 0,
+                    return_value: false,
                 })
                 .await
                 .map(|_| None),
@@ -484,6 +506,7 @@ async fn every_mutation_kind_is_logged() {
     c.delete(pb::DeleteRequest {
         key: key("gone"),
         version: 0,
+        return_value: false,
     })
     .await
     .expect("delete");
@@ -546,4 +569,73 @@ async fn every_mutation_kind_is_logged() {
     );
     let r = c.get(get("short")).await.expect("get");
     assert!(!r.get_ref().found, "expired while down");
+}
+
+/// A node whose write-ahead log fails (the disk is full) stops serving: the
+/// failed write is an error, HealthCheck says NOT_SERVING, reads and a
+/// resend of the failed write are refused (the store may hold writes the
+/// log never took), and after a restart from its log every acknowledged
+/// write is there. Before, the resend was answered "already applied", the
+/// proxy said OK, and the value was gone after the restart.
+#[tokio::test]
+async fn a_failed_log_stops_the_node_and_nothing_unlogged_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = spawn_with_file_limit(dir.path(), &["--wal-fsync", "always"], 256).expect("start");
+    let mut c = node.client().await;
+    let value = Bytes::from(vec![b'x'; 4096]);
+    let set = |i: u64| pb::SetRequest {
+        key: format!("k{i}").into_bytes().into(),
+        value: value.clone(),
+        version: distcache_proto::version_floor(1_700_000_000_000) + i,
+        ..Default::default()
+    };
+    let mut acked = Vec::new();
+    let failed = loop {
+        let i = acked.len() as u64;
+        assert!(i < 1000, "the log never filled up");
+        match c.set(set(i)).await {
+            Ok(r) => {
+                assert!(r.get_ref().applied);
+                acked.push(i);
+            }
+            Err(s) => break (i, s),
+        }
+    };
+    assert_eq!(failed.1.code(), tonic::Code::Unavailable, "{:?}", failed.1);
+    let h = c
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert_eq!(h.status, pb::ServingStatus::NotServing as i32);
+    let resend = c
+        .set(set(failed.0))
+        .await
+        .expect_err("the resend is refused");
+    assert_eq!(resend.code(), tonic::Code::Unavailable);
+    assert!(
+        resend.message().contains("write-ahead log failed"),
+        "{}",
+        resend.message()
+    );
+    let read = c
+        .get(pb::GetRequest { key: "k0".into() })
+        .await
+        .expect_err("reads are refused too");
+    assert_eq!(read.code(), tonic::Code::Unavailable);
+    drop(c);
+    drop(node);
+
+    let node = spawn(dir.path(), &[]).expect("restart from the log");
+    let mut c = node.client().await;
+    for i in acked {
+        let r = c
+            .get(pb::GetRequest {
+                key: format!("k{i}").into_bytes().into(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert!(r.found, "acknowledged write k{i} survived");
+    }
 }

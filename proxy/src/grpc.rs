@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
-use distcache::{Condition, Error};
+use distcache::{Bytes, Condition, Error};
 use distcache_proto::budget::{self, AnswerBudget};
 use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
 use distcache_serve::security::Principal;
@@ -37,6 +37,9 @@ pub fn to_status(e: &Error) -> Status {
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::ResourceExhausted { .. } => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
+        // Applied, so not UNAVAILABLE (which clients retry): INTERNAL, whose
+        // message says what happened.
+        Error::NotReplicated { .. } => Code::Internal,
         Error::Rpc(s) => s.code(),
         _ => Code::Unavailable,
     };
@@ -180,15 +183,20 @@ impl ProxyService {
 
     async fn delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
         no_version(r.version)?;
-        let deleted = self
-            .backend
-            .client
-            .delete(&r.key)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let c = &self.backend.client;
+        if r.return_value {
+            let taken = c.get_del(&r.key).await.map_err(|e| to_status(&e))?;
+            return Ok(pb::DeleteResponse {
+                deleted: taken.is_some(),
+                version: 0,
+                value: taken.unwrap_or_default(),
+            });
+        }
+        let deleted = c.delete(&r.key).await.map_err(|e| to_status(&e))?;
         Ok(pb::DeleteResponse {
             deleted,
             version: 0,
+            value: Bytes::new(),
         })
     }
 

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
 use crate::deadline::{request_deadline, within};
 use crate::error::{Error, Result};
-use crate::hlc::{Hlc, random_writer_id};
+use crate::hlc::Hlc;
 use crate::replica::{Inner, Stats, View, mismatched};
 use crate::retry::Retrier;
 use crate::ring::Ring;
@@ -77,9 +77,8 @@ impl Client {
 
     pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
         let topology = Topology::build(&config.nodes, &config, None)?;
-        let writer = config.writer_id.unwrap_or_else(random_writer_id);
         let inner = Arc::new(Inner {
-            clock: Hlc::new(writer),
+            clock: Hlc::default(),
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
@@ -257,8 +256,17 @@ impl Client {
         self.run("set", async |inner, deadline| {
             if condition == Condition::Always {
                 req.version = inner.clock.next();
-                let version = req.version;
-                inner.write(&key, Op::Set(req), c, deadline).await?;
+                let stamped = req.version;
+                let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
+                // The version it was finally written with (it is stamped
+                // again when a replica held a newer one).
+                let version = acks
+                    .iter()
+                    .find_map(|(_, o)| match o {
+                        Out::Set(r) if r.applied => Some(r.version),
+                        _ => None,
+                    })
+                    .unwrap_or(stamped);
                 return Ok(WriteOutcome {
                     applied: true,
                     version,
@@ -269,7 +277,7 @@ impl Client {
                 _ => pb::SetCondition::IfPresent,
             } as i32;
             let (primary, out) = inner
-                .on_primary(&key, Op::Set(req.clone()), deadline)
+                .on_primary(&key, Op::Set(req.clone()), c, deadline)
                 .await?;
             let Out::Set(r) = out else {
                 return Err(mismatched());
@@ -298,11 +306,55 @@ impl Client {
             let op = Op::Delete(pb::DeleteRequest {
                 key: key.clone(),
                 version,
+                return_value: false,
             });
             let acks = inner.write(&key, op, c, deadline).await?;
             Ok(acks
                 .iter()
                 .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+        })
+        .await
+    }
+
+    /// Reads and deletes a key in one step (Redis GETDEL): the value it held,
+    /// or `None`. The deciding replica (the first healthy one) reads and
+    /// deletes under one lock, so of two concurrent `get_del`s only one gets
+    /// the value; its tombstone is then copied to the other replicas. If that
+    /// copy misses the write consistency the error is
+    /// [`Error::NotReplicated`] (the key is deleted on the deciding replica).
+    pub async fn get_del(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let key = key_bytes(key);
+        let c = self.write_c();
+        self.run("getdel", async |inner, deadline| {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: 0,
+                return_value: true,
+            });
+            let (_, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Delete(d) = out else {
+                return Err(mismatched());
+            };
+            if !d.deleted {
+                return Ok(None);
+            }
+            let tombstone = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: d.version,
+                return_value: false,
+            });
+            inner
+                .write(&key, tombstone, c, deadline)
+                .await
+                .map_err(|e| match e {
+                    Error::Unavailable { needed, acked } => Error::NotReplicated {
+                        version: d.version,
+                        needed,
+                        acked: acked.max(1),
+                    },
+                    other => other,
+                })?;
+            Ok(Some(d.value))
         })
         .await
     }
@@ -329,7 +381,7 @@ impl Client {
                 value: value.clone(),
                 ttl_ms,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::CompareAndSwap(r) = out else {
                 return Err(mismatched());
             };
@@ -362,7 +414,7 @@ impl Client {
                 key: key.clone(),
                 delta,
             });
-            let (primary, out) = inner.on_primary(&key, op, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::IncrBy(r) = out else {
                 return Err(mismatched());
             };
@@ -381,7 +433,13 @@ impl Client {
     }
 
     /// Sets the time to live of a live key (`None` removes its expiry);
-    /// true when some replica applied it.
+    /// true when the key held a live value (as Redis's EXPIRE answers).
+    ///
+    /// Runs on the first healthy replica, which decides, like the other
+    /// conditional operations; the entry it then holds (value, expiry and
+    /// version) is copied whole to the other replicas. A bare version bump
+    /// on every replica would leave one that missed a write with the same
+    /// version as the others and a different value.
     pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Option<Duration>) -> Result<bool> {
         let key = key_bytes(key);
         let c = self.write_c();
@@ -390,12 +448,37 @@ impl Client {
             let op = Op::Expire(pb::ExpireRequest {
                 key: key.clone(),
                 ttl_ms,
-                version: inner.clock.next(),
+                version: 0,
             });
-            let acks = inner.write(&key, op, c, deadline).await?;
-            Ok(acks
-                .iter()
-                .any(|(_, o)| matches!(o, Out::Expire(e) if e.applied)))
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Expire(e) = out else {
+                return Err(mismatched());
+            };
+            if !e.applied {
+                return Ok(false);
+            }
+            let get = Op::Get(pb::GetRequest { key: key.clone() });
+            let Out::Get(g) = inner
+                .call(primary, get, deadline)
+                .await
+                .map_err(Error::from_status)?
+            else {
+                return Err(mismatched());
+            };
+            // (A newer version read back is a write that came in between,
+            // replicated by its own writer; copying it again is harmless.)
+            if g.found && g.version >= e.version {
+                let set = pb::SetRequest {
+                    key: key.clone(),
+                    value: g.value,
+                    ttl_ms: g.ttl_ms,
+                    condition: pb::SetCondition::Always as i32,
+                    version: g.version,
+                    keep_ttl: false,
+                };
+                inner.propagate(&key, primary, set, c, deadline).await?;
+            }
+            Ok(true)
         })
         .await
     }
@@ -631,12 +714,6 @@ impl ClientBuilder {
     /// PEM CA bundle for `https://` nodes.
     pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.config.tls_ca = Some(pem.into());
-        self
-    }
-
-    /// Fixes the writer id stamped into versions (default: random).
-    pub fn writer_id(mut self, id: u8) -> Self {
-        self.config.writer_id = Some(id);
         self
     }
 

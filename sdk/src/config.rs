@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+pub use crate::types::MAX_NODES;
 
 /// Replicas per key unless configured otherwise.
 pub const DEFAULT_REPLICAS: usize = 2;
@@ -16,9 +17,6 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// sent to a node.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Most distinct nodes one client may have (a ring of 150 virtual nodes
-/// each); a longer list is refused with [`ConfigError::TooManyNodes`].
-pub const MAX_NODES: usize = 1024;
 /// TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// HTTP/2 connections (tonic `Channel`s) per node.
@@ -168,9 +166,6 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// PEM CA bundle to verify `https://` nodes with (rustls, ring provider).
     pub tls_ca: Option<Vec<u8>>,
-    /// Writer id (low 8 bits of every version this client stamps); random
-    /// when `None`. Two live clients should not share one.
-    pub writer_id: Option<u8>,
     /// Bytes of values one multi-key read (`mget`) may return, a key asked
     /// for twice counting twice; past it the call fails with
     /// `Error::ResourceExhausted` instead of holding an unbounded answer.
@@ -196,7 +191,6 @@ impl Default for ClientConfig {
             coalesce: CoalesceConfig::default(),
             token: None,
             tls_ca: None,
-            writer_id: None,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }

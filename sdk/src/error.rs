@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tonic::Code;
 
+use crate::types::MAX_NODES;
+
 /// The result type of every SDK call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,6 +33,22 @@ pub enum Error {
         /// Acknowledgements the consistency level required.
         needed: usize,
         /// Acknowledgements received.
+        acked: usize,
+    },
+    /// A conditional operation (CAS, SET NX/XX, a counter) was applied on
+    /// one replica, but fewer replicas than the consistency level hold its
+    /// result. Unlike [`Error::Unavailable`] it did take effect: do not
+    /// retry it blindly (an increment would count twice).
+    #[error(
+        "applied on one replica (version {version}) but not replicated: \
+         needed {needed} replicas, {acked} hold it"
+    )]
+    NotReplicated {
+        /// The version the operation wrote.
+        version: u64,
+        /// Replicas the consistency level required.
+        needed: usize,
+        /// Replicas known to hold it (the one that applied it included).
         acked: usize,
     },
     /// The per-request deadline passed.
@@ -155,7 +173,7 @@ pub enum ConfigError {
     #[error("replicas must be at least 1")]
     ZeroReplicas,
     /// More distinct node URLs than [`MAX_NODES`](crate::MAX_NODES).
-    #[error("more than {} distinct nodes", crate::MAX_NODES)]
+    #[error("more than {} distinct nodes", MAX_NODES)]
     TooManyNodes,
     /// The token cannot be sent as an HTTP header value.
     #[error("token contains characters not allowed in a header")]

@@ -223,6 +223,9 @@ pub(crate) async fn mset(
     deadline: Instant,
 ) -> Result<()> {
     let mut need = Vec::with_capacity(items.len());
+    // Each item's set, kept to be stamped again if a replica holds a newer
+    // version of its key.
+    let mut sets = Vec::with_capacity(items.len());
     let mut groups: HashMap<usize, Vec<(usize, pb::Operation)>> = HashMap::new();
     for (pos, (key, value)) in items.into_iter().enumerate() {
         let replicas = inner.replicas(&key);
@@ -241,6 +244,7 @@ pub(crate) async fn mset(
         for node in inner.targets(&replicas, n) {
             groups.entry(node).or_default().push((pos, op.clone()));
         }
+        sets.push(op);
     }
     let mut batches = JoinSet::new();
     for (node, entries) in groups
@@ -264,13 +268,16 @@ pub(crate) async fn mset(
         });
     }
     let mut acks = vec![0usize; need.len()];
+    let mut superseded = vec![false; need.len()];
     while let Some(done) = batches.join_next().await {
         let Ok((positions, res)) = done else { continue };
         match res {
             Ok(results) => {
                 for (p, r) in positions.into_iter().zip(results) {
                     match r.result {
-                        Some(Out::Set(_)) => acks[p] += 1,
+                        // Only a replica that holds the write counts.
+                        Some(Out::Set(s)) if s.applied => acks[p] += 1,
+                        Some(Out::Set(_)) => superseded[p] = true,
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => {}
                     }
@@ -278,6 +285,18 @@ pub(crate) async fn mset(
             }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e),
+        }
+    }
+    // Keys a replica held a newer version of: written again one by one,
+    // stamped past that version (see `View::write`).
+    for (p, set) in sets.into_iter().enumerate() {
+        if !superseded[p] || acks[p] >= need[p] {
+            continue;
+        }
+        if let Some(Op::Set(r)) = set.op {
+            let key = r.key.clone();
+            inner.write(&key, Op::Set(r), c, deadline).await?;
+            acks[p] = need[p];
         }
     }
     match acks.iter().zip(&need).find(|(a, n)| a < n) {

@@ -21,6 +21,7 @@ use crate::config::{ClientConfig, normalise_url};
 use crate::error::ConfigError;
 use crate::node::Node;
 use crate::ring::Ring;
+use crate::types::MAX_NODES;
 
 /// What a call to [`crate::Client::set_nodes`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,7 +120,7 @@ impl Membership {
         for url in urls {
             let url = normalise_url(url.as_ref(), config.tls_ca.is_some())?;
             if seen.insert(url.clone()) {
-                if wanted.len() == crate::MAX_NODES {
+                if wanted.len() == MAX_NODES {
                     return Err(ConfigError::TooManyNodes);
                 }
                 wanted.push(url);
@@ -210,9 +211,7 @@ mod tests {
     #[tokio::test]
     async fn lists_of_more_than_max_nodes_are_refused_and_duplicates_are_one() {
         let m = membership(&["http://a:1"]);
-        let many: Vec<String> = (0..=crate::MAX_NODES)
-            .map(|i| format!("http://n{i}:1"))
-            .collect();
+        let many: Vec<String> = (0..=MAX_NODES).map(|i| format!("http://n{i}:1")).collect();
         assert!(matches!(
             m.set(&many, &config()),
             Err(ConfigError::TooManyNodes)

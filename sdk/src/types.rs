@@ -1,12 +1,18 @@
 //! The SDK's plain data types: what a read returns ([`Entry`]), when a
 //! write applies ([`Condition`]), what a conditional write did
-//! ([`WriteOutcome`]) and a client's counters ([`ClientStats`]). A leaf:
+//! ([`WriteOutcome`]), a client's counters ([`ClientStats`]), and the bound
+//! on a client's node list ([`MAX_NODES`]). A leaf:
 //! every operation file uses them, they use none of those files.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use distcache_proto::v1 as pb;
+
+/// Most distinct nodes one client may have (a ring of 150 virtual nodes
+/// each); a longer list is refused with
+/// [`ConfigError::TooManyNodes`](crate::ConfigError::TooManyNodes).
+pub const MAX_NODES: usize = 1024;
 
 /// A live entry as read from the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

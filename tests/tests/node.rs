@@ -89,6 +89,7 @@ async fn set_get_delete_miss_and_cas() {
         .delete(pb::DeleteRequest {
             key: key("user:123"),
             version: 0,
+            return_value: false,
         })
         .await
         .expect("delete")
@@ -242,6 +243,7 @@ async fn counters_expire_and_batch() {
                 op(operation::Op::Delete(pb::DeleteRequest {
                     key: key("a"),
                     version: 0,
+                    return_value: false,
                 })),
                 pb::Operation { op: None },
             ],
@@ -588,6 +590,57 @@ async fn silent_admin_connections_are_closed_and_bounded() {
     assert!(
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "a silent admin connection was closed"
+    );
+    node.stop().await.expect("stop");
+}
+
+/// One far-future version (a clock bug, or any `user` token calling `Set`
+/// with a huge `version`) is refused, so the key stays writable by honest
+/// writers and no SDK clock adopts it.
+#[tokio::test]
+async fn a_version_far_ahead_of_the_clock_is_refused_and_the_key_stays_writable() {
+    let node = TestNode::start(test_config()).await;
+    let mut c = node.client().await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let mut far = set("k", "from the future");
+    far.version = distcache_proto::version_floor(now_ms + 3_600_000);
+    let e = c.set(far).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("max-version-skew"), "{}", e.message());
+    let mut max = set("k", "max");
+    max.version = u64::MAX;
+    assert_eq!(
+        c.set(max).await.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+    let mut tomb = pb::DeleteRequest {
+        key: key("k"),
+        version: u64::MAX,
+        return_value: false,
+    };
+    assert_eq!(
+        c.delete(tomb.clone()).await.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+    // Within the bound (a few seconds of skew) replicated writes still apply.
+    tomb.version = distcache_proto::version_floor(now_ms + 5_000);
+    assert!(c.delete(tomb).await.is_ok());
+    let cache = distcache::Client::builder()
+        .nodes([node.url()])
+        .replicas(1)
+        .build()
+        .await
+        .expect("client");
+    cache
+        .set("k2", "honest", None)
+        .await
+        .expect("an honest write");
+    assert_eq!(
+        &cache.get("k2").await.expect("get").expect("found").value[..],
+        b"honest"
     );
     node.stop().await.expect("stop");
 }

@@ -434,3 +434,65 @@ async fn an_operation_that_expires_in_the_queue_is_never_sent() -> Result<(), Bo
     );
     Ok(())
 }
+
+/// With `--write-consistency all` and a replica down, a conditional
+/// operation fails before it applies anything: three "failed" INCRs used to
+/// leave the counter at 3, and clients retry errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_cannot_meet_its_consistency_is_not_applied() -> Result<(), BoxError> {
+    let mut nodes = cluster(2).await?;
+    let cache = client(&nodes).build().await?;
+    let all = cache.with_write_consistency(Consistency::All);
+    all.set("n", "0", None).await?;
+    let owners = cache.owners("n");
+    let replica = nodes.iter().position(|n| n.url() == owners[1]).unwrap();
+    nodes[replica].kill();
+    // The client's prober notices (every 500 ms).
+    distcache_tests::eventually(Duration::from_secs(10), || async {
+        cache.health().iter().any(|(_, healthy)| !healthy)
+    })
+    .await?;
+    for _ in 0..3 {
+        match all.incr_by("n", 1).await {
+            Err(distcache::Error::Unavailable {
+                needed: 2,
+                acked: 1,
+            }) => {}
+            other => panic!("expected Unavailable before applying, got {other:?}"),
+        }
+    }
+    let primary = nodes.iter().position(|n| n.url() == owners[0]).unwrap();
+    let held = nodes[primary].raw_get("n").await?;
+    assert_eq!(&held.value[..], b"0", "nothing was applied");
+    // At consistency One the counter still works.
+    assert_eq!(cache.incr_by("n", 1).await?, 1);
+    Ok(())
+}
+
+/// EXPIRE is decided by one replica and its whole entry copied: a replica
+/// that missed a write does not end with the same version and another value
+/// (which Quorum reads then flip between forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_copies_the_deciding_replicas_entry() -> Result<(), BoxError> {
+    let nodes = cluster(2).await?;
+    let cache = client(&nodes).build().await?;
+    let v1 = cache
+        .with_write_consistency(Consistency::All)
+        .set("k", "old", None)
+        .await?;
+    let owners = cache.owners("k");
+    let by_url = |u: &str| nodes.iter().find(|n| n.url() == u).unwrap();
+    let (primary, other) = (by_url(&owners[0]), by_url(&owners[1]));
+    // The other replica misses a newer write.
+    primary.raw_set("k", "new", v1 + 1).await?;
+    assert!(cache.expire("k", Some(Duration::from_secs(60))).await?);
+    let (a, b) = (primary.raw_get("k").await?, other.raw_get("k").await?);
+    assert_eq!(
+        (a.version, &a.value),
+        (b.version, &b.value),
+        "one entry on both"
+    );
+    assert_eq!(&a.value[..], b"new");
+    assert!(a.ttl_ms > 0 && b.ttl_ms > 0);
+    Ok(())
+}

@@ -263,18 +263,38 @@ impl Store {
             Condition::IfAbsent => live,
             Condition::IfPresent => !live,
         };
-        if blocked || (opts.version != 0 && opts.version <= current) {
+        let expires_at = if opts.keep_ttl && live {
+            old_expiry
+        } else {
+            deadline(now, opts.ttl_ms)
+        };
+        if opts.version != 0 && opts.version == current && !blocked {
+            // Equal versions: every replica keeps the same content, the
+            // greater by (value, expiry), a tombstone above any value. A
+            // write the node already holds is answered as applied (a resend
+            // after a lost answer), so `applied` means "holds this write".
+            let held = idx.map(|i| {
+                let s = shard.slot(i);
+                (s.value.clone(), s.expires_at)
+            });
+            match held {
+                Some((Some(v), exp)) if (&v[..], exp) == (value, expires_at) => {
+                    return Ok(Written {
+                        applied: true,
+                        version: current,
+                        expires_at,
+                    });
+                }
+                Some((Some(v), exp)) if (&v[..], exp) < (value, expires_at) => {}
+                _ => return Ok(Written::rejected(current)),
+            }
+        } else if blocked || (opts.version != 0 && opts.version < current) {
             return Ok(Written::rejected(current));
         }
         let version = if opts.version == 0 {
             next_version(current, now)
         } else {
             opts.version
-        };
-        let expires_at = if opts.keep_ttl && live {
-            old_expiry
-        } else {
-            deadline(now, opts.ttl_ms)
         };
         let value = Some(Bytes::copy_from_slice(value));
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
@@ -290,6 +310,13 @@ impl Store {
     /// Deletes a key, leaving a tombstone at the delete's version. With
     /// `version == 0` a key that holds no live value is left alone.
     pub fn delete(&self, key: &[u8], version: u64) -> Result<(bool, Written), StoreError> {
+        self.take(key, version).map(|(v, w)| (v.is_some(), w))
+    }
+
+    /// [`Store::delete`] that also returns the live value it removed, in the
+    /// same critical section (Redis's GETDEL: two concurrent ones never both
+    /// get the value).
+    pub fn take(&self, key: &[u8], version: u64) -> Result<(Option<Bytes>, Written), StoreError> {
         if key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -297,13 +324,27 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut shard = lock.lock();
         let idx = self.find_fresh(&mut shard, hash, key, now);
-        let (current, live) = idx.map_or((0, false), |i| {
+        let (current, old) = idx.map_or((0, None), |i| {
             let s = shard.slot(i);
-            (s.version, s.value.is_some())
+            (s.version, s.value.clone())
         });
-        if (version == 0 && !live) || (version != 0 && version <= current) {
-            return Ok((false, Written::rejected(current)));
+        let live = old.is_some();
+        if (version == 0 && !live) || (version != 0 && version < current) {
+            return Ok((None, Written::rejected(current)));
         }
+        if version != 0 && version == current && !live {
+            // The node already holds this tombstone (a resend).
+            return Ok((
+                None,
+                Written {
+                    applied: true,
+                    version,
+                    expires_at: idx.map_or(0, |i| shard.slot(i).expires_at),
+                },
+            ));
+        }
+        // (At an equal version a tombstone replaces a value: every replica
+        // ends with the tombstone, whatever the order.)
         let version = if version == 0 {
             next_version(current, now)
         } else {
@@ -319,7 +360,7 @@ impl Store {
                 let freed = shard.remove(i);
                 self.used.fetch_sub(freed, Ordering::Relaxed);
             }
-            return Ok((live, written));
+            return Ok((old, written));
         }
         let idx = self.write(
             &mut shard,
@@ -332,7 +373,7 @@ impl Store {
         );
         drop(shard);
         self.enforce_bound(lock, idx);
-        Ok((live, written))
+        Ok((old, written))
     }
 
     /// Replaces the value only if the key's live version equals `expected`

@@ -103,7 +103,8 @@ fn replicated_writes_apply_only_when_newer_including_tombstones() {
     };
     assert!(s.set(b"k", b"v10", at(10)).expect("set").applied);
     assert!(!s.set(b"k", b"v5", at(5)).expect("set").applied);
-    assert!(!s.set(b"k", b"v10b", at(10)).expect("set").applied);
+    // An equal version with lesser content loses the tie (see below).
+    assert!(!s.set(b"k", b"v1", at(10)).expect("set").applied);
     assert_eq!(get(&s, "k").as_deref(), Some("v10"));
     // A replicated delete at 20 blocks a late write at 15.
     let (deleted, w) = s.delete(b"k", 20).expect("delete");
@@ -116,6 +117,38 @@ fn replicated_writes_apply_only_when_newer_including_tombstones() {
     assert!(s.delete(b"other", 7).expect("delete").1.applied);
     assert!(!s.set(b"other", b"old", at(6)).expect("set").applied);
     assert!(s.set(b"k", b"v30", at(30)).expect("set").applied);
+}
+
+/// Two writers may stamp the same version: every replica then keeps the
+/// same content whatever the order the writes arrive in (the greater value,
+/// a tombstone above any value), and a write the node already holds is
+/// answered as applied, so `applied` means "this node holds the write".
+#[test]
+fn equal_versions_converge_by_content_in_any_order() {
+    let at = |v| SetOptions {
+        version: v,
+        ..SetOptions::default()
+    };
+    for order in [["a", "b"], ["b", "a"]] {
+        let (s, _) = store(1 << 20);
+        let first = s.set(b"k", order[0].as_bytes(), at(10)).expect("set");
+        let second = s.set(b"k", order[1].as_bytes(), at(10)).expect("set");
+        assert!(first.applied);
+        assert_eq!(second.applied, order[1] == "b", "{order:?}");
+        assert_eq!(get(&s, "k").as_deref(), Some("b"), "{order:?}");
+        // A resend of what the node holds: applied, nothing changes.
+        let again = s.set(b"k", b"b", at(10)).expect("set");
+        assert!(again.applied && again.version == 10);
+        // The loser's resend still loses.
+        assert!(!s.set(b"k", b"a", at(10)).expect("set").applied);
+        // At an equal version a tombstone beats the value, and holds.
+        let (deleted, w) = s.delete(b"k", 10).expect("delete");
+        assert!(deleted && w.applied);
+        assert_eq!(get(&s, "k"), None);
+        assert!(s.delete(b"k", 10).expect("delete").1.applied, "held");
+        assert!(!s.set(b"k", b"zzz", at(10)).expect("set").applied);
+        assert_eq!(get(&s, "k"), None);
+    }
 }
 
 #[test]

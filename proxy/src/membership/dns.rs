@@ -33,7 +33,7 @@ fn urls(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<String> {
     // SocketAddr's Display puts IPv6 addresses in brackets, as URLs need.
     addrs
         .iter()
-        .take(super::MAX_NODES + 1)
+        .take(distcache::MAX_NODES + 1)
         .map(ToString::to_string)
         .collect()
 }

@@ -80,7 +80,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
     if entries.is_empty() {
         return Err(SourceError::Empty);
     }
-    if entries.len() > super::MAX_NODES {
+    if entries.len() > distcache::MAX_NODES {
         return Err(SourceError::TooMany(entries.len()));
     }
     entries
@@ -163,10 +163,10 @@ mod tests {
         let body = format!("[{}]", vec![entry; 20_000].join(","));
         let e = parse(body.as_bytes()).expect_err("too many");
         assert!(matches!(e, SourceError::TooMany(20_000)), "{e}");
-        let ok = format!("[{}]", vec![entry; super::super::MAX_NODES].join(","));
+        let ok = format!("[{}]", vec![entry; distcache::MAX_NODES].join(","));
         assert_eq!(
             parse(ok.as_bytes()).expect("at the limit").len(),
-            super::super::MAX_NODES
+            distcache::MAX_NODES
         );
     }
 

@@ -109,11 +109,7 @@ async fn execute_other(backend: &Backend, cmd: Command) -> Reply {
             get,
             integer_reply,
         } => set(c, key, value, cond, expiry, get, integer_reply).await,
-        Command::GetDel(k) => match c.get(&k).await {
-            Ok(Some(e)) => c.delete(&k).await.map(|_| Reply::Bulk(Some(e.value))),
-            Ok(None) => Ok(Reply::Bulk(None)),
-            Err(e) => Err(e),
-        },
+        Command::GetDel(k) => c.get_del(&k).await.map(Reply::Bulk),
         Command::Del(keys) => {
             let results = join_all(keys.iter().map(|k| c.delete(k))).await;
             results

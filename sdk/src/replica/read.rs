@@ -115,6 +115,7 @@ impl View {
             let op = Op::Delete(pb::DeleteRequest {
                 key: key.clone(),
                 version: tombstone,
+                return_value: false,
             });
             (pb::GetResponse::default(), tombstone, op)
         } else {

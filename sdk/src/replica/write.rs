@@ -15,10 +15,75 @@ use super::view::{Acks, Nodes, View};
 use crate::config::Consistency;
 use crate::error::{Error, Result};
 
+/// Times a versioned write is stamped again and resent after a replica
+/// answered that it holds a newer version.
+const MAX_RESTAMPS: usize = 3;
+
+/// The newest version a replica answered it holds instead of `op`'s, when
+/// one did: the write is then not held there, and must not count.
+fn superseded(op: &Op, acks: &Acks) -> Option<u64> {
+    let ours = match op {
+        Op::Set(r) => r.version,
+        Op::Delete(r) => r.version,
+        _ => return None,
+    };
+    acks.iter()
+        .filter_map(|(_, out)| match out {
+            Out::Set(r) if !r.applied => Some(r.version),
+            Out::Delete(r) if r.version > ours => Some(r.version),
+            _ => None,
+        })
+        .max()
+}
+
+/// `op` with `version` instead of its own.
+fn restamp(op: &mut Op, version: u64) {
+    match op {
+        Op::Set(r) => r.version = version,
+        Op::Delete(r) => r.version = version,
+        _ => {}
+    }
+}
+
 impl View {
     /// Writes `op` (which carries its version) to the key's replicas and
-    /// returns once `consistency` is met.
+    /// returns once `consistency` is met: once that many replicas answered
+    /// that they hold this write. A replica holding a newer version (a
+    /// writer with a faster clock, or a concurrent write) does not count:
+    /// the clock moves past that version and the write is stamped again and
+    /// resent (at most [`MAX_RESTAMPS`] times), so OK never means "applied
+    /// nowhere". The acknowledgements returned carry the final version.
     pub(crate) async fn write(
+        &self,
+        key: &[u8],
+        mut op: Op,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<Acks> {
+        for _ in 0..MAX_RESTAMPS {
+            let acks = self
+                .write_once(key, op.clone(), consistency, deadline)
+                .await?;
+            let Some(newer) = superseded(&op, &acks) else {
+                return Ok(acks);
+            };
+            self.clock.observe(newer);
+            restamp(&mut op, self.clock.next().max(newer.saturating_add(1)));
+        }
+        let acks = self
+            .write_once(key, op.clone(), consistency, deadline)
+            .await?;
+        match superseded(&op, &acks) {
+            None => Ok(acks),
+            Some(_) => Err(Error::Unavailable {
+                needed: consistency.required(self.replicas(key).len()),
+                acked: 0,
+            }),
+        }
+    }
+
+    /// One round of [`View::write`]: `op` as stamped.
+    async fn write_once(
         &self,
         key: &[u8],
         op: Op,
@@ -66,13 +131,30 @@ impl View {
 
     /// Runs a non-idempotent `op` on the first healthy replica, failing over
     /// only on connection failures (see [`may_fail_over`]); never retried.
+    /// When fewer replicas are healthy than `consistency` needs, it fails
+    /// before anything is applied: an operation that would then fail to
+    /// replicate must not take effect anyway (a "failed" INCR that counted).
     pub(crate) async fn on_primary(
         &self,
         key: &[u8],
         op: Op,
+        consistency: Consistency,
         deadline: Instant,
     ) -> Result<(usize, Out)> {
         let replicas = self.replicas(key);
+        let needed = consistency.required(replicas.len());
+        let healthy = replicas
+            .iter()
+            .filter(|&&i| self.topo.nodes[i].is_healthy())
+            .count();
+        // (With one replica needed, trying is what failover is for: health
+        // may be stale.)
+        if needed > 1 && healthy < needed {
+            return Err(Error::Unavailable {
+                needed,
+                acked: healthy,
+            });
+        }
         for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
             if n > 0 {
                 self.stats.failovers.fetch_add(1, Ordering::Relaxed);
@@ -107,10 +189,24 @@ impl View {
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
+        let version = set.version;
         let fan = std::pin::pin!(self.fan_out(&targets, &Op::Set(set), deadline, true, false));
         if need == 0 {
             return Ok(());
         }
-        gather(fan, targets.len(), need, None).await.map(|_| ())
+        // Applied on the primary already: a shortfall now is "applied but
+        // not replicated", never the "not applied" of Unavailable.
+        gather(fan, targets.len(), need, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                Error::Unavailable { needed, acked }
+                | Error::NotReplicated { needed, acked, .. } => Error::NotReplicated {
+                    version,
+                    needed: needed + 1,
+                    acked: acked + 1,
+                },
+                other => other,
+            })
     }
 }
