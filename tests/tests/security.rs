@@ -411,6 +411,40 @@ async fn each_role_against_each_rpc_and_each_token_failure() {
     node.stop().await.expect("stop");
 }
 
+/// Tokens the secret's holder should never have minted are refused: one
+/// that never expires (`exp` = u64::MAX), one issued in the future, one
+/// with an empty subject. The token tool refuses to mint the first.
+#[tokio::test]
+async fn tokens_that_never_expire_or_name_nobody_are_refused() {
+    let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
+    let node = auth_node("lifetime", "k1:0123456789abcdef0123456789abcdef\n", |_| {}).await;
+    let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
+    let forever = mint(&keys, "alice", Role::Admin, u64::MAX);
+    assert_eq!(
+        code(&mut c, "Get", Some(&forever)).await,
+        Code::Unauthenticated
+    );
+    let nobody = mint(&keys, "", Role::Admin, now() + 600);
+    assert_eq!(
+        code(&mut c, "Get", Some(&nobody)).await,
+        Code::Unauthenticated
+    );
+    let future = keys
+        .sign(&Claims {
+            sub: "alice".into(),
+            role: Role::Admin,
+            iat: now() + 3600,
+            exp: now() + 7200,
+        })
+        .expect("sign");
+    assert_eq!(
+        code(&mut c, "Get", Some(&future)).await,
+        Code::Unauthenticated
+    );
+    let fine = mint(&keys, "alice", Role::Admin, now() + 600);
+    assert_eq!(code(&mut c, "Get", Some(&fine)).await, Code::Ok);
+}
+
 #[tokio::test]
 async fn key_rotation_accepts_old_keys_until_removed() {
     let old = KeySet::parse("k1:first-secret-0123456789").expect("keys");

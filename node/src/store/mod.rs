@@ -634,34 +634,42 @@ impl Store {
     /// entry just written), then the other shards in turn. Never
     /// holds two shard locks at once.
     fn enforce_bound(&self, own: &Mutex<Shard>, keep: u32) {
-        if self.used.load(Ordering::Relaxed) <= self.max_memory {
-            return;
-        }
-        {
-            let mut shard = own.lock();
-            while self.used.load(Ordering::Relaxed) > self.max_memory {
-                match shard.evict(keep) {
+        // Values first, in every shard; tombstones only when no value is
+        // left to evict (see `Shard::evict_value`).
+        for tombstones in [false, true] {
+            if self.used.load(Ordering::Relaxed) <= self.max_memory {
+                return;
+            }
+            let evict = |shard: &mut Shard, keep: u32| match tombstones {
+                false => shard.evict_value(keep),
+                true => shard.evict(keep),
+            };
+            {
+                let mut shard = own.lock();
+                while self.used.load(Ordering::Relaxed) > self.max_memory {
+                    match evict(&mut shard, keep) {
+                        Some(freed) => {
+                            self.used.fetch_sub(freed, Ordering::Relaxed);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let mut idle = 0;
+            while self.used.load(Ordering::Relaxed) > self.max_memory && idle < self.shards.len() {
+                let i = self.evict_cursor.fetch_add(1, Ordering::Relaxed) & self.mask;
+                let lock = &self.shards[i];
+                if std::ptr::eq(lock, own) {
+                    idle += 1;
+                    continue;
+                }
+                match evict(&mut lock.lock(), u32::MAX) {
                     Some(freed) => {
                         self.used.fetch_sub(freed, Ordering::Relaxed);
+                        idle = 0;
                     }
-                    None => break,
+                    None => idle += 1,
                 }
-            }
-        }
-        let mut idle = 0;
-        while self.used.load(Ordering::Relaxed) > self.max_memory && idle < self.shards.len() {
-            let i = self.evict_cursor.fetch_add(1, Ordering::Relaxed) & self.mask;
-            let lock = &self.shards[i];
-            if std::ptr::eq(lock, own) {
-                idle += 1;
-                continue;
-            }
-            match lock.lock().evict(u32::MAX) {
-                Some(freed) => {
-                    self.used.fetch_sub(freed, Ordering::Relaxed);
-                    idle = 0;
-                }
-                None => idle += 1,
             }
         }
     }

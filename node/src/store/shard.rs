@@ -244,16 +244,28 @@ impl Shard {
     }
 
     /// Evicts the first entry other than `keep` that the hand finds unused
-    /// since its last pass; returns the bytes freed, or `None` when there is
-    /// nothing else to evict.
+    /// since its last pass, a value before any tombstone; returns the bytes
+    /// freed, or `None` when there is nothing else to evict.
     pub(crate) fn evict(&mut self, keep: u32) -> Option<u64> {
+        self.evict_value(keep)
+            .or_else(|| self.evict_entry(keep, true))
+    }
+
+    /// [`Shard::evict`] of values only. A tombstone evicted before its TTL
+    /// lets a replica that missed the delete bring the value back, so the
+    /// store takes tombstones only when no shard has a value left to evict.
+    pub(crate) fn evict_value(&mut self, keep: u32) -> Option<u64> {
+        self.evict_entry(keep, false)
+    }
+
+    fn evict_entry(&mut self, keep: u32, tombstones: bool) -> Option<u64> {
         let len = self.slots.len();
         // Two turns at most: the first may only clear bits.
         for _ in 0..2 * len {
             let i = self.hand;
             self.hand = if i + 1 < len { i + 1 } else { 0 };
             let slot = &mut self.slots[i];
-            if slot.key.is_empty() || i == keep as usize {
+            if slot.key.is_empty() || i == keep as usize || (!tombstones && slot.value.is_none()) {
                 continue;
             }
             if slot.referenced {

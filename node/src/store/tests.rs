@@ -335,6 +335,40 @@ fn memory_bound_evicts_least_recently_used() {
     }
 }
 
+/// Under memory pressure values go before tombstones, in every shard: a
+/// tombstone evicted before its TTL would let a replica that missed the
+/// delete bring the value back.
+#[test]
+fn tombstones_outlive_values_under_memory_pressure() {
+    let per = charge(4, 100);
+    let (s, _) = store_with_shards(per * 40, 4);
+    fill(&s, 0..40);
+    // Ten deletes at replicated versions: ten tombstones.
+    for i in 0..10 {
+        let (deleted, _) = s
+            .delete(format!("k{i:03}").as_bytes(), next_version(0, T0 + 1000))
+            .expect("delete");
+        assert!(deleted);
+    }
+    fill(&s, 100..160);
+    let st = s.stats();
+    assert!(st.memory_bytes <= per * 40, "{} > bound", st.memory_bytes);
+    for i in 0..10 {
+        // A late replicated write older than the delete is still refused.
+        let late = s
+            .set(
+                format!("k{i:03}").as_bytes(),
+                b"old",
+                SetOptions {
+                    version: next_version(0, T0 + 500),
+                    ..SetOptions::default()
+                },
+            )
+            .expect("set");
+        assert!(!late.applied, "k{i:03}'s tombstone survived");
+    }
+}
+
 #[test]
 fn restoring_entries_in_snapshot_order_keeps_the_eviction_order() {
     let per = charge(4, 100);

@@ -96,7 +96,22 @@ pub enum TokenError {
     /// Past its expiry, beyond the clock-skew leeway.
     #[error("token expired")]
     Expired,
+    /// Issued in the future, beyond the clock-skew leeway.
+    #[error("token issued in the future")]
+    NotYetValid,
+    /// Valid for longer than [`MAX_TOKEN_LIFETIME_SECS`] (`exp` far ahead, up
+    /// to `u64::MAX`, would never expire).
+    #[error("token lifetime exceeds the maximum ({MAX_TOKEN_LIFETIME_SECS} s)")]
+    TooLongLived,
+    /// The subject is empty: nobody to rate-limit or log.
+    #[error("token has an empty subject")]
+    EmptySubject,
 }
+
+/// The longest a token may be valid: 366 days. Minting refuses longer
+/// validities; verification refuses tokens issued for longer, or whose
+/// expiry is further than that from now.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 366 * 86_400;
 
 impl TokenError {
     /// The `reason` label on the auth-failure counter.
@@ -106,6 +121,9 @@ impl TokenError {
             TokenError::UnknownKey => "unknown_key",
             TokenError::BadSignature => "bad_signature",
             TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::TooLongLived => "too_long_lived",
+            TokenError::EmptySubject => "empty_subject",
         }
     }
 }
@@ -275,6 +293,17 @@ impl KeySet {
         if claims.exp.saturating_add(leeway_secs) < now {
             return Err(TokenError::Expired);
         }
+        if claims.iat > now.saturating_add(leeway_secs) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.exp.saturating_sub(claims.iat) > MAX_TOKEN_LIFETIME_SECS
+            || claims.exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS + leeway_secs)
+        {
+            return Err(TokenError::TooLongLived);
+        }
+        if claims.sub.trim().is_empty() {
+            return Err(TokenError::EmptySubject);
+        }
         Ok(claims)
     }
 }
@@ -299,6 +328,38 @@ mod tests {
             iat: 1_000,
             exp,
         }
+    }
+
+    #[test]
+    fn tokens_that_never_expire_come_from_the_future_or_name_nobody_are_refused() {
+        let k = keys(&[("k1", "secret-one")]);
+        let now = 1_700_000_000;
+        let at = |sub: &str, iat: u64, exp: u64| {
+            let c = Claims {
+                sub: sub.into(),
+                role: Role::Admin,
+                iat,
+                exp,
+            };
+            k.verify(&k.sign(&c).expect("signs"), now, 5)
+        };
+        assert!(at("ops", now, now + 3600).is_ok());
+        assert_eq!(at("ops", now, u64::MAX), Err(TokenError::TooLongLived));
+        let year = MAX_TOKEN_LIFETIME_SECS;
+        assert!(at("ops", now - 10, now - 10 + year).is_ok(), "at the limit");
+        assert_eq!(at("ops", 0, year + 1), Err(TokenError::Expired));
+        // A back-dated iat does not stretch a far expiry past the limit.
+        assert_eq!(
+            at("ops", now - year, now + year),
+            Err(TokenError::TooLongLived)
+        );
+        assert!(at("ops", now + 5, now + 3600).is_ok(), "within the leeway");
+        assert_eq!(
+            at("ops", now + 60, now + 3600),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(at("", now, now + 3600), Err(TokenError::EmptySubject));
+        assert_eq!(at("  ", now, now + 3600), Err(TokenError::EmptySubject));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::config::DEFAULT_KEY_ID;
-use super::token::{Claims, KeySet, Role};
+use super::token::{Claims, KeySet, MAX_TOKEN_LIFETIME_SECS, Role};
 
 /// Flags of `distcache-node token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,8 +52,14 @@ impl TokenArgs {
                 .only(kid)
                 .ok_or_else(|| format!("no key id {kid:?} among the secrets"))?;
         }
-        if self.user_id.is_empty() {
+        if self.user_id.trim().is_empty() {
             return Err("--user-id must not be empty".into());
+        }
+        if self.validity > MAX_TOKEN_LIFETIME_SECS {
+            return Err(format!(
+                "--validity {} exceeds the maximum token lifetime ({MAX_TOKEN_LIFETIME_SECS} s, 366 days)",
+                self.validity
+            ));
         }
         let claims = Claims {
             sub: self.user_id.clone(),
@@ -118,6 +124,13 @@ mod tests {
         args.key_id = Some("old".into());
         let (token, _) = args.mint(1_000).expect("mints");
         assert!(token.starts_with("dc1.old."));
+        args.validity = MAX_TOKEN_LIFETIME_SECS + 1;
+        assert!(
+            args.mint(1_000)
+                .unwrap_err()
+                .contains("maximum token lifetime")
+        );
+        args.validity = 60;
         args.key_id = Some("nope".into());
         assert!(args.mint(1_000).is_err());
         args.secret_file = None;
