@@ -408,7 +408,15 @@ impl CacheService for CacheNode {
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
+        let charge = req.extensions().get::<RateCharge>().cloned();
         let operations = req.into_inner().operations;
+        // One token per operation: the rate-limit layer took the first.
+        if let Some(c) = &charge
+            && operations.len() > 1
+        {
+            c.take_n(operations.len() - 1)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        }
         let results = self.run_batch(principal.as_ref(), operations).await?;
         Ok(Response::new(pb::BatchResponse { results }))
     }
@@ -431,8 +439,9 @@ impl CacheService for CacheNode {
             async move {
                 let n = ops.len();
                 let allowed = match &charge {
+                    // One token per operation of the message.
                     Some(c) => c
-                        .take()
+                        .take_n(n)
                         .map_err(|e| Status::resource_exhausted(e.to_string())),
                     None => Ok(()),
                 };

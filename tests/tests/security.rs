@@ -506,6 +506,22 @@ async fn per_client_and_global_rate_limits() {
         body.contains("distcache_rate_limited_total{scope=\"client\"} 2"),
         "{body}"
     );
+    // A Batch is charged per operation: carol's burst of 3 covers one batch
+    // of 50 gets (in debt), not 50 batches.
+    let carol = mint(&keys, "carol", Role::User, now() + 600);
+    let gets = || pb::BatchRequest {
+        operations: (0..50)
+            .map(|_| pb::Operation {
+                op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+            })
+            .collect(),
+    };
+    assert!(c.batch(authed(gets(), Some(&carol))).await.is_ok());
+    let e = c
+        .batch(authed(gets(), Some(&carol)))
+        .await
+        .expect_err("the first batch used the burst and more");
+    assert_eq!(e.code(), Code::ResourceExhausted);
     node.stop().await.expect("stop");
 
     // Without tokens the client is the peer address; a global limit holds for all.
@@ -662,7 +678,7 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
     let keys = KeySet::parse("k1:0123456789abcdef0123456789abcdef").expect("keys");
     let node = auth_node("pipeline", "k1:0123456789abcdef0123456789abcdef\n", |c| {
         c.rate_limit.per_client_rps = 0.001;
-        c.rate_limit.per_client_burst = 4;
+        c.rate_limit.per_client_burst = 6;
     })
     .await;
     let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
@@ -680,7 +696,8 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
 
     let ro = mint(&keys, "reader", Role::Readonly, now() + 600);
     let (tx, req) = open(Some(ro));
-    // Opening takes the first of the reader's 4 tokens.
+    // Opening takes the first of the reader's 6 tokens; each message then
+    // takes one per operation.
     let mut answers = c.pipeline(req).await.expect("open").into_inner();
     let get = || pb::Operation {
         op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
@@ -710,7 +727,7 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
     );
     let r = ask(3, vec![get()]).await;
     assert!(matches!(&r[0], Some(R::Get(_))), "{r:?}");
-    // Four tokens spent (open + 3 messages): the next message is refused.
+    // Six tokens spent (open + 5 operations): the next message is refused.
     let limited = Code::ResourceExhausted as i32;
     let r = ask(4, vec![get()]).await;
     assert!(

@@ -57,11 +57,20 @@ impl Bucket {
 
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        self.take_n(rate, now, 1)
+    }
+
+    /// Takes `n` tokens when at least one is available, going into debt for
+    /// the rest (later requests then wait until it is paid back), or says
+    /// how long until one is available. A batch of many operations is
+    /// charged what it costs, so batching does not multiply the rate, and a
+    /// batch larger than the burst still passes once instead of never.
+    pub fn take_n(&mut self, rate: Rate, now: Instant, n: u32) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_sec).min(rate.burst);
         self.last = now;
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+            self.tokens -= f64::from(n);
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
@@ -109,10 +118,15 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Takes a token from `key`'s bucket.
     pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        self.take_n(key, now, 1)
+    }
+
+    /// Takes `n` tokens from `key`'s bucket (see [`Bucket::take_n`]).
+    pub fn take_n(&self, key: &K, now: Instant, n: u32) -> Result<(), Duration> {
         let shard = self.hasher.hash_one(key) as usize % SHARDS;
         let mut shard = self.shards[shard].lock();
         if let Some(b) = shard.buckets.get_mut(key) {
-            return b.take(self.rate, now);
+            return b.take_n(self.rate, now, n);
         }
         if shard.buckets.len() >= self.per_shard {
             let due = shard
@@ -138,7 +152,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             }
         }
         let mut b = Bucket::full(self.rate, now);
-        let r = b.take(self.rate, now);
+        let r = b.take_n(self.rate, now, n);
         shard.buckets.insert(key.clone(), b);
         r
     }
@@ -173,6 +187,19 @@ mod tests {
         per_sec: 10.0,
         burst: 3.0,
     };
+
+    #[test]
+    fn a_batch_is_charged_per_operation_and_its_debt_is_paid_back() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(RATE, t0);
+        // 20 operations at once: admitted (a token was there), 17 in debt.
+        assert!(b.take_n(RATE, t0, 20).is_ok());
+        let wait = b.take(RATE, t0).expect_err("in debt");
+        // 17 owed plus the one asked for, at 10 per second.
+        assert!(wait >= Duration::from_millis(1700), "{wait:?}");
+        assert!(b.take(RATE, t0 + Duration::from_millis(1000)).is_err());
+        assert!(b.take(RATE, t0 + Duration::from_millis(1800)).is_ok());
+    }
 
     #[test]
     fn burst_then_refill() {

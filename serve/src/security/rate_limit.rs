@@ -107,9 +107,14 @@ impl Limiter {
 
     /// Takes a token for `key` at `now`.
     pub fn check(&self, key: &ClientKey, now: Instant) -> Result<(), RateLimited> {
+        self.check_n(key, now, 1)
+    }
+
+    /// Takes `n` tokens for `key` at `now` (see [`super::bucket::Bucket::take_n`]).
+    pub fn check_n(&self, key: &ClientKey, now: Instant, n: u32) -> Result<(), RateLimited> {
         let now = now.into_std();
         if let Some(l) = &self.per_client {
-            l.take(key, now).map_err(|retry_after| RateLimited {
+            l.take_n(key, now, n).map_err(|retry_after| RateLimited {
                 scope: Scope::Client,
                 retry_after,
             })?;
@@ -117,7 +122,7 @@ impl Limiter {
         if let Some((rate, bucket)) = &self.global {
             bucket
                 .lock()
-                .take(*rate, now)
+                .take_n(*rate, now, n)
                 .map_err(|retry_after| RateLimited {
                     scope: Scope::Global,
                     retry_after,
@@ -140,8 +145,14 @@ pub struct RateCharge {
 impl RateCharge {
     /// Takes one token, counting a refusal.
     pub fn take(&self) -> Result<(), RateLimited> {
+        self.take_n(1)
+    }
+
+    /// Takes a token per operation of a message of `n` (at least one).
+    pub fn take_n(&self, n: usize) -> Result<(), RateLimited> {
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         self.limiter
-            .check(&self.key, Instant::now())
+            .check_n(&self.key, Instant::now(), n)
             .inspect_err(|e| self.counters.rate_limited(e.scope.name()))
     }
 }
@@ -202,7 +213,10 @@ where
                 self.counters.rate_limited(e.scope.name());
                 return Box::pin(async move { Err(e.into()) });
             }
-            if super::roles::is_stream(req.uri().path()) {
+            // Streams and batches are charged by what they carry: the
+            // service takes the rest with this handle.
+            if super::roles::is_stream(req.uri().path()) || super::roles::is_batch(req.uri().path())
+            {
                 req.extensions_mut().insert(RateCharge {
                     limiter: limiter.clone(),
                     key,

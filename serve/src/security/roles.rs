@@ -54,6 +54,12 @@ pub fn is_health(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
 }
 
+/// Whether `path` is the `Batch` RPC, whose operations are each charged a
+/// rate-limit token (the layer charges the first).
+pub fn is_batch(path: &str) -> bool {
+    path == "/distcache.v1.CacheService/Batch"
+}
+
 /// Whether `path` is a streaming RPC whose messages are checked one by one
 /// (role and rate limit) by the service, not only when the stream opens.
 pub fn is_stream(path: &str) -> bool {
