@@ -36,7 +36,7 @@ pub struct Args {
     /// gRPC listen address [default: 127.0.0.1:7001].
     #[arg(long, env = "DISTCACHE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Admin HTTP listen address for /metrics, /metrics.json, /healthz [default: 127.0.0.1:9101].
+    /// Admin HTTP listen address for /metrics, /metrics.json, /livez, /readyz [default: 127.0.0.1:9101].
     #[arg(long, env = "DISTCACHE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
     /// Node name in health answers and logs [default: the listen address].
@@ -67,7 +67,11 @@ pub struct Args {
     /// Largest gRPC message accepted [default: 16MiB].
     #[arg(long, env = "DISTCACHE_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<ByteSize>,
-    /// Time in-flight requests get after SIGINT/SIGTERM [default: 10s].
+    /// After SIGINT/SIGTERM, keep serving this long while /readyz and gRPC
+    /// health say 503/NOT_SERVING, e.g. 5s [default: 0s].
+    #[arg(long, env = "DISTCACHE_DRAIN_DELAY")]
+    pub drain_delay: Option<HumanDuration>,
+    /// Time in-flight requests get once the node stops taking new ones [default: 10s].
     #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
     /// Log level (trace, debug, info, warn, error) or a tracing filter [default: info].
@@ -102,6 +106,11 @@ pub struct Args {
     /// Write a snapshot on graceful shutdown [default: false].
     #[arg(long, env = "DISTCACHE_SNAPSHOT_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
     pub snapshot_on_shutdown: Option<bool>,
+    /// Check the configuration (parse and validate it, load the TLS files
+    /// and token secrets), print the effective configuration with secrets
+    /// redacted, and exit: 0 if it is usable, 1 if not.
+    #[arg(long)]
+    pub check_config: bool,
     /// Accepted for compatibility with the C++ prototype: limits are always on.
     #[arg(long, hide = true)]
     pub enable_validation: bool,
@@ -162,7 +171,7 @@ impl Args {
     /// Parses argv, and reads `DISTCACHE_AUTH_SECRET` (kept out of argv, where
     /// other users could read it).
     pub fn from_env() -> Self {
-        let mut a = Args::parse();
+        let mut a: Args = distcache_serve::cli::parse_or_exit();
         a.auth_secret_env = std::env::var("DISTCACHE_AUTH_SECRET")
             .ok()
             .filter(|s| !s.is_empty());
@@ -247,6 +256,7 @@ impl Args {
         set(&mut c.server.admin_listen, self.admin_listen);
         set(&mut c.server.node_id, self.node_id);
         set(&mut c.server.max_message_bytes, self.max_message_bytes);
+        set(&mut c.server.drain_delay, self.drain_delay);
         set(&mut c.server.shutdown_grace, self.shutdown_grace);
         set(&mut c.store.max_memory, self.max_memory);
         set(&mut c.store.shards, self.shards);

@@ -53,11 +53,16 @@ pub struct NodeConfig {
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Admin HTTP (`/metrics`, `/metrics.json`, `/healthz`) listen address.
+    /// Admin HTTP (`/metrics`, `/metrics.json`, `/livez`, `/readyz`) listen address.
     pub admin_listen: SocketAddr,
     /// This node's name in health answers and logs; defaults to the listen address.
     pub node_id: String,
-    /// How long in-flight requests may run after a shutdown signal.
+    /// After a shutdown signal, how long the node keeps serving while
+    /// `/readyz` and gRPC health already say it is not ready, so that
+    /// Kubernetes endpoints and proxies stop sending to it first; 0 = none.
+    pub drain_delay: HumanDuration,
+    /// How long in-flight requests may run once the node stops taking new
+    /// ones (after the drain delay).
     pub shutdown_grace: HumanDuration,
     /// Largest gRPC message accepted, in bytes (bounds batch requests).
     pub max_message_bytes: ByteSize,
@@ -77,6 +82,7 @@ impl Default for ServerConfig {
             listen: parse_addr(DEFAULT_LISTEN),
             admin_listen: parse_addr(DEFAULT_ADMIN_LISTEN),
             node_id: String::new(),
+            drain_delay: HumanDuration(Duration::ZERO),
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
             max_message_bytes: ByteSize(16 << 20),
             max_concurrent_streams: 1024,

@@ -3,7 +3,7 @@
 //! The store ([`store`]) is a synchronous sharded LRU with TTLs, versions,
 //! tombstones, compare-and-swap and counters; `service.rs` adapts it to
 //! `distcache.v1.CacheService`; `admin.rs` serves `/metrics`, `/metrics.json`
-//! and `/healthz`; [`run`] ties them together on listeners the caller bound,
+//! and the probes `/livez` and `/readyz` (from before recovery on); [`run`] ties them together on listeners the caller bound,
 //! so tests start nodes in-process on `127.0.0.1:0`.
 //!
 //! This crate does not distribute keys: the SDK (`distcache`) places keys on
@@ -36,11 +36,12 @@
 //! ```text
 //!                 ┌──────────── tokio runtime ─────────────┐
 //!   gRPC :7001 ──►│ tonic: health, reflection, CacheNode ──┼─► Store (256 × Mutex<Shard>)
-//!   HTTP :9101 ──►│ admin: /metrics /metrics.json /healthz │      ▲
+//!   HTTP :9101 ──►│ admin: /metrics /livez /readyz (first) │      ▲
 //!                 │ sweeper task (every 100 ms) ───────────┼──────┘ reclaims expired entries
 //!                 │ writes ─► Wal::append ─► channel ──────┼─► WAL writer thread (group
 //!                 │ snapshotter task (interval/growth) ────┼─►  commit, fsync, rotation)
-//!                 │ shutdown: serving=false → NOT_SERVING  │
+//!                 │ shutdown: unready, NOT_SERVING, serve  │
+//!                 │   for --drain-delay → serving=false    │
 //!                 │   → stop tasks → drain within grace    │
 //!                 │   → flush + fsync WAL (one place)      │
 //!                 └────────────────────────────────────────┘
@@ -50,6 +51,7 @@
 //! synchronous and short.
 
 mod admin;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

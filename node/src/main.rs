@@ -17,13 +17,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         };
     }
+    let check = args.check_config;
     let mut config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("distcache-node: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(if check { 1 } else { 2 });
         }
     };
+    if check {
+        return check_config(&config);
+    }
     if let Err(e) = logging::init(&config.log) {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
@@ -38,6 +42,28 @@ fn main() -> ExitCode {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("distcache-node: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: warnings and errors on standard error, the effective
+/// configuration on standard output.
+fn check_config(config: &NodeConfig) -> ExitCode {
+    let mut log = config.log.clone();
+    log.file = None;
+    let _ = logging::init(&log);
+    let checked = distcache_serve::runtime(1)
+        .map_err(distcache_node::NodeError::from)
+        .and_then(|rt| rt.block_on(async { distcache_node::check::check(config) }));
+    match checked {
+        Ok(effective) => {
+            println!("{effective}");
+            eprintln!("distcache-node: configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distcache-node: {e}");
             ExitCode::FAILURE
         }
     }

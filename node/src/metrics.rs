@@ -15,6 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -138,6 +139,9 @@ struct OpLabel {
 pub(crate) struct Metrics {
     /// Counters of the security layers.
     pub security: SecurityCounters,
+    /// `distcache_ready`: 1 while `/readyz` answers 200; the admin endpoint
+    /// sets it before each scrape.
+    pub ready: Gauge,
     registry: Registry,
     requests: Family<OpResult, Counter>,
     counts: Vec<Option<Counter>>,
@@ -191,6 +195,13 @@ impl Metrics {
             .collect();
         let security = SecurityCounters::default();
         security.register(&mut registry);
+        distcache_serve::metrics::register_build_info(&mut registry);
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while the node is ready to serve (/readyz answers 200)",
+            ready.clone(),
+        );
         let started = Instant::now();
         registry.register_collector(Box::new(StoreCollector {
             store: store.clone(),
@@ -198,6 +209,7 @@ impl Metrics {
         }));
         Self {
             security,
+            ready,
             registry,
             requests,
             counts,

@@ -1,7 +1,8 @@
 //! Starts a node on listeners the caller bound, and runs it until `shutdown`
-//! resolves; then drains within the grace period. Two halves: [`assemble`]
-//! builds the parts from the configuration (nothing listens yet), `serve`
-//! spawns the tasks, serves and drains.
+//! resolves; then drains within the grace period. The admin endpoint starts
+//! first and answers throughout (`/readyz` 503 while recovering); then two
+//! halves: [`assemble`] builds the parts from the configuration (the gRPC
+//! port does not serve yet), `serve` spawns the tasks, serves and drains.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tonic::transport::Server;
 use distcache_serve::security::{self, Bounds, Security, SecurityError, SecurityLayer};
 use distcache_serve::{reflection, stopped};
 
+use crate::admin::Probes;
 use crate::config::{ConfigError, NodeConfig};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -82,6 +84,41 @@ impl Tasks {
     }
 }
 
+/// How long the expiry sweeper may go without finishing a round before
+/// `/livez` says the node is stalled (at least ten sweep intervals).
+const LIVENESS_STALL: Duration = Duration::from_secs(30);
+
+/// What runs before the node is assembled: the admin endpoint, answering
+/// from the first moment of start-up, and the stop flag every task watches.
+struct Early {
+    stop: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    probes: Arc<Probes>,
+    admin: JoinHandle<()>,
+}
+
+impl Early {
+    /// Starts the admin endpoint on `admin` over probes of `store`.
+    fn start(admin: TcpListener, store: Arc<Store>, config: &NodeConfig) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let stall = LIVENESS_STALL.max(config.store.sweep_interval.0 * 10);
+        let probes = Arc::new(Probes::new(store, stall));
+        let admin = tokio::spawn(crate::admin::serve(admin, probes.clone(), stop_rx.clone()));
+        Self {
+            stop,
+            stop_rx,
+            probes,
+            admin,
+        }
+    }
+
+    /// Start-up failed: stops the admin endpoint.
+    async fn abandon(self) {
+        let _ = self.stop.send(true);
+        let _ = self.admin.await;
+    }
+}
+
 /// A node built from its configuration and not yet serving: the store
 /// recovered, the security stack loaded, the shared state made.
 struct Assembled {
@@ -92,13 +129,11 @@ struct Assembled {
     layer: SecurityLayer,
 }
 
-/// Builds the node's parts from `config` (already validated): the store,
+/// Builds the node's parts from `config` (already validated) over `store`:
 /// metrics, security stack and WAL, in that order, so a bad certificate or
-/// secret stops nothing and leaves the data directory untouched, and
-/// recovery runs before anything listens (no request sees a half-loaded
-/// store).
-async fn assemble(config: &NodeConfig) -> Result<Assembled, NodeError> {
-    let store = Arc::new(Store::new(config.store.store_config()));
+/// secret leaves the data directory untouched, and recovery runs before the
+/// gRPC port serves (no request sees a half-loaded store).
+async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, NodeError> {
     let node_id = config.node_id();
     let mut metrics = Metrics::new(store.clone(), node_id.clone());
     let bounds = Bounds {
@@ -148,15 +183,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
     config.validate()?;
-    let node = assemble(&config).await?;
-    serve(node, listeners, &config, shutdown).await
+    let store = Arc::new(Store::new(config.store.store_config()));
+    // The admin port answers from here on (/livez 200, /readyz 503 while
+    // recovering), so a long WAL replay is "not ready", never "dead".
+    let early = Early::start(listeners.admin, store.clone(), &config);
+    let node = match assemble(&config, store).await {
+        Ok(node) => node,
+        Err(e) => {
+            early.abandon().await;
+            return Err(e);
+        }
+    };
+    serve(node, early, listeners.grpc, &config, shutdown).await
 }
 
 /// Serves an assembled node on `listeners` until `shutdown` resolves, then
 /// drains (see [`run`]).
 async fn serve(
     node: Assembled,
-    listeners: Listeners,
+    early: Early,
+    grpc: TcpListener,
     config: &NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
@@ -171,7 +217,12 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max_msg = usize::try_from(config.server.max_message_bytes.0).unwrap_or(usize::MAX);
-    let (stop, stop_rx) = watch::channel(false);
+    let Early {
+        stop,
+        stop_rx,
+        probes,
+        admin,
+    } = early;
     let cache =
         CacheServiceServer::new(CacheNode::new(shared.clone()).with_shutdown(stop_rx.clone()))
             .max_decoding_message_size(max_msg)
@@ -182,11 +233,17 @@ async fn serve(
             tokio::spawn(crate::sweeper::sweep(
                 store.clone(),
                 config.store.sweep_interval.0,
+                probes.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(crate::admin::serve(
-                listeners.admin,
-                shared.clone(),
+            admin,
+            tokio::spawn(distcache_serve::admin::follow_readiness(
+                {
+                    let probes = probes.clone();
+                    move || probes.not_ready().is_none()
+                },
+                health.clone(),
+                <CacheServiceServer<CacheNode> as tonic::server::NamedService>::NAME,
                 stop_rx.clone(),
             )),
         ],
@@ -197,10 +254,9 @@ async fn serve(
             .push(tokio::spawn(w.clone().run_snapshotter(stop_rx.clone())));
     }
 
-    let grpc_addr = listeners.grpc.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let incoming =
-        security::connections::bounded_incoming(listeners.grpc, config.server.max_connections);
+    let incoming = security::connections::bounded_incoming(grpc, config.server.max_connections);
     let server = builder
         .layer(layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
@@ -214,6 +270,7 @@ async fn serve(
             stopped(&mut grpc_stop).await;
         });
     let mut server = tokio::spawn(server);
+    probes.serving(shared.clone());
     tracing::info!(node_id = %shared.node_id, grpc = %grpc_addr, "distcache node serving");
 
     tokio::select! {
@@ -228,15 +285,31 @@ async fn serve(
         }
     }
 
+    // Unready first, still serving: load balancers and proxies stop sending
+    // new work during the drain delay, and what still arrives is answered.
+    probes.draining();
+    for name in [
+        "",
+        <CacheServiceServer<CacheNode> as tonic::server::NamedService>::NAME,
+    ] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let drain = config.server.drain_delay.0;
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_delay_ms = drain.as_millis() as u64,
+            "shutting down: unready, serving for the drain delay"
+        );
+        tokio::time::sleep(drain).await;
+    }
     let grace = config.server.shutdown_grace.0;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
     shared.serving.store(false, Ordering::Relaxed);
-    health
-        .set_not_serving::<CacheServiceServer<CacheNode>>()
-        .await;
     tasks.stop().await;
     match tokio::time::timeout(grace, &mut server).await {
         Ok(Ok(result)) => result?,

@@ -1,6 +1,13 @@
 //! The proxy's admin HTTP endpoint: `/metrics` (Prometheus/OpenMetrics text),
-//! `/metrics.json`, `/healthz` (200 while at least one node is healthy, else
-//! 503) and `/ring` (JSON: nodes, health, share of the key space).
+//! `/metrics.json`, `/ring` (JSON: nodes, health, share of the key space)
+//! and the probes:
+//!
+//! - `/livez`: 200 while the process answers. It does not depend on the
+//!   nodes, so a liveness probe never restarts a sidecar during a node
+//!   outage.
+//! - `/readyz`: 200 while the front ends are open and not draining and at
+//!   least one node is healthy; else 503 with the reason.
+//! - `/healthz`: the alias of `/readyz` it has always been.
 
 use std::sync::Arc;
 
@@ -71,21 +78,19 @@ async fn route(backend: &Backend, req: &Request<Incoming>) -> Response<Full<Byte
             metrics_json(backend).await,
         ),
         "/ring" => reply(StatusCode::OK, "application/json", ring_json(backend)),
-        "/healthz" | "/readyz" => {
-            if backend.any_healthy() {
-                reply(StatusCode::OK, "text/plain", "ok\n".into())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "no healthy node\n".into(),
-                )
-            }
-        }
+        "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" | "/healthz" => match backend.not_ready() {
+            None => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /metrics.json, /healthz or /ring\n".into(),
+            "not found; try /metrics, /metrics.json, /livez, /readyz or /ring\n".into(),
         ),
     }
 }

@@ -1,7 +1,7 @@
 //! What the front ends share: the SDK client over the cluster, the node list,
 //! metrics, and a few cluster-wide answers (DBSIZE, INFO, health).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use distcache::Client;
@@ -21,6 +21,9 @@ pub struct Backend {
     pub resp_connections: AtomicUsize,
     /// RESP connections accepted since start.
     pub resp_accepted: AtomicU64,
+    /// True once shutdown began: `/readyz` answers 503 while the front ends
+    /// still serve (the drain delay), then they close.
+    pub draining: AtomicBool,
     started: Instant,
 }
 
@@ -33,6 +36,7 @@ impl Backend {
             replicas,
             resp_connections: AtomicUsize::new(0),
             resp_accepted: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -45,6 +49,18 @@ impl Backend {
     /// True when at least one node is considered healthy.
     pub fn any_healthy(&self) -> bool {
         self.client.health().iter().any(|(_, h)| *h)
+    }
+
+    /// `None` when the proxy is ready (front ends open and not draining, at
+    /// least one node healthy), else why it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some("draining: shutting down")
+        } else if !self.any_healthy() {
+            Some("no healthy node")
+        } else {
+            None
+        }
     }
 
     /// Live keys per node (None when a node did not answer), asked through

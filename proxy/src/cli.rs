@@ -48,6 +48,11 @@ pub struct Args {
     /// Where the node list comes from at run time (instead of --nodes).
     #[command(flatten)]
     pub membership: MembershipArgs,
+    /// Check the configuration (flags, TLS files, token and secret files,
+    /// the cluster file), print the effective configuration, and exit: 0 if
+    /// it is usable, 1 if not. Binds no port and contacts no node.
+    #[arg(long)]
+    pub check_config: bool,
     /// Start three in-process memory-only nodes and use them (for trying distcache out).
     #[arg(long, env = "DISTCACHE_DEV")]
     pub dev: bool,
@@ -69,7 +74,7 @@ pub struct Args {
     /// Redis-protocol front end.
     #[arg(long, env = "DISTCACHE_RESP_LISTEN", default_value = "127.0.0.1:6380")]
     pub resp_listen: SocketAddr,
-    /// Admin HTTP: /metrics, /metrics.json, /healthz, /ring.
+    /// Admin HTTP: /metrics, /metrics.json, /livez, /readyz, /ring.
     #[arg(long, env = "DISTCACHE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
     pub admin_listen: SocketAddr,
     /// Most RESP client connections open at once.
@@ -119,7 +124,12 @@ pub struct Args {
     /// Clock-skew leeway on front-end token expiry.
     #[arg(long, env = "DISTCACHE_AUTH_LEEWAY", default_value = "5s")]
     pub auth_leeway: HumanDuration,
-    /// Time requests already received get to finish after SIGINT/SIGTERM.
+    /// After SIGINT/SIGTERM, keep accepting and serving this long while
+    /// /readyz and gRPC health say 503/NOT_SERVING (0s: close at once).
+    #[arg(long, env = "DISTCACHE_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: HumanDuration,
+    /// Time requests already received get to finish once the front ends
+    /// stop accepting.
     #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: HumanDuration,
     // ---------------------------------------------------------------------
@@ -163,6 +173,41 @@ impl Args {
             leeway: self.auth_leeway,
             ..AuthConfig::default()
         }
+    }
+}
+
+impl Args {
+    /// What `--check-config` checks: everything start-up reads before it
+    /// binds a port (TLS certificates and keys, the secret, token and CA
+    /// files, the cluster file). Returns the effective configuration (the
+    /// flags after defaults and environment; secrets are only ever named by
+    /// their file).
+    pub async fn check_config(&self) -> Result<String, Box<dyn std::error::Error>> {
+        crate::FrontSecurity::load(&self.front_tls()?, &self.front_auth())?;
+        if let Some(path) = &self.token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+            if token.trim().is_empty() {
+                return Err(format!("token file {} is empty", path.display()).into());
+            }
+        }
+        if let Some(path) = &self.tls_ca {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!("CA file {} holds no PEM certificate", path.display()).into());
+            }
+        }
+        let nodes = match self.membership.discovery() {
+            Some(d) if d.source.kind() == "file" => d.fetch_once().await?,
+            // DNS and HTTP sources are read at run time (they may come up
+            // after the proxy); their syntax was checked when parsing flags.
+            Some(_) => Vec::new(),
+            None => self.nodes.clone(),
+        };
+        Ok(format!(
+            "# distcache-proxy effective configuration\n{self:#?}\n# nodes now: {nodes:?}"
+        ))
     }
 }
 

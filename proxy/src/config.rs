@@ -30,8 +30,12 @@ pub struct FrontendConfig {
     pub max_connections: usize,
     /// TLS and tokens on both front ends (default: off).
     pub security: FrontSecurity,
-    /// Once shutdown starts, how long open connections get to finish the
-    /// requests they have sent; then they are closed.
+    /// Once shutdown starts, how long the front ends keep accepting and
+    /// serving while `/readyz` and gRPC health say the proxy is not ready
+    /// (so traffic moves away first); zero: stop accepting at once.
+    pub drain_delay: Duration,
+    /// Once the front ends stop accepting, how long open connections get to
+    /// finish the requests they have sent; then they are closed.
     pub shutdown_grace: Duration,
     /// How long a RESP connection has to send its first request and, when
     /// tokens are required, to log in; then it is closed. Zero: no limit.
@@ -52,6 +56,7 @@ impl Default for FrontendConfig {
             resp_limits: Limits::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             security: FrontSecurity::default(),
+            drain_delay: Duration::ZERO,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,

@@ -27,7 +27,7 @@
 //!   pipeline scheduler), `session`, `auth`, `exec` (commands → SDK),
 //!   `command` (what a command is), `codec`, `output`, `per_ip`.
 //! - [`grpc`]: `CacheService` over the SDK.
-//! - [`admin`]: `/metrics`, `/metrics.json`, `/healthz`, `/ring`.
+//! - [`admin`]: `/metrics`, `/metrics.json`, `/livez`, `/readyz`, `/ring`.
 //! - [`membership`]: where the node list comes from at run time.
 //! - [`backend`]: the SDK client and the proxy's metrics, shared by all.
 //! - [`metrics`], [`security`], [`config`], [`cli`]: leaves.
@@ -85,8 +85,9 @@ pub enum ProxyError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves every front end until `shutdown` resolves; then stops accepting,
-/// lets requests already received finish within `config.shutdown_grace`, and
+/// Serves every front end until `shutdown` resolves; then reports unready
+/// and goes on serving for `config.drain_delay`, stops accepting, lets
+/// requests already received finish within `config.shutdown_grace`, and
 /// returns once every front end has closed.
 pub async fn run(
     listeners: Listeners,
@@ -95,7 +96,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
     let (stop, stop_rx) = watch::channel(false);
-    let grace = config.shutdown_grace;
+    let (grace, drain) = (config.shutdown_grace, config.drain_delay);
     let (grpc_connections, grpc_streams) = (
         config.grpc_max_connections,
         config.grpc_max_concurrent_streams,
@@ -155,13 +156,36 @@ pub async fn run(
             },
         );
     let mut grpc = tokio::spawn(grpc);
+    let service = <CacheServiceServer<grpc::ProxyService> as tonic::server::NamedService>::NAME;
+    let health_follower = tokio::spawn(distcache_serve::admin::follow_readiness(
+        {
+            let backend = backend.clone();
+            move || backend.not_ready().is_none()
+        },
+        health.clone(),
+        service,
+        stop_rx.clone(),
+    ));
     tracing::info!("distcache proxy serving");
     shutdown.await;
+    backend
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for name in ["", service] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_delay_ms = drain.as_millis() as u64,
+            "proxy shutting down: unready, serving for the drain delay"
+        );
+        tokio::time::sleep(drain).await;
+    }
     tracing::info!("proxy shutting down");
-    health
-        .set_not_serving::<CacheServiceServer<grpc::ProxyService>>()
-        .await;
     let _ = stop.send(true);
+    let _ = health_follower.await;
     let deadline = tokio::time::Instant::now() + grace;
     // RESP bounds its own drain by the same grace period.
     let _ = resp.await;

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
@@ -14,7 +13,10 @@ use distcache_serve::{fds, shutdown_signal};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = distcache_serve::cli::parse_or_exit();
+    if args.check_config {
+        return check_config(&args);
+    }
     if let Err(e) = distcache_serve::logging::init(&args.log()) {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
@@ -30,6 +32,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: warnings and errors on standard error, the effective
+/// configuration on standard output.
+fn check_config(args: &Args) -> ExitCode {
+    let mut log = args.log();
+    log.file = None;
+    let _ = distcache_serve::logging::init(&log);
+    let checked = distcache_serve::runtime(1)
+        .map_err(Box::<dyn std::error::Error>::from)
+        .and_then(|rt| rt.block_on(args.check_config()));
+    match checked {
+        Ok(effective) => {
+            println!("{effective}");
+            eprintln!("distcache-proxy: configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("distcache-proxy: {e}");
             ExitCode::FAILURE
         }
     }
@@ -100,6 +124,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         grpc_max_in_flight: args.max_in_flight,
         grpc_max_concurrent_streams: args.max_concurrent_streams,
         security,
+        drain_delay: args.drain_delay.0,
         shutdown_grace: args.shutdown_grace.0,
     };
     let poller = discovery.map(|d| membership::spawn(d, backend.clone()));

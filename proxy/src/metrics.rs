@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_serve::metrics::counter;
+use distcache_serve::metrics::{counter, register_build_info};
 use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -47,6 +47,9 @@ struct SourceLabel {
 #[derive(Debug)]
 pub struct ProxyMetrics {
     registry: Arc<Registry>,
+    /// `distcache_build_info`, the node's series, outside the
+    /// `distcache_proxy` prefix.
+    build_info: Registry,
     commands: Family<CmdResult, Counter>,
     latency: Family<Cmd, Histogram>,
     /// (front end, command) → its series, so recording a command costs one
@@ -85,6 +88,11 @@ impl ProxyMetrics {
             latency.clone(),
         );
         let discovery_errors = Family::<SourceLabel, Counter>::default();
+        // Exported at 0 from the start: an alert on `increase()` misses a
+        // counter's first failure if the series only appears with it.
+        for source in ["file", "dns", "http"] {
+            let _ = discovery_errors.get_or_create(&SourceLabel { source });
+        }
         registry.register(
             "discovery_errors",
             "Membership polls that gave no usable node list (the nodes were kept), by source",
@@ -111,8 +119,11 @@ impl ProxyMetrics {
             "RESP connections refused because their address already had the most allowed",
             resp_refused_per_ip.clone(),
         );
+        let mut build_info = Registry::with_prefix("distcache");
+        register_build_info(&mut build_info);
         Self {
             registry: Arc::new(registry),
+            build_info,
             commands,
             latency,
             handles: RwLock::default(),
@@ -203,8 +214,12 @@ impl ProxyMetrics {
 
     /// Prometheus (OpenMetrics) text.
     pub fn prometheus(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // Writing to a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.build_info);
+        let _ = encode_eof(&mut out);
         out
     }
 }

@@ -1,6 +1,7 @@
 //! The admin HTTP loop of a server process: HTTP/1.1 over hyper, GET and
 //! HEAD only, until the stop flag turns true. What each path answers is the
-//! caller's: the node and the proxy each pass their own handler.
+//! caller's: the node and the proxy each pass their own handler. Also the
+//! task that keeps gRPC health in line with the caller's readiness.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -105,5 +106,41 @@ pub async fn serve_http<S, H, Fut>(
             }
             drop(slot);
         });
+    }
+}
+
+/// How often gRPC health is brought in line with readiness.
+const HEALTH_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps `grpc.health.v1` in line with `/readyz` until `stop` turns true:
+/// `service` and the whole server (`""`, what a Kubernetes gRPC probe asks
+/// by default) are SERVING exactly while `ready()` says so (the node's or
+/// the proxy's readiness).
+pub async fn follow_readiness(
+    ready: impl Fn() -> bool + Send,
+    health: tonic_health::server::HealthReporter,
+    service: &'static str,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEALTH_FOLLOW_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        let now = ready();
+        if last != Some(now) {
+            let status = if now {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for name in ["", service] {
+                health.set_service_status(name, status).await;
+            }
+            last = Some(now);
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`security`]: the security stack drawn in request order (bounded
 //!   accept, TLS, in-flight bound, tokens and roles, rate limits), its
 //!   config sections, its TLS flags and its counters.
+//! - [`cli`]: argv parsing for `--check-config` (exit 1 on a bad flag).
 //! - [`logging`]: the `[log]` section ([`logging::LogConfig`]) and tracing
 //!   set-up.
 //! - [`mod@runtime`]: the tokio runtime and gRPC reflection builders.
@@ -25,6 +26,7 @@
 //!   bounds lowered to fit it.
 
 pub mod admin;
+pub mod cli;
 pub mod fds;
 pub mod logging;
 pub mod metrics;

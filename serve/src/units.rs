@@ -1,14 +1,18 @@
-//! Human-friendly sizes (`64MiB`, `1GiB`, `512k`) and durations (`250ms`,
-//! `30s`, `5m`, `2h`, `30d`) for flags and the config file.
+//! Human-friendly sizes (`64MiB`, `1GiB`, `512Mi`, `512k`) and durations
+//! (`250ms`, `30s`, `5m`, `2h`, `30d`) for flags and the config file.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-/// A size in bytes, written as a plain number or with a unit suffix:
-/// `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB` (all powers of 1024,
-/// as in Redis's `maxmemory`).
+/// A size in bytes, written as a plain number or with a unit suffix,
+/// case-insensitive: `B`; `K`, `KB`, `KiB`, `Ki`; `M`, `MB`, `MiB`, `Mi`;
+/// `G`, `GB`, `GiB`, `Gi`; `T`, `TB`, `TiB`, `Ti`. Every one is a power of
+/// 1024, so the `512Mi` and `1Gi` of a Kubernetes manifest mean what they
+/// mean there. Unlike Redis (which reads `1k` as 1000 and `1kb` as 1024) and
+/// Kubernetes (where `1M` is 10^6), `1k` and `1M` here are 1024 and 2^20:
+/// a size is never read as less memory than its binary form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
@@ -39,16 +43,16 @@ impl std::str::FromStr for ByteSize {
         let err = || UnitError {
             what: "size",
             input: s.to_owned(),
-            example: "64MiB, 1GiB, 512KiB or 1048576",
+            example: "64MiB, 1GiB, 512Mi, 512KiB or 1048576",
         };
         let (num, unit) = split(s);
         let n: u64 = num.parse().map_err(|_| err())?;
         let shift = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 0,
-            "k" | "kb" | "kib" => 10,
-            "m" | "mb" | "mib" => 20,
-            "g" | "gb" | "gib" => 30,
-            "t" | "tb" | "tib" => 40,
+            "k" | "kb" | "kib" | "ki" => 10,
+            "m" | "mb" | "mib" | "mi" => 20,
+            "g" | "gb" | "gib" | "gi" => 30,
+            "t" | "tb" | "tib" | "ti" => 40,
             _ => return Err(err()),
         };
         n.checked_mul(1 << shift).map(ByteSize).ok_or_else(err)
@@ -131,7 +135,21 @@ mod tests {
         assert_eq!(p("512k"), Ok(512 << 10));
         assert_eq!(p("1024"), Ok(1024));
         assert_eq!(p(" 2 MiB "), Ok(2 << 20));
-        for bad in ["", "MiB", "-1", "1.5GiB", "1XB", "99999999999TiB"] {
+        // Kubernetes quantities, as a manifest's resources.limits writes them.
+        assert_eq!(p("512Mi"), Ok(512 << 20));
+        assert_eq!(p("1Gi"), Ok(1 << 30));
+        assert_eq!(p("64Ki"), Ok(64 << 10));
+        assert_eq!(p("2Ti"), Ok(2 << 40));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5GiB",
+            "1XB",
+            "99999999999TiB",
+            "1Gii",
+            "1e9",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
     }
