@@ -273,19 +273,21 @@ impl Store {
             // greater by (value, expiry), a tombstone above any value. A
             // write the node already holds is answered as applied (a resend
             // after a lost answer), so `applied` means "holds this write".
-            let held = idx.map(|i| {
+            // (None: a tombstone, which wins, or nothing held.)
+            let held = idx.and_then(|i| {
                 let s = shard.slot(i);
-                (s.value.clone(), s.expires_at)
+                let v = s.value.as_deref()?;
+                Some((v, s.expires_at).cmp(&(value, expires_at)))
             });
             match held {
-                Some((Some(v), exp)) if (&v[..], exp) == (value, expires_at) => {
+                Some(std::cmp::Ordering::Equal) => {
                     return Ok(Written {
                         applied: true,
                         version: current,
                         expires_at,
                     });
                 }
-                Some((Some(v), exp)) if (&v[..], exp) < (value, expires_at) => {}
+                Some(std::cmp::Ordering::Less) => {}
                 _ => return Ok(Written::rejected(current)),
             }
         } else if blocked || (opts.version != 0 && opts.version < current) {

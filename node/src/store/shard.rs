@@ -243,12 +243,11 @@ impl Shard {
         freed
     }
 
-    /// Evicts the first entry other than `keep` that the hand finds unused
-    /// since its last pass, a value before any tombstone; returns the bytes
-    /// freed, or `None` when there is nothing else to evict.
+    /// Evicts the first entry other than `keep`, value or tombstone, that
+    /// the hand finds unused since its last pass; returns the bytes freed, or
+    /// `None` when there is nothing else to evict.
     pub(crate) fn evict(&mut self, keep: u32) -> Option<u64> {
-        self.evict_value(keep)
-            .or_else(|| self.evict_entry(keep, true))
+        self.evict_entry(keep, true)
     }
 
     /// [`Shard::evict`] of values only. A tombstone evicted before its TTL
