@@ -285,7 +285,9 @@ impl Client {
             if r.applied {
                 req.condition = pb::SetCondition::Always as i32;
                 req.version = r.version;
-                inner.propagate(&key, primary, req, c, deadline).await?;
+                inner
+                    .propagate(&key, primary, Op::Set(req), c, deadline)
+                    .await?;
             }
             Ok(WriteOutcome {
                 applied: r.applied,
@@ -331,7 +333,7 @@ impl Client {
                 version: 0,
                 return_value: true,
             });
-            let (_, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
             let Out::Delete(d) = out else {
                 return Err(mismatched());
             };
@@ -344,16 +346,8 @@ impl Client {
                 return_value: false,
             });
             inner
-                .write(&key, tombstone, c, deadline)
-                .await
-                .map_err(|e| match e {
-                    Error::Unavailable { needed, acked } => Error::NotReplicated {
-                        version: d.version,
-                        needed,
-                        acked: acked.max(1),
-                    },
-                    other => other,
-                })?;
+                .propagate(&key, primary, tombstone, c, deadline)
+                .await?;
             Ok(Some(d.value))
         })
         .await
@@ -394,7 +388,9 @@ impl Client {
                     version: r.version,
                     keep_ttl: false,
                 };
-                inner.propagate(&key, primary, set, c, deadline).await?;
+                inner
+                    .propagate(&key, primary, Op::Set(set), c, deadline)
+                    .await?;
             }
             Ok(WriteOutcome {
                 applied: r.swapped,
@@ -426,7 +422,9 @@ impl Client {
                 version: r.version,
                 keep_ttl: true,
             };
-            inner.propagate(&key, primary, set, c, deadline).await?;
+            inner
+                .propagate(&key, primary, Op::Set(set), c, deadline)
+                .await?;
             Ok(r.value)
         })
         .await
@@ -476,7 +474,9 @@ impl Client {
                     version: g.version,
                     keep_ttl: false,
                 };
-                inner.propagate(&key, primary, set, c, deadline).await?;
+                inner
+                    .propagate(&key, primary, Op::Set(set), c, deadline)
+                    .await?;
             }
             Ok(true)
         })

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use distcache_proto::v1::{operation::Op, operation_result::Result as Out};
 use tokio::time::Instant;
 
 use super::attempt::may_fail_over;
@@ -22,11 +22,7 @@ const MAX_RESTAMPS: usize = 3;
 /// The newest version a replica answered it holds instead of `op`'s, when
 /// one did: the write is then not held there, and must not count.
 fn superseded(op: &Op, acks: &Acks) -> Option<u64> {
-    let ours = match op {
-        Op::Set(r) => r.version,
-        Op::Delete(r) => r.version,
-        _ => return None,
-    };
+    let ours = version_of(op);
     acks.iter()
         .filter_map(|(_, out)| match out {
             Out::Set(r) if !r.applied => Some(r.version),
@@ -34,6 +30,15 @@ fn superseded(op: &Op, acks: &Acks) -> Option<u64> {
             _ => None,
         })
         .max()
+}
+
+/// The version a replicated set or delete carries.
+fn version_of(op: &Op) -> u64 {
+    match op {
+        Op::Set(r) => r.version,
+        Op::Delete(r) => r.version,
+        _ => 0,
+    }
 }
 
 /// `op` with `version` instead of its own.
@@ -60,26 +65,23 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<Acks> {
-        for _ in 0..MAX_RESTAMPS {
+        for round in 0..=MAX_RESTAMPS {
             let acks = self
                 .write_once(key, op.clone(), consistency, deadline)
                 .await?;
             let Some(newer) = superseded(&op, &acks) else {
                 return Ok(acks);
             };
+            if round == MAX_RESTAMPS {
+                break;
+            }
             self.clock.observe(newer);
             restamp(&mut op, self.clock.next().max(newer.saturating_add(1)));
         }
-        let acks = self
-            .write_once(key, op.clone(), consistency, deadline)
-            .await?;
-        match superseded(&op, &acks) {
-            None => Ok(acks),
-            Some(_) => Err(Error::Unavailable {
-                needed: consistency.required(self.replicas(key).len()),
-                acked: 0,
-            }),
-        }
+        Err(Error::Unavailable {
+            needed: consistency.required(self.replicas(key).len()),
+            acked: 0,
+        })
     }
 
     /// One round of [`View::write`]: `op` as stamped.
@@ -171,31 +173,31 @@ impl View {
         })
     }
 
-    /// Copies the result of a primary-run operation (value + version) to the
-    /// other replicas with a versioned set; waits for as many of them as
-    /// `consistency` needs beyond the primary.
+    /// Copies the result of a primary-run operation to the other replicas:
+    /// `op` is a versioned set (value + version) or, for GETDEL, a versioned
+    /// delete. Waits for as many of them as `consistency` needs beyond the
+    /// primary; a shortfall is [`Error::NotReplicated`] (the primary applied
+    /// it), never the "not applied" of [`Error::Unavailable`].
     pub(crate) async fn propagate(
         &self,
         key: &[u8],
         primary: usize,
-        set: pb::SetRequest,
+        op: Op,
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<()> {
-        self.clock.observe(set.version);
+        let version = version_of(&op);
+        self.clock.observe(version);
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len()).saturating_sub(1);
         let others: Nodes = replicas.into_iter().filter(|&i| i != primary).collect();
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
-        let version = set.version;
-        let fan = std::pin::pin!(self.fan_out(&targets, &Op::Set(set), deadline, true, false));
+        let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, false));
         if need == 0 {
             return Ok(());
         }
-        // Applied on the primary already: a shortfall now is "applied but
-        // not replicated", never the "not applied" of Unavailable.
         gather(fan, targets.len(), need, None)
             .await
             .map(|_| ())
