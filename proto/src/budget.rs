@@ -63,7 +63,8 @@ pub fn is_read(op: &pb::Operation) -> bool {
 pub struct AnswerBudget {
     max: usize,
     left: usize,
-    reads: usize,
+    /// Whether a read has been offered yet (the first always runs).
+    read_any: bool,
     full: bool,
 }
 
@@ -77,7 +78,7 @@ impl AnswerBudget {
             left: max_message_bytes
                 .saturating_sub(MESSAGE_OVERHEAD)
                 .saturating_sub(writes.saturating_mul(WRITE_RESULT)),
-            reads: 0,
+            read_any: false,
             full: false,
         }
     }
@@ -93,8 +94,7 @@ impl AnswerBudget {
     /// either), or [`too_large`] (the message's first read, too large alone).
     pub fn admit(&mut self, result: pb::OperationResult) -> pb::OperationResult {
         let len = encoded_len_in_list(&result);
-        let first = self.reads == 0;
-        self.reads += 1;
+        let first = !std::mem::replace(&mut self.read_any, true);
         if !self.full && len <= self.left {
             self.left -= len;
             result
