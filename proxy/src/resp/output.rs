@@ -84,11 +84,6 @@ impl Output {
         }
         Ok(())
     }
-
-    /// Bytes buffered and not yet written.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 #[cfg(test)]
@@ -160,7 +155,7 @@ mod tests {
             out.put(&mut sink, &Reply::OK).await.unwrap();
         }
         assert!(sink.written.is_empty());
-        assert_eq!(out.buffered(), 16 * 5);
+        assert_eq!(out.buf.len(), 16 * 5);
         out.flush(&mut sink).await.unwrap();
         assert_eq!(sink.written, b"+OK\r\n".repeat(16));
     }
