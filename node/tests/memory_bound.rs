@@ -3,7 +3,7 @@
 //! and answers that would be huge (10,000 gets of a 1 MiB value) are budgeted
 //! to the message limit while they are built, so the node lives and stays small.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -43,14 +43,16 @@ fn spawn(args: &[&str]) -> (Node, String) {
     (Node(child), addr)
 }
 
-fn rss_bytes(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in bytes: `VmRSS` (resident now) or `VmHWM`
+/// (the peak so far).
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
     kb * 1024
 }
 
@@ -100,7 +102,7 @@ async fn two_hundred_mib_into_a_32_mib_node() {
         .expect("get")
         .into_inner();
     assert!(newest.found, "the newest write survives eviction");
-    let rss = rss_bytes(node.0.id());
+    let rss = status_bytes(node.0.id(), "VmRSS");
     assert!(rss < 128 << 20, "RSS {} MiB", rss >> 20);
     eprintln!(
         "wrote {} MiB; RSS {} MiB; {} keys",
@@ -108,18 +110,6 @@ async fn two_hundred_mib_into_a_32_mib_node() {
         rss >> 20,
         h.keys
     );
-}
-
-/// The process's peak resident memory so far.
-fn peak_rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kb * 1024
 }
 
 /// A client that accepts answers up to 64 MiB (tonic's default is 4 MiB).
@@ -201,7 +191,7 @@ async fn a_batch_of_10000_gets_of_a_1_mib_value_is_answered_within_the_message_l
     c.health_check(pb::HealthCheckRequest {})
         .await
         .expect("still answering");
-    let peak = peak_rss_bytes(node.0.id());
+    let peak = status_bytes(node.0.id(), "VmHWM");
     assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
 }
 

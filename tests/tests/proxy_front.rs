@@ -276,9 +276,10 @@ fn bearer<T>(msg: T, token: Option<&str>) -> Request<T> {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_on_resp_and_grpc() {
-    let dir = scratch("auth");
+/// A proxy over two nodes whose front ends require tokens signed by the
+/// returned keys.
+async fn token_front(tag: &str, config: FrontendConfig) -> (Front, KeySet) {
+    let dir = scratch(tag);
     let file = dir.join("auth.keys");
     std::fs::write(&file, "k1:front-secret-front-secret-front-secret\n").expect("write");
     let auth = AuthConfig {
@@ -286,12 +287,14 @@ async fn tokens_on_resp_and_grpc() {
         ..AuthConfig::default()
     };
     let security = FrontSecurity::load(&TlsConfig::default(), &auth).expect("security");
-    let front = Front::start(FrontendConfig {
-        security,
-        ..FrontendConfig::default()
-    })
-    .await;
+    let front = Front::start(FrontendConfig { security, ..config }).await;
     let keys = KeySet::parse(&std::fs::read_to_string(&file).expect("read")).expect("keys");
+    (front, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_on_resp_and_grpc() {
+    let (front, keys) = token_front("auth", FrontendConfig::default()).await;
     let user = mint(&keys, "app", Role::User, now() + 600);
     let readonly = mint(&keys, "reader", Role::Readonly, now() + 600);
     let expired = mint(&keys, "app", Role::User, now() - 600);
@@ -402,7 +405,7 @@ async fn tokens_on_resp_and_grpc() {
     assert!(health.is_ok(), "grpc.health.v1 is open: {health:?}");
     assert_eq!(c.cmd(&["GET", "k"]).await, "g");
     front.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(scratch("auth"));
 }
 
 /// What one pipelining client saw: replies in order, then how it ended.
@@ -540,21 +543,6 @@ async fn shutdown_drains_requests_already_received() {
     }
 }
 
-/// A proxy requiring tokens, with a short login timeout; and a user token.
-async fn token_front(tag: &str, config: FrontendConfig) -> (Front, String) {
-    let dir = scratch(tag);
-    let file = dir.join("auth.keys");
-    std::fs::write(&file, "k1:front-secret-front-secret-front-secret\n").expect("write");
-    let auth = AuthConfig {
-        secret_file: Some(file.clone()),
-        ..AuthConfig::default()
-    };
-    let security = FrontSecurity::load(&TlsConfig::default(), &auth).expect("security");
-    let front = Front::start(FrontendConfig { security, ..config }).await;
-    let keys = KeySet::parse(&std::fs::read_to_string(&file).expect("read")).expect("keys");
-    (front, mint(&keys, "app", Role::User, now() + 600))
-}
-
 /// Reads until the proxy closes the connection (bounded: the test fails
 /// if it is still open after 20 s).
 async fn closed<S: AsyncRead + Unpin + Send>(c: &mut Resp<S>) -> bool {
@@ -567,7 +555,7 @@ async fn closed<S: AsyncRead + Unpin + Send>(c: &mut Resp<S>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_auth_a_connection_gets_small_limits_and_a_deadline() {
-    let (front, user) = token_front(
+    let (front, keys) = token_front(
         "preauth",
         FrontendConfig {
             login_timeout: Duration::from_millis(400),
@@ -575,6 +563,7 @@ async fn before_auth_a_connection_gets_small_limits_and_a_deadline() {
         },
     )
     .await;
+    let user = mint(&keys, "app", Role::User, now() + 600);
     // Redis's limits before AUTH: 10 arguments, 16 KiB each.
     let mut c = plain(front.resp).await;
     let eleven = vec!["x"; 11];
