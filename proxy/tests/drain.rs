@@ -6,23 +6,18 @@
 #![cfg(unix)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::Proxy;
+
 const LIMIT: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(3);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// (status, body) of `GET path` over HTTP/1.0.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
@@ -77,7 +72,7 @@ fn sigterm_with_a_drain_delay_keeps_accepting_while_unready_then_exits() {
         .expect("spawn the proxy");
     let stderr = child.stderr.take().expect("stderr");
     let pid = child.id();
-    let mut child = Killed(child);
+    let mut child = Proxy(child);
     let (tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -4,23 +4,17 @@
 #![cfg(unix)]
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::Proxy;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Waits for a JSON log line whose message is `message`; returns its fields.
 fn wait_for(lines: &mpsc::Receiver<String>, message: &str, seen: &mut Vec<String>) -> Value {
@@ -65,7 +59,7 @@ fn sighup_reloads_the_cluster_file() {
         .spawn()
         .expect("spawn the proxy");
     let stderr = child.stderr.take().expect("stderr");
-    let child = Killed(child);
+    let child = Proxy(child);
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
