@@ -41,7 +41,7 @@ const PIPE_RETRY: Duration = Duration::from_secs(60);
 /// ends the whole stream, and with it every batch in flight on it. 1 MiB:
 /// the coalescer's and `mset`'s batches stay under it, and a node's limit is
 /// above it unless its `--max-value-bytes` was lowered below the default.
-const PIPE_MAX_BATCH_BYTES: usize = 1 << 20;
+pub(crate) const PIPE_MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Conn {
     /// The pool of lazily connected channels to `url`, with the token and

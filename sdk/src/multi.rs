@@ -36,11 +36,11 @@ fn op_error(e: pb::OperationError) -> Error {
 /// the node's `MAX_OPERATIONS`; a node budgets the answer on top of that).
 const CHUNK_KEYS: usize = 1024;
 
-/// Key and value bytes an `mset` sends to one node in one message: what
-/// goes on the node's shared `Pipeline` stream (see `node.rs`), and far
-/// under a node's message limit (16 MiB by default, never under about
+/// Key and value bytes an `mset` sends to one node in one message: the
+/// most that goes on the node's shared `Pipeline` stream, far under a
+/// node's message limit (16 MiB by default, never under about
 /// `--max-value-bytes`).
-const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_BYTES: usize = crate::conn::PIPE_MAX_BATCH_BYTES;
 
 /// The distinct keys of `keys`, and for each position of `keys` the index of
 /// its key among them.
