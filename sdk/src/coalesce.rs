@@ -93,6 +93,16 @@ fn stopped() -> Status {
     Status::unavailable("client is shutting down")
 }
 
+/// `p`, unless its deadline has passed at `now`: then it is failed with
+/// DEADLINE_EXCEEDED instead of sent.
+fn unexpired(p: Pending, now: Instant) -> Option<Pending> {
+    if p.deadline > now {
+        return Some(p);
+    }
+    let _ = p.reply.send(Err(timed_out()));
+    None
+}
+
 /// Starts the coalescer of one node; it stops when every sender is dropped.
 pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending> {
     let (tx, rx) = mpsc::channel(config.queue.max(1));
@@ -100,7 +110,8 @@ pub(crate) fn spawn(conn: Conn, config: CoalesceConfig) -> mpsc::Sender<Pending>
     tx
 }
 
-/// The key and value bytes `op` carries (what batches are sized by).
+/// The node's coalescer task: takes queued operations in batches and keeps
+/// up to `max_in_flight` of them on the wire.
 async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig) {
     // Batches in flight are polled by this task itself rather than spawned:
     // no hand-off to another task (or worker) between queueing and sending.
@@ -120,9 +131,7 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
                 let mut batch = Vec::with_capacity((rx.len() + 1).min(config.max_batch.max(1)));
                 let mut next = Some(first);
                 while let Some(p) = next.take() {
-                    if p.deadline <= now {
-                        let _ = p.reply.send(Err(timed_out()));
-                    } else {
+                    if let Some(p) = unexpired(p, now) {
                         bytes += op_bytes(&p.op);
                         batch.push(p);
                     }
@@ -141,7 +150,9 @@ async fn run(mut rx: mpsc::Receiver<Pending>, conn: Conn, config: CoalesceConfig
     while in_flight.next().await.is_some() {}
 }
 
-/// One operation's outcome from its batch result.
+/// Sends `batch` and answers every operation of it: a lone operation as a
+/// single-operation message, more as a batch, again and again while the node
+/// leaves reads unrun (their deadlines permitting).
 async fn send(conn: &Conn, mut batch: Vec<Pending>) {
     loop {
         if batch.len() == 1
@@ -156,13 +167,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
         let now = Instant::now();
         batch = not_run
             .into_iter()
-            .filter_map(|p| {
-                if p.deadline > now {
-                    return Some(p);
-                }
-                let _ = p.reply.send(Err(timed_out()));
-                None
-            })
+            .filter_map(|p| unexpired(p, now))
             .collect();
         if batch.is_empty() {
             return;
