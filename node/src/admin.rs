@@ -111,8 +111,8 @@ impl Probes {
         if !shared.serving.load(Ordering::Relaxed) {
             return Some("shutting down".into());
         }
-        if shared.wal.as_ref().is_some_and(|w| w.stats().has_failed()) {
-            return Some("write-ahead log failed: writes are refused".into());
+        if shared.wal_failed() {
+            return Some(crate::state::WAL_FAILED.into());
         }
         None
     }

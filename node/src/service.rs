@@ -24,7 +24,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::limits::LimitError;
 use crate::metrics::{Op, Outcome};
-use crate::state::Shared;
+use crate::state::{Shared, WAL_FAILED};
 use crate::store::{Condition, SetOptions, StoreError};
 use crate::wal::{Records, WalError};
 
@@ -77,14 +77,6 @@ fn applied(yes: bool) -> Outcome {
         Outcome::NotApplied
     }
 }
-
-/// What every request but metrics gets once the write-ahead log failed. The
-/// store may hold writes the log never took (a write is applied, then
-/// logged), which a restart would lose: serving reads of them, or counting
-/// a resend as already applied, would acknowledge what is not durable. So
-/// the node stops serving (HealthCheck says NOT_SERVING; the SDK fails over
-/// and its prober marks the node down) until it is restarted from its log.
-const WAL_FAILED: &str = "write-ahead log failed: this node serves nothing until it is restarted";
 
 /// The gRPC service.
 #[derive(Debug, Clone)]

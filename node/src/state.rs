@@ -34,6 +34,15 @@ pub(crate) struct Shared {
     pub(crate) max_message_bytes: usize,
 }
 
+/// What every request but metrics gets once the write-ahead log failed. The
+/// store may hold writes the log never took (a write is applied, then
+/// logged), which a restart would lose: serving reads of them, or counting
+/// a resend as already applied, would acknowledge what is not durable. So
+/// the node stops serving (HealthCheck says NOT_SERVING; the SDK fails over
+/// and its prober marks the node down) until it is restarted from its log.
+pub(crate) const WAL_FAILED: &str =
+    "write-ahead log failed: this node serves nothing until it is restarted";
+
 impl Shared {
     /// True once a WAL write or fsync failed (it never recovers: the node
     /// must be restarted from its log).
