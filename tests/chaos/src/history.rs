@@ -80,6 +80,21 @@ pub struct Op {
 }
 
 impl Op {
+    /// A test's operation on `key` by client 0 (not a final read).
+    #[cfg(test)]
+    pub(crate) fn at(key: &str, call: Call, invoke: u64, complete: u64, outcome: Outcome) -> Self {
+        Self {
+            client: 0,
+            via: "test",
+            key: key.into(),
+            call,
+            invoke,
+            complete,
+            outcome,
+            final_read: false,
+        }
+    }
+
     /// Whether the client got a definite, successful answer.
     pub fn acked(&self) -> bool {
         matches!(self.outcome, Outcome::Ok(_))

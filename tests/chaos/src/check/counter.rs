@@ -58,14 +58,8 @@ mod tests {
 
     fn op(call: Call, t: u64, outcome: Outcome, final_read: bool) -> Op {
         Op {
-            client: 0,
-            via: "test",
-            key: "c:1".into(),
-            call,
-            invoke: t,
-            complete: t + 1,
-            outcome,
             final_read,
+            ..Op::at("c:1", call, t, t + 1, outcome)
         }
     }
     fn incr(t: u64, n: i64) -> Op {

@@ -237,16 +237,7 @@ mod tests {
     use super::*;
 
     fn op(call: Call, invoke: u64, complete: u64, outcome: Outcome) -> Op {
-        Op {
-            client: 0,
-            via: "test",
-            key: "l:1".into(),
-            call,
-            invoke,
-            complete,
-            outcome,
-            final_read: false,
-        }
+        Op::at("l:1", call, invoke, complete, outcome)
     }
     fn nx(v: &str, i: u64, c: u64, applied: bool) -> Op {
         op(

@@ -154,16 +154,7 @@ mod tests {
     use crate::history::{Outcome, Ret};
 
     fn op(call: Call, invoke: u64, complete: u64, outcome: Outcome) -> Op {
-        Op {
-            client: 0,
-            via: "test",
-            key: "r:1".into(),
-            call,
-            invoke,
-            complete,
-            outcome,
-            final_read: false,
-        }
+        Op::at("r:1", call, invoke, complete, outcome)
     }
     fn set(v: &str, i: u64, c: u64) -> Op {
         op(Call::Set(v.into()), i, c, Outcome::Ok(Ret::Done))
