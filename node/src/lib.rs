@@ -23,6 +23,8 @@
 //! - `service.rs`: `CacheService` over the store: limits, store call, WAL
 //!   records, metrics, `to_status`.
 //! - `admin.rs`: the admin routes over `distcache_serve::admin`.
+//! - `catchup.rs`: `Scan` and `Fence`, a returning replica's catch-up.
+//! - `fence.rs`: the fence (start-up, stalls, clients) and its metrics.
 //! - `sweeper.rs`: the background task reclaiming expired entries.
 //! - `state.rs`: `Shared`, the handle every part holds.
 //! - `metrics.rs`: the registry, operation counts, latency, store figures.
@@ -51,10 +53,12 @@
 //! synchronous and short.
 
 mod admin;
+mod catchup;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+mod fence;
 mod limits;
 mod metrics;
 mod server;

@@ -42,10 +42,14 @@ pub(crate) enum Op {
     Health,
     /// GetMetrics.
     Metrics,
+    /// Scan (a peer's catch-up reading this node).
+    Scan,
+    /// Fence (raising or lifting this node's fence).
+    Fence,
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 11] = [
         Op::Get,
         Op::Set,
         Op::Delete,
@@ -55,6 +59,8 @@ impl Op {
         Op::Batch,
         Op::Health,
         Op::Metrics,
+        Op::Scan,
+        Op::Fence,
     ];
 
     /// The outcomes this operation can have (only these series are exported
@@ -68,7 +74,7 @@ impl Op {
             }
             Op::IncrBy => &[Ok, InvalidArgument, Error],
             Op::Batch => &[Ok, InvalidArgument],
-            Op::Health | Op::Metrics => &[Ok],
+            Op::Health | Op::Metrics | Op::Scan | Op::Fence => &[Ok],
         }
     }
 
@@ -84,6 +90,8 @@ impl Op {
             Op::Batch => "batch",
             Op::Health => "health_check",
             Op::Metrics => "get_metrics",
+            Op::Scan => "scan",
+            Op::Fence => "fence",
         }
     }
 }
@@ -219,6 +227,12 @@ impl Metrics {
             node_id,
             wal: None,
         }
+    }
+
+    /// Adds the fence's figures (see `fence.rs`).
+    pub(crate) fn add_fence(&mut self, fence: Arc<crate::fence::Fence>) {
+        self.registry
+            .register_collector(Box::new(crate::fence::FenceCollector(fence)));
     }
 
     /// Adds the durability layer's figures (WAL, snapshots, recovery).

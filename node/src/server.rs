@@ -20,6 +20,7 @@ use distcache_serve::{reflection, stopped};
 
 use crate::admin::Probes;
 use crate::config::{ConfigError, NodeConfig};
+use crate::fence::{CATCH_UP_MARGIN_MS, Fence};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::service::CacheNode;
@@ -158,7 +159,11 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
     if let Some(w) = &wal {
         metrics.add_wal(w.stats().clone());
     }
+    let fence = Arc::new(start_fence(&store));
+    fence.watch_stalls(now_ms)?;
+    metrics.add_fence(fence.clone());
     let shared = Arc::new(Shared {
+        fence,
         metrics,
         store,
         limits: Limits::from(config.limits),
@@ -172,6 +177,23 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
         builder,
         layer: security.layer,
     })
+}
+
+/// The fence a node starts with: it lacks what was written while it was
+/// down, so everything since its newest recovered entry (less the margin),
+/// or anything at all when it starts empty.
+fn start_fence(store: &Store) -> Fence {
+    match store.newest_version() {
+        0 => Fence::started(0, "started empty".into()),
+        v => Fence::started(
+            (v >> 16).saturating_sub(CATCH_UP_MARGIN_MS),
+            "restarted from its write-ahead log".into(),
+        ),
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::clock::Clock::now_ms(&crate::clock::SystemClock)
 }
 
 /// Runs a node until `shutdown` resolves, then stops taking requests (new

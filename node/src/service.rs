@@ -45,11 +45,15 @@ enum OpError {
     BatchTooLong(usize),
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// Fenced (see `fence.rs`): refused to a replicating client.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// The one place errors become gRPC statuses.
 fn to_status(e: &OpError) -> Status {
     let code = match e {
+        OpError::Fenced(reason) => return distcache_proto::status::fenced(reason),
         OpError::Limit(_)
         | OpError::BadCondition(_)
         | OpError::EmptyOperation
@@ -76,6 +80,30 @@ fn applied(yes: bool) -> Outcome {
     } else {
         Outcome::NotApplied
     }
+}
+
+/// Whether `op` reads the node's state to answer or decide, so a fenced
+/// node must not run it for a replicating client: a get, CAS, a counter,
+/// or a node-stamped (version 0) or conditional set, delete or expire.
+/// Replicated writes (they carry their version) always run.
+fn decides(op: &operation::Op) -> bool {
+    use operation::Op as In;
+    match op {
+        In::Get(_) | In::CompareAndSwap(_) | In::IncrBy(_) => true,
+        In::Set(r) => set_decides(r),
+        In::Delete(r) => r.version == 0,
+        In::Expire(r) => r.version == 0,
+    }
+}
+
+fn set_decides(r: &pb::SetRequest) -> bool {
+    r.version == 0 || r.condition != pb::SetCondition::Always as i32
+}
+
+/// Whether the caller asked to be held to the fence (the SDK replicating).
+fn strict<T>(req: &Request<T>) -> bool {
+    req.metadata()
+        .contains_key(distcache_proto::status::REPLICATED)
 }
 
 /// The gRPC service.
@@ -106,6 +134,15 @@ impl CacheNode {
         }
         let now = self.shared.store.clock().now_ms();
         Ok(self.shared.limits.version(version, now)?)
+    }
+
+    /// Refuses an operation that `decides` (see [`decides`]) to a
+    /// replicating client (`strict`) while the node is fenced.
+    fn gate(&self, strict: bool, decides: bool) -> Result<(), OpError> {
+        if strict && decides && self.shared.fence.is_fenced() {
+            return Err(OpError::Fenced(self.shared.fence.state().reason));
+        }
+        Ok(())
     }
 
     fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
@@ -230,9 +267,19 @@ impl CacheNode {
         Ok((resp, applied(w.applied)))
     }
 
-    fn batch_one(&self, op: pb::Operation, log: &mut Records) -> pb::OperationResult {
+    fn batch_one(&self, op: pb::Operation, strict: bool, log: &mut Records) -> pb::OperationResult {
         use operation::Op as In;
         use operation_result::Result as Out;
+        if let Some(o) = &op.op
+            && let Err(e) = self.gate(strict, decides(o))
+        {
+            self.shared.metrics.count(Op::Batch, error_outcome(&e));
+            return pb::OperationResult {
+                result: Some(Out::Error(distcache_proto::status::from_status(
+                    &to_status(&e),
+                ))),
+            };
+        }
         let (kind, result) = match op.op {
             Some(In::Get(r)) => (Op::Get, self.get_one(r).map(|(v, o)| (Out::Get(v), o))),
             Some(In::Set(r)) => (Op::Set, self.set_one(r, log).map(|(v, o)| (Out::Set(v), o))),
@@ -276,6 +323,7 @@ impl CacheNode {
     async fn run_batch(
         &self,
         principal: Option<&Principal>,
+        strict: bool,
         ops: Vec<pb::Operation>,
     ) -> Result<Vec<pb::OperationResult>, Status> {
         self.serve_msg(Op::Batch, |log| {
@@ -293,9 +341,9 @@ impl CacheNode {
                 .into_iter()
                 .map(|op| {
                     if !budget::is_read(&op) {
-                        self.batch_one(op, log)
+                        self.batch_one(op, strict, log)
                     } else if answer.may_read() {
-                        answer.admit(self.batch_one(op, log))
+                        answer.admit(self.batch_one(op, strict, log))
                     } else {
                         budget::answer_full()
                     }
@@ -358,45 +406,72 @@ impl CacheNode {
 #[tonic::async_trait]
 impl CacheService for CacheNode {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.serve(Op::Get, |_| self.get_one(req.into_inner()))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::Get, |_| {
+            self.gate(strict, true)?;
+            self.get_one(req.into_inner())
+        })
+        .await
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.serve(Op::Set, |log| self.set_one(req.into_inner(), log))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::Set, |log| {
+            let r = req.into_inner();
+            self.gate(strict, set_decides(&r))?;
+            self.set_one(r, log)
+        })
+        .await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.serve(Op::Delete, |log| self.delete_one(req.into_inner(), log))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::Delete, |log| {
+            let r = req.into_inner();
+            self.gate(strict, r.version == 0)?;
+            self.delete_one(r, log)
+        })
+        .await
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.serve(Op::Cas, |log| self.cas_one(req.into_inner(), log))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::Cas, |log| {
+            self.gate(strict, true)?;
+            self.cas_one(req.into_inner(), log)
+        })
+        .await
     }
 
     async fn incr_by(
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
-        self.serve(Op::IncrBy, |log| self.incr_by_one(req.into_inner(), log))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::IncrBy, |log| {
+            self.gate(strict, true)?;
+            self.incr_by_one(req.into_inner(), log)
+        })
+        .await
     }
 
     async fn expire(
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        self.serve(Op::Expire, |log| self.expire_one(req.into_inner(), log))
-            .await
+        let strict = strict(&req);
+        self.serve(Op::Expire, |log| {
+            let r = req.into_inner();
+            self.gate(strict, r.version == 0)?;
+            self.expire_one(r, log)
+        })
+        .await
     }
 
     async fn batch(
@@ -405,6 +480,7 @@ impl CacheService for CacheNode {
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
         let charge = req.extensions().get::<RateCharge>().cloned();
+        let strict = strict(&req);
         let operations = req.into_inner().operations;
         // One token per operation: the rate-limit layer took the first.
         if let Some(c) = &charge
@@ -413,7 +489,9 @@ impl CacheService for CacheNode {
             c.take_n(operations.len() - 1)
                 .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         }
-        let results = self.run_batch(principal.as_ref(), operations).await?;
+        let results = self
+            .run_batch(principal.as_ref(), strict, operations)
+            .await?;
         Ok(Response::new(pb::BatchResponse { results }))
     }
 
@@ -428,6 +506,7 @@ impl CacheService for CacheNode {
         }
         let principal = req.extensions().get::<Principal>().cloned();
         let charge = req.extensions().get::<RateCharge>().cloned();
+        let strict = strict(&req);
         let node = self.clone();
         let p = principal.clone();
         let answers = serve_pipeline(req.into_inner(), principal, self.stop.clone(), move |ops| {
@@ -442,7 +521,7 @@ impl CacheService for CacheNode {
                     None => Ok(()),
                 };
                 match allowed {
-                    Ok(()) => node.run_batch(principal.as_ref(), ops).await,
+                    Ok(()) => node.run_batch(principal.as_ref(), strict, ops).await,
                     Err(s) => Err(s),
                 }
                 .unwrap_or_else(|s| vec![error_result(&s); n])
@@ -471,7 +550,36 @@ impl CacheService for CacheNode {
             memory_bytes: s.store.memory_bytes(),
             max_memory_bytes: s.store.max_memory(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            incarnation: s.fence.incarnation,
+            fence: Some(s.fence.state()),
+            tombstone_ttl_ms: s.store.tombstone_ttl_ms(),
         }))
+    }
+
+    async fn scan(
+        &self,
+        req: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        self.serve(Op::Scan, |_| {
+            Ok((
+                crate::catchup::scan(&self.shared, &req.into_inner()),
+                Outcome::Ok,
+            ))
+        })
+        .await
+    }
+
+    async fn fence(
+        &self,
+        req: Request<pb::FenceRequest>,
+    ) -> Result<Response<pb::FenceResponse>, Status> {
+        self.serve(Op::Fence, |_| {
+            Ok((
+                crate::catchup::fence(&self.shared, req.into_inner()),
+                Outcome::Ok,
+            ))
+        })
+        .await
     }
 
     async fn get_metrics(

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::fence::Fence;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) serving: AtomicBool,
     /// The write-ahead log; `None` for a memory-only node.
     pub(crate) wal: Option<Arc<Wal>>,
+    /// Whether the node may lack writes its peers hold (see `fence.rs`).
+    pub(crate) fence: Arc<Fence>,
     /// The largest answer the node encodes (`--max-message-bytes`): a
     /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
     pub(crate) max_message_bytes: usize,

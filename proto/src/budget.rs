@@ -121,6 +121,7 @@ pub fn answer_full() -> pb::OperationResult {
             code: RESOURCE_EXHAUSTED,
             message: "not run: the answer reached the message size limit; send it again".into(),
             answer_full: true,
+            fenced: false,
         })),
     }
 }
@@ -133,6 +134,7 @@ pub fn too_large(len: usize, max: usize) -> pb::OperationResult {
             code: RESOURCE_EXHAUSTED,
             message: format!("answer of {len} bytes exceeds the message size limit ({max})"),
             answer_full: false,
+            fenced: false,
         })),
     }
 }

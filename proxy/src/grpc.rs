@@ -380,7 +380,26 @@ impl CacheService for ProxyService {
             memory_bytes: 0,
             max_memory_bytes: 0,
             version: env!("CARGO_PKG_VERSION").into(),
+            ..pb::HealthCheckResponse::default()
         }))
+    }
+
+    async fn scan(
+        &self,
+        _req: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        Err(Status::unimplemented(
+            "Scan is a node's RPC (a replica's catch-up); ask the nodes",
+        ))
+    }
+
+    async fn fence(
+        &self,
+        _req: Request<pb::FenceRequest>,
+    ) -> Result<Response<pb::FenceResponse>, Status> {
+        Err(Status::unimplemented(
+            "Fence is a node's RPC (a replica's catch-up); ask the nodes",
+        ))
     }
 
     async fn get_metrics(

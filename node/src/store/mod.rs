@@ -19,6 +19,7 @@
 //! holds, tombstones included.
 
 mod config;
+mod scan;
 mod shard;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::clock::{Clock, SystemClock};
 pub use config::{
     DEFAULT_MAX_MEMORY, DEFAULT_SHARDS, DEFAULT_TOMBSTONE_TTL_MS, StoreConfig, StoreSection,
 };
+pub use scan::{Cursor, ScanItem, ScanPage};
 pub use shard::{ENTRY_OVERHEAD, ShardStats, charge};
 use shard::{Shard, Slot};
 
@@ -177,6 +179,11 @@ impl Store {
             evict_cursor: AtomicUsize::new(0),
             clock,
         }
+    }
+
+    /// How long tombstones are kept, in milliseconds.
+    pub fn tombstone_ttl_ms(&self) -> u64 {
+        self.tombstone_ttl_ms
     }
 
     /// The clock this store reads.

@@ -299,6 +299,18 @@ impl Shard {
         (removed, freed)
     }
 
+    /// Occupied slots from slab index `from` on, in slab order, with their
+    /// index: a scan resumes where the previous page ended. An entry stays
+    /// in its slot for as long as it lives, so a scan misses only entries
+    /// written after it started (which their writers send on their own).
+    pub(crate) fn slots_from(&self, from: usize) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, s)| !s.key.is_empty())
+    }
+
     /// Every occupied slot, in slab order (for snapshots and tests).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter().filter(|s| !s.key.is_empty())

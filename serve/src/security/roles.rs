@@ -4,7 +4,7 @@
 //! | RPC | readonly | user | admin |
 //! |---|---|---|---|
 //! | Get, HealthCheck, Batch / Pipeline message of gets only | yes | yes | yes |
-//! | Set, Delete, CompareAndSwap, IncrBy, Expire, Batch / Pipeline message with writes | no | yes | yes |
+//! | Set, Delete, CompareAndSwap, IncrBy, Expire, Scan, Fence, Batch / Pipeline message with writes | no | yes | yes |
 //! | GetMetrics, any RPC not listed here | no | no | yes |
 //! | grpc.reflection.* | yes | yes | yes (any valid token) |
 //! | grpc.health.v1.Health/* | open, no token needed | | |
@@ -76,7 +76,9 @@ pub fn required_role(path: &str) -> Option<Role> {
     }
     match path.strip_prefix("/distcache.v1.CacheService/") {
         Some("Get" | "Batch" | "Pipeline" | "HealthCheck") => Some(Role::Readonly),
-        Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire") => Some(Role::User),
+        Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire" | "Scan" | "Fence") => {
+            Some(Role::User)
+        }
         // GetMetrics, and anything not listed (future admin RPCs).
         _ => Some(Role::Admin),
     }
@@ -93,7 +95,15 @@ mod tests {
         assert_eq!(t("Get"), Some(Readonly));
         assert_eq!(t("Batch"), Some(Readonly));
         assert_eq!(t("HealthCheck"), Some(Readonly));
-        for m in ["Set", "Delete", "CompareAndSwap", "IncrBy", "Expire"] {
+        for m in [
+            "Set",
+            "Delete",
+            "CompareAndSwap",
+            "IncrBy",
+            "Expire",
+            "Scan",
+            "Fence",
+        ] {
             assert_eq!(t(m), Some(User), "{m}");
         }
         assert_eq!(t("GetMetrics"), Some(Admin));

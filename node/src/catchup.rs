@@ -1,0 +1,69 @@
+//! The node's side of a returning replica's catch-up: `Scan` (a page of
+//! what this node holds, filtered by version, for a peer that is catching
+//! up) and `Fence` (raise or lift this node's own fence). The SDK drives
+//! both (see `sdk/src/replica/catchup.rs`); the contract is in the proto.
+
+use distcache_proto::v1 as pb;
+
+use crate::state::Shared;
+
+/// Entries per `Scan` answer when the request names no bound.
+const DEFAULT_SCAN_ENTRIES: usize = 1_000;
+/// Most entries per `Scan` answer (the batch bound, so a page can be
+/// written to the returning node in one batch).
+const MAX_SCAN_ENTRIES: usize = distcache_proto::budget::MAX_OPERATIONS;
+
+/// One page of this node's entries with a version of at least
+/// `since_version`. Keys and values stop at half the message size limit, so
+/// the answer (and the batch that copies it) stays under it.
+pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> pb::ScanResponse {
+    let max_entries = match r.max_entries {
+        0 => DEFAULT_SCAN_ENTRIES,
+        n => usize::try_from(n)
+            .unwrap_or(MAX_SCAN_ENTRIES)
+            .min(MAX_SCAN_ENTRIES),
+    };
+    let page = shared.store.scan(
+        r.cursor,
+        r.since_version,
+        max_entries,
+        shared.max_message_bytes / 2,
+    );
+    pb::ScanResponse {
+        entries: page
+            .items
+            .into_iter()
+            .map(|it| pb::ScanEntry {
+                key: it.key,
+                tombstone: it.value.is_none(),
+                value: it.value.unwrap_or_default(),
+                version: it.version,
+                ttl_ms: it.ttl_ms,
+            })
+            .collect(),
+        next_cursor: page.next,
+        done: page.done,
+    }
+}
+
+/// Raises or lifts this node's fence, as asked.
+pub(crate) fn fence(shared: &Shared, r: pb::FenceRequest) -> pb::FenceResponse {
+    let fence = &shared.fence;
+    let (lifted, state) = match pb::FenceAction::try_from(r.action) {
+        Ok(pb::FenceAction::Unfence) => fence.lift(r.incarnation, r.epoch),
+        // An unknown action fences: the safe reading of a newer client.
+        _ => {
+            let reason = if r.reason.is_empty() {
+                "fenced by a client".to_owned()
+            } else {
+                r.reason.chars().take(200).collect()
+            };
+            (false, fence.raise(r.since_ms, reason))
+        }
+    };
+    pb::FenceResponse {
+        incarnation: fence.incarnation,
+        fence: Some(state),
+        lifted,
+    }
+}
