@@ -97,6 +97,29 @@ impl Client {
         })
     }
 
+    /// Waits (see [`ClientBuilder::build`]) for the first probe round and
+    /// the catch-ups it started.
+    async fn settle(&self) {
+        let i = &self.inner;
+        if i.config.probe_interval.is_zero() {
+            return;
+        }
+        let until = Instant::now() + i.config.timeout;
+        while Instant::now() < until {
+            let probed = i.stats.probe_rounds.load(Ordering::Acquire) > 0;
+            let settling = i
+                .members
+                .load()
+                .nodes
+                .iter()
+                .any(|n| n.is_healthy() && n.is_fenced());
+            if probed && !settling {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A handle whose requests use read consistency `c`.
     pub fn with_read_consistency(&self, c: Consistency) -> Self {
         let mut s = self.clone();
@@ -606,6 +629,16 @@ impl Client {
             budget_exhausted: l(&i.retry.stats.budget_exhausted),
             read_repairs: l(&i.stats.read_repairs),
             membership_changes: l(&i.members.changes),
+            catch_ups: l(&i.stats.catch_ups),
+            catch_up_entries: l(&i.stats.catch_up_entries),
+            catch_up_failures: l(&i.stats.catch_up_failures),
+            fenced_nodes: i
+                .members
+                .load()
+                .nodes
+                .iter()
+                .filter(|n| n.is_fenced())
+                .count() as u64,
         }
     }
 }
@@ -729,10 +762,17 @@ impl ClientBuilder {
     /// Validates the configuration and creates the client. Connections are
     /// opened lazily, so this succeeds while nodes are down; it must be
     /// called inside a tokio runtime (it starts the health prober).
+    ///
+    /// With the prober on, it returns once the first round of health checks
+    /// answered and the nodes that said they are fenced (a node that just
+    /// started is) have been caught up, or after the request `timeout` at
+    /// the latest: a client just built can read at once.
     pub async fn build(self) -> Result<Client> {
         let mut config = self.config;
         config.validate()?;
-        Client::from_config(config)
+        let client = Client::from_config(config)?;
+        client.settle().await;
+        Ok(client)
     }
 }
 
@@ -762,9 +802,35 @@ async fn probe_loop(weak: std::sync::Weak<Inner>) {
                 tokio::spawn(async move { node.probe(timeout).await })
             })
             .collect();
-        drop(topology);
         for p in probes {
             let _ = p.await;
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.stats.probe_rounds.fetch_add(1, Ordering::Release);
+        }
+        // A node whose last catch-up skipped a peer that serves again now
+        // catches up from it too.
+        for back in topology.nodes.iter().filter(|n| n.is_readable()) {
+            for n in &topology.nodes {
+                if let Some(since) = n.take_skipped(&back.url) {
+                    n.owe_fence(since);
+                }
+            }
+        }
+        // Fenced nodes it can reach: catch them up (one task per node).
+        if topology.nodes.iter().any(|n| n.wants_catch_up()) {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let view = View {
+                inner,
+                topo: topology,
+            };
+            for idx in 0..view.topo.nodes.len() {
+                if view.topo.nodes[idx].wants_catch_up() {
+                    view.spawn_catch_up(idx);
+                }
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use distcache_proto::status::REPLICATED;
 use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -25,6 +26,9 @@ pub(crate) struct Conn {
     channels: Arc<[Channel]>,
     next: Arc<AtomicUsize>,
     auth: Option<MetadataValue<Ascii>>,
+    /// Send [`REPLICATED`]: hold this client to the nodes' fences (it
+    /// replicates, so a fenced node's state must not answer its reads).
+    replicated: bool,
     pipe: Arc<Mutex<Option<Arc<Pipe>>>>,
     /// When the node answered `Pipeline` with UNIMPLEMENTED (an older node):
     /// batches then go as `Batch` calls, and `Pipeline` is tried again after
@@ -82,6 +86,7 @@ impl Conn {
             channels,
             next: Arc::new(AtomicUsize::new(0)),
             auth,
+            replicated: config.replicas > 1,
             pipe: Arc::new(Mutex::new(None)),
             no_pipe_since: Arc::new(Mutex::new(None)),
         })
@@ -99,10 +104,18 @@ impl Conn {
     pub(crate) fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         req.set_timeout(timeout);
-        if let Some(auth) = &self.auth {
-            req.metadata_mut().insert("authorization", auth.clone());
-        }
+        self.headers(req.metadata_mut());
         req
+    }
+
+    /// The token and, when replicating, the [`REPLICATED`] header.
+    pub(crate) fn headers(&self, m: &mut tonic::metadata::MetadataMap) {
+        if let Some(auth) = &self.auth {
+            m.insert("authorization", auth.clone());
+        }
+        if self.replicated {
+            m.insert(REPLICATED, MetadataValue::from_static("1"));
+        }
     }
 
     /// One operation as its own unary RPC.
@@ -143,7 +156,7 @@ impl Conn {
         // Boxed: opening is rare, and its future is large.
         let opened = Box::pin(tokio::time::timeout(
             t,
-            Pipe::open(self.stub(), self.auth.as_ref()),
+            Pipe::open(self.stub(), |m| self.headers(m)),
         ))
         .await
         .map_err(|_| Status::deadline_exceeded("opening the pipeline stream timed out"))?;

@@ -121,10 +121,17 @@ pub(crate) enum Failure {
     /// An answer about the request itself (bad input, refusal, CAS state):
     /// another attempt would get the same; the node is alive.
     Fatal,
+    /// The node is fenced (catching up): it ran nothing and is alive, so
+    /// any operation may move on to the next replica, and the node counts
+    /// no failure (it is fenced in the client's view instead).
+    Fenced,
 }
 
 /// The one classifier of failed attempts.
 pub(crate) fn classify(status: &tonic::Status) -> Failure {
+    if distcache_proto::status::is_fenced(status) {
+        return Failure::Fenced;
+    }
     match status.code() {
         Code::Unavailable | Code::Unknown | Code::Aborted => Failure::FailOver,
         Code::DeadlineExceeded | Code::Cancelled => Failure::Retry,
@@ -237,6 +244,9 @@ mod tests {
         ] {
             assert_eq!(classify(&Status::new(code, "x")), want, "{code:?}");
         }
+        let fenced = distcache_proto::status::fenced("started empty");
+        assert_eq!(classify(&fenced), Failure::Fenced);
+        assert!(is_transient(&fenced));
     }
 
     #[test]

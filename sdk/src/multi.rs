@@ -118,10 +118,13 @@ pub(crate) async fn mget(
     }
 
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut retry_single = Vec::new();
     for (u, key) in unique.iter().enumerate() {
         let replicas = inner.replicas(key);
-        if let Some(&first) = inner.targets(&replicas, 1).first() {
-            groups.entry(first).or_default().push(u);
+        match inner.readable(&replicas).first() {
+            Some(&first) => groups.entry(first).or_default().push(u),
+            // No readable replica: one by one, where it fails cleanly.
+            None => retry_single.push(u),
         }
     }
     let unique = Arc::new(unique);
@@ -131,7 +134,6 @@ pub(crate) async fn mget(
         batches
             .spawn(async move { mget_node(&inner, node, todo, &unique, &bound, deadline).await });
     }
-    let mut retry_single = Vec::new();
     while let Some(done) = batches.join_next().await {
         let Ok(res) = done else { continue };
         let (got, failed) = res?;
@@ -196,6 +198,11 @@ async fn mget_node(
                             let e = Entry::from_pb(g);
                             bound.charge(u, &e)?;
                             got.push((u, e));
+                        }
+                        // Fenced since the batch was planned: elsewhere.
+                        Some(Out::Error(e)) if e.fenced => {
+                            inner.topo.nodes[node].mark_fenced();
+                            failed.push(u);
                         }
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => failed.push(u),

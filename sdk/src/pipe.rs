@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient};
 use tokio::sync::{mpsc, oneshot};
-use tonic::metadata::{Ascii, MetadataValue};
+
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
@@ -57,11 +57,12 @@ fn lock(m: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
 }
 
 impl Pipe {
-    /// Opens a stream on `stub`, sending `auth` as the `authorization`
-    /// header. Resolves once the node accepted the stream.
+    /// Opens a stream on `stub`, with the metadata `headers` writes (the
+    /// token, the replication header). Resolves once the node accepted the
+    /// stream.
     pub(crate) async fn open(
         mut stub: CacheServiceClient<Channel>,
-        auth: Option<&MetadataValue<Ascii>>,
+        headers: impl FnOnce(&mut tonic::metadata::MetadataMap),
     ) -> Result<Arc<Self>, Status> {
         let (requests, rx) = mpsc::unbounded_channel();
         let outbound =
@@ -70,9 +71,7 @@ impl Pipe {
                 |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
             );
         let mut req = tonic::Request::new(outbound);
-        if let Some(auth) = auth {
-            req.metadata_mut().insert("authorization", auth.clone());
-        }
+        headers(req.metadata_mut());
         let answers = stub.pipeline(req).await?.into_inner();
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(read(answers, waiting.clone()));

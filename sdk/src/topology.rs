@@ -9,9 +9,11 @@
 //! and health; a removed node is dropped (channels closed, coalescer
 //! stopped) when the last operation holding an old snapshot ends.
 //!
-//! Not here: moving data. A key whose owners changed is found on its new
-//! replicas once it is written again; until then a read there is a miss,
-//! as it would be after a cache node restarts.
+//! A node that joins a running membership is fenced and caught up (see
+//! `replica/catchup.rs`) with everything its peers hold for its ranges
+//! before it serves reads, so a node that left and came back never serves
+//! what it held before. Not here yet: the reads of keys whose owners
+//! changed asking the old owners meanwhile (the resharding issue).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +69,9 @@ impl Topology {
             .iter()
             .map(|url| match keep.get(url.as_str()) {
                 Some(&node) => Ok(node.clone()),
+                // A node joining a running membership is fenced until it
+                // caught up; the first membership is trusted as it is.
+                None if old.is_some() => Node::new(url, config).map(|n| Arc::new(n.joined())),
                 None => Node::new(url, config).map(Arc::new),
             })
             .collect::<Result<Vec<_>, _>>()?;

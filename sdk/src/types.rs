@@ -74,4 +74,14 @@ pub struct ClientStats {
     pub read_repairs: u64,
     /// Membership changes applied by [`Client::set_nodes`](crate::Client::set_nodes).
     pub membership_changes: u64,
+    /// Catch-ups finished: a fenced node (restarted, stalled, lost for a
+    /// while, newly joined) got what it missed and serves reads again.
+    pub catch_ups: u64,
+    /// Entries copied to fenced nodes by catch-ups.
+    pub catch_up_entries: u64,
+    /// Catch-ups that stopped short (a peer could not be scanned): the
+    /// node stays fenced and the next health probe tries again.
+    pub catch_up_failures: u64,
+    /// Nodes fenced in this client's view now (no reads go to them).
+    pub fenced_nodes: u64,
 }

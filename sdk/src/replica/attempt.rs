@@ -25,7 +25,7 @@ use crate::node::Node;
 /// on the next replica yields the same value. No after a timeout: the node
 /// may be alive and have applied it.
 pub(super) fn may_fail_over(s: &Status) -> bool {
-    classify(s) == Failure::FailOver
+    matches!(classify(s), Failure::FailOver | Failure::Fenced)
 }
 
 impl View {
@@ -88,11 +88,19 @@ impl View {
         } else {
             Either::Right(rpc)
         };
-        Either::Right(rpc.inspect(move |res| self.account(node, res)))
+        Either::Right(rpc.inspect(move |res| self.account(idx, res)))
     }
 
-    fn account<T>(&self, node: &Node, res: &Result<T, Status>) {
+    fn account<T>(&self, idx: usize, res: &Result<T, Status>) {
+        let node = &*self.topo.nodes[idx];
         match res {
+            Err(s) if classify(s) == Failure::Fenced => {
+                node.mark_fenced();
+                // Now, not at the next probe: callers are waiting for it.
+                if node.wants_catch_up() {
+                    self.spawn_catch_up(idx);
+                }
+            }
             Err(s) if is_transient(s) => node.record_failure(),
             // Any answer, even a refusal, shows the node is alive.
             _ => node.record_success(),

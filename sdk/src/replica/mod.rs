@@ -25,10 +25,15 @@
 //! spawns. What fails over and what retries is decided by
 //! [`crate::error::classify`] alone.
 //!
+//! A replica that may lack writes (restarted, stalled, lost for a while,
+//! newly joined) is fenced: write target, never read; `catchup.rs` copies
+//! what it missed from its peers and lifts the fence.
+//!
 //! Not here: the wire (`conn.rs`), coalescing (`coalesce.rs`), deadlines
 //! (`deadline.rs`), multi-key operations (`multi.rs`).
 
 mod attempt;
+mod catchup;
 mod fanout;
 mod read;
 mod view;

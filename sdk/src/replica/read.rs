@@ -1,4 +1,5 @@
-//! Reads: at `One` from the first healthy replica with failover; at
+//! Reads go only to readable replicas (healthy, not fenced: see
+//! `catchup.rs`). At `One` from the first of them with failover; at
 //! `Quorum` and `All` from enough replicas at once, returning the newest
 //! state (a newer tombstone wins over an older value) and repairing stale
 //! replicas in the background with versioned writes.
@@ -21,7 +22,8 @@ impl View {
         let replicas = self.replicas(key);
         self.retry
             .run(deadline, || async {
-                for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
+                let ready = self.await_readable(&replicas, 1, &[], deadline).await;
+                for (n, idx) in ready.into_iter().enumerate() {
                     if n > 0 {
                         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
                     }
@@ -57,7 +59,13 @@ impl View {
         let need = consistency.required(replicas.len());
         self.retry
             .run(deadline, || async {
-                let targets = self.targets(&replicas, need);
+                let targets = self.await_readable(&replicas, need, &[], deadline).await;
+                if targets.len() < need {
+                    return Err(Error::Unavailable {
+                        needed: need,
+                        acked: targets.len(),
+                    });
+                }
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
                 // Scoped: an answer still out is dropped before resolving.
                 let answers = {

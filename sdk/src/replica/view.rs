@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use distcache_proto::v1::operation_result::Result as Out;
 use smallvec::SmallVec;
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::config::ClientConfig;
@@ -22,6 +24,14 @@ pub(crate) struct Stats {
     pub(crate) attempts: AtomicU64,
     pub(crate) failovers: AtomicU64,
     pub(crate) read_repairs: AtomicU64,
+    /// Rounds of health checks done by the prober.
+    pub(crate) probe_rounds: AtomicU64,
+    /// Catch-ups finished (a fenced node lifted).
+    pub(crate) catch_ups: AtomicU64,
+    /// Entries copied by catch-ups.
+    pub(crate) catch_up_entries: AtomicU64,
+    /// Catch-ups that stopped short (the node stays fenced).
+    pub(crate) catch_up_failures: AtomicU64,
 }
 
 /// Everything a client shares between its clones and background tasks.
@@ -92,14 +102,24 @@ impl View {
         out
     }
 
-    /// Replicas worth sending to: the healthy ones in ring order, or, when
-    /// fewer than `need` are healthy, every replica (health may be stale).
+    /// Replicas worth sending a write to: the healthy ones, readable ones
+    /// first (so the first target is the replica `One` reads from, and a
+    /// client reads its own writes), then fenced ones (they take writes
+    /// while catching up), or, when fewer than `need` are healthy, every
+    /// replica (health may be stale).
     pub(crate) fn targets(&self, replicas: &[usize], need: usize) -> Nodes {
+        let node = |i: usize| &self.topo.nodes[i];
         let mut out: Nodes = replicas
             .iter()
             .copied()
-            .filter(|&i| self.topo.nodes[i].is_healthy())
+            .filter(|&i| node(i).is_readable())
             .collect();
+        out.extend(
+            replicas
+                .iter()
+                .copied()
+                .filter(|&i| node(i).is_healthy() && node(i).is_fenced()),
+        );
         if out.len() < need.max(1) {
             for &i in replicas {
                 if !out.contains(&i) {
@@ -108,5 +128,54 @@ impl View {
             }
         }
         out
+    }
+
+    /// Replicas a read or a conditional operation may go to: healthy and
+    /// not fenced, in ring order. Never a fenced or unhealthy one, even
+    /// when too few are left: its answer may be stale (a value since
+    /// overwritten, a deleted key, a counter behind), and an error is
+    /// better than a stale answer.
+    pub(crate) fn readable(&self, replicas: &[usize]) -> Nodes {
+        replicas
+            .iter()
+            .copied()
+            .filter(|&i| self.topo.nodes[i].is_readable())
+            .collect()
+    }
+
+    /// [`View::readable`] less `exclude`, once at least `need` replicas
+    /// are, waiting (to `deadline` at the latest) while fenced replicas
+    /// that are catching up could make up the shortfall: a node that just
+    /// started, or returned, serves again within its catch-up, and an
+    /// operation that waits for it has applied nothing yet. Returns what is
+    /// readable then.
+    pub(crate) async fn await_readable(
+        &self,
+        replicas: &[usize],
+        need: usize,
+        exclude: &[usize],
+        deadline: Instant,
+    ) -> Nodes {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mut ready = self.readable(replicas);
+            ready.retain(|i| !exclude.contains(i));
+            let coming = replicas
+                .iter()
+                .filter(|&&i| {
+                    let n = &self.topo.nodes[i];
+                    n.is_healthy() && n.is_fenced()
+                })
+                .count();
+            if ready.len() >= need.max(1) || ready.len() + coming < need.max(1) {
+                return ready;
+            }
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return ready;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }

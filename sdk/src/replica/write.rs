@@ -13,7 +13,7 @@ use super::attempt::may_fail_over;
 use super::fanout::{gather, task_failed};
 use super::view::{Acks, Nodes, View};
 use crate::config::Consistency;
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result, classify};
 
 /// Times a versioned write is stamped again and resent after a replica
 /// answered that it holds a newer version.
@@ -157,20 +157,31 @@ impl View {
                 acked: healthy,
             });
         }
-        for (n, idx) in self.targets(&replicas, 1).into_iter().enumerate() {
-            if n > 0 {
+        // Only a readable replica decides: a fenced one may hold a stale
+        // counter, a lock since taken, an old version for CAS. A replica
+        // that turns out fenced ran nothing: wait for it (or another) to be
+        // caught up. One whose connection failed is not tried again.
+        let mut failed = Nodes::new();
+        let mut tries = 0;
+        loop {
+            let ready = self.await_readable(&replicas, 1, &failed, deadline).await;
+            let Some(&idx) = ready.first() else {
+                return Err(Error::Unavailable {
+                    needed: 1,
+                    acked: 0,
+                });
+            };
+            if tries > 0 {
                 self.stats.failovers.fetch_add(1, Ordering::Relaxed);
             }
+            tries += 1;
             match self.call(idx, op.clone(), deadline).await {
                 Ok(out) => return Ok((idx, out)),
-                Err(s) if may_fail_over(&s) => continue,
+                Err(s) if classify(&s) == Failure::Fenced => {}
+                Err(s) if may_fail_over(&s) => failed.push(idx),
                 Err(s) => return Err(Error::from_status(s)),
             }
         }
-        Err(Error::Unavailable {
-            needed: 1,
-            acked: 0,
-        })
     }
 
     /// Copies the result of a primary-run operation to the other replicas:

@@ -1,0 +1,263 @@
+//! Catch-up: what makes a returning replica safe to read again.
+//!
+//! A node may lack writes its peers hold: it restarted (empty, or from a
+//! log that ends where it stopped), it stalled, this client lost it for a
+//! while, or it joined the membership. Such a node is *fenced* (on the node
+//! itself, see `node/src/fence.rs`, and in this client's view, see
+//! `node.rs`): it takes writes, but no read and no conditional operation
+//! goes to it. The catch-up, run by the client's prober for each fenced
+//! node it can reach, then:
+//!
+//! ```text
+//! 1. Fence(since) the node, if this client lost it (it cannot know);
+//!    the node answers its incarnation and fence (epoch, since_ms)
+//! 2. for every other node: Scan(since_ms << 16) page by page ─► keep the
+//!    entries this node replicates ─► versioned Set / Delete in a Batch
+//!    to the node (they never overwrite anything newer)
+//! 3. Fence(UNFENCE, incarnation, epoch): lifted only if no new fence was
+//!    raised meanwhile (else: again, from the wider window)
+//! ```
+//!
+//! Writes made while it runs reach the node directly (fenced nodes are
+//! write targets), so when every peer has been scanned the node holds
+//! everything its peers held. A healthy peer that cannot be scanned keeps
+//! the node fenced (logged; the next probe tries again): reads of its keys
+//! go to the other replicas, or fail, but are never stale. A peer this
+//! client holds for down is skipped (what it holds cannot be had, and
+//! waiting for it would keep every replica it shares keys with fenced for
+//! as long as it is down); the node remembers it, and once that peer
+//! serves again, the node is fenced again and catches up from it too, so
+//! it converges. Until then it may miss writes only the down peer took
+//! (at write consistency `One`; see `docs/consistency.md`).
+//!
+//! Not here: dropping what a node holds and its peers no longer do (a
+//! delete whose tombstone expired while it was away longer than the
+//! tombstone TTL): see the limits in `docs/consistency.md`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
+use tonic::Status;
+
+use super::view::View;
+
+/// How far back of the moment this client lost a node its catch-up looks
+/// (the node's own margin; see `node/src/fence.rs`).
+const MARGIN_MS: u64 = 35_000;
+
+/// Entries per scan page (and per batch copying them).
+const PAGE: u32 = 1_000;
+
+/// Rounds of scan-and-lift before giving up until the next probe (a new
+/// fence raised during a round means another round).
+const MAX_ROUNDS: usize = 3;
+
+/// Why a catch-up stopped short.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CatchUpError {
+    #[error("{rpc} on {node}: {status}")]
+    Rpc {
+        rpc: &'static str,
+        node: String,
+        status: Status,
+    },
+    #[error("fenced again during every one of {0} rounds")]
+    Unsettled(usize),
+}
+
+/// What a finished catch-up did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CaughtUp {
+    pub(crate) entries: u64,
+    pub(crate) elapsed: Duration,
+}
+
+impl View {
+    /// Starts the catch-up of node `idx` in a task, unless one runs.
+    pub(crate) fn spawn_catch_up(&self, idx: usize) {
+        let node = &self.topo.nodes[idx];
+        if node.catching_up.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let view = self.clone();
+        tokio::spawn(async move {
+            let node = view.topo.nodes[idx].clone();
+            match view.catch_up(idx).await {
+                Ok(done) => {
+                    view.stats.catch_ups.fetch_add(1, Ordering::Relaxed);
+                    view.stats
+                        .catch_up_entries
+                        .fetch_add(done.entries, Ordering::Relaxed);
+                    tracing::info!(
+                        node = %node.url,
+                        entries = done.entries,
+                        ms = done.elapsed.as_millis() as u64,
+                        "catch-up done"
+                    );
+                }
+                Err(e) => {
+                    view.stats.catch_up_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %node.url, error = %e, "catch-up failed; the node stays fenced");
+                }
+            }
+            node.catching_up.store(false, Ordering::Release);
+        });
+    }
+
+    /// Catches node `idx` up (see the module docs).
+    async fn catch_up(&self, idx: usize) -> Result<CaughtUp, CatchUpError> {
+        let started = Instant::now();
+        let node = &self.topo.nodes[idx];
+        let timeout = self.config.timeout;
+        let rpc = |rpc: &'static str, node: &str| {
+            let node = node.to_owned();
+            move |status| CatchUpError::Rpc { rpc, node, status }
+        };
+        let mut entries = 0;
+        for _ in 0..MAX_ROUNDS {
+            let req = match node.owed_fence() {
+                Some(lost) => pb::FenceRequest {
+                    action: pb::FenceAction::Fence as i32,
+                    since_ms: lost.saturating_sub(MARGIN_MS),
+                    reason: "lost by a client for a while".into(),
+                    ..Default::default()
+                },
+                // Read the fence: a lift with epoch 0 never applies.
+                None => pb::FenceRequest {
+                    action: pb::FenceAction::Unfence as i32,
+                    ..Default::default()
+                },
+            };
+            let answer = node
+                .fence(req, timeout)
+                .await
+                .map_err(rpc("Fence", &node.url))?;
+            node.fence_sent();
+            let fence = answer.fence.unwrap_or_default();
+            if !fence.fenced {
+                node.unfence();
+                return Ok(CaughtUp {
+                    entries,
+                    elapsed: started.elapsed(),
+                });
+            }
+            let mut skipped = Vec::new();
+            if self.config.replicas > 1 {
+                let since_version = fence.since_ms << 16;
+                for peer in (0..self.topo.nodes.len()).filter(|&p| p != idx) {
+                    let p = &self.topo.nodes[peer];
+                    if !p.is_healthy() {
+                        tracing::warn!(node = %node.url, peer = %p.url, "catch-up skips a peer that is down; it will catch up from it once it is back");
+                        skipped.push((p.url.clone(), fence.since_ms));
+                        continue;
+                    }
+                    entries += self.copy_from(peer, idx, since_version).await?;
+                }
+            }
+            let lift = pb::FenceRequest {
+                action: pb::FenceAction::Unfence as i32,
+                incarnation: answer.incarnation,
+                epoch: fence.epoch,
+                ..Default::default()
+            };
+            let lifted = node
+                .fence(lift, timeout)
+                .await
+                .map_err(rpc("Fence", &node.url))?;
+            if lifted.lifted {
+                node.set_skipped(skipped);
+                node.unfence();
+                return Ok(CaughtUp {
+                    entries,
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        Err(CatchUpError::Unsettled(MAX_ROUNDS))
+    }
+
+    /// Copies to node `to` every entry of node `from` written since
+    /// `since_version` that `to` replicates; returns how many.
+    async fn copy_from(
+        &self,
+        from: usize,
+        to: usize,
+        since_version: u64,
+    ) -> Result<u64, CatchUpError> {
+        let (src, dst) = (&self.topo.nodes[from], &self.topo.nodes[to]);
+        let timeout = self.config.timeout;
+        let mut cursor = 0;
+        let mut copied = 0;
+        loop {
+            let req = pb::ScanRequest {
+                since_version,
+                cursor,
+                max_entries: PAGE,
+            };
+            let page = src
+                .scan(req, timeout)
+                .await
+                .map_err(|status| CatchUpError::Rpc {
+                    rpc: "Scan",
+                    node: src.url.clone(),
+                    status,
+                })?;
+            let ops: Vec<pb::Operation> = page
+                .entries
+                .into_iter()
+                .filter(|e| self.replicas(&e.key).contains(&to))
+                .map(copy_op)
+                .collect();
+            if !ops.is_empty() {
+                let n = ops.len() as u64;
+                let results =
+                    dst.conn
+                        .batch(ops, timeout)
+                        .await
+                        .map_err(|status| CatchUpError::Rpc {
+                            rpc: "Batch",
+                            node: dst.url.clone(),
+                            status,
+                        })?;
+                if let Some(e) = results.into_iter().find_map(|r| match r.result {
+                    Some(Out::Error(e)) => Some(e),
+                    _ => None,
+                }) {
+                    return Err(CatchUpError::Rpc {
+                        rpc: "Batch",
+                        node: dst.url.clone(),
+                        status: distcache_proto::status::to_status(e),
+                    });
+                }
+                copied += n;
+            }
+            if page.done {
+                return Ok(copied);
+            }
+            cursor = page.next_cursor;
+        }
+    }
+}
+
+/// The versioned write that gives a replica `e` (it applies only if newer
+/// than what the replica holds).
+fn copy_op(e: pb::ScanEntry) -> pb::Operation {
+    let op = if e.tombstone {
+        Op::Delete(pb::DeleteRequest {
+            key: e.key,
+            version: e.version,
+            return_value: false,
+        })
+    } else {
+        Op::Set(pb::SetRequest {
+            key: e.key,
+            value: e.value,
+            ttl_ms: e.ttl_ms,
+            condition: pb::SetCondition::Always as i32,
+            version: e.version,
+            keep_ttl: false,
+        })
+    };
+    pb::Operation { op: Some(op) }
+}
