@@ -517,10 +517,13 @@ pub fn parse(args: &mut [Bytes]) -> Result<Command, Reply> {
                     )));
                 }
                 "NO-EVICT" | "NO-TOUCH" | "REPLY" => Command::ClientOk,
-                other => {
+                _ => {
+                    // As sent, as Redis shows it (a name past 16 bytes reads
+                    // as "" above: redis-py 8's MAINT_NOTIFICATIONS is 19).
+                    let sub = &rest[0][..rest[0].len().min(128)];
                     return Err(Reply::err(format!(
                         "unknown subcommand '{}'. Try CLIENT HELP.",
-                        other.to_ascii_lowercase()
+                        String::from_utf8_lossy(sub)
                     )));
                 }
             }

@@ -238,6 +238,10 @@ fn connection_commands() {
         Ok(Command::CommandInfo(CommandQuery::Count))
     );
     assert_eq!(p("select 0"), Ok(Command::Select(0)));
+    assert_eq!(
+        err(p("client MAINT_NOTIFICATIONS on")),
+        "ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP."
+    );
 }
 
 #[test]
