@@ -109,6 +109,19 @@ class RedisPyDefaults(unittest.TestCase):
             r.ping()
         r.close()
 
+    def test_client_side_caching_is_refused_rather_than_left_stale(self):
+        # CLIENT TRACKING is not served (and the reported 7.2.0 is below the
+        # 7.4.0 redis-py wants for it): a cache_config fails at connect time
+        # instead of caching without invalidations.
+        from redis.cache import CacheConfig
+
+        r = redis.Redis(host="127.0.0.1", port=PORT, protocol=3, cache_config=CacheConfig())
+        with self.assertRaisesRegex(
+            (redis.ConnectionError, redis.ResponseError), "tracking|7.4 or later"
+        ):
+            r.get("py:k")
+        r.close()
+
     def test_a_resp2_client_beside_it_is_answered_in_resp2(self):
         r = redis.Redis(host="127.0.0.1", port=PORT, protocol=2)
         hello = r.execute_command("HELLO")
