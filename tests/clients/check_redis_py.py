@@ -117,7 +117,7 @@ class RedisPyDefaults(unittest.TestCase):
 
         r = redis.Redis(host="127.0.0.1", port=PORT, protocol=3, cache_config=CacheConfig())
         with self.assertRaisesRegex(
-            (redis.ConnectionError, redis.ResponseError), "tracking|7.4 or later"
+            (redis.ConnectionError, redis.ResponseError), "(?i)tracking|7.4 or later"
         ):
             r.get("py:k")
         r.close()
