@@ -8,6 +8,12 @@ use distcache::Client;
 
 use crate::metrics::ProxyMetrics;
 
+/// The Redis version INFO and HELLO report: the release whose semantics the
+/// commands the proxy serves follow. Clients gate features on it: redis-py
+/// turns on client-side caching (CLIENT TRACKING, not served here) from
+/// 7.4.0, so this stays below that until tracking exists.
+pub const REDIS_VERSION: &str = "7.2.0";
+
 /// The state behind every front end.
 #[derive(Debug)]
 pub struct Backend {
@@ -88,7 +94,9 @@ impl Backend {
         let healthy = health.iter().filter(|(_, h)| *h).count();
         let stats = self.client.stats();
         let mut s = String::new();
-        s.push_str("# Server\r\nredis_version:7.2.0\r\nredis_mode:standalone\r\n");
+        s.push_str(&format!(
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n"
+        ));
         s.push_str(&format!(
             "distcache_version:{}\r\nuptime_in_seconds:{}\r\n",
             env!("CARGO_PKG_VERSION"),

@@ -24,8 +24,9 @@
 //!
 //! - this file: [`run`], which starts every front end and drains them.
 //! - [`resp`]: the Redis front end: `server` (accept loop, connection loop,
-//!   pipeline scheduler), `session`, `auth`, `exec` (commands → SDK),
-//!   `command` (what a command is), `codec`, `output`, `per_ip`.
+//!   pipeline scheduler), `session` (HELLO and the RESP2/RESP3 switch),
+//!   `auth`, `exec` (commands → SDK), `command` (what a command is), `codec`
+//!   (both protocols), `output`, `per_ip`.
 //! - [`grpc`]: `CacheService` over the SDK.
 //! - [`admin`]: `/metrics`, `/metrics.json`, `/livez`, `/readyz`, `/ring`.
 //! - [`membership`]: where the node list comes from at run time.

@@ -4,9 +4,12 @@
 //! as the ACL.
 //!
 //! - Before a successful `AUTH <token>`, `AUTH <user> <token>` or
-//!   `HELLO 2 AUTH <user> <token>`, every command except AUTH, HELLO and QUIT
-//!   gets `-NOAUTH Authentication required.` (the user name is not checked:
-//!   the token says who the client is).
+//!   `HELLO 2|3 AUTH <user> <token>`, every command except AUTH, HELLO and
+//!   QUIT gets `-NOAUTH Authentication required.` (the user name is not
+//!   checked: the token says who the client is). HELLO's AUTH is checked
+//!   here like AUTH's, so the same pre-auth limits, counters and replies
+//!   apply; a HELLO whose arguments are wrong (`-NOPROTO` for a version
+//!   other than 2 or 3) is answered before any authentication, as Redis does.
 //! - A bad token gets `-WRONGPASS …`; a failed AUTH leaves an earlier
 //!   successful one in place, as in Redis.
 //! - A command the token's role may not run gets `-NOPERM …`
@@ -112,15 +115,14 @@ impl RespAuth {
         now: u64,
     ) -> Option<Reply> {
         match request {
-            Ok(Command::Auth(token)) => Some(match self.login(token, now) {
+            Ok(Command::Auth(creds)) => Some(match self.login(&creds.password, now) {
                 Ok(()) => Reply::OK,
                 Err(r) => r,
             }),
-            // An unsupported version is refused (NOPROTO) before any
-            // authentication, as Redis does; the connection answers it.
-            Ok(Command::Hello { proto: Some(p), .. }) if *p != 2 => None,
+            // The token is taken out: the connection sets the name and
+            // switches the protocol once it was accepted.
             Ok(Command::Hello { auth, .. }) => match auth.take() {
-                Some(token) => self.login(&token, now).err(),
+                Some(creds) => self.login(&creds.password, now).err(),
                 None if self.login.is_none() => Some(Reply::Error(NOAUTH_HELLO.into())),
                 None => None,
             },
@@ -327,11 +329,25 @@ mod tests {
         );
         assert!(starts(&r[3], "NOPERM"));
         assert_eq!(r[4], None);
-        // HELLO 3 is refused as NOPROTO by the connection, before any auth.
-        assert_eq!(
-            run(&mut a, &[&["HELLO", "3", "AUTH", "u", "x"]], NOW)[0],
-            None
+        // HELLO 3 logs in like HELLO 2; an unserved version is NOPROTO
+        // before any authentication (so a forged token costs no counter).
+        let r = run(
+            &mut a,
+            &[
+                &["HELLO", "3", "AUTH", "u", "x"],
+                &["HELLO", "4", "AUTH", "u", "x"],
+                &["HELLO", "3", "AUTH", "u", &ro],
+                &["HELLO", "3", "SETNAME", "a b"],
+            ],
+            NOW,
         );
+        assert_eq!(r[0].as_deref(), Some(WRONGPASS));
+        assert_eq!(
+            r[1].as_deref(),
+            Some("NOPROTO unsupported protocol version")
+        );
+        assert_eq!(r[2], None);
+        assert_eq!(r[3], None, "the connection refuses the name");
         // Within the leeway the token still works; past it the session ends.
         assert_eq!(run(&mut a, &[&["GET", "k"]], NOW + 64)[0], None);
         let r = run(&mut a, &[&["GET", "k"], &["GET", "k"]], NOW + 66);

@@ -149,7 +149,8 @@ async fn execute_other(backend: &Backend, cmd: Command) -> Reply {
         Command::Append(k, v) => append(c, k, v).await,
         Command::StrLen(k) => c.get(&k).await.map(|e| int(e.map_or(0, |e| e.value.len()))),
         Command::DbSize => Ok(Reply::Integer(backend.dbsize().await as i64)),
-        Command::Info(_) => Ok(Reply::bulk(backend.info().await)),
+        // A verbatim string in RESP3, as Redis sends INFO; a bulk in RESP2.
+        Command::Info(_) => Ok(Reply::Verbatim(backend.info().await.into())),
         other => Ok(Reply::err(format!(
             "command {other:?} is handled by the connection"
         ))),

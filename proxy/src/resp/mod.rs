@@ -1,4 +1,6 @@
-//! The Redis-protocol front end's wire format.
+//! The Redis-protocol front end: RESP2 on every connection, RESP3 on those
+//! that say `HELLO 3` (`session`), one reply tree written for either
+//! (`codec`).
 
 pub mod auth;
 pub mod codec;
@@ -9,4 +11,4 @@ pub mod per_ip;
 pub mod server;
 mod session;
 
-pub use codec::{Limits, ProtocolError, Reply, parse_request};
+pub use codec::{Limits, Protocol, ProtocolError, Reply, parse_request};

@@ -13,7 +13,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::codec::Reply;
+use super::codec::{Protocol, Reply};
 
 /// Buffered reply bytes past which the buffer is written out at once.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -39,24 +39,25 @@ impl Default for Output {
 }
 
 impl Output {
-    /// Encodes `reply`, writing the buffer to `stream` as it passes
-    /// [`FLUSH_BYTES`] (between the elements of an array, so a long array of
-    /// large values is never all in memory at once).
+    /// Encodes `reply` in `proto`, writing the buffer to `stream` as it
+    /// passes [`FLUSH_BYTES`] (between the elements of an array, so a long
+    /// array of large values is never all in memory at once).
     pub async fn put<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
         reply: &Reply,
+        proto: Protocol,
     ) -> std::io::Result<()> {
         match reply {
             Reply::Array(Some(items)) if items.len() > 1 => {
                 Reply::encode_array_header(items.len(), &mut self.buf);
                 for item in items {
-                    item.encode(&mut self.buf);
+                    item.encode(proto, &mut self.buf);
                     self.flush_if_large(stream).await?;
                 }
             }
             _ => {
-                reply.encode(&mut self.buf);
+                reply.encode(proto, &mut self.buf);
                 self.flush_if_large(stream).await?;
             }
         }
@@ -121,9 +122,9 @@ mod tests {
         }
     }
 
-    fn encoded(r: &Reply) -> Vec<u8> {
+    fn encoded(r: &Reply, proto: Protocol) -> Vec<u8> {
         let mut b = BytesMut::new();
-        r.encode(&mut b);
+        r.encode(proto, &mut b);
         b.to_vec()
     }
 
@@ -139,20 +140,24 @@ mod tests {
                 })
                 .collect(),
         ));
-        let (mut out, mut sink) = (Output::default(), Sink::default());
-        out.put(&mut sink, &reply).await.unwrap();
-        out.flush(&mut sink).await.unwrap();
-        assert_eq!(sink.written, encoded(&reply));
-        // Never more than one value beyond the flush threshold at once.
-        assert!(sink.largest_write < FLUSH_BYTES + value.len() + 64);
-        assert!(out.buf.capacity() <= SHRINK_ABOVE, "the buffer shrank back");
+        for proto in [Protocol::Resp2, Protocol::Resp3] {
+            let (mut out, mut sink) = (Output::default(), Sink::default());
+            out.put(&mut sink, &reply, proto).await.unwrap();
+            out.flush(&mut sink).await.unwrap();
+            assert_eq!(sink.written, encoded(&reply, proto), "{proto:?}");
+            // Never more than one value beyond the flush threshold at once.
+            assert!(sink.largest_write < FLUSH_BYTES + value.len() + 64);
+            assert!(out.buf.capacity() <= SHRINK_ABOVE, "the buffer shrank back");
+        }
     }
 
     #[tokio::test]
     async fn small_replies_wait_for_the_flush_at_the_end_of_a_read() {
         let (mut out, mut sink) = (Output::default(), Sink::default());
         for _ in 0..16 {
-            out.put(&mut sink, &Reply::OK).await.unwrap();
+            out.put(&mut sink, &Reply::OK, Protocol::Resp2)
+                .await
+                .unwrap();
         }
         assert!(sink.written.is_empty());
         assert_eq!(out.buf.len(), 16 * 5);

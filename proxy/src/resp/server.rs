@@ -2,7 +2,9 @@
 //! is parsed into as many requests as it holds (pipelining); a run of
 //! requests on distinct keys executes concurrently, anything else in order,
 //! and replies are written back in request order with one write per read
-//! (earlier when they pass 64 KiB: see [`super::output`]).
+//! (earlier when they pass 64 KiB: see [`super::output`]), each in the
+//! protocol the connection speaks when it is answered (RESP2, or RESP3 from
+//! the `HELLO 3` on: the HELLO's own reply included).
 //! A malformed frame gets an error reply and closes that connection only.
 //!
 //! With TLS, each connection's handshake runs in its own task under a
@@ -26,7 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::auth::{RespAuth, handshake};
-use super::codec::{Limits, ProtocolError, Reply, parse_request_into};
+use super::codec::{Limits, Protocol, ProtocolError, Reply, parse_request_into};
 use super::command::{self, Command};
 use super::exec;
 use super::output::Output;
@@ -106,6 +108,7 @@ pub async fn serve(
         let session = Session {
             id,
             name: None,
+            proto: Protocol::Resp2,
             auth: (security.verifier.clone())
                 .map(|v| RespAuth::new(v, backend.metrics.security.clone())),
         };
@@ -245,7 +248,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         parsed.shrink_to(256);
         let quit = quit?;
         if let Some(e) = &fatal {
-            output.put(&mut stream, &Reply::err(e)).await?;
+            output
+                .put(&mut stream, &Reply::err(e), session.proto)
+                .await?;
         }
         output.flush(&mut stream).await?;
         if quit || fatal.is_some() {
@@ -359,7 +364,7 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
             // One command alone (the common case without pipelining): no
             // join, no boxing.
             let reply = data_command(backend, name, cmd).await;
-            output.put(stream, &reply).await?;
+            output.put(stream, &reply, session.proto).await?;
             i = j;
             continue;
         }
@@ -388,7 +393,7 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
             let names = parsed[i..j].iter().map(|(name, _)| *name);
             record_run(backend, names, &replies, start.elapsed());
             for reply in &replies {
-                output.put(stream, reply).await?;
+                output.put(stream, reply, session.proto).await?;
             }
             i = j;
             continue;
@@ -404,7 +409,8 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
         backend
             .metrics
             .record("resp", name, !reply.is_error(), start.elapsed());
-        output.put(stream, &reply).await?;
+        // After the command: a HELLO is answered in the protocol it chose.
+        output.put(stream, &reply, session.proto).await?;
         if quit {
             return Ok(true);
         }

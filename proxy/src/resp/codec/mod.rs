@@ -1,20 +1,34 @@
-//! The Redis serialization protocol (RESP2), request side and reply side.
+//! The Redis serialization protocol, request side and reply side, for both
+//! RESP2 and RESP3.
 //!
-//! Requests are arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what
-//! every client library sends) or inline commands (`GET k\r\n`, what a person
-//! types into telnet). Arguments are returned as [`Bytes`] split off the read
-//! buffer, so parsing copies nothing. Frame sizes and argument counts are
-//! bounded: a request beyond a bound is a [`ProtocolError`] and the caller
-//! closes that connection, as Redis does.
+//! Requests are the same in both protocols: arrays of bulk strings
+//! (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what every client library sends) or
+//! inline commands (`GET k\r\n`, what a person types into telnet). Arguments
+//! are returned as [`Bytes`] split off the read buffer, so parsing copies
+//! nothing. Frame sizes and argument counts are bounded: a request beyond a
+//! bound is a [`ProtocolError`] and the caller closes that connection, as
+//! Redis does.
+//!
+//! Replies are one [`Reply`] tree encoded for the connection's [`Protocol`]
+//! (`reply.rs`): RESP3's types (null, map, set, double, boolean, verbatim
+//! string) are written as Redis writes them to a RESP2 client when the
+//! connection has not said `HELLO 3`. The codec decodes no replies: the
+//! proxy never reads one.
 //!
 //! Synchronous and I/O-free: the connection task feeds it a `BytesMut`.
 //! A maintained crate (redis-protocol) exists, but it decodes into a general
 //! frame tree that would then be copied into commands; requests are a small,
 //! fixed subset of RESP, so this parser is short, allocation-light and
-//! property-tested instead.
+//! property-tested instead. redis-protocol is the tests' reference: requests
+//! it encodes parse to the same arguments here, and every reply encoded here
+//! decodes there to the same value (`differential.rs`).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
+
+mod reply;
+
+pub use reply::{Protocol, Reply};
 
 /// Bounds on what one request may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,113 +350,7 @@ fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     Ok(args)
 }
 
-/// A reply, encoded as RESP2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `+OK`
-    Simple(&'static str),
-    /// `-ERR …`: the text must start with an error code such as `ERR`.
-    Error(String),
-    /// `:42`
-    Integer(i64),
-    /// `$3\r\nfoo` or, for `None`, the nil bulk `$-1`.
-    Bulk(Option<Bytes>),
-    /// `*N` followed by the elements, or for `None` the nil array `*-1`.
-    Array(Option<Vec<Reply>>),
-}
-
-impl Reply {
-    /// `+OK`.
-    pub const OK: Reply = Reply::Simple("OK");
-
-    /// An `-ERR …` reply.
-    pub fn err(msg: impl std::fmt::Display) -> Reply {
-        Reply::Error(format!("ERR {msg}"))
-    }
-
-    /// Whether this is an error reply (a command that failed, for metrics).
-    pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
-    }
-
-    /// A non-nil bulk string.
-    pub fn bulk(b: impl Into<Bytes>) -> Reply {
-        Reply::Bulk(Some(b.into()))
-    }
-
-    /// Appends the header of an array of `len` elements to `out` (for
-    /// writers that encode the elements one by one).
-    pub fn encode_array_header(len: usize, out: &mut BytesMut) {
-        header(out, b'*', len);
-    }
-
-    /// Appends the RESP2 encoding to `out`.
-    pub fn encode(&self, out: &mut BytesMut) {
-        match self {
-            Reply::Simple(s) => line(out, b'+', s.as_bytes()),
-            Reply::Error(s) => {
-                // Error lines must not contain CR or LF.
-                let clean: Vec<u8> = s
-                    .bytes()
-                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b })
-                    .collect();
-                line(out, b'-', &clean);
-            }
-            Reply::Integer(n) => {
-                out.put_u8(b':');
-                out.put_slice(itoa(*n, &mut [0; 20]));
-                out.put_slice(b"\r\n");
-            }
-            Reply::Bulk(None) => out.put_slice(b"$-1\r\n"),
-            Reply::Bulk(Some(b)) => {
-                header(out, b'$', b.len());
-                out.put_slice(b);
-                out.put_slice(b"\r\n");
-            }
-            Reply::Array(None) => out.put_slice(b"*-1\r\n"),
-            Reply::Array(Some(items)) => {
-                header(out, b'*', items.len());
-                for item in items {
-                    item.encode(out);
-                }
-            }
-        }
-    }
-}
-
-fn line(out: &mut BytesMut, kind: u8, body: &[u8]) {
-    out.reserve(body.len() + 3);
-    out.put_u8(kind);
-    out.put_slice(body);
-    out.put_slice(b"\r\n");
-}
-
-fn header(out: &mut BytesMut, kind: u8, len: usize) {
-    out.put_u8(kind);
-    out.put_slice(itoa(i64::try_from(len).unwrap_or(i64::MAX), &mut [0; 20]));
-    out.put_slice(b"\r\n");
-}
-
-/// Formats an i64 without allocating.
-fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        // u64::MAX has 20 digits but i64's magnitude has at most 19, so there is room.
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
-}
-
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

@@ -143,37 +143,6 @@ fn malformed_and_oversize_frames_are_errors() {
     assert_eq!(p(b"*0\r\n"), Ok(Some(vec![])));
 }
 
-#[test]
-fn replies_encode_as_redis_does() {
-    let enc = |r: Reply| {
-        let mut b = BytesMut::new();
-        r.encode(&mut b);
-        b.to_vec()
-    };
-    assert_eq!(enc(Reply::OK), b"+OK\r\n");
-    assert_eq!(
-        enc(Reply::err("unknown command 'FOO'")),
-        b"-ERR unknown command 'FOO'\r\n"
-    );
-    assert_eq!(
-        enc(Reply::Error("WRONGTYPE x\r\ny".into())),
-        b"-WRONGTYPE x  y\r\n"
-    );
-    assert_eq!(enc(Reply::Integer(-2)), b":-2\r\n");
-    assert_eq!(enc(Reply::Integer(i64::MIN)), b":-9223372036854775808\r\n");
-    assert_eq!(enc(Reply::Integer(0)), b":0\r\n");
-    assert_eq!(enc(Reply::Bulk(None)), b"$-1\r\n");
-    assert_eq!(enc(Reply::bulk("hi")), b"$2\r\nhi\r\n");
-    assert_eq!(enc(Reply::Array(None)), b"*-1\r\n");
-    assert_eq!(
-        enc(Reply::Array(Some(vec![
-            Reply::bulk("a"),
-            Reply::Bulk(None)
-        ]))),
-        b"*2\r\n$1\r\na\r\n$-1\r\n"
-    );
-}
-
 proptest! {
     /// The length reader takes exactly what `i64::from_str` takes (a sign,
     /// digits, no overflow), up to 20 characters, on any line.

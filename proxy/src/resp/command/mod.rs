@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use distcache_serve::security::Role;
 
-use super::codec::Reply;
+use super::codec::{Protocol, Reply};
+
+mod hello;
 
 /// When a SET's value expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,26 @@ pub enum Cond {
     Gt,
     /// EXPIRE LT: only when the new TTL is less.
     Lt,
+}
+
+/// A user name and password, as AUTH and HELLO … AUTH give them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name, when given (`AUTH <user> <password>`, always with HELLO).
+    pub user: Option<Bytes>,
+    /// The password: with `--auth-secret-file`, a distcache token.
+    pub password: Bytes,
+}
+
+/// What a COMMAND request asks for (the proxy describes no commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandQuery {
+    /// COMMAND COUNT: an integer.
+    Count,
+    /// COMMAND DOCS: a map (empty).
+    Docs,
+    /// COMMAND, COMMAND INFO, COMMAND LIST …: an array (empty).
+    List,
 }
 
 /// A parsed request.
@@ -77,17 +99,16 @@ pub enum Command {
     DbSize,
     Info(Option<Bytes>),
     Select(i64),
-    Auth(Bytes),
+    Auth(Credentials),
+    /// HELLO: the protocol to switch to (none: stay), and what to do first.
     Hello {
-        proto: Option<i64>,
-        auth: Option<Bytes>,
+        proto: Option<Protocol>,
+        auth: Option<Credentials>,
         name: Option<Bytes>,
     },
     Quit,
-    /// COMMAND and its subcommands: answered with an empty list or a count.
-    CommandInfo {
-        count: bool,
-    },
+    /// COMMAND and its subcommands: answered with an empty list, map or a count.
+    CommandInfo(CommandQuery),
     ClientSetName(Bytes),
     ClientGetName,
     /// CLIENT SETINFO and other harmless CLIENT subcommands answered +OK.
@@ -179,7 +200,7 @@ impl Command {
             | Command::Auth(_)
             | Command::Hello { .. }
             | Command::Quit
-            | Command::CommandInfo { .. }
+            | Command::CommandInfo(_)
             | Command::ClientSetName(_)
             | Command::ClientGetName
             | Command::ClientOk
@@ -213,7 +234,7 @@ impl Command {
             | Command::Auth(_)
             | Command::Hello { .. }
             | Command::Quit
-            | Command::CommandInfo { .. }
+            | Command::CommandInfo(_)
             | Command::ClientSetName(_)
             | Command::ClientGetName
             | Command::ClientOk
@@ -470,15 +491,18 @@ pub fn parse(args: &mut [Bytes]) -> Result<Command, Reply> {
         }
         "AUTH" => {
             need(n == 1 || n == 2)?;
-            // AUTH [username] password: the password is the token.
-            Command::Auth(rest[n - 1].clone())
+            Command::Auth(Credentials {
+                user: (n == 2).then(|| a(0)),
+                password: a(n - 1),
+            })
         }
-        "HELLO" => parse_hello(rest)?,
+        "HELLO" => hello::parse(rest)?,
         "QUIT" => Command::Quit,
-        "COMMAND" => match rest.first().map(|s| upper(s)).as_deref() {
-            Some("COUNT") => Command::CommandInfo { count: true },
-            _ => Command::CommandInfo { count: false },
-        },
+        "COMMAND" => Command::CommandInfo(match rest.first().map(|s| upper(s)).as_deref() {
+            Some("COUNT") => CommandQuery::Count,
+            Some("DOCS") => CommandQuery::Docs,
+            _ => CommandQuery::List,
+        }),
         "CLIENT" => {
             need(n >= 1)?;
             match upper(&rest[0]).as_str() {
@@ -493,10 +517,13 @@ pub fn parse(args: &mut [Bytes]) -> Result<Command, Reply> {
                     )));
                 }
                 "NO-EVICT" | "NO-TOUCH" | "REPLY" => Command::ClientOk,
-                other => {
+                _ => {
+                    // As sent, as Redis shows it (a name past 16 bytes reads
+                    // as "" above: redis-py 8's MAINT_NOTIFICATIONS is 19).
+                    let sub = &rest[0][..rest[0].len().min(128)];
                     return Err(Reply::err(format!(
                         "unknown subcommand '{}'. Try CLIENT HELP.",
-                        other.to_ascii_lowercase()
+                        String::from_utf8_lossy(sub)
                     )));
                 }
             }
@@ -540,38 +567,6 @@ fn parse_set(key: Bytes, value: Bytes, opts: &[Bytes]) -> Result<Command, Reply>
         get,
         integer_reply: false,
     })
-}
-
-fn parse_hello(rest: &[Bytes]) -> Result<Command, Reply> {
-    let mut proto = None;
-    let mut auth = None;
-    let mut name = None;
-    let mut i = 0;
-    if let Some(first) = rest.first() {
-        let v = int_arg(first)
-            .map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?;
-        proto = Some(v);
-        i = 1;
-    }
-    while i < rest.len() {
-        match upper(&rest[i]).as_str() {
-            "AUTH" if i + 2 < rest.len() => {
-                auth = Some(rest[i + 2].clone());
-                i += 3;
-            }
-            "SETNAME" if i + 1 < rest.len() => {
-                name = Some(rest[i + 1].clone());
-                i += 2;
-            }
-            other => {
-                return Err(Reply::err(format!(
-                    "Syntax error in HELLO option '{}'",
-                    other.to_ascii_lowercase()
-                )));
-            }
-        }
-    }
-    Ok(Command::Hello { proto, auth, name })
 }
 
 #[cfg(test)]

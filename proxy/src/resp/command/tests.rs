@@ -200,23 +200,48 @@ fn multi_key_and_arity() {
 fn connection_commands() {
     assert_eq!(p("PING"), Ok(Command::Ping(None)));
     assert_eq!(p("ping hi"), Ok(Command::Ping(Some(b("hi")))));
-    assert_eq!(p("auth tok"), Ok(Command::Auth(b("tok"))));
-    assert_eq!(p("auth default tok"), Ok(Command::Auth(b("tok"))));
     assert_eq!(
+        p("auth tok"),
+        Ok(Command::Auth(Credentials {
+            user: None,
+            password: b("tok")
+        }))
+    );
+    assert_eq!(
+        p("auth default tok"),
+        Ok(Command::Auth(Credentials {
+            user: Some(b("default")),
+            password: b("tok")
+        }))
+    );
+    assert!(matches!(
         p("hello 3 AUTH default tok SETNAME app"),
         Ok(Command::Hello {
-            proto: Some(3),
-            auth: Some(b("tok")),
-            name: Some(b("app"))
+            proto: Some(Protocol::Resp3),
+            auth: Some(_),
+            name: Some(_)
         })
-    );
+    ));
+    assert_eq!(err(p("hello 4")), "NOPROTO unsupported protocol version");
     assert_eq!(p("client setinfo lib-name redis-py"), Ok(Command::ClientOk));
     assert_eq!(
         p("client setname app"),
         Ok(Command::ClientSetName(b("app")))
     );
-    assert_eq!(p("command docs"), Ok(Command::CommandInfo { count: false }));
+    assert_eq!(
+        p("command docs"),
+        Ok(Command::CommandInfo(CommandQuery::Docs))
+    );
+    assert_eq!(p("COMMAND"), Ok(Command::CommandInfo(CommandQuery::List)));
+    assert_eq!(
+        p("command count"),
+        Ok(Command::CommandInfo(CommandQuery::Count))
+    );
     assert_eq!(p("select 0"), Ok(Command::Select(0)));
+    assert_eq!(
+        err(p("client MAINT_NOTIFICATIONS on")),
+        "ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP."
+    );
 }
 
 #[test]
