@@ -5,6 +5,7 @@
 //! propagation of their result to the others.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use distcache_proto::v1::{operation::Op, operation_result::Result as Out};
 use tokio::time::Instant;
@@ -157,30 +158,50 @@ impl View {
                 acked: healthy,
             });
         }
-        // Only a readable replica decides: a fenced one may hold a stale
-        // counter, a lock since taken, an old version for CAS. A replica
-        // that turns out fenced ran nothing: wait for it (or another) to be
-        // caught up. One whose connection failed is not tried again.
+        // The first healthy replica decides, as every client would choose:
+        // a node fenced on its side refuses (it may hold a stale counter, a
+        // lock since taken, an old version for CAS) and the next one is
+        // asked, so all clients move to the same replica while it is
+        // fenced, and back once it is lifted. Only this client's own
+        // reasons are decided here: a node it owes a fence (it lost it) is
+        // skipped until the fence is delivered, one whose connection failed
+        // is not tried again. When every candidate refused, it waits for a
+        // catch-up (nothing has been applied yet).
         let mut failed = Nodes::new();
         let mut tries = 0;
+        let mut pause = Duration::from_millis(2);
         loop {
-            let ready = self.await_readable(&replicas, 1, &failed, deadline).await;
-            let Some(&idx) = ready.first() else {
+            let node = |i: usize| &self.topo.nodes[i];
+            let candidates: Nodes = replicas
+                .iter()
+                .copied()
+                .filter(|&i| node(i).is_healthy() && node(i).owed_fence().is_none())
+                .filter(|i| !failed.contains(i))
+                .collect();
+            let owed = replicas
+                .iter()
+                .any(|&i| node(i).is_healthy() && node(i).owed_fence().is_some());
+            let mut refused = false;
+            for idx in candidates {
+                if tries > 0 {
+                    self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                tries += 1;
+                match self.call(idx, op.clone(), deadline).await {
+                    Ok(out) => return Ok((idx, out)),
+                    Err(s) if classify(&s) == Failure::Fenced => refused = true,
+                    Err(s) if may_fail_over(&s) => failed.push(idx),
+                    Err(s) => return Err(Error::from_status(s)),
+                }
+            }
+            if !(refused || owed) || Instant::now() + pause >= deadline {
                 return Err(Error::Unavailable {
                     needed: 1,
                     acked: 0,
                 });
-            };
-            if tries > 0 {
-                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
             }
-            tries += 1;
-            match self.call(idx, op.clone(), deadline).await {
-                Ok(out) => return Ok((idx, out)),
-                Err(s) if classify(&s) == Failure::Fenced => {}
-                Err(s) if may_fail_over(&s) => failed.push(idx),
-                Err(s) => return Err(Error::from_status(s)),
-            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
