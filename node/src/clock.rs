@@ -25,6 +25,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock's Unix milliseconds, as a plain function.
+pub fn now_ms() -> u64 {
+    SystemClock.now_ms()
+}
+
 /// A clock that only moves when told to; for tests.
 #[derive(Debug)]
 pub struct ManualClock(AtomicU64);

@@ -51,6 +51,9 @@ pub(crate) struct Fence {
     pub(crate) raised: AtomicU64,
     /// Random per process: tells a restart apart from a pause.
     pub(crate) incarnation: u64,
+    /// When the stall watcher last ticked, in ms since `base`.
+    last_tick: AtomicU64,
+    base: Instant,
 }
 
 impl Fence {
@@ -62,6 +65,8 @@ impl Fence {
             state: Mutex::new(State::default()),
             raised: AtomicU64::new(0),
             incarnation: incarnation(),
+            last_tick: AtomicU64::new(0),
+            base: Instant::now(),
         };
         f.raise(since_ms, reason);
         f
@@ -70,6 +75,26 @@ impl Fence {
     /// Whether the node is fenced now.
     pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
+    }
+
+    /// [`Fence::is_fenced`], after raising the fence if the stall watcher
+    /// has not ticked for longer than a stall: after SIGCONT the requests
+    /// that queued up during the pause may run before the watcher does,
+    /// and they must already be refused.
+    pub(crate) fn check(&self, now_ms: fn() -> u64) -> bool {
+        if self.is_fenced() {
+            return true;
+        }
+        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let gap = elapsed.saturating_sub(self.last_tick.load(Ordering::Relaxed));
+        if gap > STALL_MS {
+            // The watcher's next tick sees the same gap; one fence is enough.
+            self.last_tick.store(elapsed, Ordering::Relaxed);
+            let since = now_ms().saturating_sub(gap + CATCH_UP_MARGIN_MS);
+            self.raise(since, format!("stalled for {gap} ms"));
+            return true;
+        }
+        false
     }
 
     /// Raises (or widens) the fence: the node may lack entries written
@@ -120,17 +145,14 @@ impl Fence {
         std::thread::Builder::new()
             .name("stall-watch".into())
             .spawn(move || {
-                let mut last = Instant::now();
                 loop {
                     std::thread::sleep(TICK);
                     let Some(fence) = weak.upgrade() else { return };
-                    let gap = last.elapsed();
-                    last = Instant::now();
-                    let gap_ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
-                    if gap_ms > STALL_MS {
-                        let since = now_ms().saturating_sub(gap_ms + CATCH_UP_MARGIN_MS);
-                        fence.raise(since, format!("stalled for {gap_ms} ms"));
-                    }
+                    // Raises the fence on a gap (unless a request did).
+                    fence.check(now_ms);
+                    let elapsed =
+                        u64::try_from(fence.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    fence.last_tick.store(elapsed, Ordering::Relaxed);
                 }
             })
             .map(|_| ())
@@ -187,6 +209,7 @@ fn incarnation() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -207,6 +230,24 @@ mod tests {
         assert!(ok && !s.fenced && !f.is_fenced());
         // A new fence after a lift starts its own window.
         assert_eq!(f.raise(900, "stalled".into()).since_ms, 900);
+    }
+
+    #[test]
+    fn a_request_after_a_stall_raises_the_fence_before_the_watcher_does() {
+        let mut f = Fence::started(0, "started".into());
+        let s = f.state();
+        assert!(f.lift(f.incarnation, s.epoch).0);
+        assert!(!f.check(|| 100_000), "no gap yet");
+        // As if the process had been stopped for two seconds.
+        f.base = Instant::now().checked_sub(Duration::from_secs(2)).unwrap();
+        assert!(f.check(|| 100_000));
+        let s = f.state();
+        assert!(s.fenced && s.reason.starts_with("stalled for"));
+        assert!(s.since_ms <= 100_000 - 2_000 - CATCH_UP_MARGIN_MS);
+        // Once: the gap is consumed.
+        let epoch = s.epoch;
+        assert!(f.lift(f.incarnation, epoch).0);
+        assert!(!f.check(|| 100_000));
     }
 
     #[test]

@@ -160,7 +160,7 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
         metrics.add_wal(w.stats().clone());
     }
     let fence = Arc::new(start_fence(&store));
-    fence.watch_stalls(now_ms)?;
+    fence.watch_stalls(crate::clock::now_ms)?;
     metrics.add_fence(fence.clone());
     let shared = Arc::new(Shared {
         fence,
@@ -190,10 +190,6 @@ fn start_fence(store: &Store) -> Fence {
             "restarted from its write-ahead log".into(),
         ),
     }
-}
-
-fn now_ms() -> u64 {
-    crate::clock::Clock::now_ms(&crate::clock::SystemClock)
 }
 
 /// Runs a node until `shutdown` resolves, then stops taking requests (new

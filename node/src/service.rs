@@ -139,7 +139,7 @@ impl CacheNode {
     /// Refuses an operation that `decides` (see [`decides`]) to a
     /// replicating client (`strict`) while the node is fenced.
     fn gate(&self, strict: bool, decides: bool) -> Result<(), OpError> {
-        if strict && decides && self.shared.fence.is_fenced() {
+        if strict && decides && self.shared.fence.check(crate::clock::now_ms) {
             return Err(OpError::Fenced(self.shared.fence.state().reason));
         }
         Ok(())
