@@ -60,6 +60,10 @@ pub async fn metrics_json(backend: &Backend) -> String {
         "upstream_failovers": s.failovers,
         "upstream_retries": s.retries,
         "read_repairs": s.read_repairs,
+        "catch_ups": s.catch_ups,
+        "catch_up_entries": s.catch_up_entries,
+        "catch_up_failures": s.catch_up_failures,
+        "fenced_nodes": s.fenced_nodes,
         "nodes": nodes,
     })
     .to_string()

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use distcache::Client;
-use distcache_serve::metrics::{counter, register_build_info};
+use distcache_serve::metrics::{counter, gauge, register_build_info};
 use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -292,6 +292,30 @@ impl Collector for Upstream {
             "read_repairs",
             "Stale replicas repaired by reads",
             s.read_repairs,
+        )?;
+        counter(
+            &mut enc,
+            "catch_ups",
+            "Fenced nodes caught up (restarted, stalled, lost for a while, joined)",
+            s.catch_ups,
+        )?;
+        counter(
+            &mut enc,
+            "catch_up_entries",
+            "Entries copied to fenced nodes by catch-ups",
+            s.catch_up_entries,
+        )?;
+        counter(
+            &mut enc,
+            "catch_up_failures",
+            "Catch-ups that stopped short (the node stays fenced)",
+            s.catch_up_failures,
+        )?;
+        gauge(
+            &mut enc,
+            "fenced_nodes",
+            "Nodes fenced in the proxy's view: no reads go to them",
+            s.fenced_nodes,
         )
     }
 }

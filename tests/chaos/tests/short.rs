@@ -14,12 +14,14 @@
 //!   stale reads in 45,000 operations): at write and read level `one` a
 //!   write acknowledged by one replica is not yet on the replica that a
 //!   read right after asks, a race that also covers deletes.
-//! - Under faults (every kind: kill + restart from the WAL, kill + restart
-//!   empty, pause, remove/re-add) only [`Check::LostWrite`] and
-//!   [`Check::Phantom`] hold today: stale reads (findings 1, 11), counters
-//!   (findings 2, 3, 7) and deleted reads after a membership change (the
-//!   proxies and the SDK disagree on owners; README: "No data moves between
-//!   nodes") all fail.
+//! - Under kills, restarts (from the WAL and empty) and pauses, fencing and
+//!   catch-up hold [`Check::LostWrite`] and [`Check::Phantom`], and keep
+//!   stale and deleted reads to the rare ones seen without faults (2 minutes
+//!   of these faults: none; without fencing: about one a second): asserted
+//!   as at most [`MAX_STALE_UNDER_FAULTS`]. Left out: the counter checks (a
+//!   few increments lost at failover instants) and membership changes,
+//!   which move no data yet (issue 15), so reads through a remove/re-add are
+//!   stale.
 //!
 //! The binaries come from `target/<profile>/` (see `cluster::Bins`):
 //! `cargo test --workspace` builds them; `cargo test -p distcache-chaos`
@@ -42,11 +44,16 @@ const HOLD_WITHOUT_FAULTS: [Check; 4] = [
     Check::CounterDuplicate,
 ];
 
-/// Fault kinds of the asserted fault run.
-const FAULTS: [Fault; 4] = Fault::ALL;
+/// Fault kinds of the asserted fault run: all but membership changes.
+const FAULTS: [Fault; 3] = [Fault::KillRestartWal, Fault::KillRestartEmpty, Fault::Pause];
 
 /// Checks that hold under [`FAULTS`] on today's main.
 const HOLD_UNDER_FAULTS: [Check; 2] = [Check::LostWrite, Check::Phantom];
+
+/// Stale plus deleted reads allowed in the 40 s fault run: the rare ones
+/// seen without faults (4 in a minute), far below what a returning node
+/// that is not fenced causes (about 40 in 40 s).
+const MAX_STALE_UNDER_FAULTS: usize = 8;
 
 /// One cluster at a time: two would share two cores with everything else.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -101,7 +108,7 @@ fn without_faults_no_write_is_lost_and_counters_count_every_increment() {
 }
 
 #[test]
-fn under_kills_pauses_restarts_and_membership_changes_no_acknowledged_write_is_lost() {
+fn under_kills_pauses_and_restarts_no_write_is_lost_and_returning_nodes_serve_nothing_stale() {
     let out = run(Config {
         duration: Duration::from_secs(40),
         faults: FAULTS.to_vec(),
@@ -118,4 +125,14 @@ fn under_kills_pauses_restarts_and_membership_changes_no_acknowledged_write_is_l
         out.faults
     );
     assert_hold(&out, &HOLD_UNDER_FAULTS);
+    let stale = out
+        .report
+        .violations
+        .iter()
+        .filter(|v| matches!(v.check, Check::StaleRead | Check::DeletedRead))
+        .count();
+    assert!(
+        stale <= MAX_STALE_UNDER_FAULTS,
+        "{stale} stale or deleted reads under faults"
+    );
 }
