@@ -136,6 +136,13 @@ impl View {
     /// overwritten, a deleted key, a counter behind), and an error is
     /// better than a stale answer.
     pub(crate) fn readable(&self, replicas: &[usize]) -> Nodes {
+        // One copy has nothing to be stale against (its writes failed while
+        // it was down): try it even when held for down, health may be stale.
+        if let [only] = replicas
+            && !self.topo.nodes[*only].is_fenced()
+        {
+            return smallvec::smallvec![*only];
+        }
         replicas
             .iter()
             .copied()
