@@ -218,3 +218,52 @@ async fn a_node_that_rejoins_the_membership_serves_nothing_it_held_before() -> R
     assert_eq!(&nodes[0].raw_get(&k).await?.value[..], b"new");
     Ok(())
 }
+
+/// How long a node that restarted empty takes to serve reads again, with
+/// 100,000 keys in the cluster (3 nodes, 2 replicas): the figure in
+/// `docs/consistency.md`. Ignored in `cargo test` (it takes a while in a
+/// debug build); run it with
+/// `cargo test --release -p distcache-tests --test fencing -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn catch_up_time_for_100k_keys() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let cache = client(&nodes).build().await?;
+    let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i:06}")).collect();
+    for chunk in keys.chunks(1_000) {
+        let items: Vec<(&str, &str)> = chunk
+            .iter()
+            .map(|k| (k.as_str(), "value-of-32-bytes-0123456789abc"))
+            .collect();
+        cache.mset(&items, None).await?;
+    }
+    let url = nodes[0].url();
+    let mine = keys
+        .iter()
+        .filter(|k| cache.owners(k).contains(&url))
+        .count();
+    let addr = nodes[0].addr;
+    nodes[0].kill();
+    wait_down(&cache, &url).await?;
+    let before = cache.stats().catch_up_entries;
+    let started = std::time::Instant::now();
+    nodes[0] = restart(addr).await?;
+    wait_serving(&cache, &url).await?;
+    let took = started.elapsed();
+    let copied = cache.stats().catch_up_entries - before;
+    eprintln!(
+        "catch-up: {copied} entries copied ({mine} keys replicated by the node) in {took:?} from its return"
+    );
+    assert!(copied >= mine as u64, "every key it replicates was copied");
+    for k in keys
+        .iter()
+        .filter(|k| cache.owners(k).contains(&url))
+        .take(200)
+    {
+        assert!(
+            nodes[0].raw_get(k).await?.found,
+            "{k} missing after catch-up"
+        );
+    }
+    Ok(())
+}
