@@ -22,18 +22,21 @@ use tokio::sync::watch;
 
 use crate::backend::Backend;
 
-/// The ring as JSON: every node with its health and share of the key space.
+/// The ring as JSON: every node with its health, whether it is fenced
+/// (catching up: no reads go to it), and its share of the key space.
 pub fn ring_json(backend: &Backend) -> String {
     let ring = backend.client.ring();
     let shares = ring.ownership();
     let health = backend.client.health();
+    let fenced = backend.client.fenced();
     let nodes: Vec<_> = ring
         .nodes()
         .iter()
         .zip(shares)
         .map(|(node, share)| {
             let healthy = health.iter().any(|(n, h)| n == node && *h);
-            serde_json::json!({ "node": node, "healthy": healthy, "share": share })
+            let fenced = fenced.contains(node);
+            serde_json::json!({ "node": node, "healthy": healthy, "fenced": fenced, "share": share })
         })
         .collect();
     serde_json::json!({

@@ -54,6 +54,12 @@ fn dev_starts_answers_and_exits_cleanly_on_sigterm() {
     );
     assert_eq!(cmd(&mut c, &["GET", "user:123"]).expect("get"), "alice");
     drop(c);
+    // The in-process nodes start fenced (empty); the proxy caught them up
+    // before it served, and /ring says so.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let admin = listen_addr(&text, "admin").expect("admin address in the log");
+    let ring = http_get(admin, "/ring");
+    assert_eq!(ring.matches("\"fenced\":false").count(), 3, "{ring}");
 
     let pid = proxy.0.id().to_string();
     let killed = Command::new("kill")
@@ -68,6 +74,15 @@ fn dev_starts_answers_and_exits_cleanly_on_sigterm() {
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("proxy shutting down"), "{text}");
     let _ = std::fs::remove_file(&log);
+}
+
+/// The body of `GET path` on `addr` (HTTP/1.0, so the server closes).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }
 
 /// With a file-descriptor limit below what `--max-connections` needs, the

@@ -566,6 +566,20 @@ impl Client {
             .collect()
     }
 
+    /// The nodes fenced in this client's view now: they may lack writes
+    /// (restarted, stalled, lost for a while, newly joined) and get no
+    /// reads until a catch-up copied what they missed. In ring index order.
+    pub fn fenced(&self) -> Vec<String> {
+        self.inner
+            .members
+            .load()
+            .nodes
+            .iter()
+            .filter(|n| n.is_fenced())
+            .map(|n| n.url.clone())
+            .collect()
+    }
+
     /// Asks every node for its `HealthCheck` answer (status, live keys,
     /// memory) over this client's own connections, so with its token and TLS
     /// settings; concurrently, each within the client's timeout. Does not
