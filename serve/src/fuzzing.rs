@@ -67,14 +67,19 @@ fn check_verified(keys: &KeySet, token: &str, now: u64) {
         return;
     };
     check_bounds(&claims, now);
-    let again = keys.sign(&claims).map(|t| keys.verify(&t, now, LEEWAY_SECS));
+    let again = keys
+        .sign(&claims)
+        .map(|t| keys.verify(&t, now, LEEWAY_SECS));
     assert_eq!(again, Some(Ok(claims)), "sign(verify(t)) does not verify");
 }
 
 fn check_bounds(c: &Claims, now: u64) {
     assert!(c.exp.saturating_add(LEEWAY_SECS) >= now, "expired: {c:?}");
     assert!(c.iat <= now.saturating_add(LEEWAY_SECS), "future: {c:?}");
-    assert!(c.exp.saturating_sub(c.iat) <= MAX_TOKEN_LIFETIME_SECS, "too long: {c:?}");
+    assert!(
+        c.exp.saturating_sub(c.iat) <= MAX_TOKEN_LIFETIME_SECS,
+        "too long: {c:?}"
+    );
     assert!(!c.sub.trim().is_empty(), "no subject: {c:?}");
 }
 
@@ -118,7 +123,11 @@ pub fn units(data: &[u8]) {
 
 fn check_size(size: ByteSize) {
     let text = size.to_string();
-    assert_eq!(text.parse::<ByteSize>(), Ok(size), "{size:?} prints as {text:?}");
+    assert_eq!(
+        text.parse::<ByteSize>(),
+        Ok(size),
+        "{size:?} prints as {text:?}"
+    );
 }
 
 fn check_duration(d: HumanDuration) {

@@ -36,7 +36,10 @@ fn replay(target: &str, body: impl Fn(&[u8])) {
             failed.push(path.display().to_string());
         }
     }
-    assert!(failed.is_empty(), "{target}: inputs that panic: {failed:#?}");
+    assert!(
+        failed.is_empty(),
+        "{target}: inputs that panic: {failed:#?}"
+    );
 }
 
 #[test]

@@ -85,8 +85,11 @@ pub(crate) fn recover(
                     "snapshot failed verification; falling back to an older one"
                 );
                 std::fs::rename(&path, &aside).map_err(io)?;
-                // Sequence numbers it covered were handed out: never reuse them.
-                failed_seq = failed_seq.max(seq);
+                // Sequence numbers it covered were handed out: never reuse
+                // them (a name past the last one is damage, not a claim).
+                if seq <= codec::MAX_SEQ {
+                    failed_seq = failed_seq.max(seq);
+                }
             }
         }
     }
@@ -178,6 +181,9 @@ impl Replay<'_> {
         let mut pending = Vec::with_capacity(APPLY_CHUNK);
         while at < buf.len() {
             let reason = match codec::decode_frame(&buf[at..]) {
+                Frame::Valid { seq, .. } if seq > codec::MAX_SEQ => {
+                    format!("record {seq} is past the last sequence number")
+                }
                 Frame::Valid { seq, body, len } if seq == expected => {
                     match codec::decode_body(body) {
                         Ok(rec) if !matches!(rec, Record::End { .. }) => {

@@ -202,6 +202,12 @@ pub(crate) fn load_snapshot(path: &Path, store: &Store) -> Result<Loaded, Snapsh
     let mut head = [0u8; codec::FILE_HEADER_LEN];
     read_full(&mut r, &mut head).map_err(|e| bad(0, e))?;
     let seq = match codec::decode_file_header(&head, FileKind::Snapshot) {
+        Some(Ok(seq)) if seq > codec::MAX_SEQ => {
+            return Err(bad(
+                0,
+                format!("covers {seq}, past the last sequence number"),
+            ));
+        }
         Some(Ok(seq)) => seq,
         Some(Err(e)) => return Err(bad(0, e.to_string())),
         None => return Err(bad(0, "file shorter than its header".into())),

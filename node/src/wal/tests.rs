@@ -485,3 +485,61 @@ async fn parallel_replay_keeps_each_keys_newest_state() {
         );
     }
 }
+
+/// Found by the `wal_recovery` fuzz target (its input is in
+/// `fuzz/regressions/wal_recovery/`): a segment whose records reach
+/// `u64::MAX` overflowed the sequence counter (a panic in debug builds, a
+/// wrap in release), and a snapshot covering `u64::MAX` left the writer no
+/// number to start at. Both are damage now.
+#[test]
+fn sequence_numbers_past_the_last_one_are_damage_not_an_overflow() {
+    let mut seg = codec::encode_file_header(codec::FileKind::Wal, u64::MAX - 1).to_vec();
+    for seq in [u64::MAX - 1, u64::MAX] {
+        let mut body = Vec::new();
+        let rec = codec::Record::Put {
+            key: b"k",
+            value: b"v",
+            version: 1,
+            expires_at: 0,
+        };
+        codec::encode_body(&rec, &mut body);
+        codec::encode_frame(seq, &body, &mut seg);
+    }
+    let mut snap = codec::encode_file_header(codec::FileKind::Snapshot, u64::MAX).to_vec();
+    let mut end = Vec::new();
+    codec::encode_body(&codec::Record::End { count: 0 }, &mut end);
+    codec::encode_frame(1, &end, &mut snap);
+    let damaged_dir = || {
+        let (dir, clock) = fresh();
+        let write = |name: String, bytes: &[u8]| {
+            std::fs::write(dir.path().join(name), bytes).expect("write");
+        };
+        write(segment::segment_name(u64::MAX - 1), &seg);
+        write(snapshot::snapshot_name(5), &snap);
+        write(snapshot::snapshot_name(u64::MAX), b"not a snapshot");
+        (dir, clock)
+    };
+
+    let (dir, clock) = damaged_dir();
+    let strict = recovery::recover(dir.path(), &store_on(&clock, 1 << 20), RecoveryMode::Strict);
+    assert!(
+        matches!(strict, Err(OpenError::Corrupt { offset: 32, .. })),
+        "{strict:?}"
+    );
+    let (dir, clock) = damaged_dir();
+    let store = store_on(&clock, 1 << 20);
+    let r = recovery::recover(dir.path(), &store, RecoveryMode::SkipCorrupt)
+        .expect("skip-corrupt starts")
+        .report;
+    assert_eq!(r.snapshots_skipped, 2);
+    assert_eq!((r.records_replayed, r.corrupt_skipped), (0, 1));
+    assert_eq!(
+        r.truncated_bytes,
+        ((seg.len() - codec::FILE_HEADER_LEN) / 2) as u64
+    );
+    assert_eq!(
+        r.last_seq, 5,
+        "the name past the last number claims nothing"
+    );
+    assert!(store.is_empty());
+}

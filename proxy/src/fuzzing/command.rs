@@ -8,10 +8,45 @@ use crate::resp::command::{Command, Cond, Expiry, parse};
 /// Words the structured mode builds SET and EXPIRE requests from: every
 /// option in two spellings, and numbers at and past each bound.
 const WORDS: &[&str] = &[
-    "NX", "XX", "GT", "LT", "GET", "KEEPTTL", "EX", "PX", "EXAT", "PXAT", "nx", "xX", "gt", "Lt",
-    "get", "keepttl", "ex", "Px", "exat", "pXaT", "10", "0", "1", "-1", "-0", "007", "+5", "",
-    "abc", "1.5", " 1", "9223372036854775", "9223372036854776", "9223372036854775807",
-    "9223372036854775808", "-9223372036854775808", "18446744073709551616", "NXX", "PERSIST",
+    "NX",
+    "XX",
+    "GT",
+    "LT",
+    "GET",
+    "KEEPTTL",
+    "EX",
+    "PX",
+    "EXAT",
+    "PXAT",
+    "nx",
+    "xX",
+    "gt",
+    "Lt",
+    "get",
+    "keepttl",
+    "ex",
+    "Px",
+    "exat",
+    "pXaT",
+    "10",
+    "0",
+    "1",
+    "-1",
+    "-0",
+    "007",
+    "+5",
+    "",
+    "abc",
+    "1.5",
+    " 1",
+    "9223372036854775",
+    "9223372036854776",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "NXX",
+    "PERSIST",
 ];
 
 /// Command names of the structured mode, and how many words they take
@@ -154,7 +189,10 @@ fn model_expire(name: &str, args: &[Bytes]) -> Option<Command> {
     }
     let unit = if name.starts_with('P') { 1 } else { 1000 };
     let ms = u64::try_from(int(&args[1])?.checked_mul(unit)?.max(0)).ok()?;
-    let cond = match args.get(2).map(|o| String::from_utf8_lossy(o).to_ascii_uppercase()) {
+    let cond = match args
+        .get(2)
+        .map(|o| String::from_utf8_lossy(o).to_ascii_uppercase())
+    {
         None => Cond::Always,
         Some(o) => match o.as_str() {
             "NX" => Cond::Nx,

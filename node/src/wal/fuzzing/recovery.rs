@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::dir::{self, Files, Input};
 use crate::clock::ManualClock;
 use crate::store::{Store, StoreConfig};
+use crate::wal::codec::MAX_SEQ;
 use crate::wal::config::RecoveryMode;
 use crate::wal::error::OpenError;
 use crate::wal::recovery::recover;
@@ -27,7 +28,8 @@ type Entry = (Vec<u8>, Option<Vec<u8>>, u64, u64);
 ///   allowed: the last segment cut to a prefix of itself (or removed when
 ///   it is no longer than a header), unfinished snapshots removed, bad
 ///   snapshots and skipped segments copied or renamed to `*.corrupt`;
-/// - the sequence number the writer would start at exists;
+/// - the last sequence number is at most `MAX_SEQ`, so the writer can
+///   count on from it;
 /// - recovering the same directory again changes no file, cuts nothing,
 ///   skips no snapshot, and (when the first skipped none either) gives the
 ///   same store.
@@ -54,7 +56,10 @@ pub fn wal_recovery(scratch: &Path, data: &[u8]) {
     };
     let after = dir::read(scratch);
     check_changes(&input.files, &after, &first, input.mode);
-    assert!(first.last_seq < u64::MAX, "no sequence number left for the writer");
+    assert!(
+        first.last_seq <= MAX_SEQ,
+        "no sequence number left for the writer"
+    );
     let second_store = store();
     let second = match recover(scratch, &second_store, input.mode) {
         Ok(r) => r.report,
@@ -62,7 +67,10 @@ pub fn wal_recovery(scratch: &Path, data: &[u8]) {
     };
     assert_eq!(dir::read(scratch), after, "a second recovery changed files");
     assert_eq!(second.truncated_bytes, 0, "a second recovery cut bytes");
-    assert_eq!(second.snapshots_skipped, 0, "a second recovery skipped snapshots");
+    assert_eq!(
+        second.snapshots_skipped, 0,
+        "a second recovery skipped snapshots"
+    );
     if first.snapshots_skipped == 0 {
         assert_eq!(entries(&first_store), entries(&second_store));
     }
