@@ -115,3 +115,24 @@ fn inline(args: &[Bytes]) -> BytesMut {
     out.put_slice(b"\r\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `resp_request` target (`fuzz/regressions/resp_request/`):
+    /// a length line one byte longer than the bound was refused when it
+    /// arrived a byte at a time, but waited for more when it arrived whole
+    /// (the bound and the search for its CR differed by one).
+    #[test]
+    fn a_too_long_length_line_is_refused_however_it_arrives() {
+        let line = [&b"*"[..], &[b'x'; 30], b"*0\r"].concat();
+        let limits = Limits::default();
+        assert_eq!(
+            parse_stream(&line, &limits, line.len()),
+            parse_stream(&line, &limits, 1)
+        );
+        // Flags 2: the tiny limits, fed a byte at a time (the input found).
+        resp_request(&[&[2][..], &line].concat());
+    }
+}
