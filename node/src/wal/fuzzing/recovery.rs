@@ -11,6 +11,7 @@ use crate::wal::codec::MAX_SEQ;
 use crate::wal::config::RecoveryMode;
 use crate::wal::error::OpenError;
 use crate::wal::recovery::recover;
+use crate::wal::segment::create_segment;
 use crate::wal::stats::RecoveryReport;
 
 /// The clock recovery runs at (expiry times are compared with it).
@@ -30,9 +31,10 @@ type Entry = (Vec<u8>, Option<Vec<u8>>, u64, u64);
 ///   snapshots and skipped segments copied or renamed to `*.corrupt`;
 /// - the last sequence number is at most `MAX_SEQ`, so the writer can
 ///   count on from it;
-/// - recovering the same directory again changes no file, cuts nothing,
-///   skips no snapshot, and (when the first skipped none either) gives the
-///   same store.
+/// - once the writer has started its new segment, as `Wal::open` does,
+///   recovering the directory again changes no file, cuts nothing, skips
+///   no snapshot, and (when the first skipped none either) gives the same
+///   store.
 pub fn wal_recovery(scratch: &Path, data: &[u8]) {
     let Some(input) = Input::parse(data) else {
         return;
@@ -54,12 +56,16 @@ pub fn wal_recovery(scratch: &Path, data: &[u8]) {
         }
         Err(e) => panic!("recovery failed other than on corruption: {e}"),
     };
-    let after = dir::read(scratch);
-    check_changes(&input.files, &after, &first, input.mode);
+    check_changes(&input.files, &dir::read(scratch), &first, input.mode);
     assert!(
         first.last_seq <= MAX_SEQ,
         "no sequence number left for the writer"
     );
+    // What `Wal::open` does next: the writer starts a new last segment.
+    if let Err(e) = create_segment(scratch, first.last_seq + 1) {
+        panic!("cannot start the writer's segment: {e}");
+    }
+    let after = dir::read(scratch);
     let second_store = store();
     let second = match recover(scratch, &second_store, input.mode) {
         Ok(r) => r.report,
