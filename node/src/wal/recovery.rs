@@ -114,9 +114,10 @@ pub(crate) fn recover(
              (they were covered by the snapshot that failed); those writes are lost"
         );
     }
+    let have_snapshot = replay.report.snapshot_file.is_some();
     for (i, (base, path)) in segments.iter().enumerate() {
         let next_base = segments.get(i + 1).map(|(b, _)| *b);
-        if next_base.is_some_and(|n| n <= snap_seq.saturating_add(1)) {
+        if have_snapshot && next_base.is_some_and(|n| n <= snap_seq.saturating_add(1)) {
             continue; // wholly covered by the snapshot
         }
         replay.segment(path, *base, next_base.is_none())?;

@@ -543,3 +543,21 @@ fn sequence_numbers_past_the_last_one_are_damage_not_an_overflow() {
     );
     assert!(store.is_empty());
 }
+
+/// Found by the `wal_recovery` fuzz target (`fuzz/regressions/wal_recovery/`):
+/// with no snapshot loaded, a segment `wal-0` followed by `wal-1` counted
+/// as covered by a snapshot that covers nothing, and was skipped; once the
+/// short `wal-1` was removed and the writer had started its segment, the
+/// next start read `wal-0` and refused. A segment is now skipped only for
+/// a snapshot that was loaded.
+#[test]
+fn no_segment_is_covered_without_a_snapshot() {
+    let (dir, clock) = fresh();
+    std::fs::write(dir.path().join(segment::segment_name(0)), b"").expect("write");
+    std::fs::write(dir.path().join(segment::segment_name(1)), [0; 11]).expect("write");
+    let strict = recovery::recover(dir.path(), &store_on(&clock, 1 << 20), RecoveryMode::Strict);
+    assert!(
+        matches!(&strict, Err(OpenError::Corrupt { path, offset: 0, .. }) if path.ends_with(segment::segment_name(0))),
+        "{strict:?}"
+    );
+}
