@@ -127,7 +127,16 @@ pub(crate) fn recover(
         store.sweep_shard(shard, usize::MAX);
     }
     let mut report = replay.report;
-    report.last_seq = replay.last_seq.max(failed_seq);
+    // A segment's name says the writer reached its first number: start past
+    // every one, so the writer's new segment is the last (the one whose
+    // torn tail the next start may cut). A name past MAX_SEQ claims nothing.
+    let named = segments
+        .iter()
+        .map(|(base, _)| *base)
+        .filter(|&base| base <= codec::MAX_SEQ)
+        .max()
+        .map_or(0, |base| base.saturating_sub(1));
+    report.last_seq = replay.last_seq.max(failed_seq).max(named);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(Recovered {
         report,

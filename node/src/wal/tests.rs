@@ -561,3 +561,41 @@ fn no_segment_is_covered_without_a_snapshot() {
         "{strict:?}"
     );
 }
+
+/// Found by the `wal_recovery` fuzz target (`fuzz/regressions/wal_recovery/`):
+/// skip-corrupt started the writer below segments that held no valid
+/// record, so its new segment was not the last one, and the next start
+/// took an old damaged segment for the torn tail of the log. The writer
+/// now starts past every segment's first number.
+#[test]
+fn the_writer_starts_past_every_segment_even_when_none_of_its_records_survive() {
+    let (dir, clock) = fresh();
+    let mut seg = codec::encode_file_header(codec::FileKind::Wal, 1).to_vec();
+    let mut body = Vec::new();
+    let rec = codec::Record::Put {
+        key: b"k",
+        value: b"v",
+        version: 1,
+        expires_at: 0,
+    };
+    codec::encode_body(&rec, &mut body);
+    codec::encode_frame(1, &body, &mut seg);
+    let write = |seq: u64, bytes: &[u8]| {
+        std::fs::write(dir.path().join(segment::segment_name(seq)), bytes).expect("write");
+    };
+    write(1, &seg);
+    write(50, &[7; 22]);
+    write(99, &[0]);
+    let r = recovery::recover(
+        dir.path(),
+        &store_on(&clock, 1 << 20),
+        RecoveryMode::SkipCorrupt,
+    )
+    .expect("starts")
+    .report;
+    assert_eq!((r.records_replayed, r.corrupt_skipped), (1, 1));
+    assert_eq!(
+        r.last_seq, 98,
+        "wal-99 was reached, though nothing in it survives"
+    );
+}
