@@ -371,12 +371,20 @@ fn apply_part(
     expired
 }
 
-/// The offset of the next valid frame at or after `from` whose sequence
-/// number is at least `expected`, if any.
+/// The offset of the next frame at or after `from` that replay would take:
+/// valid, numbered from `expected` on (within the window, not past
+/// `MAX_SEQ`), holding a record. A frame replay would refuse in turn is no
+/// place to resume, or a skipped region would later read as a torn tail.
 fn resync(buf: &[u8], from: usize, expected: u64) -> Option<usize> {
+    let numbered = |s: u64| s >= expected && s - expected < RESYNC_WINDOW && s <= codec::MAX_SEQ;
     (from..buf.len().saturating_sub(codec::FRAME_HEADER_LEN - 1)).find(|&p| {
         let rest = &buf[p..];
-        codec::peek_seq(rest).is_some_and(|s| s >= expected && s - expected < RESYNC_WINDOW)
-            && matches!(codec::decode_frame(rest), Frame::Valid { .. })
+        codec::peek_seq(rest).is_some_and(numbered)
+            && match codec::decode_frame(rest) {
+                Frame::Valid { body, .. } => {
+                    matches!(codec::decode_body(body), Ok(rec) if !matches!(rec, Record::End { .. }))
+                }
+                _ => false,
+            }
     })
 }
