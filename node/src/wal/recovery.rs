@@ -85,11 +85,8 @@ pub(crate) fn recover(
                     "snapshot failed verification; falling back to an older one"
                 );
                 std::fs::rename(&path, &aside).map_err(io)?;
-                // Sequence numbers it covered were handed out: never reuse
-                // them (a name past the last one is damage, not a claim).
-                if seq <= codec::MAX_SEQ {
-                    failed_seq = failed_seq.max(seq);
-                }
+                // Sequence numbers it covered were handed out: never reuse them.
+                failed_seq = failed_seq.max(seq);
             }
         }
     }
@@ -129,14 +126,22 @@ pub(crate) fn recover(
     let mut report = replay.report;
     // A segment's name says the writer reached its first number: start past
     // every one, so the writer's new segment is the last (the one whose
-    // torn tail the next start may cut). A name past MAX_SEQ claims nothing.
+    // torn tail the next start may cut).
     let named = segments
-        .iter()
-        .map(|(base, _)| *base)
-        .filter(|&base| base <= codec::MAX_SEQ)
-        .max()
-        .map_or(0, |base| base.saturating_sub(1));
+        .last()
+        .map_or(0, |(base, _)| base.saturating_sub(1));
     report.last_seq = replay.last_seq.max(failed_seq).max(named);
+    if report.last_seq >= codec::MAX_SEQ {
+        // Unreachable by counting; only a damaged or forged file gets here.
+        return Err(OpenError::Corrupt {
+            path: dir.to_owned(),
+            offset: 0,
+            reason: format!(
+                "sequence number {} leaves the writer none to use",
+                report.last_seq
+            ),
+        });
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(Recovered {
         report,

@@ -29,11 +29,14 @@ pub(crate) fn snapshot_name(seq: u64) -> String {
     format!("snap-{seq:020}.snap")
 }
 
+/// The sequence number in a snapshot's file name; past [`codec::MAX_SEQ`]
+/// it is no name the node writes, and the file is not one of its snapshots.
 fn parse_snapshot_name(name: &str) -> Option<u64> {
     name.strip_prefix("snap-")?
         .strip_suffix(".snap")?
         .parse()
         .ok()
+        .filter(|&seq| seq <= codec::MAX_SEQ)
 }
 
 /// Snapshots in `dir`, newest (highest sequence number) first.

@@ -490,11 +490,11 @@ async fn parallel_replay_keeps_each_keys_newest_state() {
 /// `fuzz/regressions/wal_recovery/`): a segment whose records reach
 /// `u64::MAX` overflowed the sequence counter (a panic in debug builds, a
 /// wrap in release), and a snapshot covering `u64::MAX` left the writer no
-/// number to start at. Both are damage now.
+/// number to start at. Numbers past `MAX_SEQ` are damage now, and files
+/// named past it are not the node's.
 #[test]
 fn sequence_numbers_past_the_last_one_are_damage_not_an_overflow() {
-    let mut seg = codec::encode_file_header(codec::FileKind::Wal, u64::MAX - 1).to_vec();
-    for seq in [u64::MAX - 1, u64::MAX] {
+    let put = |seq: u64, out: &mut Vec<u8>| {
         let mut body = Vec::new();
         let rec = codec::Record::Put {
             key: b"k",
@@ -503,8 +503,15 @@ fn sequence_numbers_past_the_last_one_are_damage_not_an_overflow() {
             expires_at: 0,
         };
         codec::encode_body(&rec, &mut body);
-        codec::encode_frame(seq, &body, &mut seg);
-    }
+        codec::encode_frame(seq, &body, out);
+    };
+    let mut seg = codec::encode_file_header(codec::FileKind::Wal, codec::MAX_SEQ).to_vec();
+    put(codec::MAX_SEQ, &mut seg);
+    let good = seg.len();
+    put(codec::MAX_SEQ + 1, &mut seg);
+    let mut beyond = codec::encode_file_header(codec::FileKind::Wal, u64::MAX - 1).to_vec();
+    put(u64::MAX - 1, &mut beyond);
+    put(u64::MAX, &mut beyond);
     let mut snap = codec::encode_file_header(codec::FileKind::Snapshot, u64::MAX).to_vec();
     let mut end = Vec::new();
     codec::encode_body(&codec::Record::End { count: 0 }, &mut end);
@@ -514,31 +521,33 @@ fn sequence_numbers_past_the_last_one_are_damage_not_an_overflow() {
         let write = |name: String, bytes: &[u8]| {
             std::fs::write(dir.path().join(name), bytes).expect("write");
         };
-        write(segment::segment_name(u64::MAX - 1), &seg);
+        write(segment::segment_name(codec::MAX_SEQ), &seg);
+        write(segment::segment_name(u64::MAX - 1), &beyond);
         write(snapshot::snapshot_name(5), &snap);
         write(snapshot::snapshot_name(u64::MAX), b"not a snapshot");
         (dir, clock)
     };
 
-    // Records past the last number are damage with nothing valid after
-    // it: a torn tail, cut in either mode.
+    // The record past the last number is damage with nothing valid after
+    // it: a torn tail, cut in either mode. The files named past the last
+    // number are left alone. Then no number is left for the writer: the
+    // node refuses to start rather than write records no start would read.
     for mode in [RecoveryMode::Strict, RecoveryMode::SkipCorrupt] {
         let (dir, clock) = damaged_dir();
         let store = store_on(&clock, 1 << 20);
-        let r = recovery::recover(dir.path(), &store, mode)
-            .expect("starts")
-            .report;
-        assert_eq!(r.snapshots_skipped, 2);
-        assert_eq!((r.records_replayed, r.corrupt_skipped), (0, 0));
+        let e = recovery::recover(dir.path(), &store, mode).expect_err("exhausted");
+        assert!(e.to_string().contains("leaves the writer none"), "{e}");
+        let len = |name: String| std::fs::metadata(dir.path().join(name)).map(|m| m.len());
         assert_eq!(
-            r.truncated_bytes,
-            (seg.len() - codec::FILE_HEADER_LEN) as u64
+            len(segment::segment_name(codec::MAX_SEQ)).ok(),
+            Some(good as u64)
         );
         assert_eq!(
-            r.last_seq, 5,
-            "the names past the last number claim nothing"
+            len(segment::segment_name(u64::MAX - 1)).ok(),
+            Some(beyond.len() as u64)
         );
-        assert!(store.is_empty());
+        assert!(len(snapshot::snapshot_name(u64::MAX)).is_ok());
+        assert!(len(snapshot::snapshot_name(5)).is_err(), "set aside");
     }
 }
 

@@ -24,13 +24,13 @@ type Entry = (Vec<u8>, Option<Vec<u8>>, u64, u64);
 /// Oracles:
 ///
 /// - recovery either starts, or (strict mode only) refuses with the file
-///   and an offset inside it; no other error, no panic;
+///   and an offset inside it, or refuses for the directory when the
+///   sequence numbers are exhausted; no other error, no panic;
 /// - when it starts, the only changes to the files are the ones it is
 ///   allowed: the last segment cut to a prefix of itself (or removed when
 ///   it is no longer than a header), unfinished snapshots removed, bad
 ///   snapshots and skipped segments copied or renamed to `*.corrupt`;
-/// - the last sequence number is at most `MAX_SEQ`, so the writer can
-///   count on from it;
+/// - the last sequence number is below `MAX_SEQ`, so the writer has one;
 /// - once the writer has started its new segment, as `Wal::open` does,
 ///   recovering the directory again changes no file, cuts nothing, skips
 ///   no snapshot, and (when the first skipped none either) gives the same
@@ -43,6 +43,10 @@ pub fn wal_recovery(scratch: &Path, data: &[u8]) {
     let first_store = store();
     let first = match recover(scratch, &first_store, input.mode) {
         Ok(r) => r.report,
+        Err(OpenError::Corrupt { path, .. }) if path == scratch => {
+            // Sequence numbers exhausted: refused in either mode.
+            return;
+        }
         Err(OpenError::Corrupt { path, offset, .. }) => {
             assert_eq!(input.mode, RecoveryMode::Strict, "skip-corrupt refused");
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -58,7 +62,7 @@ pub fn wal_recovery(scratch: &Path, data: &[u8]) {
     };
     check_changes(&input.files, &dir::read(scratch), &first, input.mode);
     assert!(
-        first.last_seq <= MAX_SEQ,
+        first.last_seq < MAX_SEQ,
         "no sequence number left for the writer"
     );
     // What `Wal::open` does next: the writer starts a new last segment.
@@ -105,10 +109,7 @@ fn entries(store: &Store) -> Vec<Entry> {
 
 /// Every difference between `before` and `after` is one recovery may make.
 fn check_changes(before: &Files, after: &Files, report: &RecoveryReport, mode: RecoveryMode) {
-    let last_segment = before
-        .keys()
-        .filter(|n| n.starts_with("wal-") && n.ends_with(".log"))
-        .max();
+    let last_segment = before.keys().filter(|n| is_segment(n)).max();
     let mut cut = 0;
     for (name, content) in before {
         let now = after.get(name);
@@ -125,7 +126,7 @@ fn check_changes(before: &Files, after: &Files, report: &RecoveryReport, mode: R
             }
         } else if name.ends_with(".tmp") {
             assert!(now.is_none(), "{name} was kept");
-        } else if name.ends_with(".snap") && now.is_none() {
+        } else if is_snapshot(name) && now.is_none() {
             let aside = after.get(&format!("{name}.corrupt"));
             assert_eq!(aside, Some(content), "{name} was not set aside whole");
         } else {
@@ -142,4 +143,22 @@ fn check_changes(before: &Files, after: &Files, report: &RecoveryReport, mode: R
         );
     }
     assert_eq!(report.truncated_bytes, cut as u64, "bytes cut");
+}
+
+/// Whether recovery takes `name` for a segment (a number up to `MAX_SEQ`).
+fn is_segment(name: &str) -> bool {
+    let seq = name
+        .strip_prefix("wal-")
+        .and_then(|n| n.strip_suffix(".log"));
+    seq.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|s| s <= MAX_SEQ)
+}
+
+/// Whether recovery takes `name` for a snapshot.
+fn is_snapshot(name: &str) -> bool {
+    let seq = name
+        .strip_prefix("snap-")
+        .and_then(|n| n.strip_suffix(".snap"));
+    seq.and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|s| s <= MAX_SEQ)
 }
