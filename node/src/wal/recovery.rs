@@ -11,6 +11,7 @@
 //! (`*.corrupt`), skips to the next valid record and goes on.
 
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -184,9 +185,12 @@ impl Replay<'_> {
                 let reason = format!("header says first record {seq}, file name says {base}");
                 return self.corrupt(path, 0, buf.len(), &reason);
             }
-            // A last segment no longer than a header: created when the node died.
+            // A last segment no longer than a header: created when the node
+            // died. Written again as the empty segment it was meant to be, not
+            // removed: its name bounds the segment before it, which a snapshot
+            // may cover (see `recover`), on every later start too.
             _ if last && buf.len() <= codec::FILE_HEADER_LEN => {
-                return self.truncate(path, 0, buf.len());
+                return self.truncate(path, base, 0, buf.len());
             }
             Some(Err(e)) => return self.corrupt(path, 0, buf.len(), &e.to_string()),
             None => return self.corrupt(path, 0, buf.len(), "file shorter than its header"),
@@ -229,7 +233,7 @@ impl Replay<'_> {
                     expected = codec::peek_seq(&buf[next..]).unwrap_or(expected);
                     at = next;
                 }
-                None if last => return self.truncate(path, at, buf.len() - at),
+                None if last => return self.truncate(path, base, at, buf.len() - at),
                 None => return self.corrupt(path, at, buf.len() - at, &reason),
             }
         }
@@ -271,8 +275,15 @@ impl Replay<'_> {
         pending.clear();
     }
 
-    /// Cuts a torn tail off the last segment.
-    fn truncate(&mut self, path: &Path, at: usize, bytes: usize) -> Result<(), OpenError> {
+    /// Cuts a torn tail off the last segment (whose first number is `base`);
+    /// at 0, what is left is a new header.
+    fn truncate(
+        &mut self,
+        path: &Path,
+        base: u64,
+        at: usize,
+        bytes: usize,
+    ) -> Result<(), OpenError> {
         if bytes == 0 && at > 0 {
             return Ok(());
         }
@@ -286,13 +297,16 @@ impl Replay<'_> {
             path: path.to_owned(),
             source: e,
         };
+        let file = OpenOptions::new().write(true).open(path).map_err(io)?;
         if at == 0 {
-            std::fs::remove_file(path).map_err(io)?;
+            file.set_len(0).map_err(io)?;
+            (&file)
+                .write_all(&codec::encode_file_header(FileKind::Wal, base))
+                .map_err(io)?;
         } else {
-            let file = OpenOptions::new().write(true).open(path).map_err(io)?;
             file.set_len(at as u64).map_err(io)?;
-            file.sync_all().map_err(io)?;
         }
+        file.sync_all().map_err(io)?;
         self.report.truncated_bytes += bytes as u64;
         Ok(())
     }

@@ -638,3 +638,37 @@ fn damage_followed_only_by_unusable_frames_is_a_torn_tail() {
         assert_eq!(std::fs::metadata(&path).expect("kept").len(), good as u64);
     }
 }
+
+/// Found by the `wal_recovery` fuzz target (`fuzz/regressions/wal_recovery/`):
+/// removing a short last segment took away the name that bounded the
+/// segment before it, so a segment the snapshot covered (and recovery
+/// skipped) was read on the next start, once the writer's segment began
+/// past a failed newer snapshot, and its damage refused the start. The
+/// short segment is now written again as an empty one.
+#[test]
+fn a_short_last_segment_keeps_its_name_so_coverage_holds_on_the_next_start() {
+    let (dir, clock) = fresh();
+    let mut snap = codec::encode_file_header(codec::FileKind::Snapshot, 10).to_vec();
+    let mut end = Vec::new();
+    codec::encode_body(&codec::Record::End { count: 0 }, &mut end);
+    codec::encode_frame(1, &end, &mut snap);
+    let write = |name: String, bytes: &[u8]| {
+        std::fs::write(dir.path().join(name), bytes).expect("write");
+    };
+    write(snapshot::snapshot_name(10), &snap);
+    write(snapshot::snapshot_name(20), b"damaged");
+    let mut covered = codec::encode_file_header(codec::FileKind::Wal, 5).to_vec();
+    covered.extend_from_slice(&[0xAB; 40]);
+    write(segment::segment_name(5), &covered);
+    write(segment::segment_name(11), &[0; 13]);
+    for start in 0..2 {
+        let r = recovery::recover(dir.path(), &store_on(&clock, 1 << 20), RecoveryMode::Strict)
+            .unwrap_or_else(|e| panic!("start {start}: {e}"))
+            .report;
+        assert_eq!((r.snapshot_seq, r.last_seq), (10, 20), "start {start}");
+        let short = std::fs::read(dir.path().join(segment::segment_name(11))).expect("kept");
+        assert_eq!(short, codec::encode_file_header(codec::FileKind::Wal, 11));
+        // What Wal::open does next.
+        segment::create_segment(dir.path(), r.last_seq + 1).expect("writer's segment");
+    }
+}
