@@ -2,6 +2,7 @@
 //! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` is replayed
 //! through the same function the target calls (see `docs/fuzzing.md`).
 //! Long fuzzing runs are `scripts/fuzz.sh`, on nightly.
+#![allow(clippy::expect_used)] // helpers outside #[test] fns fail loudly too
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
