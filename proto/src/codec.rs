@@ -23,7 +23,7 @@
 
 use std::marker::PhantomData;
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -108,11 +108,14 @@ impl<U: Message + Default> Decoder for ProtoDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let message = buf.copy_to_bytes(buf.remaining());
-        U::decode(message)
-            .map(Some)
-            // As tonic_prost does: a message that does not parse is INTERNAL
-            // (https://github.com/grpc/grpc/blob/master/doc/statuscodes.md).
-            .map_err(|e| Status::internal(e.to_string()))
+        decode_message(buf.copy_to_bytes(buf.remaining())).map(Some)
     }
+}
+
+/// Decodes one whole message, as [`ProtoDecoder`] does with what tonic
+/// received (also the entry point of the `proto_decode` fuzz target).
+pub fn decode_message<U: Message + Default>(message: Bytes) -> Result<U, Status> {
+    // As tonic_prost does: a message that does not parse is INTERNAL
+    // (https://github.com/grpc/grpc/blob/master/doc/statuscodes.md).
+    U::decode(message).map_err(|e| Status::internal(e.to_string()))
 }

@@ -14,6 +14,8 @@
 
 pub mod budget;
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod status;
 
 /// Generated types and stubs of package `distcache.v1`.

@@ -40,6 +40,8 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod membership;
 pub mod metrics;

@@ -28,6 +28,8 @@
 pub mod admin;
 pub mod cli;
 pub mod fds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

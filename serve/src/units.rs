@@ -59,15 +59,19 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
+fn duration_error(input: &str) -> UnitError {
+    UnitError {
+        what: "duration",
+        input: input.to_owned(),
+        example: "250ms, 30s, 5m, 2h or 30d",
+    }
+}
+
 impl std::str::FromStr for HumanDuration {
     type Err = UnitError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError {
-            what: "duration",
-            input: s.to_owned(),
-            example: "250ms, 30s, 5m, 2h or 30d",
-        };
+        let err = || duration_error(s);
         let (num, unit) = split(s);
         let n: u64 = num.parse().map_err(|_| err())?;
         let ms_per = match unit {
@@ -116,7 +120,11 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrStr::deserialize(d)? {
-            NumOrStr::Num(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            // Seconds, bounded like the text form: at most u64::MAX ms.
+            NumOrStr::Num(n) => n
+                .checked_mul(1000)
+                .map(|ms| HumanDuration(Duration::from_millis(ms)))
+                .ok_or_else(|| de::Error::custom(duration_error(&n.to_string()))),
             NumOrStr::Str(s) => s.parse().map_err(de::Error::custom),
         }
     }
@@ -165,5 +173,24 @@ mod tests {
         for bad in ["", "s", "1.5s", "3w", "-1s"] {
             assert!(p(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the `units` fuzz target (`fuzz/regressions/units/`): a
+    /// number of seconds whose milliseconds overflow u64 was accepted as an
+    /// integer but refused as text, and printed as text that does not parse.
+    #[test]
+    fn integer_durations_have_the_bounds_of_text_ones() {
+        let json = |s: &str| serde_json::from_str::<HumanDuration>(s).map(|d| d.0);
+        assert_eq!(json("30").ok(), Some(Duration::from_secs(30)));
+        let max = u64::MAX / 1000;
+        assert_eq!(json(&max.to_string()).ok(), Some(Duration::from_secs(max)));
+        for s in [(max + 1).to_string(), u64::MAX.to_string()] {
+            assert!(json(&s).is_err(), "{s}");
+            assert!(s.parse::<HumanDuration>().is_err(), "{s}");
+        }
+        let d = json(&max.to_string())
+            .map(HumanDuration)
+            .expect("at the bound");
+        assert_eq!(d.to_string().parse::<HumanDuration>(), Ok(d));
     }
 }

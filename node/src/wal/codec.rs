@@ -34,6 +34,11 @@ pub const FILE_HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest body accepted; a longer length field is taken as corruption.
 pub const MAX_BODY_LEN: usize = 256 << 20;
+/// Largest sequence number a record or snapshot may carry; a larger one is
+/// taken as corruption. A node logging a million records a second would
+/// take 290,000 years to reach it, and the half of the range above it is
+/// what lets recovery and the writer count on without overflowing.
+pub const MAX_SEQ: u64 = (1 << 63) - 1;
 
 const KIND_PUT: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;

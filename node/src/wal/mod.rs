@@ -30,6 +30,8 @@
 pub mod codec;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod recovery;
 mod segment;
 mod snapshot;

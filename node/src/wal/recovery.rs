@@ -11,6 +11,7 @@
 //! (`*.corrupt`), skips to the next valid record and goes on.
 
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -111,9 +112,10 @@ pub(crate) fn recover(
              (they were covered by the snapshot that failed); those writes are lost"
         );
     }
+    let have_snapshot = replay.report.snapshot_file.is_some();
     for (i, (base, path)) in segments.iter().enumerate() {
         let next_base = segments.get(i + 1).map(|(b, _)| *b);
-        if next_base.is_some_and(|n| n <= snap_seq.saturating_add(1)) {
+        if have_snapshot && next_base.is_some_and(|n| n <= snap_seq.saturating_add(1)) {
             continue; // wholly covered by the snapshot
         }
         replay.segment(path, *base, next_base.is_none())?;
@@ -123,7 +125,24 @@ pub(crate) fn recover(
         store.sweep_shard(shard, usize::MAX);
     }
     let mut report = replay.report;
-    report.last_seq = replay.last_seq.max(failed_seq);
+    // A segment's name says the writer reached its first number: start past
+    // every one, so the writer's new segment is the last (the one whose
+    // torn tail the next start may cut).
+    let named = segments
+        .last()
+        .map_or(0, |(base, _)| base.saturating_sub(1));
+    report.last_seq = replay.last_seq.max(failed_seq).max(named);
+    if report.last_seq >= codec::MAX_SEQ {
+        // Unreachable by counting; only a damaged or forged file gets here.
+        return Err(OpenError::Corrupt {
+            path: dir.to_owned(),
+            offset: 0,
+            reason: format!(
+                "sequence number {} leaves the writer none to use",
+                report.last_seq
+            ),
+        });
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(Recovered {
         report,
@@ -166,9 +185,12 @@ impl Replay<'_> {
                 let reason = format!("header says first record {seq}, file name says {base}");
                 return self.corrupt(path, 0, buf.len(), &reason);
             }
-            // A last segment no longer than a header: created when the node died.
+            // A last segment no longer than a header: created when the node
+            // died. Written again as the empty segment it was meant to be, not
+            // removed: its name bounds the segment before it, which a snapshot
+            // may cover (see `recover`), on every later start too.
             _ if last && buf.len() <= codec::FILE_HEADER_LEN => {
-                return self.truncate(path, 0, buf.len());
+                return self.truncate(path, base, 0, buf.len());
             }
             Some(Err(e)) => return self.corrupt(path, 0, buf.len(), &e.to_string()),
             None => return self.corrupt(path, 0, buf.len(), "file shorter than its header"),
@@ -178,6 +200,9 @@ impl Replay<'_> {
         let mut pending = Vec::with_capacity(APPLY_CHUNK);
         while at < buf.len() {
             let reason = match codec::decode_frame(&buf[at..]) {
+                Frame::Valid { seq, .. } if seq > codec::MAX_SEQ => {
+                    format!("record {seq} is past the last sequence number")
+                }
                 Frame::Valid { seq, body, len } if seq == expected => {
                     match codec::decode_body(body) {
                         Ok(rec) if !matches!(rec, Record::End { .. }) => {
@@ -208,7 +233,7 @@ impl Replay<'_> {
                     expected = codec::peek_seq(&buf[next..]).unwrap_or(expected);
                     at = next;
                 }
-                None if last => return self.truncate(path, at, buf.len() - at),
+                None if last => return self.truncate(path, base, at, buf.len() - at),
                 None => return self.corrupt(path, at, buf.len() - at, &reason),
             }
         }
@@ -250,8 +275,15 @@ impl Replay<'_> {
         pending.clear();
     }
 
-    /// Cuts a torn tail off the last segment.
-    fn truncate(&mut self, path: &Path, at: usize, bytes: usize) -> Result<(), OpenError> {
+    /// Cuts a torn tail off the last segment (whose first number is `base`);
+    /// at 0, what is left is a new header.
+    fn truncate(
+        &mut self,
+        path: &Path,
+        base: u64,
+        at: usize,
+        bytes: usize,
+    ) -> Result<(), OpenError> {
         if bytes == 0 && at > 0 {
             return Ok(());
         }
@@ -265,13 +297,16 @@ impl Replay<'_> {
             path: path.to_owned(),
             source: e,
         };
+        let file = OpenOptions::new().write(true).open(path).map_err(io)?;
         if at == 0 {
-            std::fs::remove_file(path).map_err(io)?;
+            file.set_len(0).map_err(io)?;
+            (&file)
+                .write_all(&codec::encode_file_header(FileKind::Wal, base))
+                .map_err(io)?;
         } else {
-            let file = OpenOptions::new().write(true).open(path).map_err(io)?;
             file.set_len(at as u64).map_err(io)?;
-            file.sync_all().map_err(io)?;
         }
+        file.sync_all().map_err(io)?;
         self.report.truncated_bytes += bytes as u64;
         Ok(())
     }
@@ -355,12 +390,20 @@ fn apply_part(
     expired
 }
 
-/// The offset of the next valid frame at or after `from` whose sequence
-/// number is at least `expected`, if any.
+/// The offset of the next frame at or after `from` that replay would take:
+/// valid, numbered from `expected` on (within the window, not past
+/// `MAX_SEQ`), holding a record. A frame replay would refuse in turn is no
+/// place to resume, or a skipped region would later read as a torn tail.
 fn resync(buf: &[u8], from: usize, expected: u64) -> Option<usize> {
+    let numbered = |s: u64| s >= expected && s - expected < RESYNC_WINDOW && s <= codec::MAX_SEQ;
     (from..buf.len().saturating_sub(codec::FRAME_HEADER_LEN - 1)).find(|&p| {
         let rest = &buf[p..];
-        codec::peek_seq(rest).is_some_and(|s| s >= expected && s - expected < RESYNC_WINDOW)
-            && matches!(codec::decode_frame(rest), Frame::Valid { .. })
+        codec::peek_seq(rest).is_some_and(numbered)
+            && match codec::decode_frame(rest) {
+                Frame::Valid { body, .. } => {
+                    matches!(codec::decode_body(body), Ok(rec) if !matches!(rec, Record::End { .. }))
+                }
+                _ => false,
+            }
     })
 }

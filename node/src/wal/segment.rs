@@ -35,12 +35,15 @@ pub(crate) fn segment_name(seq: u64) -> String {
     format!("wal-{seq:020}.log")
 }
 
-/// The first sequence number encoded in a segment file name.
+/// The first sequence number encoded in a segment file name; a number past
+/// [`codec::MAX_SEQ`] is no name the node writes, and the file is not one
+/// of its segments.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_prefix("wal-")?
         .strip_suffix(".log")?
         .parse()
         .ok()
+        .filter(|&seq| seq <= codec::MAX_SEQ)
 }
 
 /// Segments in `dir`, sorted by their first sequence number.

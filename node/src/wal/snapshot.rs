@@ -29,11 +29,14 @@ pub(crate) fn snapshot_name(seq: u64) -> String {
     format!("snap-{seq:020}.snap")
 }
 
+/// The sequence number in a snapshot's file name; past [`codec::MAX_SEQ`]
+/// it is no name the node writes, and the file is not one of its snapshots.
 fn parse_snapshot_name(name: &str) -> Option<u64> {
     name.strip_prefix("snap-")?
         .strip_suffix(".snap")?
         .parse()
         .ok()
+        .filter(|&seq| seq <= codec::MAX_SEQ)
 }
 
 /// Snapshots in `dir`, newest (highest sequence number) first.
@@ -202,6 +205,12 @@ pub(crate) fn load_snapshot(path: &Path, store: &Store) -> Result<Loaded, Snapsh
     let mut head = [0u8; codec::FILE_HEADER_LEN];
     read_full(&mut r, &mut head).map_err(|e| bad(0, e))?;
     let seq = match codec::decode_file_header(&head, FileKind::Snapshot) {
+        Some(Ok(seq)) if seq > codec::MAX_SEQ => {
+            return Err(bad(
+                0,
+                format!("covers {seq}, past the last sequence number"),
+            ));
+        }
         Some(Ok(seq)) => seq,
         Some(Err(e)) => return Err(bad(0, e.to_string())),
         None => return Err(bad(0, "file shorter than its header".into())),

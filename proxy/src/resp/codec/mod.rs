@@ -158,7 +158,7 @@ fn read_len(
         break;
     }
     let Some(cr) = window.iter().take(max_line + 1).position(|&b| b == b'\r') else {
-        if buf.len() - at > max_line {
+        if window.len() > max_line {
             return Err(bad());
         }
         return Ok(None);
