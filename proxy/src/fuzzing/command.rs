@@ -116,11 +116,14 @@ fn check_command(sent: &[Bytes], cmd: &Command) {
 
 fn check_error_line(reply: &crate::resp::Reply) {
     assert!(reply.is_error(), "{reply:?} is not an error");
-    let mut out = BytesMut::new();
-    reply.encode(&mut out);
-    assert!(out.starts_with(b"-") && out.ends_with(b"\r\n"), "{out:?}");
-    let body = &out[..out.len() - 2];
-    assert!(!body.contains(&b'\r') && !body.contains(&b'\n'), "{out:?}");
+    // An error line is the same in both protocols.
+    for proto in [crate::resp::Protocol::Resp2, crate::resp::Protocol::Resp3] {
+        let mut out = BytesMut::new();
+        reply.encode(proto, &mut out);
+        assert!(out.starts_with(b"-") && out.ends_with(b"\r\n"), "{out:?}");
+        let body = &out[..out.len() - 2];
+        assert!(!body.contains(&b'\r') && !body.contains(&b'\n'), "{out:?}");
+    }
 }
 
 /// What SET, SETEX/PSETEX and EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT must parse
