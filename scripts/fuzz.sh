@@ -63,7 +63,8 @@ for t in "${TARGETS[@]}"; do
   fi
   [ "$findings" -eq 0 ] || { found_any=1; grep -m3 -E "panicked|ERROR|SUMMARY" "$log" || true; }
   if [ "${FUZZ_CMIN:-1}" = 1 ] && [ "$findings" -eq 0 ]; then
-    "${FUZZ[@]}" cmin "${BUILD[@]}" "$t" "fuzz/corpus/$t" >>"$log" 2>&1 ||
+    # One input per covered edge (not per hit count): small enough to commit.
+    "${FUZZ[@]}" cmin "${BUILD[@]}" "$t" "fuzz/corpus/$t" -- -use_counters=0 >>"$log" 2>&1 ||
       echo "   cmin failed; see $log" >&2
   fi
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
