@@ -85,7 +85,7 @@ impl Fence {
         if self.is_fenced() {
             return true;
         }
-        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = self.elapsed_ms();
         let gap = elapsed.saturating_sub(self.last_tick.load(Ordering::Relaxed));
         if gap > STALL_MS {
             // The watcher's next tick sees the same gap; one fence is enough.
@@ -121,6 +121,12 @@ impl Fence {
         snapshot(&s, true)
     }
 
+    /// Milliseconds since the fence was made (monotonic: it goes on during
+    /// SIGSTOP, which is what makes a stall visible).
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Lifts the fence if `incarnation` and `epoch` are still current.
     pub(crate) fn lift(&self, incarnation: u64, epoch: u64) -> (bool, pb::FenceState) {
         let s = self.state.lock();
@@ -150,8 +156,7 @@ impl Fence {
                     let Some(fence) = weak.upgrade() else { return };
                     // Raises the fence on a gap (unless a request did).
                     fence.check(now_ms);
-                    let elapsed =
-                        u64::try_from(fence.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let elapsed = fence.elapsed_ms();
                     fence.last_tick.store(elapsed, Ordering::Relaxed);
                 }
             })

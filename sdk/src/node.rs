@@ -208,10 +208,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<pb::HealthCheckResponse, Status> {
         let req = self.conn.request(HealthCheckRequest {}, timeout);
-        match tokio::time::timeout(timeout, self.conn.stub().health_check(req)).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("health check timed out")),
-        }
+        within(timeout, "health check", self.conn.stub().health_check(req)).await
     }
 
     /// One active health check: re-admits on `SERVING` (fencing the node
@@ -243,10 +240,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<pb::ScanResponse, Status> {
         let req = self.conn.request(req, timeout);
-        match tokio::time::timeout(timeout, self.conn.stub().scan(req)).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("scan timed out")),
-        }
+        within(timeout, "scan", self.conn.stub().scan(req)).await
     }
 
     /// Raises or lifts the node's fence.
@@ -256,10 +250,19 @@ impl Node {
         timeout: Duration,
     ) -> Result<pb::FenceResponse, Status> {
         let req = self.conn.request(req, timeout);
-        match tokio::time::timeout(timeout, self.conn.stub().fence(req)).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("fence timed out")),
-        }
+        within(timeout, "fence", self.conn.stub().fence(req)).await
+    }
+}
+
+/// One unary call's answer within `timeout` (named `what` when it ran out).
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!("{what} timed out"))),
     }
 }
 

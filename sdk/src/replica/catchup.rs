@@ -110,10 +110,6 @@ impl View {
         let started = Instant::now();
         let node = &self.topo.nodes[idx];
         let timeout = self.config.timeout;
-        let rpc = |rpc: &'static str, node: &str| {
-            let node = node.to_owned();
-            move |status| CatchUpError::Rpc { rpc, node, status }
-        };
         let mut entries = 0;
         for _ in 0..MAX_ROUNDS {
             let req = match node.owed_fence() {
@@ -132,7 +128,7 @@ impl View {
             let answer = node
                 .fence(req, timeout)
                 .await
-                .map_err(rpc("Fence", &node.url))?;
+                .map_err(failed("Fence", &node.url))?;
             node.fence_sent();
             let fence = answer.fence.unwrap_or_default();
             if !fence.fenced {
@@ -164,7 +160,7 @@ impl View {
             let lifted = node
                 .fence(lift, timeout)
                 .await
-                .map_err(rpc("Fence", &node.url))?;
+                .map_err(failed("Fence", &node.url))?;
             if lifted.lifted {
                 node.set_skipped(skipped);
                 node.unfence();
@@ -198,11 +194,7 @@ impl View {
             let page = src
                 .scan(req, timeout)
                 .await
-                .map_err(|status| CatchUpError::Rpc {
-                    rpc: "Scan",
-                    node: src.url.clone(),
-                    status,
-                })?;
+                .map_err(failed("Scan", &src.url))?;
             let ops: Vec<pb::Operation> = page
                 .entries
                 .into_iter()
@@ -211,24 +203,18 @@ impl View {
                 .collect();
             if !ops.is_empty() {
                 let n = ops.len() as u64;
-                let results =
-                    dst.conn
-                        .batch(ops, timeout)
-                        .await
-                        .map_err(|status| CatchUpError::Rpc {
-                            rpc: "Batch",
-                            node: dst.url.clone(),
-                            status,
-                        })?;
+                let results = dst
+                    .conn
+                    .batch(ops, timeout)
+                    .await
+                    .map_err(failed("Batch", &dst.url))?;
                 if let Some(e) = results.into_iter().find_map(|r| match r.result {
                     Some(Out::Error(e)) => Some(e),
                     _ => None,
                 }) {
-                    return Err(CatchUpError::Rpc {
-                        rpc: "Batch",
-                        node: dst.url.clone(),
-                        status: distcache_proto::status::to_status(e),
-                    });
+                    return Err(failed("Batch", &dst.url)(
+                        distcache_proto::status::to_status(e),
+                    ));
                 }
                 copied += n;
             }
@@ -238,6 +224,12 @@ impl View {
             cursor = page.next_cursor;
         }
     }
+}
+
+/// The error of `rpc` to `node` failing with a status.
+fn failed(rpc: &'static str, node: &str) -> impl FnOnce(Status) -> CatchUpError {
+    let node = node.to_owned();
+    move |status| CatchUpError::Rpc { rpc, node, status }
 }
 
 /// The versioned write that gives a replica `e` (it applies only if newer
