@@ -1,7 +1,7 @@
 //! The public [`Client`]: typed operations over the replicated cluster.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{ClientConfig, CoalesceConfig, Consistency, RetryConfig};
+use crate::config::{ClientConfig, CoalesceConfig, Consistency, RebalanceConfig, RetryConfig};
 use crate::deadline::{request_deadline, within};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
@@ -557,10 +557,8 @@ impl Client {
     /// Every node of the current membership with whether it is considered
     /// healthy now, in ring index order.
     pub fn health(&self) -> Vec<(String, bool)> {
-        self.inner
-            .members
-            .load()
-            .nodes
+        let topo = self.inner.members.load();
+        topo.nodes[..topo.ring.len()]
             .iter()
             .map(|n| (n.url.clone(), n.is_healthy()))
             .collect()
@@ -594,16 +592,44 @@ impl Client {
         .await
     }
 
+    /// The membership change being carried out, if one is: until its
+    /// keys have been copied to their new owners, writes go to old and new
+    /// owners and reads of moved keys ask both (see [`Client::set_nodes`]).
+    pub fn moving(&self) -> Option<crate::types::MoveStatus> {
+        let topo = self.inner.members.load();
+        let m = topo.moving.as_ref()?;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Some(crate::types::MoveStatus {
+            phase: m.phase(),
+            from: m.from_nodes.clone(),
+            to: topo.ring.nodes().to_vec(),
+            elapsed: m.started.elapsed(),
+            started_unix_ms: m.started_unix_ms,
+            sources_done: l(&m.sources_done),
+            sources: l(&m.sources),
+            scanned: l(&m.scanned),
+            copied: l(&m.copied),
+            copied_bytes: l(&m.copied_bytes),
+            passes: l(&m.passes),
+        })
+    }
+
     /// Replaces the cluster membership with `urls` (same forms as
-    /// [`ClientBuilder::nodes`]) and rebuilds the ring.
+    /// [`ClientBuilder::nodes`]) and rebuilds the ring, moving the data.
     ///
     /// Nodes in both lists keep their connections and health; new ones start
-    /// healthy and connect on first use; removed ones receive nothing from
-    /// operations that start afterwards and are closed once the operations
-    /// that started before have finished (those finish on the membership
-    /// they started with). Keys move only between the ring positions that
-    /// changed; no data is copied, so a key whose new owner never saw it
-    /// reads as a miss there until it is written again.
+    /// healthy and connect on first use. Keys move only between the ring
+    /// positions that changed, and the data moves with them: a *move* starts
+    /// (see [`Client::moving`]). For the [`RebalanceConfig::grace`] (every
+    /// other client sees the change meanwhile) and until the keys whose
+    /// owners changed have been copied from their old owners to their new
+    /// ones, writes go to both, reads of those keys ask both and return the
+    /// newest state, and conditional operations on them first bring the new
+    /// primary up to date. Then the new ring serves alone, and removed nodes
+    /// receive nothing from operations that start afterwards; they are
+    /// closed once the operations that started before have finished.
+    ///
+    /// [`RebalanceConfig::grace`]: crate::config::RebalanceConfig::grace
     ///
     /// The same set of nodes in another order changes nothing and returns
     /// an empty [`MembershipChange`]. An empty list or an invalid URL is
@@ -629,7 +655,11 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Ok(self.inner.members.set(urls, &self.inner.config)?)
+        let change = self.inner.members.set(urls, &self.inner.config)?;
+        if !change.is_empty() {
+            self.inner.view().spawn_rebalance();
+        }
+        Ok(change)
     }
 
     /// A snapshot of this client's counters.
@@ -653,6 +683,8 @@ impl Client {
                 .iter()
                 .filter(|n| n.is_fenced())
                 .count() as u64,
+            moves: l(&i.stats.moves),
+            rebalance_entries: l(&i.stats.rebalance_entries),
         }
     }
 }
@@ -736,6 +768,13 @@ impl ClientBuilder {
     /// Consecutive failures that mark a node unhealthy (default 2).
     pub fn failure_threshold(mut self, n: u32) -> Self {
         self.config.failure_threshold = n;
+        self
+    }
+
+    /// How membership changes move the data: the grace before the copy
+    /// and its rate (see [`RebalanceConfig`] and [`Client::set_nodes`]).
+    pub fn rebalance(mut self, r: RebalanceConfig) -> Self {
+        self.config.rebalance = r;
         self
     }
 

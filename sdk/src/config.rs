@@ -129,6 +129,39 @@ impl Default for CoalesceConfig {
     }
 }
 
+/// Default [`RebalanceConfig::grace`].
+pub const DEFAULT_REBALANCE_GRACE: Duration = Duration::from_secs(10);
+/// Default [`RebalanceConfig::keys_per_sec`].
+pub const DEFAULT_REBALANCE_KEYS_PER_SEC: u64 = 50_000;
+/// Default [`RebalanceConfig::bytes_per_sec`]: 32 MiB/s.
+pub const DEFAULT_REBALANCE_BYTES_PER_SEC: u64 = 32 << 20;
+
+/// What a membership change does before the new ring is used alone: the
+/// keys whose owners changed are copied from the old owners to the new
+/// ones (see [`Client::set_nodes`](crate::Client::set_nodes)).
+#[derive(Debug, Clone)]
+pub struct RebalanceConfig {
+    /// How long after a change the copy starts, and the least time the old
+    /// owners keep taking writes and answering reads: long enough for every
+    /// other client (each proxy polling its discovery) to see the change,
+    /// since until then they write to the old owners only.
+    pub grace: Duration,
+    /// Most entries copied per second (summed over the new owners).
+    pub keys_per_sec: u64,
+    /// Most key and value bytes copied per second.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        Self {
+            grace: DEFAULT_REBALANCE_GRACE,
+            keys_per_sec: DEFAULT_REBALANCE_KEYS_PER_SEC,
+            bytes_per_sec: DEFAULT_REBALANCE_BYTES_PER_SEC,
+        }
+    }
+}
+
 /// Everything a [`Client`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -170,6 +203,8 @@ pub struct ClientConfig {
     /// for twice counting twice; past it the call fails with
     /// `Error::ResourceExhausted` instead of holding an unbounded answer.
     pub max_answer_bytes: usize,
+    /// How membership changes move the data.
+    pub rebalance: RebalanceConfig,
 }
 
 impl Default for ClientConfig {
@@ -192,6 +227,7 @@ impl Default for ClientConfig {
             token: None,
             tls_ca: None,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            rebalance: RebalanceConfig::default(),
         }
     }
 }
@@ -230,6 +266,10 @@ impl ClientConfig {
         r.budget_ratio = r.budget_ratio.clamp(0.0, 1000.0);
         r.budget_min_per_sec = r.budget_min_per_sec.min(1 << 30);
         self.failure_threshold = self.failure_threshold.max(1);
+        let rb = &mut self.rebalance;
+        rb.grace = rb.grace.min(MAX_TIMEOUT);
+        rb.keys_per_sec = rb.keys_per_sec.max(1);
+        rb.bytes_per_sec = rb.bytes_per_sec.max(1);
         Ok(())
     }
 }

@@ -101,11 +101,13 @@ pub use client::{Client, ClientBuilder};
 pub use config::{
     ClientConfig, CoalesceConfig, Consistency, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_POOL_SIZE,
-    DEFAULT_PROBE_INTERVAL, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_NODES, MAX_TIMEOUT, RetryConfig,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_REBALANCE_BYTES_PER_SEC, DEFAULT_REBALANCE_GRACE,
+    DEFAULT_REBALANCE_KEYS_PER_SEC, DEFAULT_REPLICAS, DEFAULT_TIMEOUT, MAX_NODES, MAX_TIMEOUT,
+    RebalanceConfig, RetryConfig,
 };
 pub use error::{ConfigError, Error, Exhausted, Result};
-pub use topology::MembershipChange;
-pub use types::{ClientStats, Condition, Entry, WriteOutcome};
+pub use topology::{MembershipChange, MovePhase};
+pub use types::{ClientStats, Condition, Entry, MoveStatus, WriteOutcome};
 
 /// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

@@ -122,6 +122,8 @@ pub(crate) async fn mget(
     for (u, key) in unique.iter().enumerate() {
         let replicas = inner.replicas(key);
         match inner.readable(&replicas).first() {
+            // Its owners changed in a move: one by one, from old and new.
+            Some(_) if inner.moved(key).is_some() => retry_single.push(u),
             Some(&first) => groups.entry(first).or_default().push(u),
             // No readable replica: one by one, where it fails cleanly.
             None => retry_single.push(u),
@@ -235,8 +237,8 @@ pub(crate) async fn mset(
     let mut sets = Vec::with_capacity(items.len());
     let mut groups: HashMap<usize, Vec<(usize, pb::Operation)>> = HashMap::new();
     for (pos, (key, value)) in items.into_iter().enumerate() {
-        let replicas = inner.replicas(&key);
-        let n = c.required(replicas.len());
+        let n = c.required(inner.replicas(&key).len());
+        let replicas = inner.write_set(&key);
         need.push(n);
         let op = pb::Operation {
             op: Some(Op::Set(pb::SetRequest {

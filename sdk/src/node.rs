@@ -7,9 +7,11 @@
 //! `Client::from_config`) calls `HealthCheck` on every node and re-admits a
 //! node as soon as it answers `SERVING`. Health never changes the ring.
 //!
-//! Fencing (see `replica/catchup.rs`): a node this client lost and got back,
-//! or one added to the membership later, may lack writes made meanwhile; so
-//! may one that says it is fenced (it restarted or stalled). Such a node is
+//! Fencing (see `replica/catchup.rs`): a node this client lost and got back
+//! may lack writes made meanwhile; so may one that says it is fenced (it
+//! restarted or stalled). A node added to the membership is fenced until the
+//! prober heard from it; what it lacks for the keys it gains is what the
+//! move copies to it (see `replica/rebalance.rs`). Such a node is
 //! *fenced* here too: it takes writes but serves no reads and runs no
 //! conditional operation until a catch-up copied what it missed.
 
@@ -80,12 +82,13 @@ impl Node {
         })
     }
 
-    /// A node that joined a running client's membership: it may hold
-    /// nothing, or what it held before it was removed, so it is fenced
-    /// until a catch-up copied everything (since 0).
+    /// A node that joined a running client's membership: fenced here until
+    /// the prober heard from it and, if it says it is fenced (it just
+    /// started), caught it up; so no read is sent to a node that would
+    /// refuse it. What it lacks for the keys it gains is what the move
+    /// copies to it (see `replica/rebalance.rs`).
     pub(crate) fn joined(self) -> Self {
         self.fenced.store(true, Ordering::Relaxed);
-        self.needs_fence.store(true, Ordering::Relaxed);
         self
     }
 

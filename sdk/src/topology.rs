@@ -9,15 +9,20 @@
 //! and health; a removed node is dropped (channels closed, coalescer
 //! stopped) when the last operation holding an old snapshot ends.
 //!
-//! A node that joins a running membership is fenced and caught up (see
-//! `replica/catchup.rs`) with everything its peers hold for its ranges
-//! before it serves reads, so a node that left and came back never serves
-//! what it held before. Not here yet: the reads of keys whose owners
-//! changed asking the old owners meanwhile (the resharding issue).
+//! A change starts a *move* (see `replica/rebalance.rs`): until the keys
+//! whose owners changed have been copied to their new owners, the topology
+//! keeps the rings it replaces ([`Move::from`]) and the nodes only they
+//! name (after the ring's own, so ring indexes are node indexes): writes
+//! go to the old and the new owners of a key, reads of a moved key ask
+//! both and take the newest state, and primary-run operations on a moved
+//! key first bring its new primary up to date. A change during a move
+//! keeps every ring still being left, so an add-then-remove flip moves
+//! nothing back from a node that missed writes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ClientConfig, normalise_url};
 use crate::error::ConfigError;
@@ -47,13 +52,118 @@ impl MembershipChange {
 #[derive(Debug)]
 pub(crate) struct Topology {
     pub(crate) ring: Arc<Ring>,
-    /// `nodes[i]` is `ring.node(i)`.
+    /// `nodes[i]` is `ring.node(i)`; during a move, the nodes only the
+    /// rings being left name follow.
     pub(crate) nodes: Vec<Arc<Node>>,
+    /// The move this membership is in, if any.
+    pub(crate) moving: Option<Arc<Move>>,
+}
+
+/// A ring being left, and the node index of each of its ring indexes.
+#[derive(Debug)]
+pub(crate) struct Leaving {
+    pub(crate) ring: Arc<Ring>,
+    pub(crate) index: Vec<usize>,
+}
+
+/// Where a move is (see `replica/rebalance.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MovePhase {
+    /// Waiting for every other client to see the change (the grace): until
+    /// then some still write only to the old owners.
+    Grace = 0,
+    /// Copying the moved keys from their old owners to their new ones.
+    Copying = 1,
+    /// A copy pass fell short (an old owner could not be read or a new one
+    /// written); another pass starts after a pause.
+    Retrying = 2,
+}
+
+/// A membership change being carried out: the rings being left, and the
+/// progress of the copy.
+#[derive(Debug)]
+pub(crate) struct Move {
+    /// The rings being left, oldest first.
+    pub(crate) from: Vec<Leaving>,
+    /// The node URLs of every ring being left, for `/ring`.
+    pub(crate) from_nodes: Vec<String>,
+    pub(crate) started: Instant,
+    pub(crate) started_unix_ms: u64,
+    pub(crate) phase: AtomicU8,
+    /// Sources (old owners) scanned in the current pass, and in all.
+    pub(crate) sources_done: AtomicU64,
+    pub(crate) sources: AtomicU64,
+    /// Entries scanned, and copied (entries × new owners), in every pass.
+    pub(crate) scanned: AtomicU64,
+    pub(crate) copied: AtomicU64,
+    pub(crate) copied_bytes: AtomicU64,
+    pub(crate) passes: AtomicU64,
+}
+
+impl Move {
+    fn new(from: Vec<Leaving>) -> Self {
+        let mut from_nodes: Vec<String> = Vec::new();
+        for l in &from {
+            for n in l.ring.nodes() {
+                if !from_nodes.contains(n) {
+                    from_nodes.push(n.clone());
+                }
+            }
+        }
+        Self {
+            from,
+            from_nodes,
+            started: Instant::now(),
+            started_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            phase: AtomicU8::new(MovePhase::Grace as u8),
+            sources_done: AtomicU64::new(0),
+            sources: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn phase(&self) -> MovePhase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => MovePhase::Grace,
+            1 => MovePhase::Copying,
+            _ => MovePhase::Retrying,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, p: MovePhase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Appends the key's owners in every ring being left (node indexes,
+    /// each once) to `out`.
+    pub(crate) fn old_owners<V>(&self, key: &[u8], n: usize, out: &mut V)
+    where
+        V: AsRef<[usize]> + Extend<usize>,
+    {
+        let mut ring_idx: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        for l in &self.from {
+            ring_idx.clear();
+            l.ring.fill(key, n, &mut ring_idx);
+            for &i in &ring_idx {
+                let idx = l.index[i];
+                if !out.as_ref().contains(&idx) {
+                    out.extend([idx]);
+                }
+            }
+        }
+    }
 }
 
 impl Topology {
     /// Builds the topology of `urls` (normalised), reusing the nodes of
-    /// `old` whose URL is still listed.
+    /// `old` whose URL is still listed; with an `old` one, a move from it
+    /// (and from every ring it was still leaving).
     pub(crate) fn build(
         urls: &[String],
         config: &ClientConfig,
@@ -63,22 +173,60 @@ impl Topology {
         let keep: HashMap<&str, &Arc<Node>> = old
             .map(|o| o.nodes.iter().map(|n| (n.url.as_str(), n)).collect())
             .unwrap_or_default();
+        let get = |url: &str| match keep.get(url) {
+            Some(&node) => Ok(node.clone()),
+            // The first membership is trusted as it is (the client's first
+            // probe round settles it before `build` returns).
+            None if old.is_some() => Node::new(url, config).map(|n| Arc::new(n.joined())),
+            None => Node::new(url, config).map(Arc::new),
+        };
         // Built from the ring's list so node indexes and ring indexes agree.
-        let nodes = ring
+        let mut nodes = ring
             .nodes()
             .iter()
-            .map(|url| match keep.get(url.as_str()) {
-                Some(&node) => Ok(node.clone()),
-                // A node joining a running membership is fenced until it
-                // caught up; the first membership is trusted as it is.
-                None if old.is_some() => Node::new(url, config).map(|n| Arc::new(n.joined())),
-                None => Node::new(url, config).map(Arc::new),
-            })
+            .map(|url| get(url))
             .collect::<Result<Vec<_>, _>>()?;
+        let moving = match old {
+            None => None,
+            Some(old) => {
+                let mut rings: Vec<Arc<Ring>> = old
+                    .moving
+                    .as_ref()
+                    .map(|m| m.from.iter().map(|l| l.ring.clone()).collect())
+                    .unwrap_or_default();
+                rings.push(old.ring.clone());
+                let mut from = Vec::with_capacity(rings.len());
+                for r in rings {
+                    let mut index = Vec::with_capacity(r.len());
+                    for url in r.nodes() {
+                        let at = match nodes.iter().position(|n| &n.url == url) {
+                            Some(at) => at,
+                            None => {
+                                nodes.push(get(url)?);
+                                nodes.len() - 1
+                            }
+                        };
+                        index.push(at);
+                    }
+                    from.push(Leaving { ring: r, index });
+                }
+                Some(Arc::new(Move::new(from)))
+            }
+        };
         Ok(Self {
             ring: Arc::new(ring),
             nodes,
+            moving,
         })
+    }
+
+    /// This topology once its move is done: the ring's nodes only.
+    fn settled(&self) -> Self {
+        Self {
+            ring: self.ring.clone(),
+            nodes: self.nodes[..self.ring.len()].to_vec(),
+            moving: None,
+        }
     }
 }
 
@@ -164,6 +312,27 @@ impl Membership {
         self.changes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(added = ?change.added, removed = ?change.removed, "membership changed");
         Ok(change)
+    }
+
+    /// Ends the move of `topo`, if it is still the current membership (a
+    /// later change carries the move on): operations starting now use the
+    /// new ring alone. True when it ended it.
+    pub(crate) fn settle(&self, topo: &Arc<Topology>) -> bool {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = match self.current.write() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !Arc::ptr_eq(&current, topo) {
+            return false;
+        }
+        *current = Arc::new(topo.settled());
+        true
+    }
+
+    /// True when `topo` is no longer the current membership.
+    pub(crate) fn superseded(&self, topo: &Arc<Topology>) -> bool {
+        !Arc::ptr_eq(&self.load(), topo)
     }
 }
 

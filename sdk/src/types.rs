@@ -84,4 +84,37 @@ pub struct ClientStats {
     pub catch_up_failures: u64,
     /// Nodes fenced in this client's view now (no reads go to them).
     pub fenced_nodes: u64,
+    /// Membership changes whose move finished (the new ring serves alone).
+    pub moves: u64,
+    /// Entries copied to new owners by moves (an entry copied to two
+    /// nodes counts twice).
+    pub rebalance_entries: u64,
+}
+
+/// A membership change being carried out (see
+/// [`Client::moving`](crate::Client::moving)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MoveStatus {
+    /// What it is doing now.
+    pub phase: crate::topology::MovePhase,
+    /// The nodes of the rings being left (a change during a move keeps
+    /// the rings the earlier one was leaving).
+    pub from: Vec<String>,
+    /// The nodes of the new ring.
+    pub to: Vec<String>,
+    /// Time since the change.
+    pub elapsed: std::time::Duration,
+    /// Unix milliseconds of the change.
+    pub started_unix_ms: u64,
+    /// Old owners scanned in the current pass, of how many.
+    pub sources_done: u64,
+    pub sources: u64,
+    /// Entries scanned and copied, and the key and value bytes copied, in
+    /// every pass so far.
+    pub scanned: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Copy passes started (more than one when one fell short).
+    pub passes: u64,
 }

@@ -1,12 +1,15 @@
 //! `Client::set_nodes`: membership changes of a live client against real
-//! nodes: keys follow the new ring, removed nodes get nothing, and
-//! operations running through a change all succeed.
+//! nodes: keys follow the new ring, removed nodes get nothing once the
+//! move is done, and operations running through changes all succeed and
+//! read what they wrote. (What moves, and under load with two clients:
+//! `resharding.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use distcache::RebalanceConfig;
 use distcache::ring::{DEFAULT_VNODES, Ring};
 use distcache_tests::{BoxError, client, cluster, eventually, urls};
 
@@ -44,12 +47,26 @@ async fn an_added_node_takes_its_share_of_the_keys() -> Result<(), BoxError> {
 async fn a_removed_node_receives_nothing_afterwards() -> Result<(), BoxError> {
     let nodes = cluster(3).await?;
     let all = urls(&nodes);
-    let cache = client(&nodes).build().await?;
+    let cache = client(&nodes)
+        .rebalance(RebalanceConfig {
+            grace: Duration::ZERO,
+            ..RebalanceConfig::default()
+        })
+        .build()
+        .await?;
     let change = cache.set_nodes(&all[..2])?;
     assert_eq!(change.removed, [all[2].clone()]);
     assert!(change.added.is_empty());
     let health: Vec<String> = cache.health().into_iter().map(|(u, _)| u).collect();
     assert_eq!(health, all[..2]);
+    // Until the move is done the removed node takes writes too (its keys
+    // are being copied away); then nothing.
+    assert!(cache.moving().is_some());
+    eventually(Duration::from_secs(10), || async {
+        cache.moving().is_none()
+    })
+    .await?;
+    assert_eq!(cache.stats().moves, 1);
 
     let mut pairs = Vec::new();
     for i in 0..100 {
@@ -101,12 +118,10 @@ async fn operations_during_membership_changes_all_succeed() -> Result<(), BoxErr
                 let key = format!("churn:{w}:{}", i % 64);
                 let value = format!("{w}/{i}");
                 cache.set(&key, &value, None).await?;
-                // A change between the write and the read may send the read
-                // to a node that never saw the key (a miss), never to a
-                // wrong value.
-                if let Some(e) = cache.get(&key).await? {
-                    assert_eq!(e.value, value.as_bytes(), "{key}");
-                }
+                // A change between the write and the read moves the key:
+                // the read asks its old and new owners, never missing it.
+                let e = cache.get(&key).await?;
+                assert_eq!(e.map(|e| e.value), Some(value.clone().into()), "{key}");
                 cache
                     .mset(&[(format!("{key}:m"), value.clone())], None)
                     .await?;

@@ -1,8 +1,8 @@
 //! Catch-up: what makes a returning replica safe to read again.
 //!
 //! A node may lack writes its peers hold: it restarted (empty, or from a
-//! log that ends where it stopped), it stalled, this client lost it for a
-//! while, or it joined the membership. Such a node is *fenced* (on the node
+//! log that ends where it stopped), it stalled, or this client lost it for
+//! a while. Such a node is *fenced* (on the node
 //! itself, see `node/src/fence.rs`, and in this client's view, see
 //! `node.rs`): it takes writes, but no read and no conditional operation
 //! goes to it. The catch-up, run by the client's prober for each fenced
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tonic::Status;
 
-use super::view::View;
+use super::view::{Nodes, View};
 
 /// How far back of the moment this client lost a node its catch-up looks
 /// (the node's own margin; see `node/src/fence.rs`).
@@ -181,10 +181,30 @@ impl View {
         to: usize,
         since_version: u64,
     ) -> Result<u64, CatchUpError> {
-        let (src, dst) = (&self.topo.nodes[from], &self.topo.nodes[to]);
+        let route = |e: &pb::ScanEntry, out: &mut Nodes| {
+            if self.write_set(&e.key).contains(&to) {
+                out.push(to);
+            }
+        };
+        Ok(self.copy(from, since_version, route, None).await?.copied)
+    }
+
+    /// Scans node `from` for entries written since `since_version`, page
+    /// by page, and writes each to the nodes `route` names (versioned
+    /// writes: they never overwrite anything newer), a batch per node and
+    /// page, paced by `pace` when given.
+    pub(super) async fn copy(
+        &self,
+        from: usize,
+        since_version: u64,
+        mut route: impl FnMut(&pb::ScanEntry, &mut Nodes),
+        mut pace: Option<&mut Pacer>,
+    ) -> Result<Copied, CatchUpError> {
+        let src = &self.topo.nodes[from];
         let timeout = self.config.timeout;
         let mut cursor = 0;
-        let mut copied = 0;
+        let mut done = Copied::default();
+        let mut to = Nodes::new();
         loop {
             let req = pb::ScanRequest {
                 since_version,
@@ -195,13 +215,27 @@ impl View {
                 .scan(req, timeout)
                 .await
                 .map_err(failed("Scan", &src.url))?;
-            let ops: Vec<pb::Operation> = page
-                .entries
-                .into_iter()
-                .filter(|e| self.replicas(&e.key).contains(&to))
-                .map(copy_op)
-                .collect();
-            if !ops.is_empty() {
+            done.scanned += page.entries.len() as u64;
+            let mut batches: Vec<(usize, Vec<pb::Operation>)> = Vec::new();
+            let mut bytes = 0u64;
+            for e in page.entries {
+                to.clear();
+                route(&e, &mut to);
+                let len = (e.key.len() + e.value.len()) as u64;
+                for &t in &to {
+                    let at = match batches.iter().position(|(n, _)| *n == t) {
+                        Some(at) => at,
+                        None => {
+                            batches.push((t, Vec::new()));
+                            batches.len() - 1
+                        }
+                    };
+                    batches[at].1.push(copy_op(e.clone()));
+                    bytes += len;
+                }
+            }
+            for (t, ops) in batches {
+                let dst = &self.topo.nodes[t];
                 let n = ops.len() as u64;
                 let results = dst
                     .conn
@@ -216,12 +250,70 @@ impl View {
                         distcache_proto::status::to_status(e),
                     ));
                 }
-                copied += n;
+                done.copied += n;
+            }
+            done.bytes += bytes;
+            if let Some(p) = pace.as_deref_mut() {
+                p.wait(done.copied, done.bytes).await;
             }
             if page.done {
-                return Ok(copied);
+                return Ok(done);
             }
             cursor = page.next_cursor;
+        }
+    }
+}
+
+/// What one [`View::copy`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Copied {
+    /// Entries the source answered.
+    pub(super) scanned: u64,
+    /// Entries written (an entry sent to two nodes counts twice).
+    pub(super) copied: u64,
+    /// Key and value bytes written.
+    pub(super) bytes: u64,
+}
+
+/// Holds a copy to a rate: entries and bytes per second since it started.
+#[derive(Debug)]
+pub(super) struct Pacer {
+    started: Instant,
+    keys_per_sec: u64,
+    bytes_per_sec: u64,
+    /// What copies before the current one moved (the rate spans them all).
+    base: (u64, u64),
+    last: (u64, u64),
+}
+
+impl Pacer {
+    pub(super) fn new(keys_per_sec: u64, bytes_per_sec: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            keys_per_sec: keys_per_sec.max(1),
+            bytes_per_sec: bytes_per_sec.max(1),
+            base: (0, 0),
+            last: (0, 0),
+        }
+    }
+
+    /// Starts counting a new copy on top of the previous ones.
+    pub(super) fn next_copy(&mut self) {
+        self.base = (self.base.0 + self.last.0, self.base.1 + self.last.1);
+        self.last = (0, 0);
+    }
+
+    /// Sleeps until `keys` and `bytes` (of the current copy) are within
+    /// the rate.
+    async fn wait(&mut self, keys: u64, bytes: u64) {
+        self.last = (keys, bytes);
+        let (k, b) = (self.base.0 + keys, self.base.1 + bytes);
+        let due = Duration::from_secs_f64(
+            (k as f64 / self.keys_per_sec as f64).max(b as f64 / self.bytes_per_sec as f64),
+        );
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
         }
     }
 }
@@ -234,7 +326,7 @@ fn failed(rpc: &'static str, node: &str) -> impl FnOnce(Status) -> CatchUpError 
 
 /// The versioned write that gives a replica `e` (it applies only if newer
 /// than what the replica holds).
-fn copy_op(e: pb::ScanEntry) -> pb::Operation {
+pub(super) fn copy_op(e: pb::ScanEntry) -> pb::Operation {
     let op = if e.tombstone {
         Op::Delete(pb::DeleteRequest {
             key: e.key,

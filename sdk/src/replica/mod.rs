@@ -27,7 +27,9 @@
 //!
 //! A replica that may lack writes (restarted, stalled, lost for a while,
 //! newly joined) is fenced: write target, never read; `catchup.rs` copies
-//! what it missed from its peers and lifts the fence.
+//! what it missed from its peers and lifts the fence. A membership change
+//! is a move (`rebalance.rs`): old and new owners take the writes and
+//! answer the reads of the keys that moved until they are copied.
 //!
 //! Not here: the wire (`conn.rs`), coalescing (`coalesce.rs`), deadlines
 //! (`deadline.rs`), multi-key operations (`multi.rs`).
@@ -36,6 +38,7 @@ mod attempt;
 mod catchup;
 mod fanout;
 mod read;
+mod rebalance;
 mod view;
 mod write;
 

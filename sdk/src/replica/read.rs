@@ -2,7 +2,9 @@
 //! `catchup.rs`). At `One` from the first of them with failover; at
 //! `Quorum` and `All` from enough replicas at once, returning the newest
 //! state (a newer tombstone wins over an older value) and repairing stale
-//! replicas in the background with versioned writes.
+//! replicas in the background with versioned writes. During a move, a
+//! key whose owners changed is read from its old and new owners alike, the
+//! newest state winning (`read_moved`): a new owner may not hold it yet.
 
 use std::sync::atomic::Ordering;
 
@@ -19,6 +21,9 @@ impl View {
     /// Reads from the first healthy replica, failing over to the next ones,
     /// with retries across rounds.
     pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
+        if let Some(owners) = self.moved(key) {
+            return self.read_moved(key, &owners, false, deadline).await;
+        }
         let replicas = self.replicas(key);
         self.retry
             .run(deadline, || async {
@@ -55,6 +60,9 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
+        if let Some(owners) = self.moved(key) {
+            return self.read_moved(key, &owners, false, deadline).await;
+        }
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
         self.retry
@@ -72,7 +80,39 @@ impl View {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
                     gather(fan, targets.len(), need, None).await?
                 };
-                self.newest_and_repair(key, answers, deadline).await
+                self.newest_and_repair(key, answers, false, deadline).await
+            })
+            .await
+    }
+
+    /// Reads a key whose owners a move changed (`owners`: old and new)
+    /// from every readable one, and returns the newest state; the stale
+    /// ones are repaired, before it returns when `settle` is set (so the
+    /// new primary holds the newest state before an operation runs there).
+    pub(crate) async fn read_moved(
+        &self,
+        key: &Bytes,
+        owners: &[usize],
+        settle: bool,
+        deadline: Instant,
+    ) -> Result<pb::GetResponse> {
+        self.retry
+            .run(deadline, || async {
+                let targets = self
+                    .await_readable(owners, owners.len(), &[], deadline)
+                    .await;
+                if targets.is_empty() {
+                    return Err(Error::Unavailable {
+                        needed: 1,
+                        acked: 0,
+                    });
+                }
+                let op = Op::Get(pb::GetRequest { key: key.clone() });
+                let answers = {
+                    let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
+                    gather(fan, targets.len(), targets.len(), None).await?
+                };
+                self.newest_and_repair(key, answers, settle, deadline).await
             })
             .await
     }
@@ -83,6 +123,7 @@ impl View {
         &self,
         key: &Bytes,
         answers: Acks,
+        wait: bool,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
         let mut gets = Vec::with_capacity(answers.len());
@@ -153,7 +194,12 @@ impl View {
                 .fetch_add(stale.len() as u64, Ordering::Relaxed);
             tracing::debug!(replicas = stale.len(), "read repair");
             // Repairs are versioned, so they never overwrite anything newer.
-            drop(self.fan_out(&stale, &repair, deadline, true, false));
+            let fan = self.fan_out(&stale, &repair, deadline, true, false);
+            if wait {
+                gather(std::pin::pin!(fan), stale.len(), stale.len(), None).await?;
+            } else {
+                drop(fan);
+            }
         }
         Ok(result)
     }

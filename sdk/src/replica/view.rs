@@ -32,6 +32,9 @@ pub(crate) struct Stats {
     pub(crate) catch_up_entries: AtomicU64,
     /// Catch-ups that stopped short (the node stays fenced).
     pub(crate) catch_up_failures: AtomicU64,
+    /// Moves finished, and entries they copied.
+    pub(crate) moves: AtomicU64,
+    pub(crate) rebalance_entries: AtomicU64,
 }
 
 /// Everything a client shares between its clones and background tasks.
@@ -100,6 +103,35 @@ impl View {
         let mut out = Nodes::new();
         self.topo.ring.fill(key, self.config.replicas, &mut out);
         out
+    }
+
+    /// The nodes a write of the key goes to: its replicas, then, during a
+    /// move, its owners in the rings being left (see `rebalance.rs`).
+    pub(crate) fn write_set(&self, key: &[u8]) -> Nodes {
+        let mut out = self.replicas(key);
+        if let Some(m) = &self.topo.moving {
+            m.old_owners(key, self.config.replicas, &mut out);
+        }
+        out
+    }
+
+    /// During a move, the key's old and new owners when they differ (the
+    /// new ones first): a moved key, which a new owner may not hold yet.
+    pub(crate) fn moved(&self, key: &[u8]) -> Option<Nodes> {
+        let m = self.topo.moving.as_ref()?;
+        let new = self.replicas(key);
+        let mut old = Nodes::new();
+        m.old_owners(key, self.config.replicas, &mut old);
+        if old.len() == new.len() && old.iter().all(|i| new.contains(i)) {
+            return None;
+        }
+        let mut all = new;
+        for i in old {
+            if !all.contains(&i) {
+                all.push(i);
+            }
+        }
+        Some(all)
     }
 
     /// Replicas worth sending a write to: the healthy ones, readable ones

@@ -93,9 +93,8 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<Acks> {
-        let replicas = self.replicas(key);
-        let need = consistency.required(replicas.len());
-        let targets = self.targets(&replicas, need);
+        let need = consistency.required(self.replicas(key).len());
+        let targets = self.targets(&self.write_set(key), need);
         if let [idx] = targets[..] {
             return self.write_one(idx, op, deadline).await;
         }
@@ -144,6 +143,12 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<(usize, Out)> {
+        // A key a move gave a new primary: the newest state first reaches
+        // it, so it decides on what the old owners hold.
+        if let Some(owners) = self.moved(key) {
+            let key = bytes::Bytes::copy_from_slice(key);
+            self.read_moved(&key, &owners, true, deadline).await?;
+        }
         let replicas = self.replicas(key);
         let needed = consistency.required(replicas.len());
         let healthy = replicas
@@ -220,9 +225,14 @@ impl View {
     ) -> Result<()> {
         let version = version_of(&op);
         self.clock.observe(version);
-        let replicas = self.replicas(key);
-        let need = consistency.required(replicas.len()).saturating_sub(1);
-        let others: Nodes = replicas.into_iter().filter(|&i| i != primary).collect();
+        let need = consistency
+            .required(self.replicas(key).len())
+            .saturating_sub(1);
+        let others: Nodes = self
+            .write_set(key)
+            .into_iter()
+            .filter(|&i| i != primary)
+            .collect();
         let targets = self.targets(&others, need);
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.

@@ -1,0 +1,184 @@
+//! Moves: what a membership change does before the new ring is used alone.
+//!
+//! A change ([`crate::Client::set_nodes`]) installs a topology that keeps
+//! the rings it replaces (`topology.rs`, [`crate::topology::Move`]). From
+//! that moment, in this client:
+//!
+//! ```text
+//! writes          ─► the key's new owners and its old ones (a write set)
+//! reads, moved key ─► every readable old and new owner; the newest state
+//!                    wins (a tombstone too) and stale owners are repaired
+//! CAS, INCR, NX…  ─► on a moved key, the newest state is first written
+//!                    to the new owners; then the new primary decides
+//! ```
+//!
+//! and a task (`rebalance` below) carries the move out:
+//!
+//! ```text
+//! 1. wait the grace (RebalanceConfig::grace): every other client sees the
+//!    change meanwhile, and from then on writes to old and new owners too
+//! 2. for each old owner, healthy when the pass began: Scan(since 0) page
+//!    by page ─► the entries it is the first healthy old owner of ─► a
+//!    versioned Set / Delete to each new owner that was not an old owner
+//!    (paced: keys/s and bytes/s)
+//! 3. a pass that fell short (a scan or a batch failed) runs again after a
+//!    pause (1 s, doubling to 30 s); the move goes on meanwhile
+//! 4. the new ring alone: the nodes only old rings named are let go
+//! ```
+//!
+//! "Old" is the ring the last finished move (or the first membership)
+//! left: a change during a move keeps every ring still being left in the
+//! write set, and copies from the oldest, the one whose owners hold
+//! everything. So an add-then-remove flip copies nothing back from the
+//! node that came and went, and a node that comes back after leaving gets
+//! the keys it owns again copied to it, newest first winning.
+//!
+//! Versioned writes are idempotent: two clients carrying out the same move
+//! (two proxies) write the same entries twice, and no more harm.
+//!
+//! Not here: dropping what an old owner no longer owns (it is kept, and
+//! shadowed by newer versions if the key moves back while its tombstone
+//! lives); a node that reached its ring by a new address (the ring is keyed
+//! by URL).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use distcache_proto::v1 as pb;
+
+use super::catchup::{CatchUpError, Pacer};
+use super::view::{Nodes, View};
+use crate::topology::{Move, MovePhase};
+
+/// First pause after a pass fell short; doubled up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How often a waiting move checks whether a newer change replaced it.
+const POLL: Duration = Duration::from_millis(50);
+
+impl View {
+    /// Starts carrying out the move of this view's topology, in a task.
+    pub(crate) fn spawn_rebalance(&self) {
+        if self.topo.moving.is_some() {
+            let view = self.clone();
+            tokio::spawn(async move { view.rebalance().await });
+        }
+    }
+
+    /// Sleeps `d`; false when a newer change replaced this move meanwhile
+    /// (its own task carries on).
+    async fn wait_unless_superseded(&self, d: Duration) -> bool {
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            if self.members.superseded(&self.topo) {
+                return false;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            tokio::time::sleep((until - now).min(POLL)).await;
+        }
+    }
+
+    async fn rebalance(self) {
+        let Some(m) = self.topo.moving.clone() else {
+            return;
+        };
+        let grace = self.config.rebalance.grace;
+        tracing::info!(
+            from = ?m.from_nodes,
+            to = ?self.topo.ring.nodes(),
+            grace_ms = grace.as_millis() as u64,
+            "move started"
+        );
+        if !self.wait_unless_superseded(grace).await {
+            return;
+        }
+        let rb = &self.config.rebalance;
+        let mut pace = Pacer::new(rb.keys_per_sec, rb.bytes_per_sec);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            m.set_phase(MovePhase::Copying);
+            m.passes.fetch_add(1, Ordering::Relaxed);
+            match self.copy_moved(&m, &mut pace).await {
+                Ok(()) => break,
+                Err(e) => {
+                    m.set_phase(MovePhase::Retrying);
+                    tracing::warn!(error = %e, retry_in = ?pause, "move: a copy pass fell short; old and new owners both serve meanwhile");
+                    if !self.wait_unless_superseded(pause).await {
+                        return;
+                    }
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            }
+        }
+        if self.members.settle(&self.topo) {
+            self.stats.moves.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                to = ?self.topo.ring.nodes(),
+                scanned = m.scanned.load(Ordering::Relaxed),
+                copied = m.copied.load(Ordering::Relaxed),
+                bytes = m.copied_bytes.load(Ordering::Relaxed),
+                passes = m.passes.load(Ordering::Relaxed),
+                ms = m.started.elapsed().as_millis() as u64,
+                "move done"
+            );
+        }
+    }
+
+    /// One copy pass: every moved key, from the first old owner that was
+    /// healthy when the pass began, to its new owners.
+    async fn copy_moved(&self, m: &Move, pace: &mut Pacer) -> Result<(), CatchUpError> {
+        let Some(base) = m.from.first() else {
+            return Ok(());
+        };
+        let n = self.config.replicas;
+        let mut sources: Vec<usize> = Vec::new();
+        for &idx in &base.index {
+            if !sources.contains(&idx) {
+                sources.push(idx);
+            }
+        }
+        let healthy: Vec<usize> = sources
+            .iter()
+            .copied()
+            .filter(|&i| self.topo.nodes[i].is_healthy())
+            .collect();
+        m.sources.store(sources.len() as u64, Ordering::Relaxed);
+        m.sources_done.store(0, Ordering::Relaxed);
+        for &src in &sources {
+            if !healthy.contains(&src) {
+                tracing::warn!(node = %self.topo.nodes[src].url, "move: an old owner is down; its keys are copied from their other owners");
+                m.sources_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut ring_idx: Nodes = Nodes::new();
+            let route = |e: &pb::ScanEntry, out: &mut Nodes| {
+                ring_idx.clear();
+                base.ring.fill(&e.key, n, &mut ring_idx);
+                let old: Nodes = ring_idx.iter().map(|&i| base.index[i]).collect();
+                // Only the first healthy old owner copies a key (and only
+                // keys it owns: what it kept from before is not copied).
+                if old.iter().find(|i| healthy.contains(i)) != Some(&src) {
+                    return;
+                }
+                out.extend(
+                    self.replicas(&e.key)
+                        .into_iter()
+                        .filter(|i| !old.contains(i)),
+                );
+            };
+            pace.next_copy();
+            let done = self.copy(src, 0, route, Some(pace)).await?;
+            m.scanned.fetch_add(done.scanned, Ordering::Relaxed);
+            m.copied.fetch_add(done.copied, Ordering::Relaxed);
+            m.copied_bytes.fetch_add(done.bytes, Ordering::Relaxed);
+            self.stats
+                .rebalance_entries
+                .fetch_add(done.copied, Ordering::Relaxed);
+            m.sources_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
