@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use crate::backend::Backend;
 
 /// The ring as JSON: every node with its health, whether it is fenced
-/// (catching up: no reads go to it), and its share of the key space.
+/// (catching up: no reads go to it), and its share of the key space; the
+/// phase (`stable`, or `moving` after a membership change) and, while
+/// moving, the move's progress.
 pub fn ring_json(backend: &Backend) -> String {
     let ring = backend.client.ring();
     let shares = ring.ownership();
@@ -39,10 +41,31 @@ pub fn ring_json(backend: &Backend) -> String {
             serde_json::json!({ "node": node, "healthy": healthy, "fenced": fenced, "share": share })
         })
         .collect();
+    let moving = backend.client.moving().map(|m| {
+        serde_json::json!({
+            "phase": match m.phase {
+                distcache::MovePhase::Grace => "grace",
+                distcache::MovePhase::Copying => "copying",
+                _ => "retrying",
+            },
+            "from": m.from,
+            "to": m.to,
+            "elapsed_ms": m.elapsed.as_millis() as u64,
+            "started_unix_ms": m.started_unix_ms,
+            "sources_done": m.sources_done,
+            "sources": m.sources,
+            "scanned": m.scanned,
+            "copied": m.copied,
+            "copied_bytes": m.copied_bytes,
+            "passes": m.passes,
+        })
+    });
     serde_json::json!({
         "vnodes_per_node": ring.vnodes(),
         "replicas": backend.replicas,
         "nodes": nodes,
+        "phase": if moving.is_some() { "moving" } else { "stable" },
+        "move": moving,
     })
     .to_string()
 }
@@ -67,6 +90,8 @@ pub async fn metrics_json(backend: &Backend) -> String {
         "catch_up_entries": s.catch_up_entries,
         "catch_up_failures": s.catch_up_failures,
         "fenced_nodes": s.fenced_nodes,
+        "moves": s.moves,
+        "rebalance_entries": s.rebalance_entries,
         "nodes": nodes,
     })
     .to_string()

@@ -234,9 +234,41 @@ pub struct MembershipArgs {
     /// --config, 5s for --discovery].
     #[arg(long, env = "DISTCACHE_DISCOVERY_INTERVAL")]
     pub discovery_interval: Option<HumanDuration>,
+    /// After a membership change, how long old and new owners both serve
+    /// before the moved keys are copied: long enough for every other proxy
+    /// to see the change [default: 10s, or 2 × the discovery interval + 2s
+    /// when that is longer].
+    #[arg(long, env = "DISTCACHE_REBALANCE_GRACE")]
+    pub rebalance_grace: Option<HumanDuration>,
+    /// Most entries per second a membership change copies to new owners.
+    #[arg(long, env = "DISTCACHE_REBALANCE_KEYS_PER_SEC", default_value_t = distcache::DEFAULT_REBALANCE_KEYS_PER_SEC)]
+    pub rebalance_keys_per_sec: u64,
+    /// Most key and value bytes per second a membership change copies.
+    #[arg(
+        long,
+        env = "DISTCACHE_REBALANCE_BYTES_PER_SEC",
+        default_value = "32MiB"
+    )]
+    pub rebalance_bytes_per_sec: ByteSize,
 }
 
 impl MembershipArgs {
+    /// How membership changes move the data (see `--rebalance-grace`).
+    pub fn rebalance(&self) -> distcache::RebalanceConfig {
+        let grace = match self.rebalance_grace {
+            Some(g) => g.0,
+            None => {
+                let every = self.discovery().map_or(Duration::ZERO, |d| d.interval);
+                distcache::DEFAULT_REBALANCE_GRACE.max(every * 2 + Duration::from_secs(2))
+            }
+        };
+        distcache::RebalanceConfig {
+            grace,
+            keys_per_sec: self.rebalance_keys_per_sec,
+            bytes_per_sec: self.rebalance_bytes_per_sec.0,
+        }
+    }
+
     /// The run-time membership source, if one was given.
     pub fn discovery(&self) -> Option<crate::membership::Discovery> {
         use crate::membership::{Discovery, Source};

@@ -81,7 +81,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .replicas(args.replicas)
         .read_consistency(args.read_consistency.into())
         .write_consistency(args.write_consistency.into())
-        .timeout(args.timeout());
+        .timeout(args.timeout())
+        .rebalance(args.membership.rebalance());
     if let Some(path) = &args.token_file {
         let token = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;

@@ -316,6 +316,24 @@ impl Collector for Upstream {
             "fenced_nodes",
             "Nodes fenced in the proxy's view: no reads go to them",
             s.fenced_nodes,
+        )?;
+        counter(
+            &mut enc,
+            "moves",
+            "Membership changes whose data move finished",
+            s.moves,
+        )?;
+        counter(
+            &mut enc,
+            "rebalance_entries",
+            "Entries copied to new owners by membership changes",
+            s.rebalance_entries,
+        )?;
+        gauge(
+            &mut enc,
+            "moving",
+            "1 while a membership change moves data (old and new owners both serve)",
+            u64::from(self.client.moving().is_some()),
         )
     }
 }

@@ -39,11 +39,17 @@ impl TestProxy {
     /// generous enough for debug builds on a loaded machine (tests check
     /// behaviour, not speed).
     pub async fn backend(nodes: Vec<String>) -> Arc<Backend> {
+        Self::backend_with(nodes, distcache::RebalanceConfig::default()).await
+    }
+
+    /// [`TestProxy::backend`] whose membership changes move data as `r` says.
+    pub async fn backend_with(nodes: Vec<String>, r: distcache::RebalanceConfig) -> Arc<Backend> {
         let client = distcache::Client::builder()
             .nodes(nodes)
             .replicas(2)
             .timeout(Duration::from_secs(10))
             .attempt_timeout(Duration::from_secs(3))
+            .rebalance(r)
             .build()
             .await
             .expect("client");

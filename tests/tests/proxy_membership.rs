@@ -31,13 +31,18 @@ impl std::ops::Deref for Proxy {
 impl Proxy {
     /// A proxy whose membership follows `source`, polled every 50 ms.
     async fn start(source: Source) -> Self {
+        Self::start_with(source, distcache::RebalanceConfig::default()).await
+    }
+
+    /// [`Proxy::start`] with its moves configured by `r`.
+    async fn start_with(source: Source, r: distcache::RebalanceConfig) -> Self {
         let discovery = Discovery {
             interval: Duration::from_millis(50),
             timeout: Duration::from_secs(2),
             ..Discovery::new(source)
         };
         let nodes = membership::initial(&discovery).await.expect("first list");
-        let backend = TestProxy::backend(nodes).await;
+        let backend = TestProxy::backend_with(nodes, r).await;
         let poller = membership::spawn(discovery, backend.clone());
         let proxy = TestProxy::start(backend, proxy::frontend()).await;
         Self {
@@ -71,6 +76,13 @@ impl Proxy {
             "ring {:?}, wanted {want:?}",
             self.ring().await
         );
+    }
+
+    /// `/ring`'s phase: `stable` or `moving`.
+    async fn phase(&self) -> String {
+        let (_, body) = http_get(self.admin, "/ring").await;
+        let ring: Value = serde_json::from_str(&body).expect("ring JSON");
+        ring["phase"].as_str().expect("phase").to_owned()
     }
 
     /// The value of an unlabelled series, or the sum over a family's labels.
@@ -270,18 +282,101 @@ async fn json_list_discovery_adds_and_removes_nodes() {
     proxy.finish(&stop, writer, None).await;
 }
 
+/// Writes `nodes` as the cluster file `file` (aside, then renamed over, as
+/// editors and ConfigMaps do).
+fn write_cluster_file(file: &std::path::Path, nodes: &[&ClusterNode]) {
+    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
+    std::fs::rename(&tmp, file).expect("rename");
+}
+
+/// Two proxies following one cluster file while a fourth node is added
+/// and then one removed: `/ring` shows each move, keys written before are
+/// read as last written through either proxy during and after it, and
+/// once it is done every owner of every key holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_move_the_data_when_the_cluster_file_changes() {
+    let n = cluster(4).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.toml");
+    write_cluster_file(&file, &[&n[0], &n[1], &n[2]]);
+    let r = distcache::RebalanceConfig {
+        grace: Duration::from_millis(500),
+        ..distcache::RebalanceConfig::default()
+    };
+    let p1 = Proxy::start_with(Source::File(file.clone()), r.clone()).await;
+    let p2 = Proxy::start_with(Source::File(file.clone()), r).await;
+    let con = |p: &Proxy| {
+        redis::Client::open(format!("redis://{}/", p.resp))
+            .expect("url")
+            .get_connection()
+            .expect("connect")
+    };
+    let (mut c1, mut c2) = (con(&p1), con(&p2));
+    let mut model: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..300 {
+        let (k, v) = (format!("f:{i}"), format!("v{i}"));
+        let c = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        if i % 9 == 4 {
+            let _: () = redis::cmd("SET").arg(&k).arg(&v).query(c).expect("set");
+            let _: i64 = redis::cmd("DEL").arg(&k).query(c).expect("del");
+            model.push((k, None));
+        } else {
+            let _: () = redis::cmd("SET").arg(&k).arg(&v).query(c).expect("set");
+            model.push((k, Some(v)));
+        }
+    }
+    let read_all = |c: &mut redis::Connection, who: &str| {
+        for (k, want) in &model {
+            let got: Option<String> = redis::cmd("GET").arg(k).query(c).expect("get");
+            assert_eq!(&got, want, "{who} read {k}");
+        }
+    };
+    for (nodes, moves) in [
+        (vec![&n[0], &n[1], &n[2], &n[3]], 1.0),
+        (vec![&n[1], &n[2], &n[3]], 2.0),
+    ] {
+        write_cluster_file(&file, &nodes);
+        for p in [&p1, &p2] {
+            p.wait_ring(&nodes).await;
+        }
+        // During the move (or just after it on a slow machine).
+        read_all(&mut c1, "proxy 1");
+        read_all(&mut c2, "proxy 2");
+        for p in [&p1, &p2] {
+            eventually(LIMIT, || async { p.phase().await == "stable" })
+                .await
+                .expect("the move ends");
+            assert_eq!(p.metric("distcache_proxy_moves_total").await, moves);
+            assert_eq!(p.metric("distcache_proxy_moving").await, 0.0);
+        }
+        read_all(&mut c1, "proxy 1");
+        read_all(&mut c2, "proxy 2");
+        // Every owner holds every key: the move copied them.
+        let ring = p1.backend.client.clone();
+        for (k, want) in &model {
+            for owner in ring.owners(k) {
+                let node = n.iter().find(|x| x.url() == owner).expect("owner");
+                let held = node.raw_get(k).await.expect("raw get");
+                let got = held
+                    .found
+                    .then(|| String::from_utf8_lossy(&held.value).into_owned());
+                assert_eq!(&got, want, "{owner} holds {k}");
+            }
+        }
+    }
+    assert!(p1.metric("distcache_proxy_rebalance_entries_total").await > 0.0);
+    p1.stop().await;
+    p2.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_cluster_file_adds_and_removes_nodes() {
     let n = cluster(3).await.expect("cluster");
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("cluster.toml");
-    let write = |nodes: &[&ClusterNode]| {
-        let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
-        // Written aside and renamed over, as editors and ConfigMaps do.
-        let tmp = dir.path().join("cluster.toml.tmp");
-        std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
-        std::fs::rename(&tmp, &file).expect("rename");
-    };
+    let write = |nodes: &[&ClusterNode]| write_cluster_file(&file, nodes);
     write(&[&n[0], &n[1]]);
     let proxy = Proxy::start(Source::File(file.clone())).await;
     proxy.wait_ring(&[&n[0], &n[1]]).await;
