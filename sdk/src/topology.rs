@@ -140,6 +140,20 @@ impl Move {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
+    /// The key's owners in the oldest ring being left (the one whose
+    /// owners hold everything: see `replica/rebalance.rs`), node indexes
+    /// in its preference order.
+    pub(crate) fn base_owners(&self, key: &[u8], n: usize) -> smallvec::SmallVec<[usize; 4]> {
+        let mut out = smallvec::SmallVec::new();
+        if let Some(base) = self.from.first() {
+            base.ring.fill(key, n, &mut out);
+            for i in out.iter_mut() {
+                *i = base.index[*i];
+            }
+        }
+        out
+    }
+
     /// Appends the key's owners in every ring being left (node indexes,
     /// each once) to `out`.
     pub(crate) fn old_owners<V>(&self, key: &[u8], n: usize, out: &mut V)

@@ -22,7 +22,7 @@ impl View {
     /// with retries across rounds.
     pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
         if let Some(owners) = self.moved(key) {
-            return self.read_moved(key, &owners, false, deadline).await;
+            return self.read_moved(key, &owners, deadline).await;
         }
         let replicas = self.replicas(key);
         self.retry
@@ -61,7 +61,7 @@ impl View {
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
         if let Some(owners) = self.moved(key) {
-            return self.read_moved(key, &owners, false, deadline).await;
+            return self.read_moved(key, &owners, deadline).await;
         }
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
@@ -80,20 +80,18 @@ impl View {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
                     gather(fan, targets.len(), need, None).await?
                 };
-                self.newest_and_repair(key, answers, false, deadline).await
+                self.newest_and_repair(key, answers, deadline).await
             })
             .await
     }
 
     /// Reads a key whose owners a move changed (`owners`: old and new)
     /// from every readable one, and returns the newest state; the stale
-    /// ones are repaired, before it returns when `settle` is set (so the
-    /// new primary holds the newest state before an operation runs there).
+    /// ones are repaired in the background.
     pub(crate) async fn read_moved(
         &self,
         key: &Bytes,
         owners: &[usize],
-        settle: bool,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
         self.retry
@@ -112,7 +110,7 @@ impl View {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
                     gather(fan, targets.len(), targets.len(), None).await?
                 };
-                self.newest_and_repair(key, answers, settle, deadline).await
+                self.newest_and_repair(key, answers, deadline).await
             })
             .await
     }
@@ -123,7 +121,6 @@ impl View {
         &self,
         key: &Bytes,
         answers: Acks,
-        wait: bool,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
         let mut gets = Vec::with_capacity(answers.len());
@@ -194,12 +191,7 @@ impl View {
                 .fetch_add(stale.len() as u64, Ordering::Relaxed);
             tracing::debug!(replicas = stale.len(), "read repair");
             // Repairs are versioned, so they never overwrite anything newer.
-            let fan = self.fan_out(&stale, &repair, deadline, true, false);
-            if wait {
-                gather(std::pin::pin!(fan), stale.len(), stale.len(), None).await?;
-            } else {
-                drop(fan);
-            }
+            drop(self.fan_out(&stale, &repair, deadline, true, false));
         }
         Ok(result)
     }

@@ -8,8 +8,9 @@
 //! writes          ─► the key's new owners and its old ones (a write set)
 //! reads, moved key ─► every readable old and new owner; the newest state
 //!                    wins (a tombstone too) and stale owners are repaired
-//! CAS, INCR, NX…  ─► on a moved key, the newest state is first written
-//!                    to the new owners; then the new primary decides
+//! CAS, INCR, NX…  ─► decided by the key's primary in the ring the move
+//!                    started from (what a client that has not seen the
+//!                    change uses too), then copied to old and new owners
 //! ```
 //!
 //! and a task (`rebalance` below) carries the move out:
@@ -153,11 +154,8 @@ impl View {
                 m.sources_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let mut ring_idx: Nodes = Nodes::new();
             let route = |e: &pb::ScanEntry, out: &mut Nodes| {
-                ring_idx.clear();
-                base.ring.fill(&e.key, n, &mut ring_idx);
-                let old: Nodes = ring_idx.iter().map(|&i| base.index[i]).collect();
+                let old = m.base_owners(&e.key, n);
                 // Only the first healthy old owner copies a key (and only
                 // keys it owns: what it kept from before is not copied).
                 if old.iter().find(|i| healthy.contains(i)) != Some(&src) {

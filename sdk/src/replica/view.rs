@@ -115,6 +115,19 @@ impl View {
         out
     }
 
+    /// The replicas a primary-run operation (CAS, counters, conditional
+    /// sets) may run on, the first healthy one deciding: the key's
+    /// replicas, or during a move its owners in the ring the move started
+    /// from. So every client decides on the same node whatever change it
+    /// has seen: one that saw none yet routes on that ring too, and a
+    /// change during a move (a flap) keeps the ring it started from.
+    pub(crate) fn deciders(&self, key: &[u8]) -> Nodes {
+        match &self.topo.moving {
+            Some(m) => m.base_owners(key, self.config.replicas),
+            None => self.replicas(key),
+        }
+    }
+
     /// During a move, the key's old and new owners when they differ (the
     /// new ones first): a moved key, which a new owner may not hold yet.
     pub(crate) fn moved(&self, key: &[u8]) -> Option<Nodes> {

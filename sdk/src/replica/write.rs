@@ -143,13 +143,7 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<(usize, Out)> {
-        // A key a move gave a new primary: the newest state first reaches
-        // it, so it decides on what the old owners hold.
-        if let Some(owners) = self.moved(key) {
-            let key = bytes::Bytes::copy_from_slice(key);
-            self.read_moved(&key, &owners, true, deadline).await?;
-        }
-        let replicas = self.replicas(key);
+        let replicas = self.deciders(key);
         let needed = consistency.required(replicas.len());
         let healthy = replicas
             .iter()

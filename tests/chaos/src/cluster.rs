@@ -332,6 +332,22 @@ impl Drop for ProxyProc {
 
 /// Writes the cluster file atomically (write + rename), so a proxy never
 /// reads half of it.
+/// The node URLs of a cluster file [`write_cluster`] wrote (the quoted
+/// strings of its `nodes` line).
+pub fn read_cluster(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("nodes"))
+        .ok_or("no nodes line")?;
+    Ok(line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect())
+}
+
 pub fn write_cluster(path: &Path, urls: &[String]) -> Result<(), String> {
     let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
     let text = format!("[cluster]\nnodes = [{}]\n", list.join(", "));

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use tokio::runtime::Handle;
 
 use crate::check::{self, Report};
-use crate::cluster::{Bins, NodeProc, ProxyProc, poll, write_cluster};
+use crate::cluster::{Bins, NodeProc, ProxyProc, poll, read_cluster, write_cluster};
 use crate::history::{Call, Op, Outcome, Ret};
 
 /// A kind of fault the nemesis injects.
@@ -399,6 +399,22 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
         .map_err(|e| e.to_string())
     };
     let direct = sdk(cluster.urls(None))?;
+    // The SDK follows the cluster file as the proxies do (polled every
+    // second): an application linking the SDK watches the membership
+    // source its sidecars watch.
+    // (The task ends with the runtime, after the final reads.)
+    {
+        let (client, file) = (direct.clone(), cluster.file.clone());
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Ok(nodes) = read_cluster(&file) {
+                    let _ = client.set_nodes(nodes);
+                }
+            }
+        });
+    }
 
     let start = Instant::now();
     let log: Log = Arc::default();
