@@ -154,6 +154,29 @@ impl Move {
         out
     }
 
+    /// Appends, for every ring being left, the first of the key's owners
+    /// there that `ok` accepts (node indexes, each once) to `out`.
+    pub(crate) fn first_owners<V>(
+        &self,
+        key: &[u8],
+        n: usize,
+        ok: impl Fn(usize) -> bool,
+        out: &mut V,
+    ) where
+        V: AsRef<[usize]> + Extend<usize>,
+    {
+        let mut ring_idx: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        for l in &self.from {
+            ring_idx.clear();
+            l.ring.fill(key, n, &mut ring_idx);
+            if let Some(idx) = ring_idx.iter().map(|&i| l.index[i]).find(|&i| ok(i))
+                && !out.as_ref().contains(&idx)
+            {
+                out.extend([idx]);
+            }
+        }
+    }
+
     /// Appends the key's owners in every ring being left (node indexes,
     /// each once) to `out`.
     pub(crate) fn old_owners<V>(&self, key: &[u8], n: usize, out: &mut V)
@@ -376,14 +399,62 @@ mod tests {
         assert_eq!(c.removed, ["http://a:1"]);
         let after = m.load();
         assert_eq!(after.ring.nodes(), ["http://b:1", "http://c:1"]);
-        for (i, n) in after.nodes.iter().enumerate() {
+        for (i, n) in after.nodes[..after.ring.len()].iter().enumerate() {
             assert_eq!(n.url, after.ring.node(i), "indexes agree");
         }
+        // The removed node stays, after the ring's, while the move lasts.
+        assert_eq!(after.nodes.len(), 3);
+        assert_eq!(after.nodes[2].url, "http://a:1");
+        assert!(Arc::ptr_eq(&before.nodes[0], &after.nodes[2]));
         let b_before = &before.nodes[1];
         assert!(Arc::ptr_eq(b_before, &after.nodes[0]), "b kept its node");
         assert_eq!(m.changes.load(Ordering::Relaxed), 1);
         // The old snapshot is untouched.
         assert_eq!(before.ring.nodes(), ["http://a:1", "http://b:1"]);
+    }
+
+    #[tokio::test]
+    async fn a_change_during_a_move_keeps_the_ring_it_started_from() {
+        let m = membership(&["http://a:1", "http://b:1", "http://c:1"]);
+        let first = m.load();
+        m.set(
+            ["http://a:1", "http://b:1", "http://c:1", "http://d:1"],
+            &config(),
+        )
+        .expect("add");
+        let adding = m.load();
+        // d flaps out again before the move ended.
+        m.set(["http://a:1", "http://b:1", "http://c:1"], &config())
+            .expect("remove");
+        let flapped = m.load();
+        let mv = flapped.moving.as_ref().expect("moving");
+        assert_eq!(mv.from.len(), 2);
+        assert_eq!(mv.from[0].ring.nodes(), first.ring.nodes(), "the base");
+        assert_eq!(flapped.nodes.len(), 4, "d is still written to");
+        for i in 0..500 {
+            let key = format!("k{i}");
+            // The base ring decides: the first membership's owners.
+            let base: Vec<&str> = mv
+                .base_owners(key.as_bytes(), 2)
+                .iter()
+                .map(|&n| flapped.nodes[n].url.as_str())
+                .collect();
+            let want: Vec<&str> = first
+                .ring
+                .preference_list(key.as_bytes(), 2)
+                .into_iter()
+                .map(|n| first.ring.node(n))
+                .collect();
+            assert_eq!(base, want);
+        }
+        // Ending a replaced move changes nothing; ending the current one
+        // leaves the ring's nodes alone.
+        assert!(!m.settle(&adding));
+        assert!(m.settle(&flapped));
+        let done = m.load();
+        assert!(done.moving.is_none());
+        assert_eq!(done.nodes.len(), 3);
+        assert!(Arc::ptr_eq(&done.ring, &flapped.ring));
     }
 
     #[tokio::test]

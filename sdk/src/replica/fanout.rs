@@ -11,7 +11,7 @@ use distcache_proto::v1::{operation::Op, operation_result::Result as Out};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::view::{Acks, View};
+use super::view::{Acks, Nodes, View};
 use crate::error::{Error, Result};
 
 impl View {
@@ -129,23 +129,22 @@ async fn next_answer<F: Future<Output = FirstTry>>(
     .await
 }
 
-/// Collects fan-out results until `need` succeeded and `wait_for` (if any)
-/// answered, or until so many failed that `need` cannot be reached. A
-/// permanent error (bad input) is returned at once.
+/// Collects fan-out results until `need` succeeded and every node of
+/// `wait_for` answered, or until so many failed that `need` cannot be
+/// reached. A permanent error (bad input) is returned at once.
 pub(crate) async fn gather<F: Future<Output = FirstTry>>(
     mut fan: Pin<&mut Fan<F>>,
     total: usize,
     need: usize,
-    mut wait_for: Option<usize>,
+    wait_for: &[usize],
 ) -> Result<Acks> {
     let mut oks = Acks::with_capacity(need);
     let mut failed = 0;
-    while (oks.len() < need || wait_for.is_some()) && total - failed >= need {
+    let mut waiting: Nodes = wait_for.iter().copied().collect();
+    while (oks.len() < need || !waiting.is_empty()) && total - failed >= need {
         let next = next_answer(&mut fan).await;
-        if let Some((idx, _)) = &next
-            && wait_for == Some(*idx)
-        {
-            wait_for = None;
+        if let Some((idx, _)) = &next {
+            waiting.retain(|w| w != idx);
         }
         match next {
             Some((idx, Ok(out))) => oks.push((idx, out)),
@@ -207,7 +206,7 @@ mod tests {
             None,
             vec![(0, hit(), 1), (1, hit(), 2), (2, hit(), forever())]
         ));
-        let acks = gather(f, 3, 2, None).await.expect("two of three");
+        let acks = gather(f, 3, 2, &[]).await.expect("two of three");
         let mut idx: Vec<usize> = acks.iter().map(|(i, _)| *i).collect();
         idx.sort_unstable();
         assert_eq!(idx, [0, 1]);
@@ -220,7 +219,7 @@ mod tests {
             None,
             vec![(0, timeout(), 1), (1, timeout(), 2), (2, hit(), forever())]
         ));
-        match gather(f, 3, 2, None).await {
+        match gather(f, 3, 2, &[]).await {
             Err(Error::Unavailable { needed, acked }) => assert_eq!((needed, acked), (2, 0)),
             other => panic!("expected Unavailable, got {other:?}"),
         }
@@ -231,7 +230,7 @@ mod tests {
         let bad = Err(Error::InvalidArgument("key too long".into()));
         let f = std::pin::pin!(fan(None, vec![(0, bad, 1), (1, hit(), forever())]));
         assert!(matches!(
-            gather(f, 2, 1, None).await,
+            gather(f, 2, 1, &[]).await,
             Err(Error::InvalidArgument(_))
         ));
     }
@@ -239,7 +238,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn gather_waits_for_the_replica_it_was_told_to_wait_for() {
         let f = std::pin::pin!(fan(None, vec![(0, hit(), 50), (1, hit(), 1)]));
-        let acks = gather(f, 2, 1, Some(0)).await.expect("both");
+        let acks = gather(f, 2, 1, &[0]).await.expect("both");
         assert_eq!(
             acks.len(),
             2,
@@ -251,7 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_inline_first_attempt_counts_like_any_other_answer() {
         let f = std::pin::pin!(fan(Some((0, hit())), vec![(1, hit(), forever())]));
-        let acks = gather(f, 2, 1, None).await.expect("the inline answer");
+        let acks = gather(f, 2, 1, &[]).await.expect("the inline answer");
         assert_eq!(acks.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0]);
     }
 }

@@ -13,7 +13,7 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::time::Instant;
 
 use super::fanout::gather;
-use super::view::{Acks, View, mismatched};
+use super::view::{Acks, Nodes, View, mismatched};
 use crate::config::Consistency;
 use crate::error::{Error, Result, is_transient};
 
@@ -78,7 +78,7 @@ impl View {
                 // Scoped: an answer still out is dropped before resolving.
                 let answers = {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
-                    gather(fan, targets.len(), need, None).await?
+                    gather(fan, targets.len(), need, &[]).await?
                 };
                 self.newest_and_repair(key, answers, deadline).await
             })
@@ -86,8 +86,13 @@ impl View {
     }
 
     /// Reads a key whose owners a move changed (`owners`: old and new)
-    /// from every readable one, and returns the newest state; the stale
-    /// ones are repaired in the background.
+    /// and returns the newest state, repairing stale owners in the
+    /// background. It asks the first readable owner in the new ring and in
+    /// each ring being left: every acknowledged write is on one of them
+    /// (a write during a move waits for the old and the new primary; a
+    /// client on the old ring, or done with the move, writes to its own
+    /// primary), and the move's copy fills the new owners. Every readable
+    /// owner when no such pair is readable.
     pub(crate) async fn read_moved(
         &self,
         key: &Bytes,
@@ -96,9 +101,26 @@ impl View {
     ) -> Result<pb::GetResponse> {
         self.retry
             .run(deadline, || async {
-                let targets = self
+                let ready = self
                     .await_readable(owners, owners.len(), &[], deadline)
                     .await;
+                let mut targets: Nodes = self
+                    .replicas(key)
+                    .into_iter()
+                    .find(|i| ready.contains(i))
+                    .into_iter()
+                    .collect();
+                if let Some(m) = &self.topo.moving {
+                    m.first_owners(
+                        key,
+                        self.config.replicas,
+                        |i| ready.contains(&i),
+                        &mut targets,
+                    );
+                }
+                if targets.len() < 2 {
+                    targets = ready;
+                }
                 if targets.is_empty() {
                     return Err(Error::Unavailable {
                         needed: 1,
@@ -108,7 +130,7 @@ impl View {
                 let op = Op::Get(pb::GetRequest { key: key.clone() });
                 let answers = {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
-                    gather(fan, targets.len(), targets.len(), None).await?
+                    gather(fan, targets.len(), targets.len(), &[]).await?
                 };
                 self.newest_and_repair(key, answers, deadline).await
             })

@@ -105,13 +105,23 @@ impl View {
         out
     }
 
-    /// The nodes a write of the key goes to: its replicas, then, during a
-    /// move, its owners in the rings being left (see `rebalance.rs`).
+    /// The nodes a write of the key goes to: its replicas; during a move,
+    /// its owners in the ring the move started from first (the first
+    /// readable one is the replica a write waits for, and a client that
+    /// has not seen the change reads there), then its replicas, then its
+    /// owners in the other rings being left (see `rebalance.rs`).
     pub(crate) fn write_set(&self, key: &[u8]) -> Nodes {
-        let mut out = self.replicas(key);
-        if let Some(m) = &self.topo.moving {
-            m.old_owners(key, self.config.replicas, &mut out);
+        let Some(m) = &self.topo.moving else {
+            return self.replicas(key);
+        };
+        let n = self.config.replicas;
+        let mut out = m.base_owners(key, n);
+        for i in self.replicas(key) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
         }
+        m.old_owners(key, n, &mut out);
         out
     }
 

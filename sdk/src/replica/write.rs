@@ -106,8 +106,28 @@ impl View {
         // already be written. (With one target there is nothing to be
         // inconsistent with, so `write_one` always runs it inline.)
         let inline = self.config.coalesce.max_batch > 1;
+        let mut wait: Nodes = targets.first().copied().into_iter().collect();
+        // During a move the first target is the old primary (where a client
+        // that has not seen the change reads); the new primary is waited
+        // for too, where a client that finished the move reads.
+        if let Some(new) = self.new_primary_among(key, &targets)
+            && !wait.contains(&new)
+        {
+            wait.push(new);
+        }
         let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, inline));
-        gather(fan, targets.len(), need, targets.first().copied()).await
+        gather(fan, targets.len(), need, &wait).await
+    }
+
+    /// During a move, the first readable replica of the key in the new
+    /// ring among `targets`: where a client that finished the move reads.
+    fn new_primary_among(&self, key: &[u8], targets: &[usize]) -> Option<usize> {
+        self.topo.moving.as_ref()?;
+        let replicas = self.replicas(key);
+        targets
+            .iter()
+            .copied()
+            .find(|&i| replicas.contains(&i) && self.topo.nodes[i].is_readable())
     }
 
     /// [`View::write`] with a single target (one replica, the common case):
@@ -231,10 +251,12 @@ impl View {
         // Spawned, all of them: gather returns after `need` answers from any
         // of them, and the rest must still be written.
         let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, false));
-        if need == 0 {
+        // During a move, the new primary too (see `write_once`).
+        let wait: Nodes = self.new_primary_among(key, &targets).into_iter().collect();
+        if need == 0 && wait.is_empty() {
             return Ok(());
         }
-        gather(fan, targets.len(), need, None)
+        gather(fan, targets.len(), need, &wait)
             .await
             .map(|_| ())
             .map_err(|e| match e {

@@ -18,3 +18,4 @@ pub mod check;
 pub mod cluster;
 pub mod driver;
 pub mod history;
+pub mod reshard;
