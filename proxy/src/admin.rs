@@ -31,6 +31,7 @@ pub fn ring_json(backend: &Backend) -> String {
     let shares = ring.ownership();
     let health = backend.client.health();
     let fenced = backend.client.fenced();
+    let members = backend.client.members();
     let nodes: Vec<_> = ring
         .nodes()
         .iter()
@@ -38,7 +39,8 @@ pub fn ring_json(backend: &Backend) -> String {
         .map(|(node, share)| {
             let healthy = health.iter().any(|(n, h)| n == node && *h);
             let fenced = fenced.contains(node);
-            serde_json::json!({ "node": node, "healthy": healthy, "fenced": fenced, "share": share })
+            let url = members.iter().find(|(n, _)| n == node).map(|(_, u)| u);
+            serde_json::json!({ "node": node, "url": url, "healthy": healthy, "fenced": fenced, "share": share })
         })
         .collect();
     let moving = backend.client.moving().map(|m| {

@@ -76,7 +76,8 @@ impl Client {
     }
 
     pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
-        let topology = Topology::build(&config.nodes, &config, None)?;
+        let members = crate::topology::parse_members(&config.nodes, &config)?;
+        let topology = Topology::build(&members, &config, None)?;
         let inner = Arc::new(Inner {
             clock: Hlc::default(),
             retry: Retrier::new(config.retry.clone()),
@@ -554,13 +555,24 @@ impl Client {
         self.inner.members.load().ring.clone()
     }
 
-    /// Every node of the current membership with whether it is considered
-    /// healthy now, in ring index order.
+    /// Every node of the current membership: its ring name (the id of an
+    /// `ID=URL` entry, else its URL) and the URL it is reached at, in ring
+    /// index order.
+    pub fn members(&self) -> Vec<(String, String)> {
+        let topo = self.inner.members.load();
+        topo.nodes[..topo.ring.len()]
+            .iter()
+            .map(|n| (n.name.clone(), n.url.clone()))
+            .collect()
+    }
+
+    /// Every node of the current membership (by ring name) with whether it
+    /// is considered healthy now, in ring index order.
     pub fn health(&self) -> Vec<(String, bool)> {
         let topo = self.inner.members.load();
         topo.nodes[..topo.ring.len()]
             .iter()
-            .map(|n| (n.url.clone(), n.is_healthy()))
+            .map(|n| (n.name.clone(), n.is_healthy()))
             .collect()
     }
 
@@ -574,7 +586,7 @@ impl Client {
             .nodes
             .iter()
             .filter(|n| n.is_fenced())
-            .map(|n| n.url.clone())
+            .map(|n| n.name.clone())
             .collect()
     }
 
@@ -656,7 +668,7 @@ impl Client {
         S: AsRef<str>,
     {
         let change = self.inner.members.set(urls, &self.inner.config)?;
-        if !change.is_empty() {
+        if change.moves_data() {
             self.inner.view().spawn_rebalance();
         }
         Ok(change)

@@ -165,7 +165,9 @@ impl Default for RebalanceConfig {
 /// Everything a [`Client`] needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Node URLs (`http://host:port`); their spelling is their ring identity.
+    /// Nodes: `http://host:port`, whose spelling is its ring identity, or
+    /// `ID=http://host:port`, placed on the ring by `ID` whatever its
+    /// address (a node that comes back at another address keeps its keys).
     pub nodes: Vec<String>,
     /// Replicas per key (N).
     pub replicas: usize,
@@ -241,8 +243,13 @@ impl ClientConfig {
         if self.replicas == 0 {
             return Err(ConfigError::ZeroReplicas);
         }
-        for url in &mut self.nodes {
-            *url = normalise_url(url, self.tls_ca.is_some())?;
+        for spec in &mut self.nodes {
+            let (name, url) = parse_node(spec, self.tls_ca.is_some())?;
+            *spec = if name == url {
+                url
+            } else {
+                format!("{name}={url}")
+            };
         }
         if let Some(pem) = &self.tls_ca
             && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
@@ -271,6 +278,38 @@ impl ClientConfig {
         rb.keys_per_sec = rb.keys_per_sec.max(1);
         rb.bytes_per_sec = rb.bytes_per_sec.max(1);
         Ok(())
+    }
+}
+
+/// Longest node id in an `ID=URL` entry.
+pub(crate) const MAX_NODE_ID: usize = 255;
+
+/// One node entry: `URL`, or `ID=URL` naming the node by a stable id (a
+/// StatefulSet pod name, a Consul service id) that places it on the ring
+/// whatever its address. Returns (ring name, normalised URL); without an id
+/// the ring name is the normalised URL, as it always was.
+pub(crate) fn parse_node(spec: &str, has_ca: bool) -> Result<(String, String), ConfigError> {
+    let spec = spec.trim();
+    let (id, url) = match spec.split_once('=') {
+        Some((id, url)) if !id.contains('/') && !id.contains(':') => (Some(id.trim()), url),
+        _ => (None, spec),
+    };
+    let url = normalise_url(url, has_ca)?;
+    match id {
+        None => Ok((url.clone(), url)),
+        Some(id)
+            if id.is_empty()
+                || id.len() > MAX_NODE_ID
+                || id.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Err(ConfigError::BadUrl {
+                url: spec.to_owned(),
+                reason: format!(
+                    "a node id is 1 to {MAX_NODE_ID} characters without spaces (ID=URL)"
+                ),
+            })
+        }
+        Some(id) => Ok((id.to_owned(), url)),
     }
 }
 
@@ -325,6 +364,35 @@ mod tests {
         assert_eq!(
             c.nodes,
             ["http://127.0.0.1:7001", "http://b:7002", "http://c:7003"]
+        );
+    }
+
+    #[test]
+    fn nodes_may_be_named_by_an_id() {
+        assert_eq!(
+            parse_node(" cache-0=10.0.0.1:7001 ", false).expect("id"),
+            ("cache-0".to_owned(), "http://10.0.0.1:7001".to_owned())
+        );
+        assert_eq!(
+            parse_node("http://10.0.0.1:7001", false).expect("url"),
+            (
+                "http://10.0.0.1:7001".to_owned(),
+                "http://10.0.0.1:7001".to_owned()
+            )
+        );
+        for bad in ["=10.0.0.1:7001", "a b=10.0.0.1:7001"] {
+            assert!(
+                matches!(parse_node(bad, false), Err(ConfigError::BadUrl { .. })),
+                "{bad}"
+            );
+        }
+        let long = format!("{}=10.0.0.1:7001", "x".repeat(MAX_NODE_ID + 1));
+        assert!(parse_node(&long, false).is_err());
+        let mut c = config(&["cache-0=10.0.0.1:7001", "10.0.0.2:7001"]);
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.nodes,
+            ["cache-0=http://10.0.0.1:7001", "http://10.0.0.2:7001"]
         );
     }
 

@@ -36,6 +36,8 @@ use crate::error::ConfigError;
 /// A node's pool, coalescer and health.
 #[derive(Debug)]
 pub(crate) struct Node {
+    /// Its ring identity: an id given as `ID=URL`, else the URL.
+    pub(crate) name: String,
     pub(crate) url: String,
     pub(crate) conn: Conn,
     coalescer: Option<mpsc::Sender<Pending>>,
@@ -62,11 +64,12 @@ pub(crate) struct Node {
 impl Node {
     /// Must run inside a tokio runtime when coalescing is on (it spawns the
     /// node's coalescer task, which ends when the node is dropped).
-    pub(crate) fn new(url: &str, config: &ClientConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn new(name: &str, url: &str, config: &ClientConfig) -> Result<Self, ConfigError> {
         let conn = Conn::new(url, config)?;
         let coalescer = (config.coalesce.max_batch > 1)
             .then(|| coalesce::spawn(conn.clone(), config.coalesce.clone()));
         Ok(Self {
+            name: name.to_owned(),
             url: url.to_owned(),
             conn,
             coalescer,

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{ClientConfig, normalise_url};
+use crate::config::{ClientConfig, parse_node};
 use crate::error::ConfigError;
 use crate::node::Node;
 use crate::ring::Ring;
@@ -34,17 +34,27 @@ use crate::types::MAX_NODES;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MembershipChange {
-    /// Nodes that joined, normalised (`http://host:port`), in the order given.
+    /// Nodes that joined, by ring name (the normalised URL
+    /// `http://host:port`, or the id of an `ID=URL` entry), in the order
+    /// given.
     pub added: Vec<String>,
     /// Nodes that left, in the order the client knew them.
     pub removed: Vec<String>,
+    /// Nodes named by an id (`ID=URL`) now listed at another URL, as
+    /// `ID=URL`: reconnected there, with their place on the ring kept.
+    pub readdressed: Vec<String>,
 }
 
 impl MembershipChange {
-    /// True when the new list held the same nodes as the old one (the ring
-    /// was left as it was).
+    /// True when the new list held the same nodes at the same addresses
+    /// as the old one.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
+        self.added.is_empty() && self.removed.is_empty() && self.readdressed.is_empty()
+    }
+
+    /// True when the ring changed (nodes joined or left): a move started.
+    pub fn moves_data(&self) -> bool {
+        !self.added.is_empty() || !self.removed.is_empty()
     }
 }
 
@@ -198,30 +208,34 @@ impl Move {
 }
 
 impl Topology {
-    /// Builds the topology of `urls` (normalised), reusing the nodes of
-    /// `old` whose URL is still listed; with an `old` one, a move from it
-    /// (and from every ring it was still leaving).
+    /// Builds the topology of `members` (ring name, URL), reusing the nodes
+    /// of `old` still listed at the same URL; with an `old` one, a move
+    /// from it (and from every ring it was still leaving).
     pub(crate) fn build(
-        urls: &[String],
+        members: &[(String, String)],
         config: &ClientConfig,
         old: Option<&Topology>,
     ) -> Result<Self, ConfigError> {
-        let ring = Ring::new(urls.iter().cloned(), config.vnodes);
+        let ring = Ring::new(members.iter().map(|(name, _)| name.clone()), config.vnodes);
+        let url_of: HashMap<&str, &str> = members
+            .iter()
+            .map(|(n, u)| (n.as_str(), u.as_str()))
+            .collect();
         let keep: HashMap<&str, &Arc<Node>> = old
-            .map(|o| o.nodes.iter().map(|n| (n.url.as_str(), n)).collect())
+            .map(|o| o.nodes.iter().map(|n| (n.name.as_str(), n)).collect())
             .unwrap_or_default();
-        let get = |url: &str| match keep.get(url) {
-            Some(&node) => Ok(node.clone()),
+        let get = |name: &str, url: &str| match keep.get(name) {
+            Some(&node) if node.url == url => Ok(node.clone()),
             // The first membership is trusted as it is (the client's first
             // probe round settles it before `build` returns).
-            None if old.is_some() => Node::new(url, config).map(|n| Arc::new(n.joined())),
-            None => Node::new(url, config).map(Arc::new),
+            _ if old.is_some() => Node::new(name, url, config).map(|n| Arc::new(n.joined())),
+            _ => Node::new(name, url, config).map(Arc::new),
         };
         // Built from the ring's list so node indexes and ring indexes agree.
         let mut nodes = ring
             .nodes()
             .iter()
-            .map(|url| get(url))
+            .map(|name| get(name, url_of.get(name.as_str()).copied().unwrap_or(name)))
             .collect::<Result<Vec<_>, _>>()?;
         let moving = match old {
             None => None,
@@ -235,11 +249,16 @@ impl Topology {
                 let mut from = Vec::with_capacity(rings.len());
                 for r in rings {
                     let mut index = Vec::with_capacity(r.len());
-                    for url in r.nodes() {
-                        let at = match nodes.iter().position(|n| &n.url == url) {
+                    for name in r.nodes() {
+                        let at = match nodes.iter().position(|n| &n.name == name) {
                             Some(at) => at,
                             None => {
-                                nodes.push(get(url)?);
+                                // Only the old rings name it: its node as it was.
+                                let node = match old.nodes.iter().find(|n| &n.name == name) {
+                                    Some(n) => n.clone(),
+                                    None => get(name, name)?,
+                                };
+                                nodes.push(node);
                                 nodes.len() - 1
                             }
                         };
@@ -254,6 +273,29 @@ impl Topology {
             ring: Arc::new(ring),
             nodes,
             moving,
+        })
+    }
+
+    /// This topology with new addresses for some of its nodes (same ring,
+    /// same move): a node that came back elsewhere under its id. Its node
+    /// is new (connections to the new address), fenced until probed.
+    fn readdressed(
+        &self,
+        moved: &HashMap<&str, &str>,
+        config: &ClientConfig,
+    ) -> Result<Self, ConfigError> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| match moved.get(n.name.as_str()) {
+                Some(url) => Node::new(&n.name, url, config).map(|n| Arc::new(n.joined())),
+                None => Ok(n.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            ring: self.ring.clone(),
+            nodes,
+            moving: self.moving.clone(),
         })
     }
 
@@ -298,79 +340,126 @@ impl Membership {
         }
     }
 
-    /// Replaces the membership with `urls` when they name a different set
-    /// of nodes. An empty or invalid list changes nothing.
+    /// Replaces the membership with `nodes` (URLs or `ID=URL` entries)
+    /// when they name a different set of nodes, or give a node another
+    /// address. An empty or invalid list changes nothing.
     pub(crate) fn set(
         &self,
-        urls: impl IntoIterator<Item = impl AsRef<str>>,
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
         config: &ClientConfig,
     ) -> Result<MembershipChange, ConfigError> {
-        let mut wanted: Vec<String> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        for url in urls {
-            let url = normalise_url(url.as_ref(), config.tls_ca.is_some())?;
-            if seen.insert(url.clone()) {
-                if wanted.len() == MAX_NODES {
-                    return Err(ConfigError::TooManyNodes);
-                }
-                wanted.push(url);
-            }
-        }
-        if wanted.is_empty() {
-            return Err(ConfigError::NoNodes);
-        }
+        let wanted = parse_members(nodes, config)?;
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.load();
         let before: HashSet<&str> = old.ring.nodes().iter().map(String::as_str).collect();
-        let after: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let after: HashSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
         let change = MembershipChange {
             added: wanted
                 .iter()
-                .filter(|u| !before.contains(u.as_str()))
-                .cloned()
+                .filter(|(n, _)| !before.contains(n.as_str()))
+                .map(|(n, _)| n.clone())
                 .collect(),
             removed: old
                 .ring
                 .nodes()
                 .iter()
-                .filter(|u| !after.contains(u.as_str()))
+                .filter(|n| !after.contains(n.as_str()))
                 .cloned()
                 .collect(),
+            readdressed: wanted
+                .iter()
+                .filter(|(n, u)| {
+                    old.nodes[..old.ring.len()]
+                        .iter()
+                        .any(|o| &o.name == n && &o.url != u)
+                })
+                .map(|(n, u)| format!("{n}={u}"))
+                .collect(),
         };
-        // The ring ignores list order, so the same set needs no new ring.
-        if change.is_empty() {
+        let next = if !change.added.is_empty() || !change.removed.is_empty() {
+            Topology::build(&wanted, config, Some(&old))?
+        } else if !change.readdressed.is_empty() {
+            // The ring ignores list order and addresses: the same ring.
+            let moved: HashMap<&str, &str> = wanted
+                .iter()
+                .map(|(n, u)| (n.as_str(), u.as_str()))
+                .collect();
+            old.readdressed(&moved, config)?
+        } else {
             return Ok(change);
-        }
-        let next = Arc::new(Topology::build(&wanted, config, Some(&old))?);
+        };
         match self.current.write() {
-            Ok(mut t) => *t = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
+            Ok(mut t) => *t = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
-        self.changes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(added = ?change.added, removed = ?change.removed, "membership changed");
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(added = ?change.added, removed = ?change.removed, readdressed = ?change.readdressed, "membership changed");
         Ok(change)
     }
 
-    /// Ends the move of `topo`, if it is still the current membership (a
-    /// later change carries the move on): operations starting now use the
-    /// new ring alone. True when it ended it.
+    /// Ends the move of `topo`, if the current membership is still in it
+    /// (a later change carries the move on; a new address for a node does
+    /// not): operations starting now use the new ring alone. True when it
+    /// ended it.
     pub(crate) fn settle(&self, topo: &Arc<Topology>) -> bool {
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let mut current = match self.current.write() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if !Arc::ptr_eq(&current, topo) {
+        if !same_move(&current, topo) {
             return false;
         }
-        *current = Arc::new(topo.settled());
+        *current = Arc::new(current.settled());
         true
     }
 
-    /// True when `topo` is no longer the current membership.
+    /// True when the current membership is no longer in `topo`'s move.
     pub(crate) fn superseded(&self, topo: &Arc<Topology>) -> bool {
-        !Arc::ptr_eq(&self.load(), topo)
+        !same_move(&self.load(), topo)
     }
+}
+
+/// Whether two topologies are in the same move.
+fn same_move(a: &Topology, b: &Topology) -> bool {
+    match (&a.moving, &b.moving) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    }
+}
+
+/// The (ring name, URL) of each entry of `nodes`, each name once (the
+/// same name at two URLs is refused), at most [`MAX_NODES`], at least one.
+pub(crate) fn parse_members(
+    nodes: impl IntoIterator<Item = impl AsRef<str>>,
+    config: &ClientConfig,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for spec in nodes {
+        let (name, url) = parse_node(spec.as_ref(), config.tls_ca.is_some())?;
+        match seen.get(&name) {
+            Some(u) if *u == url => continue,
+            Some(u) => {
+                return Err(ConfigError::BadUrl {
+                    url: spec.as_ref().to_owned(),
+                    reason: format!("node {name} is also listed at {u}"),
+                });
+            }
+            None => {}
+        }
+        if wanted.len() == MAX_NODES {
+            return Err(ConfigError::TooManyNodes);
+        }
+        seen.insert(name.clone(), url.clone());
+        wanted.push((name, url));
+    }
+    if wanted.is_empty() {
+        return Err(ConfigError::NoNodes);
+    }
+    Ok(wanted)
 }
 
 #[cfg(test)]
@@ -384,8 +473,8 @@ mod tests {
     }
 
     fn membership(urls: &[&str]) -> Membership {
-        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
-        Membership::new(Topology::build(&urls, &config(), None).expect("topology"))
+        let members = parse_members(urls, &config()).expect("members");
+        Membership::new(Topology::build(&members, &config(), None).expect("topology"))
     }
 
     #[tokio::test]

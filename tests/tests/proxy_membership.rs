@@ -371,6 +371,64 @@ async fn two_proxies_move_the_data_when_the_cluster_file_changes() {
     p2.stop().await;
 }
 
+/// A cluster file naming nodes `ID=URL`: a node restarted at another port
+/// under its id is reconnected there, and the ring does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_by_id_keeps_its_place_when_its_address_changes() {
+    let mut n = cluster(3).await.expect("cluster");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.toml");
+    let write = |n: &[ClusterNode]| {
+        let list: Vec<String> = n
+            .iter()
+            .enumerate()
+            .map(|(i, x)| format!("\"cache-{i}={}\"", x.url()))
+            .collect();
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
+        std::fs::rename(&tmp, &file).expect("rename");
+    };
+    write(&n);
+    let proxy = Proxy::start(Source::File(file.clone())).await;
+    let names = ["cache-0", "cache-1", "cache-2"].map(String::from).to_vec();
+    assert_eq!(proxy.ring().await, names);
+    let mut con = redis::Client::open(format!("redis://{}/", proxy.resp))
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("id:{i}"))
+            .arg(i)
+            .query(&mut con)
+            .expect("set");
+    }
+    n[1].kill();
+    n[1] = ClusterNode::start().await.expect("restart");
+    write(&n);
+    let url = n[1].url();
+    eventually(LIMIT, || async {
+        let (_, body) = http_get(proxy.admin, "/ring").await;
+        body.contains(&url)
+    })
+    .await
+    .expect("the proxy reconnects cache-1 at its new address");
+    assert_eq!(proxy.ring().await, names);
+    assert_eq!(
+        proxy.metric("distcache_proxy_ring_changes_total").await,
+        0.0
+    );
+    assert_eq!(proxy.phase().await, "stable");
+    for i in 0..100 {
+        let got: Option<i64> = redis::cmd("GET")
+            .arg(format!("id:{i}"))
+            .query(&mut con)
+            .expect("get");
+        assert_eq!(got, Some(i), "id:{i}");
+    }
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_cluster_file_adds_and_removes_nodes() {
     let n = cluster(3).await.expect("cluster");

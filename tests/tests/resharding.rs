@@ -270,3 +270,65 @@ async fn counters_and_locks_survive_their_primary_moving() -> Result<(), BoxErro
     assert_eq!(&fresh.get(lock).await?.unwrap().value[..], b"holder-a");
     Ok(())
 }
+
+/// A node named by an id (`ID=URL`) that comes back at another address (a
+/// pod restarted with a new IP) keeps its place on the ring: no move, no
+/// key changes owner, and once caught up it holds its keys again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_at_a_new_address_under_its_id_keeps_its_place() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let named = |nodes: &[ClusterNode]| -> Vec<String> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("cache-{i}={}", n.url()))
+            .collect()
+    };
+    let cache = client(&[])
+        .nodes(named(&nodes))
+        .rebalance(RebalanceConfig {
+            grace: Duration::ZERO,
+            ..RebalanceConfig::default()
+        })
+        .build()
+        .await?;
+    assert_eq!(cache.ring().nodes(), ["cache-0", "cache-1", "cache-2"]);
+    let mut model = Model::new();
+    for i in 0..300 {
+        let (k, v) = (format!("p{i}"), format!("v{i}"));
+        cache.set(&k, &v, None).await?;
+        model.insert(k, Some(v));
+    }
+    let owners: Vec<Vec<String>> = model.keys().map(|k| cache.owners(k)).collect();
+    // cache-2 restarts empty on another port.
+    nodes[2].kill();
+    nodes[2] = ClusterNode::start().await?;
+    let change = cache.set_nodes(named(&nodes))?;
+    assert!(
+        change.added.is_empty() && change.removed.is_empty(),
+        "{change:?}"
+    );
+    assert_eq!(change.readdressed, [format!("cache-2={}", nodes[2].url())]);
+    assert!(cache.moving().is_none(), "a new address moves no data");
+    assert_eq!(cache.stats().membership_changes, 0);
+    let after: Vec<Vec<String>> = model.keys().map(|k| cache.owners(k)).collect();
+    assert_eq!(owners, after, "no key changed owner");
+    assert!(
+        cache
+            .members()
+            .contains(&("cache-2".to_owned(), nodes[2].url()))
+    );
+    check(&cache, &model, "the client").await?;
+    // Caught up: it holds its keys again.
+    eventually(LIMIT, || async { cache.stats().fenced_nodes == 0 }).await?;
+    for k in model
+        .keys()
+        .filter(|k| cache.owners(k).contains(&"cache-2".to_owned()))
+    {
+        assert!(
+            nodes[2].raw_get(k).await?.found,
+            "{k} on the restarted node"
+        );
+    }
+    Ok(())
+}

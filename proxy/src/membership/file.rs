@@ -2,8 +2,9 @@
 //!
 //! ```toml
 //! [cluster]
-//! # The nodes' gRPC URLs; `host:port` means `http://host:port`.
-//! nodes = ["http://10.0.0.1:7001", "http://10.0.0.2:7001"]
+//! # The nodes' gRPC URLs; `host:port` means `http://host:port`. An entry
+//! # `ID=URL` places the node on the ring by ID, whatever its address.
+//! nodes = ["http://10.0.0.1:7001", "cache-1=http://10.0.0.2:7001"]
 //! ```
 //!
 //! Unknown keys are refused (a typo such as `node = [...]` is an error, not

@@ -295,12 +295,18 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
 pub fn apply(backend: &Backend, nodes: &[String], source: &'static str) {
     match backend.client.set_nodes(nodes) {
         Ok(c) if c.is_empty() => tracing::debug!(source, "membership unchanged"),
+        Ok(c) if !c.moves_data() => tracing::info!(
+            source,
+            readdressed = ?c.readdressed,
+            "nodes reconnected at new addresses; the ring is unchanged"
+        ),
         Ok(c) => tracing::info!(
             source,
             added = ?c.added,
             removed = ?c.removed,
+            readdressed = ?c.readdressed,
             nodes = nodes.len(),
-            "ring changed"
+            "ring changed; moving the data"
         ),
         Err(e) => {
             backend.metrics.discovery_error(source);
