@@ -48,7 +48,8 @@ pub fn ring_json(backend: &Backend) -> String {
             "phase": match m.phase {
                 distcache::MovePhase::Grace => "grace",
                 distcache::MovePhase::Copying => "copying",
-                _ => "retrying",
+                distcache::MovePhase::Retrying => "retrying",
+                _ => "draining",
             },
             "from": m.from,
             "to": m.to,

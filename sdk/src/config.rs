@@ -132,7 +132,7 @@ impl Default for CoalesceConfig {
 /// Default [`RebalanceConfig::grace`].
 pub const DEFAULT_REBALANCE_GRACE: Duration = Duration::from_secs(10);
 /// Default [`RebalanceConfig::keys_per_sec`].
-pub const DEFAULT_REBALANCE_KEYS_PER_SEC: u64 = 50_000;
+pub const DEFAULT_REBALANCE_KEYS_PER_SEC: u64 = 20_000;
 /// Default [`RebalanceConfig::bytes_per_sec`]: 32 MiB/s.
 pub const DEFAULT_REBALANCE_BYTES_PER_SEC: u64 = 32 << 20;
 

@@ -120,10 +120,8 @@ pub(crate) async fn mget(
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut retry_single = Vec::new();
     for (u, key) in unique.iter().enumerate() {
-        let replicas = inner.replicas(key);
+        let replicas = inner.deciders(key);
         match inner.readable(&replicas).first() {
-            // Its owners changed in a move: one by one, from old and new.
-            Some(_) if inner.moved(key).is_some() => retry_single.push(u),
             Some(&first) => groups.entry(first).or_default().push(u),
             // No readable replica: one by one, where it fails cleanly.
             None => retry_single.push(u),

@@ -10,14 +10,14 @@
 //! stopped) when the last operation holding an old snapshot ends.
 //!
 //! A change starts a *move* (see `replica/rebalance.rs`): until the keys
-//! whose owners changed have been copied to their new owners, the topology
-//! keeps the rings it replaces ([`Move::from`]) and the nodes only they
-//! name (after the ring's own, so ring indexes are node indexes): writes
-//! go to the old and the new owners of a key, reads of a moved key ask
-//! both and take the newest state, and primary-run operations on a moved
-//! key first bring its new primary up to date. A change during a move
-//! keeps every ring still being left, so an add-then-remove flip moves
-//! nothing back from a node that missed writes.
+//! whose owners changed have been copied to their new owners and a grace
+//! has passed, the topology keeps the rings it replaces ([`Move::from`])
+//! and the nodes only they name (after the ring's own, so ring indexes are
+//! node indexes): writes go to the old and the new owners of a key, and
+//! reads and primary-run operations go to its owners in the ring the move
+//! started from until the copy is done. A change during a move keeps every
+//! ring still being left, so an add-then-remove flip moves nothing back
+//! from a node that missed writes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -88,6 +88,10 @@ pub enum MovePhase {
     /// A copy pass fell short (an old owner could not be read or a new one
     /// written); another pass starts after a pause.
     Retrying = 2,
+    /// The copy is done: reads and primary-run operations use the new
+    /// ring, and writes still reach the old owners too for another grace,
+    /// for the clients still copying (they read there).
+    Draining = 3,
 }
 
 /// A membership change being carried out: the rings being left, and the
@@ -142,8 +146,14 @@ impl Move {
         match self.phase.load(Ordering::Relaxed) {
             0 => MovePhase::Grace,
             1 => MovePhase::Copying,
-            _ => MovePhase::Retrying,
+            2 => MovePhase::Retrying,
+            _ => MovePhase::Draining,
         }
+    }
+
+    /// True once the copy is done (reads use the new ring).
+    pub(crate) fn draining(&self) -> bool {
+        self.phase() == MovePhase::Draining
     }
 
     pub(crate) fn set_phase(&self, p: MovePhase) {
@@ -162,29 +172,6 @@ impl Move {
             }
         }
         out
-    }
-
-    /// Appends, for every ring being left, the first of the key's owners
-    /// there that `ok` accepts (node indexes, each once) to `out`.
-    pub(crate) fn first_owners<V>(
-        &self,
-        key: &[u8],
-        n: usize,
-        ok: impl Fn(usize) -> bool,
-        out: &mut V,
-    ) where
-        V: AsRef<[usize]> + Extend<usize>,
-    {
-        let mut ring_idx: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
-        for l in &self.from {
-            ring_idx.clear();
-            l.ring.fill(key, n, &mut ring_idx);
-            if let Some(idx) = ring_idx.iter().map(|&i| l.index[i]).find(|&i| ok(i))
-                && !out.as_ref().contains(&idx)
-            {
-                out.extend([idx]);
-            }
-        }
     }
 
     /// Appends the key's owners in every ring being left (node indexes,

@@ -94,7 +94,9 @@ fn sampled(model: &Model) -> Model {
 /// One round of traffic during a move: writes and deletes through both
 /// clients, then both read a quarter of the keys.
 async fn round(a: &Client, b: &Client, model: &mut Model, r: usize) -> Result<(), BoxError> {
-    for i in (r % 13..KEYS).step_by(13) {
+    // Only keys `4n + 1` are written during moves: the others reach their
+    // new owners by the move's copy alone.
+    for i in (r % 13..KEYS).step_by(13).filter(|i| i % 4 == 1) {
         let k = format!("k{i}");
         let c = if i % 2 == 0 { a } else { b };
         if i % 3 == 0 {

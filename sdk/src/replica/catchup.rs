@@ -139,7 +139,15 @@ impl View {
                 });
             }
             let mut skipped = Vec::new();
-            if self.config.replicas > 1 {
+            // A node that joins in a move lacks nothing the move does not
+            // copy to it (it owned no key before): no scan.
+            let joining = self
+                .topo
+                .moving
+                .as_ref()
+                .and_then(|m| m.from.first())
+                .is_some_and(|base| !base.index.contains(&idx));
+            if self.config.replicas > 1 && !joining {
                 let since_version = fence.since_ms << 16;
                 for peer in (0..self.topo.nodes.len()).filter(|&p| p != idx) {
                     let p = &self.topo.nodes[peer];

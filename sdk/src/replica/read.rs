@@ -2,9 +2,9 @@
 //! `catchup.rs`). At `One` from the first of them with failover; at
 //! `Quorum` and `All` from enough replicas at once, returning the newest
 //! state (a newer tombstone wins over an older value) and repairing stale
-//! replicas in the background with versioned writes. During a move, a
-//! key whose owners changed is read from its old and new owners alike, the
-//! newest state winning (`read_moved`): a new owner may not hold it yet.
+//! replicas in the background with versioned writes. During a move, until
+//! its copy is done, a key is read from its owners in the ring the move
+//! started from (see `rebalance.rs`): a new owner may not hold it yet.
 
 use std::sync::atomic::Ordering;
 
@@ -13,7 +13,7 @@ use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as
 use tokio::time::Instant;
 
 use super::fanout::gather;
-use super::view::{Acks, Nodes, View, mismatched};
+use super::view::{Acks, View, mismatched};
 use crate::config::Consistency;
 use crate::error::{Error, Result, is_transient};
 
@@ -21,10 +21,7 @@ impl View {
     /// Reads from the first healthy replica, failing over to the next ones,
     /// with retries across rounds.
     pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
-        if let Some(owners) = self.moved(key) {
-            return self.read_moved(key, &owners, deadline).await;
-        }
-        let replicas = self.replicas(key);
+        let replicas = self.deciders(key);
         self.retry
             .run(deadline, || async {
                 let ready = self.await_readable(&replicas, 1, &[], deadline).await;
@@ -60,10 +57,7 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<pb::GetResponse> {
-        if let Some(owners) = self.moved(key) {
-            return self.read_moved(key, &owners, deadline).await;
-        }
-        let replicas = self.replicas(key);
+        let replicas = self.deciders(key);
         let need = consistency.required(replicas.len());
         self.retry
             .run(deadline, || async {
@@ -79,58 +73,6 @@ impl View {
                 let answers = {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
                     gather(fan, targets.len(), need, &[]).await?
-                };
-                self.newest_and_repair(key, answers, deadline).await
-            })
-            .await
-    }
-
-    /// Reads a key whose owners a move changed (`owners`: old and new)
-    /// and returns the newest state, repairing stale owners in the
-    /// background. It asks the first readable owner in the new ring and in
-    /// each ring being left: every acknowledged write is on one of them
-    /// (a write during a move waits for the old and the new primary; a
-    /// client on the old ring, or done with the move, writes to its own
-    /// primary), and the move's copy fills the new owners. Every readable
-    /// owner when no such pair is readable.
-    pub(crate) async fn read_moved(
-        &self,
-        key: &Bytes,
-        owners: &[usize],
-        deadline: Instant,
-    ) -> Result<pb::GetResponse> {
-        self.retry
-            .run(deadline, || async {
-                let ready = self
-                    .await_readable(owners, owners.len(), &[], deadline)
-                    .await;
-                let mut targets: Nodes = self
-                    .replicas(key)
-                    .into_iter()
-                    .find(|i| ready.contains(i))
-                    .into_iter()
-                    .collect();
-                if let Some(m) = &self.topo.moving {
-                    m.first_owners(
-                        key,
-                        self.config.replicas,
-                        |i| ready.contains(&i),
-                        &mut targets,
-                    );
-                }
-                if targets.len() < 2 {
-                    targets = ready;
-                }
-                if targets.is_empty() {
-                    return Err(Error::Unavailable {
-                        needed: 1,
-                        acked: 0,
-                    });
-                }
-                let op = Op::Get(pb::GetRequest { key: key.clone() });
-                let answers = {
-                    let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));
-                    gather(fan, targets.len(), targets.len(), &[]).await?
                 };
                 self.newest_and_repair(key, answers, deadline).await
             })

@@ -5,12 +5,12 @@
 //! that moment, in this client:
 //!
 //! ```text
-//! writes          ─► the key's new owners and its old ones (a write set)
-//! reads, moved key ─► every readable old and new owner; the newest state
-//!                    wins (a tombstone too) and stale owners are repaired
-//! CAS, INCR, NX…  ─► decided by the key's primary in the ring the move
-//!                    started from (what a client that has not seen the
-//!                    change uses too), then copied to old and new owners
+//! writes         ─► the key's old owners (the ring the move started from)
+//!                   and its new ones; a write waits for the old primary
+//!                   and the new one
+//! reads, CAS,    ─► the key's owners in the ring the move started from
+//! INCR, NX…         (they hold every acknowledged write), until the copy
+//!                   is done; then its owners in the new ring
 //! ```
 //!
 //! and a task (`rebalance` below) carries the move out:
@@ -24,8 +24,18 @@
 //!    (paced: keys/s and bytes/s)
 //! 3. a pass that fell short (a scan or a batch failed) runs again after a
 //!    pause (1 s, doubling to 30 s); the move goes on meanwhile
-//! 4. the new ring alone: the nodes only old rings named are let go
+//! 4. draining: reads and primary-run operations use the new ring; writes
+//!    still reach the old owners for another grace, for the clients that
+//!    have not finished their copy (they still read there)
+//! 5. the new ring alone: the nodes only old rings named are let go
 //! ```
+//!
+//! Two clients that see a change at moments further apart than the grace
+//! can read stale values; closer than that, they cannot. Primary-run
+//! operations on a moved key move from its old primary to its new one
+//! when each client's copy is done, so for about the time between two
+//! clients' copies ending (about the time between their seeing the
+//! change) two of them may decide on different nodes: the one window left.
 //!
 //! "Old" is the ring the last finished move (or the first membership)
 //! left: a change during a move keeps every ring still being left in the
@@ -113,6 +123,12 @@ impl View {
                     pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
+        }
+        // Reads and decisions move to the new ring; writes still reach the
+        // old owners for another grace, where clients still copying read.
+        m.set_phase(MovePhase::Draining);
+        if !self.wait_unless_superseded(grace).await {
+            return;
         }
         if self.members.settle(&self.topo) {
             self.stats.moves.fetch_add(1, Ordering::Relaxed);

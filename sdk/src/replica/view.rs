@@ -125,36 +125,19 @@ impl View {
         out
     }
 
-    /// The replicas a primary-run operation (CAS, counters, conditional
-    /// sets) may run on, the first healthy one deciding: the key's
-    /// replicas, or during a move its owners in the ring the move started
-    /// from. So every client decides on the same node whatever change it
-    /// has seen: one that saw none yet routes on that ring too, and a
-    /// change during a move (a flap) keeps the ring it started from.
+    /// The replicas a read goes to and a primary-run operation (CAS,
+    /// counters, conditional sets) runs on, the first healthy one deciding:
+    /// the key's replicas; during a move, until its copy is done, its owners
+    /// in the ring the move started from. Those hold every acknowledged
+    /// write: a client that has not seen the change writes there, and one
+    /// that has writes there too. So every client reads and decides on the
+    /// same node whatever change it has seen (a change during a move, a
+    /// flap, keeps the ring it started from).
     pub(crate) fn deciders(&self, key: &[u8]) -> Nodes {
         match &self.topo.moving {
-            Some(m) => m.base_owners(key, self.config.replicas),
-            None => self.replicas(key),
+            Some(m) if !m.draining() => m.base_owners(key, self.config.replicas),
+            _ => self.replicas(key),
         }
-    }
-
-    /// During a move, the key's old and new owners when they differ (the
-    /// new ones first): a moved key, which a new owner may not hold yet.
-    pub(crate) fn moved(&self, key: &[u8]) -> Option<Nodes> {
-        let m = self.topo.moving.as_ref()?;
-        let new = self.replicas(key);
-        let mut old = Nodes::new();
-        m.old_owners(key, self.config.replicas, &mut old);
-        if old.len() == new.len() && old.iter().all(|i| new.contains(i)) {
-            return None;
-        }
-        let mut all = new;
-        for i in old {
-            if !all.contains(&i) {
-                all.push(i);
-            }
-        }
-        Some(all)
     }
 
     /// Replicas worth sending a write to: the healthy ones, readable ones
