@@ -57,6 +57,9 @@ pub struct Phase {
     /// For a move: entries and bytes copied (both clients).
     pub copied: u64,
     pub copied_bytes: u64,
+    /// Catch-ups of fenced nodes finished in the phase (both clients): a
+    /// node that stalled under the load fences itself.
+    pub catch_ups: u64,
 }
 
 impl Phase {
@@ -184,10 +187,18 @@ async fn measure(config: &Config, urls: &[String]) -> Result<Vec<Phase>, String>
         }));
     }
 
+    let catch_ups = || a.stats().catch_ups + b.stats().catch_ups;
     let mut phases = Vec::new();
+    let mut seen = catch_ups();
     let mut t = Instant::now();
     tokio::time::sleep(config.phase).await;
     phases.push(counts.take("steady, 3 nodes", t.elapsed().as_secs_f64()));
+    let mut mark = |p: &mut Phase| {
+        let now = catch_ups();
+        p.catch_ups = now - seen;
+        seen = now;
+    };
+    mark(&mut phases[0]);
     for (name, to, after) in [
         ("move 3 -> 4", urls, "after, 4 nodes"),
         ("move 4 -> 3", &urls[..3], "after, 3 nodes"),
@@ -213,10 +224,13 @@ async fn measure(config: &Config, urls: &[String]) -> Result<Vec<Phase>, String>
         let mut p = counts.take(name, t.elapsed().as_secs_f64());
         p.copied = a.stats().rebalance_entries + b.stats().rebalance_entries - before;
         p.copied_bytes = bytes.0 + bytes.1;
+        mark(&mut p);
         phases.push(p);
         t = Instant::now();
         tokio::time::sleep(config.phase).await;
-        phases.push(counts.take(after, t.elapsed().as_secs_f64()));
+        let mut p = counts.take(after, t.elapsed().as_secs_f64());
+        mark(&mut p);
+        phases.push(p);
     }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {

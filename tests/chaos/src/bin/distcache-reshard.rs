@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         config.rebalance.bytes_per_sec
     );
     println!(
-        "{:<16} {:>7} {:>9} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6} {:>9} {:>10}",
+        "{:<16} {:>7} {:>9} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>6} {:>6} {:>9} {:>10} {:>9}",
         "phase",
         "seconds",
         "ops",
@@ -92,13 +92,14 @@ fn main() -> ExitCode {
         "concur",
         "errors",
         "copied",
-        "MB copied"
+        "MB copied",
+        "catch-ups"
     );
     let mut bad = false;
     for p in &phases {
         bad |= p.stale > 0 || p.resurrected > 0;
         println!(
-            "{:<16} {:>7.1} {:>9} {:>8.0} {:>8.2}x {:>8.4}% {:>7} {:>6} {:>6} {:>6} {:>6} {:>9} {:>10.1}",
+            "{:<16} {:>7.1} {:>9} {:>8.0} {:>8.2}x {:>8.4}% {:>7} {:>6} {:>6} {:>6} {:>6} {:>9} {:>10.1} {:>9}",
             p.name,
             p.seconds,
             p.ops,
@@ -111,7 +112,8 @@ fn main() -> ExitCode {
             p.concurrent,
             p.errors,
             p.copied,
-            p.copied_bytes as f64 / 1e6
+            p.copied_bytes as f64 / 1e6,
+            p.catch_ups
         );
     }
     if bad {
