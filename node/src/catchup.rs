@@ -3,6 +3,7 @@
 //! up) and `Fence` (raise or lift this node's own fence). The SDK drives
 //! both (see `sdk/src/replica/catchup.rs`); the contract is in the proto.
 
+use distcache_proto::ring::{MAX_SCAN_RANGES, Ranges};
 use distcache_proto::v1 as pb;
 
 use crate::state::Shared;
@@ -14,9 +15,16 @@ const DEFAULT_SCAN_ENTRIES: usize = 1_000;
 const MAX_SCAN_ENTRIES: usize = distcache_proto::budget::MAX_OPERATIONS;
 
 /// One page of this node's entries with a version of at least
-/// `since_version`. Keys and values stop at half the message size limit, so
-/// the answer (and the batch that copies it) stays under it.
-pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> pb::ScanResponse {
+/// `since_version` (and a key in the request's hash ranges, if it names
+/// any; more than [`MAX_SCAN_RANGES`] is refused). Keys and values stop at
+/// half the message size limit, so the answer (and the batch that copies
+/// it) stays under it.
+/// `Err` holds the number of ranges asked for, when too many.
+pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> Result<pb::ScanResponse, usize> {
+    if r.ranges.len() > MAX_SCAN_RANGES {
+        return Err(r.ranges.len());
+    }
+    let only = Ranges::new(&r.ranges);
     let max_entries = match r.max_entries {
         0 => DEFAULT_SCAN_ENTRIES,
         n => usize::try_from(n)
@@ -28,8 +36,9 @@ pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> pb::ScanResponse {
         r.since_version,
         max_entries,
         shared.max_message_bytes / 2,
+        only.as_ref(),
     );
-    pb::ScanResponse {
+    Ok(pb::ScanResponse {
         entries: page
             .items
             .into_iter()
@@ -43,7 +52,7 @@ pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> pb::ScanResponse {
             .collect(),
         next_cursor: page.next,
         done: page.done,
-    }
+    })
 }
 
 /// Raises or lifts this node's fence, as asked.

@@ -43,6 +43,8 @@ enum OpError {
     BatchDenied(&'static str),
     #[error("a batch of {0} operations exceeds the limit of {max}", max = budget::MAX_OPERATIONS)]
     BatchTooLong(usize),
+    #[error("a scan of {0} hash ranges exceeds the limit of {max}", max = distcache_proto::ring::MAX_SCAN_RANGES)]
+    TooManyRanges(usize),
     #[error(transparent)]
     Wal(#[from] WalError),
     /// Fenced (see `fence.rs`): refused to a replicating client.
@@ -57,7 +59,8 @@ fn to_status(e: &OpError) -> Status {
         OpError::Limit(_)
         | OpError::BadCondition(_)
         | OpError::EmptyOperation
-        | OpError::BatchTooLong(_) => Code::InvalidArgument,
+        | OpError::BatchTooLong(_)
+        | OpError::TooManyRanges(_) => Code::InvalidArgument,
         OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
@@ -562,7 +565,8 @@ impl CacheService for CacheNode {
     ) -> Result<Response<pb::ScanResponse>, Status> {
         self.serve(Op::Scan, |_| {
             Ok((
-                crate::catchup::scan(&self.shared, &req.into_inner()),
+                crate::catchup::scan(&self.shared, &req.into_inner())
+                    .map_err(OpError::TooManyRanges)?,
                 Outcome::Ok,
             ))
         })

@@ -11,11 +11,14 @@
 //! - [`budget`]: how large a `Batch`/`Pipeline` answer may grow.
 //! - [`status`]: a batched operation's error ↔ `tonic::Status`.
 //! - [`codec`]: the gRPC codec (prost over one `Bytes`).
+//! - [`ring`]: a key's position on the consistent-hash ring, and the hash
+//!   ranges a `Scan` may be limited to.
 
 pub mod budget;
 pub mod codec;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ring;
 pub mod status;
 
 /// Generated types and stubs of package `distcache.v1`.

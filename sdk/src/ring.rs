@@ -11,22 +11,14 @@
 //! rebuilt only when membership changes; an unhealthy node stays on the ring
 //! and is merely skipped by the caller (failover), so placement never flaps.
 
+pub use distcache_proto::ring::{RING_SEED, key_hash};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Virtual nodes per physical node unless configured otherwise.
 pub const DEFAULT_VNODES: usize = 150;
 
-/// Seed of every hash the ring computes. Changing it moves every key.
-pub const RING_SEED: u64 = 0x6469_7374_6361_6368; // "distcach"
-
 /// Top bits of a hash that index the bucket table narrowing each lookup.
 const BUCKET_BITS: u32 = 12;
-
-/// The hash of a key on the ring.
-#[inline]
-pub fn key_hash(key: &[u8]) -> u64 {
-    xxh3_64_with_seed(key, RING_SEED)
-}
 
 /// A consistent-hash ring over named nodes.
 ///
@@ -127,6 +119,12 @@ impl Ring {
         self.vnodes
     }
 
+    /// The points on the circle, sorted: point `p` owns the hashes from the
+    /// point before it (exclusive) to `p` (inclusive).
+    pub(crate) fn points(&self) -> &[u64] {
+        &self.hashes
+    }
+
     /// Position of the first point at or after `hash` (wrapping).
     #[inline]
     fn start(&self, hash: u64) -> usize {
@@ -157,11 +155,19 @@ impl Ring {
     where
         V: AsRef<[usize]> + Extend<usize>,
     {
+        self.fill_at(key_hash(key), n, out);
+    }
+
+    /// [`Ring::fill`] for the keys whose hash is `hash`.
+    pub(crate) fn fill_at<V>(&self, hash: u64, n: usize, out: &mut V)
+    where
+        V: AsRef<[usize]> + Extend<usize>,
+    {
         let want = n.min(self.nodes.len());
         if want == 0 {
             return;
         }
-        let start = self.start(key_hash(key));
+        let start = self.start(hash);
         let (tail, head) = self.owners.split_at(start);
         for &owner in head.iter().chain(tail) {
             let idx = owner as usize;

@@ -164,11 +164,65 @@ impl Move {
     /// owners hold everything: see `replica/rebalance.rs`), node indexes
     /// in its preference order.
     pub(crate) fn base_owners(&self, key: &[u8], n: usize) -> smallvec::SmallVec<[usize; 4]> {
+        self.base_owners_at(crate::ring::key_hash(key), n)
+    }
+
+    /// [`Move::base_owners`] of the keys whose ring hash is `hash`.
+    pub(crate) fn base_owners_at(&self, hash: u64, n: usize) -> smallvec::SmallVec<[usize; 4]> {
         let mut out = smallvec::SmallVec::new();
         if let Some(base) = self.from.first() {
-            base.ring.fill(key, n, &mut out);
+            base.ring.fill_at(hash, n, &mut out);
             for i in out.iter_mut() {
                 *i = base.index[*i];
+            }
+        }
+        out
+    }
+
+    /// The arcs of the ring whose owners a move to `new` changes, by the
+    /// node that copies them (the first of their old owners `healthy`
+    /// accepts): what each old owner's scan is limited to, so that only the
+    /// moved keys cross the network. Between two consecutive points of the
+    /// old and the new ring together, both rings name the same owners for
+    /// every hash.
+    pub(crate) fn moved_arcs(
+        &self,
+        new: &Ring,
+        n: usize,
+        healthy: impl Fn(usize) -> bool,
+    ) -> HashMap<usize, Vec<distcache_proto::v1::HashRange>> {
+        let mut out: HashMap<usize, Vec<distcache_proto::v1::HashRange>> = HashMap::new();
+        let Some(base) = self.from.first() else {
+            return out;
+        };
+        let mut points: Vec<u64> = base
+            .ring
+            .points()
+            .iter()
+            .chain(new.points())
+            .copied()
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        let Some(&last) = points.last() else {
+            return out;
+        };
+        let mut owners: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+        for (i, &end) in points.iter().enumerate() {
+            let start = if i == 0 { last } else { points[i - 1] };
+            let old = self.base_owners_at(end, n);
+            owners.clear();
+            new.fill_at(end, n, &mut owners);
+            if owners.iter().all(|i| old.contains(i)) {
+                continue;
+            }
+            let Some(&src) = old.iter().find(|&&i| healthy(i)) else {
+                continue;
+            };
+            let arcs = out.entry(src).or_default();
+            match arcs.last_mut() {
+                Some(r) if r.end == start => r.end = end,
+                _ => arcs.push(distcache_proto::v1::HashRange { start, end }),
             }
         }
         out
@@ -531,6 +585,52 @@ mod tests {
         assert!(done.moving.is_none());
         assert_eq!(done.nodes.len(), 3);
         assert!(Arc::ptr_eq(&done.ring, &flapped.ring));
+    }
+
+    #[tokio::test]
+    async fn the_moved_arcs_hold_exactly_the_keys_a_new_owner_gains() {
+        for (from, to) in [
+            (
+                &["http://a:1", "http://b:1", "http://c:1"][..],
+                &["http://a:1", "http://b:1", "http://c:1", "http://d:1"][..],
+            ),
+            (
+                &["http://a:1", "http://b:1", "http://c:1", "http://d:1"][..],
+                &["http://a:1", "http://c:1", "http://d:1"][..],
+            ),
+        ] {
+            let m = membership(from);
+            m.set(to, &config()).expect("change");
+            let topo = m.load();
+            let mv = topo.moving.as_ref().expect("moving");
+            // b is down: its arcs go to the next old owner.
+            let down = topo.nodes.iter().position(|n| n.url == "http://b:1");
+            let healthy = |i: usize| Some(i) != down;
+            let arcs = mv.moved_arcs(&topo.ring, 2, healthy);
+            let sets: HashMap<usize, distcache_proto::ring::Ranges> = arcs
+                .iter()
+                .map(|(&src, r)| (src, distcache_proto::ring::Ranges::new(r).expect("some")))
+                .collect();
+            let mut moved = 0;
+            for i in 0..20_000 {
+                let key = format!("key:{i}");
+                let h = crate::ring::key_hash(key.as_bytes());
+                let old = mv.base_owners(key.as_bytes(), 2);
+                let mut new: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+                topo.ring.fill(key.as_bytes(), 2, &mut new);
+                let gains = new.iter().any(|i| !old.contains(i));
+                let copier = old.iter().copied().find(|&i| healthy(i));
+                for (&src, set) in &sets {
+                    assert_eq!(
+                        set.contains(h),
+                        gains && copier == Some(src),
+                        "{key}: gains {gains}, copied by {copier:?}, arc of {src}"
+                    );
+                }
+                moved += usize::from(gains);
+            }
+            assert!((2_000..15_000).contains(&moved), "{moved} keys moved");
+        }
     }
 
     #[tokio::test]

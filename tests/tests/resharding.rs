@@ -334,3 +334,70 @@ async fn a_node_back_at_a_new_address_under_its_id_keeps_its_place() -> Result<(
     }
     Ok(())
 }
+
+/// `Scan` limited to hash ranges answers only the keys whose ring hash lies
+/// in them (what a move asks old owners for), and refuses too many ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_limited_to_hash_ranges_answers_only_their_keys() -> Result<(), BoxError> {
+    use distcache::proto::{HashRange, ScanRequest};
+    use distcache::ring::key_hash;
+    let nodes = cluster(1).await?;
+    let cache = client(&nodes).replicas(1).build().await?;
+    let keys: Vec<String> = (0..500).map(|i| format!("h{i}")).collect();
+    for k in &keys {
+        cache.set(k, "v", None).await?;
+    }
+    // A wrapping range and a plain one.
+    let ranges = vec![
+        HashRange {
+            start: u64::MAX - (u64::MAX / 8),
+            end: u64::MAX / 8,
+        },
+        HashRange {
+            start: u64::MAX / 2,
+            end: u64::MAX / 2 + u64::MAX / 8,
+        },
+    ];
+    let inside = |k: &str| {
+        let h = key_hash(k.as_bytes());
+        ranges.iter().any(|r| distcache_proto::ring::in_range(r, h))
+    };
+    let mut raw = nodes[0].raw().await?;
+    let (mut got, mut cursor) = (Vec::new(), 0);
+    loop {
+        let page = raw
+            .scan(ScanRequest {
+                cursor,
+                max_entries: 50,
+                ranges: ranges.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        got.extend(
+            page.entries
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(&e.key).into_owned()),
+        );
+        if page.done {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    got.sort();
+    let mut want: Vec<String> = keys.iter().filter(|k| inside(k)).cloned().collect();
+    want.sort();
+    assert!(
+        want.len() > 100 && want.len() < 300,
+        "{} keys inside",
+        want.len()
+    );
+    assert_eq!(got, want);
+    let too_many = ScanRequest {
+        ranges: vec![HashRange { start: 1, end: 2 }; distcache_proto::ring::MAX_SCAN_RANGES + 1],
+        ..Default::default()
+    };
+    let e = raw.scan(too_many).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! when it started and was not removed before the scan reached it.
 
 use bytes::Bytes;
+use distcache_proto::ring::{Ranges, key_hash};
 
 use super::{Store, remaining};
 
@@ -52,8 +53,9 @@ impl Store {
             .unwrap_or(0)
     }
 
-    /// Up to `max_items` entries with a version of at least `since_version`,
-    /// or fewer once their keys and values reach `max_bytes`, from `cursor`
+    /// Up to `max_items` entries with a version of at least `since_version`
+    /// (and, with `only`, a key whose ring hash lies in those ranges), or
+    /// fewer once their keys and values reach `max_bytes`, from `cursor`
     /// on. Expired values are skipped (they are gone); tombstones are
     /// included, since a returning replica must learn of the delete.
     pub fn scan(
@@ -62,6 +64,7 @@ impl Store {
         since_version: u64,
         max_items: usize,
         max_bytes: usize,
+        only: Option<&Ranges>,
     ) -> ScanPage {
         let now = self.clock.now_ms();
         let mut page = ScanPage::default();
@@ -76,6 +79,11 @@ impl Store {
                     return page;
                 }
                 if s.version < since_version || (s.value.is_some() && s.expired(now)) {
+                    continue;
+                }
+                if let Some(r) = only
+                    && !r.contains(key_hash(&s.key))
+                {
                     continue;
                 }
                 bytes += s.key.len() + s.value.as_ref().map_or(0, Bytes::len);
@@ -122,7 +130,7 @@ mod tests {
         let mut out = BTreeMap::new();
         let mut cursor = 0;
         loop {
-            let p = s.scan(cursor, since, page, usize::MAX);
+            let p = s.scan(cursor, since, page, usize::MAX, None);
             assert!(p.items.len() <= page);
             for it in p.items {
                 assert!(out.insert(it.key.to_vec(), it).is_none(), "seen twice");
@@ -177,7 +185,7 @@ mod tests {
             )
             .unwrap();
         }
-        let p = s.scan(0, 0, 1000, 1);
+        let p = s.scan(0, 0, 1000, 1, None);
         assert_eq!(p.items.len(), 1);
         assert!(!p.done);
     }

@@ -306,7 +306,8 @@ pub fn apply(backend: &Backend, nodes: &[String], source: &'static str) {
             removed = ?c.removed,
             readdressed = ?c.readdressed,
             nodes = nodes.len(),
-            "ring changed; moving the data"
+            moving = true,
+            "ring changed"
         ),
         Err(e) => {
             backend.metrics.discovery_error(source);

@@ -194,17 +194,22 @@ impl View {
                 out.push(to);
             }
         };
-        Ok(self.copy(from, since_version, route, None).await?.copied)
+        Ok(self
+            .copy(from, since_version, Vec::new(), route, None)
+            .await?
+            .copied)
     }
 
-    /// Scans node `from` for entries written since `since_version`, page
-    /// by page, and writes each to the nodes `route` names (versioned
-    /// writes: they never overwrite anything newer), a batch per node and
-    /// page, paced by `pace` when given.
+    /// Scans node `from` for entries written since `since_version` (in
+    /// `ranges` of the ring, when not empty), page by page, and writes each
+    /// to the nodes `route` names (versioned writes: they never overwrite
+    /// anything newer), a batch per node and page, paced by `pace` when
+    /// given.
     pub(super) async fn copy(
         &self,
         from: usize,
         since_version: u64,
+        ranges: Vec<pb::HashRange>,
         mut route: impl FnMut(&pb::ScanEntry, &mut Nodes),
         mut pace: Option<&mut Pacer>,
     ) -> Result<Copied, CatchUpError> {
@@ -218,6 +223,7 @@ impl View {
                 since_version,
                 cursor,
                 max_entries: PAGE,
+                ranges: ranges.clone(),
             };
             let page = src
                 .scan(req, timeout)

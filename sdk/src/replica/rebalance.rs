@@ -18,8 +18,9 @@
 //! ```text
 //! 1. wait the grace (RebalanceConfig::grace): every other client sees the
 //!    change meanwhile, and from then on writes to old and new owners too
-//! 2. for each old owner, healthy when the pass began: Scan(since 0) page
-//!    by page ─► the entries it is the first healthy old owner of ─► a
+//! 2. for each old owner, healthy when the pass began: Scan(since 0, the
+//!    ring arcs whose owners change and of which it is the first healthy
+//!    old owner) page by page ─► a
 //!    versioned Set / Delete to each new owner that was not an old owner
 //!    (paced: keys/s and bytes/s)
 //! 3. a pass that fell short (a scan or a batch failed) runs again after a
@@ -162,6 +163,7 @@ impl View {
             .copied()
             .filter(|&i| self.topo.nodes[i].is_healthy())
             .collect();
+        let ranges = m.moved_arcs(&self.topo.ring, n, |i| healthy.contains(&i));
         m.sources.store(sources.len() as u64, Ordering::Relaxed);
         m.sources_done.store(0, Ordering::Relaxed);
         for &src in &sources {
@@ -184,7 +186,13 @@ impl View {
                 );
             };
             pace.next_copy();
-            let done = self.copy(src, 0, route, Some(pace)).await?;
+            let ranges = ranges.get(&src).cloned().unwrap_or_default();
+            if ranges.is_empty() {
+                // It is the first healthy old owner of no moved key.
+                m.sources_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let done = self.copy(src, 0, ranges, route, Some(pace)).await?;
             m.scanned.fetch_add(done.scanned, Ordering::Relaxed);
             m.copied.fetch_add(done.copied, Ordering::Relaxed);
             m.copied_bytes.fetch_add(done.bytes, Ordering::Relaxed);
