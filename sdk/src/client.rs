@@ -606,7 +606,7 @@ impl Client {
 
     /// The membership change being carried out, if one is: until its
     /// keys have been copied to their new owners, writes go to old and new
-    /// owners and reads of moved keys ask both (see [`Client::set_nodes`]).
+    /// owners and reads go to the old ones (see [`Client::set_nodes`]).
     pub fn moving(&self) -> Option<crate::types::MoveStatus> {
         let topo = self.inner.members.load();
         let m = topo.moving.as_ref()?;
@@ -635,11 +635,13 @@ impl Client {
     /// (see [`Client::moving`]). For the [`RebalanceConfig::grace`] (every
     /// other client sees the change meanwhile) and until the keys whose
     /// owners changed have been copied from their old owners to their new
-    /// ones, writes go to both, reads of those keys ask both and return the
-    /// newest state, and conditional operations on them first bring the new
-    /// primary up to date. Then the new ring serves alone, and removed nodes
-    /// receive nothing from operations that start afterwards; they are
-    /// closed once the operations that started before have finished.
+    /// ones, writes go to both (waiting for the old primary and the new
+    /// one), and reads and conditional operations go to the old owners; for
+    /// another grace after the copy, reads and conditional operations use
+    /// the new owners while writes still reach the old ones. Then the new
+    /// ring serves alone, and removed nodes receive nothing from operations
+    /// that start afterwards; they are closed once the operations that
+    /// started before have finished.
     ///
     /// [`RebalanceConfig::grace`]: crate::config::RebalanceConfig::grace
     ///

@@ -169,6 +169,11 @@ impl Node {
             .then(|| self.lost_since_ms.load(Ordering::Relaxed))
     }
 
+    /// Unix ms of the last answer `SERVING` (0 before one).
+    pub(crate) fn last_ok(&self) -> u64 {
+        self.last_ok_ms.load(Ordering::Relaxed)
+    }
+
     /// Fences the node here and owes it a fence from `since_ms`.
     pub(crate) fn owe_fence(&self, since_ms: u64) {
         self.lost_since_ms.store(since_ms, Ordering::Relaxed);

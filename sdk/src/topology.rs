@@ -98,8 +98,13 @@ pub enum MovePhase {
 /// progress of the copy.
 #[derive(Debug)]
 pub(crate) struct Move {
-    /// The rings being left, oldest first.
+    /// The rings being left, oldest first, each node set once: every one
+    /// still takes writes.
     pub(crate) from: Vec<Leaving>,
+    /// The one of them whose owners hold everything (the ring the move
+    /// started from; see `replica/rebalance.rs`): reads and decisions go
+    /// there until the copy is done, and the copy reads from it.
+    base: usize,
     /// The node URLs of every ring being left, for `/ring`.
     pub(crate) from_nodes: Vec<String>,
     pub(crate) started: Instant,
@@ -116,7 +121,7 @@ pub(crate) struct Move {
 }
 
 impl Move {
-    fn new(from: Vec<Leaving>) -> Self {
+    fn new(from: Vec<Leaving>, base: usize) -> Self {
         let mut from_nodes: Vec<String> = Vec::new();
         for l in &from {
             for n in l.ring.nodes() {
@@ -126,6 +131,7 @@ impl Move {
             }
         }
         Self {
+            base: base.min(from.len().saturating_sub(1)),
             from,
             from_nodes,
             started: Instant::now(),
@@ -151,6 +157,11 @@ impl Move {
         }
     }
 
+    /// The ring whose owners hold everything (see [`Move::base`]'s field).
+    pub(crate) fn base(&self) -> &Leaving {
+        &self.from[self.base]
+    }
+
     /// True once the copy is done (reads use the new ring).
     pub(crate) fn draining(&self) -> bool {
         self.phase() == MovePhase::Draining
@@ -170,11 +181,10 @@ impl Move {
     /// [`Move::base_owners`] of the keys whose ring hash is `hash`.
     pub(crate) fn base_owners_at(&self, hash: u64, n: usize) -> smallvec::SmallVec<[usize; 4]> {
         let mut out = smallvec::SmallVec::new();
-        if let Some(base) = self.from.first() {
-            base.ring.fill_at(hash, n, &mut out);
-            for i in out.iter_mut() {
-                *i = base.index[*i];
-            }
+        let base = self.base();
+        base.ring.fill_at(hash, n, &mut out);
+        for i in out.iter_mut() {
+            *i = base.index[*i];
         }
         out
     }
@@ -184,17 +194,16 @@ impl Move {
     /// accepts): what each old owner's scan is limited to, so that only the
     /// moved keys cross the network. Between two consecutive points of the
     /// old and the new ring together, both rings name the same owners for
-    /// every hash.
+    /// every hash. Also counts the arcs no old owner can copy (all down).
     pub(crate) fn moved_arcs(
         &self,
         new: &Ring,
         n: usize,
         healthy: impl Fn(usize) -> bool,
-    ) -> HashMap<usize, Vec<distcache_proto::v1::HashRange>> {
+    ) -> (HashMap<usize, Vec<distcache_proto::v1::HashRange>>, usize) {
         let mut out: HashMap<usize, Vec<distcache_proto::v1::HashRange>> = HashMap::new();
-        let Some(base) = self.from.first() else {
-            return out;
-        };
+        let mut uncovered = 0;
+        let base = self.base();
         let mut points: Vec<u64> = base
             .ring
             .points()
@@ -205,7 +214,7 @@ impl Move {
         points.sort_unstable();
         points.dedup();
         let Some(&last) = points.last() else {
-            return out;
+            return (out, 0);
         };
         let mut owners: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
         for (i, &end) in points.iter().enumerate() {
@@ -217,6 +226,7 @@ impl Move {
                 continue;
             }
             let Some(&src) = old.iter().find(|&&i| healthy(i)) else {
+                uncovered += 1;
                 continue;
             };
             let arcs = out.entry(src).or_default();
@@ -225,7 +235,7 @@ impl Move {
                 _ => arcs.push(distcache_proto::v1::HashRange { start, end }),
             }
         }
-        out
+        (out, uncovered)
     }
 
     /// Appends the key's owners in every ring being left (node indexes,
@@ -281,12 +291,33 @@ impl Topology {
         let moving = match old {
             None => None,
             Some(old) => {
+                // A change during a move keeps every ring still written to.
+                // The base stays the earlier move's, unless that one had
+                // copied everything (draining): then its new ring holds
+                // everything, and other clients may already read only it.
                 let mut rings: Vec<Arc<Ring>> = old
                     .moving
                     .as_ref()
                     .map(|m| m.from.iter().map(|l| l.ring.clone()).collect())
                     .unwrap_or_default();
-                rings.push(old.ring.clone());
+                let same = |a: &Ring, b: &Ring| {
+                    let mut x = a.nodes().to_vec();
+                    let mut y = b.nodes().to_vec();
+                    x.sort();
+                    y.sort();
+                    x == y
+                };
+                let at = match rings.iter().position(|r| same(r, &old.ring)) {
+                    Some(at) => at,
+                    None => {
+                        rings.push(old.ring.clone());
+                        rings.len() - 1
+                    }
+                };
+                let base = match &old.moving {
+                    Some(m) if !m.draining() => m.base,
+                    _ => at,
+                };
                 let mut from = Vec::with_capacity(rings.len());
                 for r in rings {
                     let mut index = Vec::with_capacity(r.len());
@@ -307,7 +338,7 @@ impl Topology {
                     }
                     from.push(Leaving { ring: r, index });
                 }
-                Some(Arc::new(Move::new(from)))
+                Some(Arc::new(Move::new(from, base)))
             }
         };
         Ok(Self {
@@ -329,7 +360,13 @@ impl Topology {
             .nodes
             .iter()
             .map(|n| match moved.get(n.name.as_str()) {
-                Some(url) => Node::new(&n.name, url, config).map(|n| Arc::new(n.joined())),
+                // It may have missed writes while it moved: owed a fence
+                // from its last answer at the old address.
+                Some(url) => Node::new(&n.name, url, config).map(|new| {
+                    let new = new.joined();
+                    new.owe_fence(n.last_ok());
+                    Arc::new(new)
+                }),
                 None => Ok(n.clone()),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -423,6 +460,7 @@ impl Membership {
             // The ring ignores list order and addresses: the same ring.
             let moved: HashMap<&str, &str> = wanted
                 .iter()
+                .filter(|(n, u)| old.nodes.iter().any(|o| &o.name == n && &o.url != u))
                 .map(|(n, u)| (n.as_str(), u.as_str()))
                 .collect();
             old.readdressed(&moved, config)?
@@ -464,7 +502,7 @@ impl Membership {
 }
 
 /// Whether two topologies are in the same move.
-fn same_move(a: &Topology, b: &Topology) -> bool {
+pub(crate) fn same_move(a: &Topology, b: &Topology) -> bool {
     match (&a.moving, &b.moving) {
         (Some(x), Some(y)) => Arc::ptr_eq(x, y),
         _ => false,
@@ -479,6 +517,7 @@ pub(crate) fn parse_members(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut wanted: Vec<(String, String)> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut named: HashMap<String, String> = HashMap::new();
     for spec in nodes {
         let (name, url) = parse_node(spec.as_ref(), config.tls_ca.is_some())?;
         match seen.get(&name) {
@@ -490,6 +529,13 @@ pub(crate) fn parse_members(
                 });
             }
             None => {}
+        }
+        // One server under two names would hold both replicas of a key.
+        if let Some(other) = named.insert(url.clone(), name.clone()) {
+            return Err(ConfigError::BadUrl {
+                url: spec.as_ref().to_owned(),
+                reason: format!("{url} is also listed as node {other}"),
+            });
         }
         if wanted.len() == MAX_NODES {
             return Err(ConfigError::TooManyNodes);
@@ -559,7 +605,7 @@ mod tests {
         let flapped = m.load();
         let mv = flapped.moving.as_ref().expect("moving");
         assert_eq!(mv.from.len(), 2);
-        assert_eq!(mv.from[0].ring.nodes(), first.ring.nodes(), "the base");
+        assert_eq!(mv.base().ring.nodes(), first.ring.nodes(), "the base");
         assert_eq!(flapped.nodes.len(), 4, "d is still written to");
         for i in 0..500 {
             let key = format!("k{i}");
@@ -606,7 +652,8 @@ mod tests {
             // b is down: its arcs go to the next old owner.
             let down = topo.nodes.iter().position(|n| n.url == "http://b:1");
             let healthy = |i: usize| Some(i) != down;
-            let arcs = mv.moved_arcs(&topo.ring, 2, healthy);
+            let (arcs, uncovered) = mv.moved_arcs(&topo.ring, 2, healthy);
+            assert_eq!(uncovered, 0, "one of two old owners is up");
             let sets: HashMap<usize, distcache_proto::ring::Ranges> = arcs
                 .iter()
                 .map(|(&src, r)| (src, distcache_proto::ring::Ranges::new(r).expect("some")))
@@ -657,6 +704,23 @@ mod tests {
             .collect();
         assert_eq!(m.set(&dup, &config()).expect("three").added.len(), 3);
         assert_eq!(m.load().ring.nodes().len(), 3);
+    }
+
+    #[test]
+    fn one_server_under_two_names_is_refused() {
+        for list in [
+            &["a=http://x:1", "b=http://x:1"][..],
+            &["http://x:1", "a=http://x:1"][..],
+        ] {
+            assert!(
+                matches!(
+                    parse_members(list, &config()),
+                    Err(ConfigError::BadUrl { .. })
+                ),
+                "{list:?}"
+            );
+        }
+        assert!(parse_members(["a=http://x:1", "a=http://x:1"], &config()).is_ok());
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ async fn adding_a_node_moves_its_keys_and_nothing_reads_stale() -> Result<(), Bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_node_moves_its_keys_away_before_it_goes() -> Result<(), BoxError> {
     let mut nodes = cluster(4).await?;
-    let grace = Duration::from_millis(400);
+    let grace = Duration::from_secs(2);
     let (a, b) = (mover(&nodes, grace).await?, mover(&nodes, grace).await?);
     let mut model = load(&a, &b).await?;
     let all = urls(&nodes);
@@ -198,7 +198,7 @@ async fn removing_a_node_moves_its_keys_away_before_it_goes() -> Result<(), BoxE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_added_then_removed_within_the_move_leaves_nothing_stale() -> Result<(), BoxError> {
     let nodes = cluster(4).await?;
-    let grace = Duration::from_millis(600);
+    let grace = Duration::from_secs(1);
     let (a, b) = (
         mover(&nodes[..3], grace).await?,
         mover(&nodes[..3], grace).await?,
@@ -233,8 +233,8 @@ async fn counters_and_locks_survive_their_primary_moving() -> Result<(), BoxErro
     let nodes = cluster(4).await?;
     let all = urls(&nodes);
     let (a, b) = (
-        mover(&nodes[..3], Duration::from_millis(400)).await?,
-        mover(&nodes[..3], Duration::from_millis(400)).await?,
+        mover(&nodes[..3], Duration::from_secs(2)).await?,
+        mover(&nodes[..3], Duration::from_secs(2)).await?,
     );
     // Keys whose primary will be the new node.
     let four = client(&nodes).build().await?;

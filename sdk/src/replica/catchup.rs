@@ -64,6 +64,8 @@ pub(crate) enum CatchUpError {
     },
     #[error("fenced again during every one of {0} rounds")]
     Unsettled(usize),
+    #[error("every old owner of {0} moved arcs of the ring is down")]
+    OwnersDown(usize),
 }
 
 /// What a finished catch-up did.
@@ -139,14 +141,13 @@ impl View {
                 });
             }
             let mut skipped = Vec::new();
-            // A node that joins in a move lacks nothing the move does not
-            // copy to it (it owned no key before): no scan.
-            let joining = self
-                .topo
-                .moving
-                .as_ref()
-                .and_then(|m| m.from.first())
-                .is_some_and(|base| !base.index.contains(&idx));
+            // A node that joins in a move lacks nothing the move's copy,
+            // still to come, does not give it (it owned no key before): no
+            // scan. Once the copy started, a fenced node (restarted, lost)
+            // is caught up as any other.
+            let joining = self.topo.moving.as_ref().is_some_and(|m| {
+                m.phase() == crate::topology::MovePhase::Grace && !m.base().index.contains(&idx)
+            });
             if self.config.replicas > 1 && !joining {
                 let since_version = fence.since_ms << 16;
                 for peer in (0..self.topo.nodes.len()).filter(|&p| p != idx) {

@@ -113,7 +113,14 @@ impl View {
         loop {
             m.set_phase(MovePhase::Copying);
             m.passes.fetch_add(1, Ordering::Relaxed);
-            match self.copy_moved(&m, &mut pace).await {
+            // The current topology of this move: a node that came back at a
+            // new address (same ring, same move) is copied with at the new
+            // one.
+            let now = self.inner.view();
+            if !crate::topology::same_move(&now.topo, &self.topo) {
+                return;
+            }
+            match now.copy_moved(&m, &mut pace).await {
                 Ok(()) => break,
                 Err(e) => {
                     m.set_phase(MovePhase::Retrying);
@@ -148,9 +155,7 @@ impl View {
     /// One copy pass: every moved key, from the first old owner that was
     /// healthy when the pass began, to its new owners.
     async fn copy_moved(&self, m: &Move, pace: &mut Pacer) -> Result<(), CatchUpError> {
-        let Some(base) = m.from.first() else {
-            return Ok(());
-        };
+        let base = m.base();
         let n = self.config.replicas;
         let mut sources: Vec<usize> = Vec::new();
         for &idx in &base.index {
@@ -163,7 +168,7 @@ impl View {
             .copied()
             .filter(|&i| self.topo.nodes[i].is_healthy())
             .collect();
-        let ranges = m.moved_arcs(&self.topo.ring, n, |i| healthy.contains(&i));
+        let (ranges, uncovered) = m.moved_arcs(&self.topo.ring, n, |i| healthy.contains(&i));
         m.sources.store(sources.len() as u64, Ordering::Relaxed);
         m.sources_done.store(0, Ordering::Relaxed);
         for &src in &sources {
@@ -200,6 +205,10 @@ impl View {
                 .rebalance_entries
                 .fetch_add(done.copied, Ordering::Relaxed);
             m.sources_done.fetch_add(1, Ordering::Relaxed);
+        }
+        // Keys only down nodes hold: the move waits for one of them.
+        if uncovered > 0 {
+            return Err(CatchUpError::OwnersDown(uncovered));
         }
         Ok(())
     }

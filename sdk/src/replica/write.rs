@@ -123,11 +123,10 @@ impl View {
     /// ring among `targets`: where a client that finished the move reads.
     fn new_primary_among(&self, key: &[u8], targets: &[usize]) -> Option<usize> {
         self.topo.moving.as_ref()?;
-        let replicas = self.replicas(key);
-        targets
-            .iter()
-            .copied()
-            .find(|&i| replicas.contains(&i) && self.topo.nodes[i].is_readable())
+        // In the new ring's order (targets are in the old ring's first).
+        self.replicas(key)
+            .into_iter()
+            .find(|&i| targets.contains(&i) && self.topo.nodes[i].is_readable())
     }
 
     /// [`View::write`] with a single target (one replica, the common case):
