@@ -119,6 +119,22 @@ impl Drop for ClusterNode {
     }
 }
 
+/// Starts an empty node on `addr` again (a restart of a killed node),
+/// retrying until the killed one let go of the port.
+pub async fn restart_at(addr: SocketAddr) -> Result<ClusterNode, BoxError> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ClusterNode::start_at(addr).await {
+            Ok(n) => return Ok(n),
+            Err(e) if std::time::Instant::now() < until => {
+                drop(e);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Starts `n` nodes.
 pub async fn cluster(n: usize) -> Result<Vec<ClusterNode>, BoxError> {
     let mut nodes = Vec::with_capacity(n);

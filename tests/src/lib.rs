@@ -17,7 +17,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod tls;
 
-pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, urls};
+pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, restart_at, urls};
 pub use proxy::TestProxy;
 
 use std::net::SocketAddr;

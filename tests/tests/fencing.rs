@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use distcache::{Client, Consistency};
-use distcache_tests::{BoxError, ClusterNode, client, cluster, eventually};
+use distcache_tests::{BoxError, ClusterNode, client, cluster, eventually, restart_at as restart};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -30,21 +30,6 @@ async fn wait_serving(cache: &Client, url: &str) -> Result<(), BoxError> {
         cache.health().iter().any(|(u, h)| u == url && *h) && cache.stats().fenced_nodes == 0
     })
     .await
-}
-
-/// Starts an empty node on `addr` again, once the killed one let go of it.
-async fn restart(addr: std::net::SocketAddr) -> Result<ClusterNode, BoxError> {
-    let until = std::time::Instant::now() + LIMIT;
-    loop {
-        match ClusterNode::start_at(addr).await {
-            Ok(n) => return Ok(n),
-            Err(e) if std::time::Instant::now() < until => {
-                drop(e);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 async fn wait_down(cache: &Client, url: &str) -> Result<(), BoxError> {

@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use distcache::{Client, RebalanceConfig};
-use distcache_tests::{BoxError, ClusterNode, client, cluster, eventually, urls};
+use distcache::{Client, MovePhase, RebalanceConfig};
+use distcache_tests::{
+    BoxError, ClusterNode, client, cluster, eventually, restart_at as restart, urls,
+};
 
 const KEYS: usize = 600;
 const LIMIT: Duration = Duration::from_secs(30);
@@ -399,5 +401,79 @@ async fn a_scan_limited_to_hash_ranges_answers_only_their_keys() -> Result<(), B
     };
     let e = raw.scan(too_many).await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    Ok(())
+}
+
+/// The node that joins is restarted empty after the copy gave it its keys:
+/// it is fenced and caught up from its peers like any restarted node (not
+/// skipped as a joining one), and reads never see it empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_restarted_during_the_move_is_caught_up() -> Result<(), BoxError> {
+    let mut nodes = cluster(4).await?;
+    let grace = Duration::from_secs(3);
+    let (a, b) = (
+        mover(&nodes[..3], grace).await?,
+        mover(&nodes[..3], grace).await?,
+    );
+    let mut model = load(&a, &b).await?;
+    let all = urls(&nodes);
+    a.set_nodes(&all)?;
+    b.set_nodes(&all)?;
+    eventually(LIMIT, || async {
+        a.moving().is_some_and(|m| m.phase == MovePhase::Draining)
+    })
+    .await?;
+    let addr = nodes[3].addr;
+    nodes[3].kill();
+    nodes[3] = restart(addr).await?;
+    through_the_move(&a, &b, &mut model).await?;
+    eventually(LIMIT, || async {
+        a.stats().fenced_nodes == 0 && b.stats().fenced_nodes == 0
+    })
+    .await?;
+    fresh_check(&nodes, &model).await
+}
+
+/// With one replica, a move whose old owner is down cannot copy its keys:
+/// it waits (retrying) instead of letting the old ring go, and finishes once
+/// the owner is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_while_the_only_owner_of_moved_keys_is_down() -> Result<(), BoxError> {
+    let mut nodes = cluster(3).await?;
+    let cache = client(&nodes[..2])
+        .replicas(1)
+        .rebalance(RebalanceConfig {
+            grace: Duration::from_millis(200),
+            ..RebalanceConfig::default()
+        })
+        .build()
+        .await?;
+    for i in 0..200 {
+        cache.set(format!("w{i}"), "v", None).await?;
+    }
+    let addr = nodes[1].addr;
+    nodes[1].kill();
+    eventually(LIMIT, || async {
+        cache
+            .health()
+            .iter()
+            .any(|(u, h)| *u == format!("http://{addr}") && !*h)
+    })
+    .await?;
+    cache.set_nodes(urls(&nodes))?;
+    eventually(LIMIT, || async {
+        cache
+            .moving()
+            .is_some_and(|m| m.phase == MovePhase::Retrying)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cache.moving().is_some(), "the move let the old ring go");
+    nodes[1] = restart(addr).await?;
+    eventually(Duration::from_secs(60), || async {
+        cache.moving().is_none()
+    })
+    .await?;
+    assert_eq!(cache.stats().moves, 1);
     Ok(())
 }
