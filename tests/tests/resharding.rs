@@ -152,7 +152,9 @@ async fn fresh_check(nodes: &[ClusterNode], model: &Model) -> Result<(), BoxErro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_node_moves_its_keys_and_nothing_reads_stale() -> Result<(), BoxError> {
     let nodes = cluster(4).await?;
-    let grace = Duration::from_millis(400);
+    // Long enough for b to see the change, and both copies to end, within
+    // it on a loaded machine.
+    let grace = Duration::from_secs(2);
     let (a, b) = (
         mover(&nodes[..3], grace).await?,
         mover(&nodes[..3], grace).await?,
