@@ -234,6 +234,11 @@ pub struct MembershipArgs {
     /// --config, 5s for --discovery].
     #[arg(long, env = "DISTCACHE_DISCOVERY_INTERVAL")]
     pub discovery_interval: Option<HumanDuration>,
+    /// With a Consul --discovery source: name each node by its Service.ID,
+    /// so that a node registered again at another address keeps its place
+    /// on the ring (switching it on moves keys once: the names change).
+    #[arg(long, env = "DISTCACHE_DISCOVERY_CONSUL_IDS")]
+    pub discovery_consul_ids: bool,
     /// After a membership change, how long old and new owners both serve
     /// before the moved keys are copied: long enough for every other proxy
     /// to see the change [default: 10s, or 2 × the discovery interval + 2s
@@ -277,6 +282,7 @@ impl MembershipArgs {
             None => self.discovery.clone()?,
         };
         let mut d = Discovery::new(source);
+        d.consul_ids = self.discovery_consul_ids;
         if let Some(every) = self.discovery_interval {
             d.interval = every.0.max(Duration::from_millis(100));
         }

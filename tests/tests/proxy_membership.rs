@@ -36,11 +36,19 @@ impl Proxy {
 
     /// [`Proxy::start`] with its moves configured by `r`.
     async fn start_with(source: Source, r: distcache::RebalanceConfig) -> Self {
-        let discovery = Discovery {
-            interval: Duration::from_millis(50),
-            timeout: Duration::from_secs(2),
-            ..Discovery::new(source)
-        };
+        Self::start_discovery(
+            Discovery {
+                interval: Duration::from_millis(50),
+                timeout: Duration::from_secs(2),
+                ..Discovery::new(source)
+            },
+            r,
+        )
+        .await
+    }
+
+    /// A proxy following `discovery`.
+    async fn start_discovery(discovery: Discovery, r: distcache::RebalanceConfig) -> Self {
         let nodes = membership::initial(&discovery).await.expect("first list");
         let backend = TestProxy::backend_with(nodes, r).await;
         let poller = membership::spawn(discovery, backend.clone());
@@ -253,6 +261,46 @@ async fn consul_discovery_changes_the_ring_without_failing_writes() {
 
     more_writes(&done).await;
     proxy.finish(&stop, writer, Some(2.0)).await;
+}
+
+/// `--discovery-consul-ids`: nodes named by their Consul `Service.ID`; a
+/// node registered again at another port keeps its place on the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_service_ids_keep_a_nodes_place_when_its_address_changes() {
+    let mut n = cluster(3).await.expect("cluster");
+    let route = "/v1/health/service/distcache";
+    let (server, answer) = mock(route, consul(&[&n[0], &n[1], &n[2]])).await;
+    let uri = format!("{}{route}?passing", server.uri());
+    let proxy = Proxy::start_discovery(
+        Discovery {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            consul_ids: true,
+            ..Discovery::new(Source::parse_discovery(&uri).expect("source"))
+        },
+        distcache::RebalanceConfig::default(),
+    )
+    .await;
+    let names = ["distcache-0", "distcache-1", "distcache-2"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(proxy.ring().await, names);
+    n[1].kill();
+    n[1] = ClusterNode::start().await.expect("restart");
+    answer.set(consul(&[&n[0], &n[1], &n[2]]));
+    let url = n[1].url();
+    eventually(LIMIT, || async {
+        let (_, body) = http_get(proxy.admin, "/ring").await;
+        body.contains(&url)
+    })
+    .await
+    .expect("the proxy reconnects distcache-1 at its new address");
+    assert_eq!(proxy.ring().await, names);
+    assert_eq!(
+        proxy.metric("distcache_proxy_ring_changes_total").await,
+        0.0
+    );
+    proxy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,7 @@ pub async fn fetch(
     client: &HttpClient,
     uri: &hyper::Uri,
     timeout: Duration,
+    consul_ids: bool,
 ) -> Result<Vec<String>, SourceError> {
     let fail = |reason: String| SourceError::Http {
         uri: uri.to_string(),
@@ -63,7 +64,7 @@ pub async fn fetch(
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(fail(format!("status {status}: {}", text.trim())));
         }
-        parse(&body)
+        parse_with(&body, consul_ids)
     };
     tokio::time::timeout(timeout, request)
         .await
@@ -72,6 +73,12 @@ pub async fn fetch(
 
 /// The node URLs in a discovery answer (Consul health list or URL list).
 pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
+    parse_with(body, false)
+}
+
+/// [`parse`], naming Consul entries `Service.ID=address:port` when
+/// `consul_ids` is set (an entry without a `Service.ID` is then refused).
+pub fn parse_with(body: &[u8], consul_ids: bool) -> Result<Vec<String>, SourceError> {
     let bad = |why: String| SourceError::Answer(why);
     let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Value::Array(entries) = value else {
@@ -88,7 +95,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
         .enumerate()
         .map(|(i, e)| match e {
             Value::String(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
-            Value::Object(_) => consul_entry(e).map_err(|why| bad(format!("entry {i}: {why}"))),
+            Value::Object(_) => {
+                consul_entry(e, consul_ids).map_err(|why| bad(format!("entry {i}: {why}")))
+            }
             _ => Err(bad(format!(
                 "entry {i}: expected a node URL or a Consul health entry"
             ))),
@@ -97,11 +106,23 @@ pub fn parse(body: &[u8]) -> Result<Vec<String>, SourceError> {
 }
 
 /// `address:port` of one entry of Consul's health answer (no scheme: the
-/// SDK adds the one the proxy's TLS setting calls for).
-fn consul_entry(e: &Value) -> Result<String, String> {
+/// SDK adds the one the proxy's TLS setting calls for), as
+/// `Service.ID=address:port` with `ids`.
+fn consul_entry(e: &Value, ids: bool) -> Result<String, String> {
     let service = e
         .get("Service")
         .ok_or("no Service (not a Consul health entry)")?;
+    let id = if ids {
+        let id = service
+            .get("ID")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .ok_or("no Service.ID (--discovery-consul-ids names nodes by it)")?;
+        Some(id)
+    } else {
+        None
+    };
     let port = service
         .get("Port")
         .and_then(Value::as_u64)
@@ -118,9 +139,13 @@ fn consul_entry(e: &Value) -> Result<String, String> {
     .map(str::trim)
     .find(|a| !a.is_empty())
     .ok_or("neither Service.Address nor Node.Address")?;
-    Ok(match address.parse::<IpAddr>() {
+    let at = match address.parse::<IpAddr>() {
         Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
         _ => format!("{address}:{port}"),
+    };
+    Ok(match id {
+        Some(id) => format!("{id}={at}"),
+        None => at,
     })
 }
 
@@ -145,6 +170,25 @@ mod tests {
             parse(body).expect("consul"),
             ["10.1.0.1:7001", "10.0.0.2:7002", "[fe80::1]:7003"]
         );
+    }
+
+    #[test]
+    fn consul_entries_may_be_named_by_their_service_id() {
+        let body = br#"[
+          {"Node": {"Address": "10.0.0.9"}, "Service": {"ID": "distcache-1", "Address": "10.1.0.1", "Port": 7001}},
+          {"Node": {"Address": "10.0.0.9"}, "Service": {"ID": " distcache-2 ", "Address": "", "Port": 7002}}
+        ]"#;
+        assert_eq!(
+            parse_with(body, true).expect("ids"),
+            ["distcache-1=10.1.0.1:7001", "distcache-2=10.0.0.9:7002"]
+        );
+        assert_eq!(
+            parse(body).expect("addresses"),
+            ["10.1.0.1:7001", "10.0.0.9:7002"]
+        );
+        let no_id = br#"[{"Service": {"Address": "10.1.0.1", "Port": 7001}}]"#;
+        let e = parse_with(no_id, true).expect_err("no id");
+        assert!(e.to_string().contains("Service.ID"), "{e}");
     }
 
     #[test]

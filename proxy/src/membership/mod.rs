@@ -125,6 +125,9 @@ pub struct Discovery {
     pub interval: Duration,
     /// Bound on one lookup or request.
     pub timeout: Duration,
+    /// Name the nodes of a Consul answer by their `Service.ID` (`ID=URL`
+    /// entries: placed on the ring by id, whatever their address).
+    pub consul_ids: bool,
 }
 
 impl Discovery {
@@ -138,6 +141,7 @@ impl Discovery {
             source,
             interval,
             timeout: DEFAULT_FETCH_TIMEOUT,
+            consul_ids: false,
         }
     }
 
@@ -171,6 +175,7 @@ pub async fn initial(discovery: &Discovery) -> Result<Vec<String>, SourceError> 
 struct Fetcher {
     source: Source,
     timeout: Duration,
+    consul_ids: bool,
     http: Option<http::HttpClient>,
     last_file: Option<Vec<u8>>,
 }
@@ -180,6 +185,7 @@ impl Fetcher {
         Self {
             source: d.source.clone(),
             timeout: d.timeout,
+            consul_ids: d.consul_ids,
             http: matches!(d.source, Source::Http(_)).then(http::client),
             last_file: None,
         }
@@ -207,8 +213,8 @@ impl Fetcher {
             }
             Source::Dns { name, port } => dns::resolve(name, *port, self.timeout).await?,
             Source::Http(uri) => match &self.http {
-                Some(c) => http::fetch(c, uri, self.timeout).await?,
-                None => http::fetch(&http::client(), uri, self.timeout).await?,
+                Some(c) => http::fetch(c, uri, self.timeout, self.consul_ids).await?,
+                None => http::fetch(&http::client(), uri, self.timeout, self.consul_ids).await?,
             },
         };
         if nodes.is_empty() {
