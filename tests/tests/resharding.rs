@@ -479,3 +479,55 @@ async fn a_move_waits_while_the_only_owner_of_moved_keys_is_down() -> Result<(),
     assert_eq!(cache.stats().moves, 1);
     Ok(())
 }
+
+/// A node named by id comes back at another address while a move is under
+/// way (the joining node, restarted on a new port): the move goes on over
+/// the same ring and copies to the node at its new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_readdressed_during_a_move_gets_its_keys_at_the_new_address() -> Result<(), BoxError>
+{
+    let mut nodes = cluster(4).await?;
+    let named = |nodes: &[ClusterNode]| -> Vec<String> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("cache-{i}={}", n.url()))
+            .collect()
+    };
+    let cache = client(&[])
+        .nodes(named(&nodes[..3]))
+        .rebalance(RebalanceConfig {
+            grace: Duration::from_secs(2),
+            ..RebalanceConfig::default()
+        })
+        .build()
+        .await?;
+    let mut model = Model::new();
+    for i in 0..300 {
+        let (k, v) = (format!("q{i}"), format!("v{i}"));
+        cache.set(&k, &v, None).await?;
+        model.insert(k, Some(v));
+    }
+    cache.set_nodes(named(&nodes))?;
+    nodes[3].kill();
+    nodes[3] = ClusterNode::start().await?;
+    let change = cache.set_nodes(named(&nodes))?;
+    assert_eq!(change.readdressed, [format!("cache-3={}", nodes[3].url())]);
+    assert!(cache.moving().is_some(), "the move goes on");
+    eventually(LIMIT, || async { cache.moving().is_none() }).await?;
+    check(&cache, &model, "the client").await?;
+    let fresh = client(&[]).nodes(named(&nodes)).build().await?;
+    let members = fresh.members();
+    for (k, want) in &model {
+        for owner in fresh.owners(k) {
+            let (_, url) = members.iter().find(|(n, _)| *n == owner).expect("a member");
+            let node = nodes.iter().find(|n| &n.url() == url).expect("a node");
+            let held = node.raw_get(k).await?;
+            let got = held
+                .found
+                .then(|| String::from_utf8_lossy(&held.value).into_owned());
+            assert_eq!(&got, want, "{owner} holds {k}");
+        }
+    }
+    Ok(())
+}
