@@ -61,6 +61,7 @@ pub fn ring_json(backend: &Backend) -> String {
             "copied": m.copied,
             "copied_bytes": m.copied_bytes,
             "passes": m.passes,
+            "eta_ms": m.eta.map(|d| d.as_millis() as u64),
         })
     });
     serde_json::json!({

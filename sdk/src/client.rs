@@ -623,6 +623,7 @@ impl Client {
             copied: l(&m.copied),
             copied_bytes: l(&m.copied_bytes),
             passes: l(&m.passes),
+            eta: m.eta(self.inner.config.rebalance.grace),
         })
     }
 

@@ -118,6 +118,8 @@ pub(crate) struct Move {
     pub(crate) copied: AtomicU64,
     pub(crate) copied_bytes: AtomicU64,
     pub(crate) passes: AtomicU64,
+    /// Milliseconds after `started` at which the current pass began.
+    pub(crate) pass_started_ms: AtomicU64,
 }
 
 impl Move {
@@ -145,6 +147,7 @@ impl Move {
             copied: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             passes: AtomicU64::new(0),
+            pass_started_ms: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +163,30 @@ impl Move {
     /// The ring whose owners hold everything (see [`Move::base`]'s field).
     pub(crate) fn base(&self) -> &Leaving {
         &self.from[self.base]
+    }
+
+    /// How long the move should still take: the rest of the current
+    /// pass at the pace of its finished sources, then the drain's grace;
+    /// `None` before a source of the current pass finished.
+    pub(crate) fn eta(&self, grace: std::time::Duration) -> Option<std::time::Duration> {
+        let elapsed = self.started.elapsed();
+        match self.phase() {
+            MovePhase::Grace => Some(grace.saturating_sub(elapsed) + grace),
+            MovePhase::Draining => None,
+            MovePhase::Copying | MovePhase::Retrying => {
+                let (done, all) = (
+                    self.sources_done.load(Ordering::Relaxed),
+                    self.sources.load(Ordering::Relaxed),
+                );
+                if done == 0 {
+                    return None;
+                }
+                let began =
+                    std::time::Duration::from_millis(self.pass_started_ms.load(Ordering::Relaxed));
+                let per = elapsed.saturating_sub(began) / u32::try_from(done).unwrap_or(u32::MAX);
+                Some(per * u32::try_from(all.saturating_sub(done)).unwrap_or(u32::MAX) + grace)
+            }
+        }
     }
 
     /// True once the copy is done (reads use the new ring).

@@ -117,4 +117,9 @@ pub struct MoveStatus {
     pub copied_bytes: u64,
     /// Copy passes started (more than one when one fell short).
     pub passes: u64,
+    /// A rough estimate of the time left (the rest of the copy at the pace
+    /// of the old owners scanned so far, then the drain); `None` while
+    /// draining (at most a grace left) or before the first old owner of a
+    /// pass was scanned.
+    pub eta: Option<std::time::Duration>,
 }

@@ -162,6 +162,9 @@ async fn adding_a_node_moves_its_keys_and_nothing_reads_stale() -> Result<(), Bo
     let mut model = load(&a, &b).await?;
     let all = urls(&nodes);
     assert_eq!(a.set_nodes(&all)?.added, [all[3].clone()]);
+    let m = a.moving().expect("a move");
+    assert_eq!(m.phase, MovePhase::Grace);
+    assert!(m.eta.is_some_and(|t| t <= grace * 2), "{:?}", m.eta);
     // b still routes on the old ring for a while.
     round(&a, &b, &mut model, 100).await?;
     b.set_nodes(&all)?;

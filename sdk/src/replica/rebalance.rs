@@ -113,6 +113,8 @@ impl View {
         loop {
             m.set_phase(MovePhase::Copying);
             m.passes.fetch_add(1, Ordering::Relaxed);
+            m.pass_started_ms
+                .store(m.started.elapsed().as_millis() as u64, Ordering::Relaxed);
             // The current topology of this move: a node that came back at a
             // new address (same ring, same move) is copied with at the new
             // one.
