@@ -354,7 +354,17 @@ async fn two_proxies_move_the_data_when_the_cluster_file_changes() {
         ..distcache::RebalanceConfig::default()
     };
     let p1 = Proxy::start_with(Source::File(file.clone()), r.clone()).await;
-    let p2 = Proxy::start_with(Source::File(file.clone()), r).await;
+    // p2 polls the file every 300 ms: it sees each change after p1 does, and
+    // writes meanwhile on the ring p1 is leaving.
+    let p2 = Proxy::start_discovery(
+        Discovery {
+            interval: Duration::from_millis(300),
+            timeout: Duration::from_secs(2),
+            ..Discovery::new(Source::File(file.clone()))
+        },
+        r,
+    )
+    .await;
     let con = |p: &Proxy| {
         redis::Client::open(format!("redis://{}/", p.resp))
             .expect("url")
@@ -375,23 +385,32 @@ async fn two_proxies_move_the_data_when_the_cluster_file_changes() {
             model.push((k, Some(v)));
         }
     }
-    let read_all = |c: &mut redis::Connection, who: &str| {
-        for (k, want) in &model {
+    let read_all = |c: &mut redis::Connection, model: &[(String, Option<String>)], who: &str| {
+        for (k, want) in model {
             let got: Option<String> = redis::cmd("GET").arg(k).query(c).expect("get");
             assert_eq!(&got, want, "{who} read {k}");
         }
     };
-    for (nodes, moves) in [
+    for (round, (nodes, moves)) in [
         (vec![&n[0], &n[1], &n[2], &n[3]], 1.0),
         (vec![&n[1], &n[2], &n[3]], 2.0),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         write_cluster_file(&file, &nodes);
-        for p in [&p1, &p2] {
-            p.wait_ring(&nodes).await;
+        p1.wait_ring(&nodes).await;
+        // Writes through both while p2 is still likely on the old ring.
+        for (i, (k, want)) in model.iter_mut().enumerate().filter(|(i, _)| i % 3 == round) {
+            let v = format!("r{round}-{i}");
+            let c = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+            let _: () = redis::cmd("SET").arg(&*k).arg(&v).query(c).expect("set");
+            *want = Some(v);
         }
+        p2.wait_ring(&nodes).await;
         // During the move (or just after it on a slow machine).
-        read_all(&mut c1, "proxy 1");
-        read_all(&mut c2, "proxy 2");
+        read_all(&mut c1, &model, "proxy 1");
+        read_all(&mut c2, &model, "proxy 2");
         for p in [&p1, &p2] {
             eventually(LIMIT, || async { p.phase().await == "stable" })
                 .await
@@ -399,8 +418,8 @@ async fn two_proxies_move_the_data_when_the_cluster_file_changes() {
             assert_eq!(p.metric("distcache_proxy_moves_total").await, moves);
             assert_eq!(p.metric("distcache_proxy_moving").await, 0.0);
         }
-        read_all(&mut c1, "proxy 1");
-        read_all(&mut c2, "proxy 2");
+        read_all(&mut c1, &model, "proxy 1");
+        read_all(&mut c2, &model, "proxy 2");
         // Every owner holds every key: the move copied them.
         let ring = p1.backend.client.clone();
         for (k, want) in &model {
