@@ -235,8 +235,9 @@ pub(crate) async fn mset(
     let mut sets = Vec::with_capacity(items.len());
     let mut groups: HashMap<usize, Vec<(usize, pb::Operation)>> = HashMap::new();
     for (pos, (key, value)) in items.into_iter().enumerate() {
-        let n = c.required(inner.replicas(&key).len());
-        let replicas = inner.write_set(&key);
+        let replicas = inner.replicas(&key);
+        let n = c.required(replicas.len());
+        let replicas = inner.write_set_of(&key, replicas);
         need.push(n);
         let op = pb::Operation {
             op: Some(Op::Set(pb::SetRequest {

@@ -333,7 +333,13 @@ async fn json_list_discovery_adds_and_removes_nodes() {
 /// Writes `nodes` as the cluster file `file` (aside, then renamed over, as
 /// editors and ConfigMaps do).
 fn write_cluster_file(file: &std::path::Path, nodes: &[&ClusterNode]) {
-    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let entries: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    write_cluster_entries(file, &entries);
+}
+
+/// Writes a cluster file listing `entries` (URLs or `ID=URL`).
+fn write_cluster_entries(file: &std::path::Path, entries: &[String]) {
+    let list: Vec<String> = entries.iter().map(|e| format!("\"{e}\"")).collect();
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
     std::fs::rename(&tmp, file).expect("rename");
@@ -446,14 +452,12 @@ async fn a_node_named_by_id_keeps_its_place_when_its_address_changes() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("cluster.toml");
     let write = |n: &[ClusterNode]| {
-        let list: Vec<String> = n
+        let entries: Vec<String> = n
             .iter()
             .enumerate()
-            .map(|(i, x)| format!("\"cache-{i}={}\"", x.url()))
+            .map(|(i, x)| format!("cache-{i}={}", x.url()))
             .collect();
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, format!("[cluster]\nnodes = [{}]\n", list.join(", "))).expect("write");
-        std::fs::rename(&tmp, &file).expect("rename");
+        write_cluster_entries(&file, &entries);
     };
     write(&n);
     let proxy = Proxy::start(Source::File(file.clone())).await;

@@ -231,6 +231,7 @@ impl View {
                 .await
                 .map_err(failed("Scan", &src.url))?;
             done.scanned += page.entries.len() as u64;
+            let copied_before = done.copied;
             let mut batches: Vec<(usize, Vec<pb::Operation>)> = Vec::new();
             let mut bytes = 0u64;
             for e in page.entries {
@@ -269,7 +270,7 @@ impl View {
             }
             done.bytes += bytes;
             if let Some(p) = pace.as_deref_mut() {
-                p.wait(done.copied, done.bytes).await;
+                p.wait(done.copied - copied_before, bytes).await;
             }
             if page.done {
                 return Ok(done);
@@ -290,15 +291,16 @@ pub(super) struct Copied {
     pub(super) bytes: u64,
 }
 
-/// Holds a copy to a rate: entries and bytes per second since it started.
+/// Holds copies to a rate: entries and bytes per second since it started,
+/// over every copy paced by it.
 #[derive(Debug)]
 pub(super) struct Pacer {
     started: Instant,
     keys_per_sec: u64,
     bytes_per_sec: u64,
-    /// What copies before the current one moved (the rate spans them all).
-    base: (u64, u64),
-    last: (u64, u64),
+    /// Entries and bytes copied so far.
+    keys: u64,
+    bytes: u64,
 }
 
 impl Pacer {
@@ -307,24 +309,19 @@ impl Pacer {
             started: Instant::now(),
             keys_per_sec: keys_per_sec.max(1),
             bytes_per_sec: bytes_per_sec.max(1),
-            base: (0, 0),
-            last: (0, 0),
+            keys: 0,
+            bytes: 0,
         }
     }
 
-    /// Starts counting a new copy on top of the previous ones.
-    pub(super) fn next_copy(&mut self) {
-        self.base = (self.base.0 + self.last.0, self.base.1 + self.last.1);
-        self.last = (0, 0);
-    }
-
-    /// Sleeps until `keys` and `bytes` (of the current copy) are within
-    /// the rate.
+    /// Counts `keys` entries and `bytes` more, and sleeps until what was
+    /// copied is within the rate.
     async fn wait(&mut self, keys: u64, bytes: u64) {
-        self.last = (keys, bytes);
-        let (k, b) = (self.base.0 + keys, self.base.1 + bytes);
+        self.keys += keys;
+        self.bytes += bytes;
         let due = Duration::from_secs_f64(
-            (k as f64 / self.keys_per_sec as f64).max(b as f64 / self.bytes_per_sec as f64),
+            (self.keys as f64 / self.keys_per_sec as f64)
+                .max(self.bytes as f64 / self.bytes_per_sec as f64),
         );
         let elapsed = self.started.elapsed();
         if due > elapsed {

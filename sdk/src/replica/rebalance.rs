@@ -20,9 +20,9 @@
 //!    change meanwhile, and from then on writes to old and new owners too
 //! 2. for each old owner, healthy when the pass began: Scan(since 0, the
 //!    ring arcs whose owners change and of which it is the first healthy
-//!    old owner) page by page ─► a
-//!    versioned Set / Delete to each new owner that was not an old owner
-//!    (paced: keys/s and bytes/s)
+//!    old owner) page by page ─► a versioned Set / Delete to each new
+//!    owner that was not an old owner (paced: keys/s and bytes/s); a pass
+//!    that leaves arcs whose old owners are all down falls short
 //! 3. a pass that fell short (a scan or a batch failed) runs again after a
 //!    pause (1 s, doubling to 30 s); the move goes on meanwhile
 //! 4. draining: reads and primary-run operations use the new ring; writes
@@ -48,10 +48,13 @@
 //! Versioned writes are idempotent: two clients carrying out the same move
 //! (two proxies) write the same entries twice, and no more harm.
 //!
+//! A node named by an id (`ID=URL`) that comes back at another address is
+//! not a change of ring: the move goes on, and each pass copies with the
+//! move's current topology (its nodes at their current addresses).
+//!
 //! Not here: dropping what an old owner no longer owns (it is kept, and
 //! shadowed by newer versions if the key moves back while its tombstone
-//! lives); a node that reached its ring by a new address (the ring is keyed
-//! by URL).
+//! lives).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -192,7 +195,6 @@ impl View {
                         .filter(|i| !old.contains(i)),
                 );
             };
-            pace.next_copy();
             let ranges = ranges.get(&src).cloned().unwrap_or_default();
             if ranges.is_empty() {
                 // It is the first healthy old owner of no moved key.

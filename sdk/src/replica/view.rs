@@ -111,12 +111,18 @@ impl View {
     /// has not seen the change reads there), then its replicas, then its
     /// owners in the other rings being left (see `rebalance.rs`).
     pub(crate) fn write_set(&self, key: &[u8]) -> Nodes {
+        self.write_set_of(key, self.replicas(key))
+    }
+
+    /// [`View::write_set`] from the key's `replicas`, already looked up
+    /// (outside a move, they are the write set: no second ring lookup).
+    pub(crate) fn write_set_of(&self, key: &[u8], replicas: Nodes) -> Nodes {
         let Some(m) = &self.topo.moving else {
-            return self.replicas(key);
+            return replicas;
         };
         let n = self.config.replicas;
         let mut out = m.base_owners(key, n);
-        for i in self.replicas(key) {
+        for i in replicas {
             if !out.contains(&i) {
                 out.push(i);
             }

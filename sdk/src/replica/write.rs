@@ -93,8 +93,9 @@ impl View {
         consistency: Consistency,
         deadline: Instant,
     ) -> Result<Acks> {
-        let need = consistency.required(self.replicas(key).len());
-        let targets = self.targets(&self.write_set(key), need);
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len());
+        let targets = self.targets(&self.write_set_of(key, replicas), need);
         if let [idx] = targets[..] {
             return self.write_one(idx, op, deadline).await;
         }
@@ -238,11 +239,10 @@ impl View {
     ) -> Result<()> {
         let version = version_of(&op);
         self.clock.observe(version);
-        let need = consistency
-            .required(self.replicas(key).len())
-            .saturating_sub(1);
+        let replicas = self.replicas(key);
+        let need = consistency.required(replicas.len()).saturating_sub(1);
         let others: Nodes = self
-            .write_set(key)
+            .write_set_of(key, replicas)
             .into_iter()
             .filter(|&i| i != primary)
             .collect();
