@@ -46,10 +46,12 @@ pub(crate) enum Op {
     Scan,
     /// Fence (raising or lifting this node's fence).
     Fence,
+    /// Forget (dropping hash ranges a membership change moved away).
+    Forget,
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 12] = [
         Op::Get,
         Op::Set,
         Op::Delete,
@@ -61,6 +63,7 @@ impl Op {
         Op::Metrics,
         Op::Scan,
         Op::Fence,
+        Op::Forget,
     ];
 
     /// The outcomes this operation can have (only these series are exported
@@ -75,6 +78,7 @@ impl Op {
             Op::IncrBy => &[Ok, InvalidArgument, Error],
             Op::Batch => &[Ok, InvalidArgument],
             Op::Health | Op::Metrics | Op::Scan | Op::Fence => &[Ok],
+            Op::Forget => &[Ok, InvalidArgument, Error],
         }
     }
 
@@ -92,6 +96,7 @@ impl Op {
             Op::Metrics => "get_metrics",
             Op::Scan => "scan",
             Op::Fence => "fence",
+            Op::Forget => "forget",
         }
     }
 }

@@ -45,6 +45,8 @@ enum OpError {
     BatchTooLong(usize),
     #[error("a scan of {0} hash ranges exceeds the limit of {max}", max = distcache_proto::ring::MAX_SCAN_RANGES)]
     TooManyRanges(usize),
+    #[error("a forget must name at least one hash range")]
+    NoRanges,
     #[error(transparent)]
     Wal(#[from] WalError),
     /// Fenced (see `fence.rs`): refused to a replicating client.
@@ -60,7 +62,8 @@ fn to_status(e: &OpError) -> Status {
         | OpError::BadCondition(_)
         | OpError::EmptyOperation
         | OpError::BatchTooLong(_)
-        | OpError::TooManyRanges(_) => Code::InvalidArgument,
+        | OpError::TooManyRanges(_)
+        | OpError::NoRanges => Code::InvalidArgument,
         OpError::Store(StoreError::EmptyKey) => Code::InvalidArgument,
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
@@ -569,6 +572,44 @@ impl CacheService for CacheNode {
                     .map_err(OpError::TooManyRanges)?,
                 Outcome::Ok,
             ))
+        })
+        .await
+    }
+
+    async fn forget(
+        &self,
+        req: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        let r = req.into_inner();
+        let checked = if r.ranges.is_empty() {
+            Err(OpError::NoRanges)
+        } else if r.ranges.len() > distcache_proto::ring::MAX_SCAN_RANGES {
+            Err(OpError::TooManyRanges(r.ranges.len()))
+        } else if self.shared.wal_failed() {
+            // Nothing is removed that the log could not record.
+            Err(OpError::Wal(WalError::Failed(WAL_FAILED.into())))
+        } else {
+            Ok(())
+        };
+        let removed = match (checked, distcache_proto::ring::Ranges::new(&r.ranges)) {
+            (Ok(()), Some(only)) => {
+                // A walk of every shard: off the request threads.
+                let store = self.shared.store.clone();
+                let below = r.below_version;
+                tokio::task::spawn_blocking(move || store.forget(&only, below))
+                    .await
+                    .map_err(|e| Status::internal(format!("forget failed: {e}")))?
+            }
+            (Err(e), _) => {
+                return self.serve(Op::Forget, |_| Err(e)).await;
+            }
+            (Ok(()), None) => 0,
+        };
+        // Logged after the removal, so a snapshot that covers the record
+        // was taken after it and holds none of what it removed.
+        self.serve(Op::Forget, |log| {
+            log.forget(&r.ranges, r.below_version, removed);
+            Ok((pb::ForgetResponse { removed }, Outcome::Ok))
         })
         .await
     }

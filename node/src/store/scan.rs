@@ -107,6 +107,49 @@ impl Store {
     }
 }
 
+/// Slots examined per shard lock hold by [`Store::forget`].
+const FORGET_CHUNK: usize = 4_096;
+
+impl Store {
+    /// Removes every entry (value, tombstone or expired marker) whose key's
+    /// ring hash lies in `ranges` and whose version is below
+    /// `below_version`; returns how many. What a membership change moved
+    /// away from this node: its new owners hold it. Holds one shard's lock
+    /// for at most [`FORGET_CHUNK`] slots at a time, so writers go on.
+    ///
+    /// An entry at or above the bound stays: it was written after the
+    /// change began, by a client that may still count on this node.
+    pub fn forget(&self, ranges: &Ranges, below_version: u64) -> u64 {
+        let mut removed = 0;
+        for lock in &self.shards {
+            let mut from = 0;
+            loop {
+                let mut shard = lock.lock();
+                let doomed: Vec<u32> = shard
+                    .slots_from(from)
+                    .take_while(|(i, _)| *i < from + FORGET_CHUNK)
+                    .filter(|(_, s)| s.version < below_version && ranges.contains(key_hash(&s.key)))
+                    .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+                    .collect();
+                let mut freed = 0;
+                for idx in &doomed {
+                    freed += shard.remove(*idx);
+                }
+                let end = shard.slot_count();
+                drop(shard);
+                self.used
+                    .fetch_sub(freed, std::sync::atomic::Ordering::Relaxed);
+                removed += doomed.len() as u64;
+                from += FORGET_CHUNK;
+                if from >= end {
+                    break;
+                }
+            }
+        }
+        removed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -188,5 +231,41 @@ mod tests {
         let p = s.scan(0, 0, 1000, 1, None);
         assert_eq!(p.items.len(), 1);
         assert!(!p.done);
+    }
+
+    #[test]
+    fn forget_removes_old_entries_of_the_ranges_and_frees_their_memory() {
+        use distcache_proto::v1::HashRange;
+        let (s, clock) = store();
+        // More than a chunk in a shard, so the walk resumes in shards.
+        for i in 0..20_000u32 {
+            s.set(format!("k{i}").as_bytes(), b"v", SetOptions::default())
+                .unwrap();
+        }
+        s.delete(b"k1", 0).unwrap();
+        clock.advance(1_000);
+        let bound = clock.now_ms() << 16;
+        s.set(b"k2", b"newer", SetOptions::default()).unwrap();
+        let before = s.memory_bytes();
+        let lower = [HashRange {
+            start: 0,
+            end: u64::MAX / 2,
+        }];
+        let only = Ranges::new(&lower).unwrap();
+        let in_lower = |k: &[u8]| key_hash(k) <= u64::MAX / 2;
+        let want = (0..20_000u32)
+            .map(|i| format!("k{i}"))
+            .filter(|k| in_lower(k.as_bytes()) && k != "k2")
+            .count() as u64;
+        assert_eq!(s.forget(&only, bound), want);
+        assert!(s.memory_bytes() < before);
+        let left = all(&s, 0, 1000);
+        for i in 0..20_000u32 {
+            let k = format!("k{i}");
+            // k2 was written after the bound; k1's tombstone goes too.
+            let keep = i == 2 || !in_lower(k.as_bytes());
+            assert_eq!(left.contains_key(k.as_bytes()), keep, "{k}");
+        }
+        assert_eq!(s.forget(&only, bound), 0, "idempotent");
     }
 }

@@ -311,6 +311,11 @@ impl Shard {
             .filter(|(_, s)| !s.key.is_empty())
     }
 
+    /// Slots in the slab, occupied or free: where a walk by index ends.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every occupied slot, in slab order (for snapshots and tests).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter().filter(|s| !s.key.is_empty())

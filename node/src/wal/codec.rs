@@ -20,14 +20,24 @@
 //!   seq      u64       WAL: record sequence number; snapshot: 1, 2, 3, ...
 //!   body     [u8; len]
 //! body
-//!   kind     u8        1 put, 2 tombstone, 3 end of snapshot
+//!   kind     u8        1 put, 2 tombstone, 3 end of snapshot, 4 forget
 //!   put / tombstone:   version u64, expires_at u64 (Unix ms, 0 = none),
 //!                      key_len u32, key, and for a put: value_len u32, value
 //!   end:               count u64 (entries in the snapshot)
+//!   forget (WAL only): below_version u64, count u32, then count ranges of
+//!                      start u64, end u64 (ring hashes, `start < h <= end`,
+//!                      wrapping): remove what those ranges hold below the
+//!                      version, at this point of the replay
 //! ```
+//!
+//! Format 2 added the forget record; format 1 files (no forget records)
+//! are read as before. A node of an earlier release refuses format 2
+//! files by their version instead of taking a forget for corruption.
 
 /// Format version written in every file header.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version still read.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Size of a file header in bytes.
 pub const FILE_HEADER_LEN: usize = 32;
 /// Size of a frame's fixed part (len, crc, seq) in bytes.
@@ -43,6 +53,9 @@ pub const MAX_SEQ: u64 = (1 << 63) - 1;
 const KIND_PUT: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 const KIND_END: u8 = 3;
+const KIND_FORGET: u8 = 4;
+/// Bytes of one range of a forget record.
+const RANGE_LEN: usize = 16;
 
 /// Which kind of file a header belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +98,16 @@ pub enum Record<'a> {
         version: u64,
         /// When the tombstone may be forgotten, Unix ms.
         expires_at: u64,
+    },
+    /// Every entry whose key's ring hash lies in one of `ranges` and whose
+    /// version is below `below_version` was removed (a membership change
+    /// moved those ranges to other nodes). Only in WAL segments.
+    Forget {
+        /// The bound: entries at or above it stay.
+        below_version: u64,
+        /// The ranges, encoded: `start u64, end u64` each (see
+        /// [`forget_ranges`]).
+        ranges: &'a [u8],
     },
     /// Last record of a complete snapshot.
     End {
@@ -157,7 +180,7 @@ fn check_header(h: &[u8], kind: FileKind) -> Result<u64, CodecError> {
         return Err(CodecError::BadMagic(kind));
     }
     let version = u32_at(h, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CodecError::UnsupportedVersion(version));
     }
     if crc32c::crc32c(&h[0..24]) != u32_at(h, 24) {
@@ -193,6 +216,16 @@ pub fn encode_body(rec: &Record<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&expires_at.to_le_bytes());
             put_bytes(out, key);
         }
+        Record::Forget {
+            below_version,
+            ranges,
+        } => {
+            out.reserve(1 + 8 + 4 + ranges.len());
+            out.push(KIND_FORGET);
+            out.extend_from_slice(&below_version.to_le_bytes());
+            out.extend_from_slice(&((ranges.len() / RANGE_LEN) as u32).to_le_bytes());
+            out.extend_from_slice(&ranges[..ranges.len() / RANGE_LEN * RANGE_LEN]);
+        }
         Record::End { count } => {
             out.push(KIND_END);
             out.extend_from_slice(&count.to_le_bytes());
@@ -200,11 +233,29 @@ pub fn encode_body(rec: &Record<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Encodes `(start, end)` ring ranges for [`Record::Forget`].
+pub fn encode_ranges(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (start, end) in ranges {
+        out.extend_from_slice(&start.to_le_bytes());
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    out
+}
+
+/// The `(start, end)` ranges of a [`Record::Forget`].
+pub fn forget_ranges(ranges: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    ranges
+        .chunks_exact(RANGE_LEN)
+        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+}
+
 /// The number of bytes [`encode_body`] writes for `rec`.
 pub fn body_len(rec: &Record<'_>) -> usize {
     match rec {
         Record::Put { key, value, .. } => 1 + 8 + 8 + 4 + key.len() + 4 + value.len(),
         Record::Tombstone { key, .. } => 1 + 8 + 8 + 4 + key.len(),
+        Record::Forget { ranges, .. } => 1 + 8 + 4 + ranges.len() / RANGE_LEN * RANGE_LEN,
         Record::End { .. } => 1 + 8,
     }
 }
@@ -290,6 +341,16 @@ pub fn decode_body(body: &[u8]) -> Result<Record<'_>, CodecError> {
             }
         }
         KIND_END => Record::End { count: r.u64()? },
+        KIND_FORGET => {
+            let below_version = r.u64()?;
+            let count = r.u32()? as usize;
+            let len = count.checked_mul(RANGE_LEN).ok_or(CodecError::BadBody)?;
+            let ranges = r.take(len)?;
+            Record::Forget {
+                below_version,
+                ranges,
+            }
+        }
         _ => return Err(CodecError::BadBody),
     };
     if !r.0.is_empty() {
@@ -319,6 +380,10 @@ impl<'a> Reader<'a> {
         Ok(u64_at(self.take(8)?, 0))
     }
 
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32_at(self.take(4)?, 0))
+    }
+
     fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = u32_at(self.take(4)?, 0) as usize;
         self.take(n)
@@ -345,7 +410,7 @@ mod tests {
 
     fn record() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>, u64, u64)> {
         (
-            0u8..3,
+            0u8..4,
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(any::<u8>(), 0..256),
             any::<u64>(),
@@ -366,7 +431,12 @@ mod tests {
                 version: v,
                 expires_at: e,
             },
-            _ => Record::End { count: v },
+            2 => Record::End { count: v },
+            // Sixteen bytes a range: a forget of the whole ranges in `key`.
+            _ => Record::Forget {
+                below_version: v,
+                ranges: &key[..key.len() / 16 * 16],
+            },
         }
     }
 
@@ -438,12 +508,18 @@ mod tests {
             decode_file_header(&h, FileKind::Wal),
             Some(Err(CodecError::BadMagic(FileKind::Wal)))
         );
-        let mut v2 = h;
-        v2[8] = 2;
+        let mut v3 = h;
+        v3[8] = 3;
         assert_eq!(
-            decode_file_header(&v2, FileKind::Snapshot),
-            Some(Err(CodecError::UnsupportedVersion(2)))
+            decode_file_header(&v3, FileKind::Snapshot),
+            Some(Err(CodecError::UnsupportedVersion(3)))
         );
+        // A format 1 file (written before forget records) is still read.
+        let mut v1 = h;
+        v1[8] = 1;
+        let crc = crc32c::crc32c(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_file_header(&v1, FileKind::Snapshot), Some(Ok(9)));
         let mut bad = h;
         bad[17] ^= 1;
         assert_eq!(

@@ -105,6 +105,23 @@ impl Records {
         }
     }
 
+    /// Records that the entries of `ranges` below `below_version` were
+    /// forgotten ([`Store::forget`]), if `removed` any.
+    pub fn forget(
+        &mut self,
+        ranges: &[distcache_proto::v1::HashRange],
+        below_version: u64,
+        removed: u64,
+    ) {
+        if self.enabled && removed > 0 {
+            let ranges = codec::encode_ranges(ranges.iter().map(|r| (r.start, r.end)));
+            self.push(&Record::Forget {
+                below_version,
+                ranges: &ranges,
+            });
+        }
+    }
+
     fn push(&mut self, rec: &Record<'_>) {
         let mut body = Vec::with_capacity(codec::body_len(rec));
         codec::encode_body(rec, &mut body);
@@ -161,6 +178,7 @@ impl Wal {
             wal_bytes = r.wal_bytes,
             segments = r.segments,
             expired = r.expired,
+            forgotten = r.forgotten,
             truncated_bytes = r.truncated_bytes,
             corrupt_skipped = r.corrupt_skipped,
             keys = store.len(),

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
+use distcache_proto::ring::Ranges;
+use distcache_proto::v1::HashRange;
 
 use super::codec::{self, FileKind, Frame, Record};
 use super::config::RecoveryMode;
@@ -208,9 +210,20 @@ impl Replay<'_> {
                         Ok(rec) if !matches!(rec, Record::End { .. }) => {
                             self.last_seq = self.last_seq.max(seq);
                             if seq > self.report.snapshot_seq {
-                                pending.push(rec);
-                                if pending.len() == APPLY_CHUNK {
+                                if let Record::Forget {
+                                    below_version,
+                                    ranges,
+                                } = rec
+                                {
+                                    // In log order: what came before is
+                                    // forgotten, what comes after stays.
                                     self.apply_all(&mut pending);
+                                    self.forget(below_version, ranges);
+                                } else {
+                                    pending.push(rec);
+                                    if pending.len() == APPLY_CHUNK {
+                                        self.apply_all(&mut pending);
+                                    }
                                 }
                             }
                             at += len;
@@ -241,6 +254,17 @@ impl Replay<'_> {
         Ok(())
     }
 
+    /// Replays a forget record (see [`Store::forget`]).
+    fn forget(&mut self, below_version: u64, ranges: &[u8]) {
+        let ranges: Vec<HashRange> = codec::forget_ranges(ranges)
+            .map(|(start, end)| HashRange { start, end })
+            .collect();
+        if let Some(r) = Ranges::new(&ranges) {
+            self.report.forgotten += self.store.forget(&r, below_version);
+        }
+        self.report.records_replayed += 1;
+    }
+
     /// Applies decoded records on several threads, thread `t` taking the
     /// records of the shards `s` with `s % threads == t`. A key always lives
     /// in one shard, so each key's records are applied in log order by one
@@ -259,7 +283,7 @@ impl Replay<'_> {
                     Record::Put { key, .. } | Record::Tombstone { key, .. } => {
                         store.shard_of(key) as u32
                     }
-                    Record::End { .. } => 0,
+                    Record::End { .. } | Record::Forget { .. } => 0,
                 })
                 .collect();
             let (recs, shards) = (&pending[..], &shards[..]);
@@ -381,7 +405,7 @@ fn apply_part(
                 version,
                 expires_at,
             } => store.restore(key, None, version, expires_at),
-            Record::End { .. } => continue,
+            Record::End { .. } | Record::Forget { .. } => continue,
         };
         if restored == Restored::Expired {
             expired += 1;

@@ -276,6 +276,9 @@ pub(crate) fn load_snapshot(path: &Path, store: &Store) -> Result<Loaded, Snapsh
                 version,
                 expires_at,
             }) => (key, None, version, expires_at),
+            Ok(Record::Forget { .. }) => {
+                return Err(bad(offset, "forget record in a snapshot".into()));
+            }
             Err(e) => return Err(bad(offset, e.to_string())),
         };
         if store.restore(key, value, version, expires_at) == Restored::Expired {

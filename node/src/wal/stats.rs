@@ -32,6 +32,9 @@ pub struct RecoveryReport {
     pub segments: u64,
     /// Entries (from the snapshot or the WAL) that were expired on arrival.
     pub expired: u64,
+    /// Entries removed again by forget records (ranges moved to other
+    /// nodes).
+    pub forgotten: u64,
     /// Bytes cut off a torn tail.
     pub truncated_bytes: u64,
     /// Corrupt regions skipped (`--wal-recovery skip-corrupt` only).
@@ -154,6 +157,7 @@ impl WalStats {
                 "wal_bytes": r.wal_bytes,
                 "segments": r.segments,
                 "expired": r.expired,
+                "forgotten": r.forgotten,
                 "truncated_bytes": r.truncated_bytes,
                 "corrupt_skipped": r.corrupt_skipped,
                 "corrupt_bytes": r.corrupt_bytes,

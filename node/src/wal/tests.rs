@@ -487,3 +487,66 @@ async fn parallel_replay_keeps_each_keys_newest_state() {
 }
 
 mod regressions;
+
+/// A forget survives a restart, from the log alone and from a snapshot
+/// taken after it; what was written after it (or at a newer version) stays.
+#[tokio::test]
+async fn forgotten_ranges_stay_forgotten_after_restart() {
+    use distcache_proto::ring::{Ranges, key_hash};
+    use distcache_proto::v1::HashRange;
+    for snapshot_after in [false, true] {
+        let (dir, clock) = fresh();
+        let store = store_on(&clock, 64 << 20);
+        let wal = Wal::open(opts(dir.path()), store.clone())
+            .await
+            .expect("open");
+        let half = [HashRange {
+            start: 0,
+            end: u64::MAX / 2,
+        }];
+        let moved = |k: &str| key_hash(k.as_bytes()) <= u64::MAX / 2;
+        let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        let mut newest = 0;
+        for k in &keys {
+            newest = set(&wal, &store, k, "before", 0).await.version;
+        }
+        delete(&wal, &store, &keys[0]).await;
+        delete(&wal, &store, &keys[1]).await;
+        let below = newest + (1 << 20);
+        clock.advance(10_000);
+        let removed = store.forget(&Ranges::new(&half).expect("ranges"), below);
+        let expected = keys.iter().filter(|k| moved(k)).count() as u64;
+        assert_eq!(removed, expected, "tombstones too");
+        let mut b = Records::new();
+        b.forget(&half, below, removed);
+        wal.append(b).await.expect("append");
+        // Written after the forget, in a forgotten range: it stays.
+        let late = keys.iter().find(|k| moved(k)).expect("a moved key");
+        set(&wal, &store, late, "after", 0).await;
+        if snapshot_after {
+            wal.snapshot().await.expect("snapshot").expect("written");
+        }
+        drop(wal);
+        let again = store_on(&clock, 64 << 20);
+        let wal = Wal::open(opts(dir.path()), again.clone())
+            .await
+            .expect("reopen");
+        for k in &keys[2..] {
+            let want = if k == late {
+                Some("after")
+            } else if moved(k) {
+                None
+            } else {
+                Some("before")
+            };
+            assert_eq!(
+                get(&again, k).as_deref(),
+                want,
+                "{k} (snapshot {snapshot_after})"
+            );
+        }
+        if !snapshot_after {
+            assert_eq!(wal.stats().recovery().forgotten, expected);
+        }
+    }
+}

@@ -76,9 +76,9 @@ pub fn required_role(path: &str) -> Option<Role> {
     }
     match path.strip_prefix("/distcache.v1.CacheService/") {
         Some("Get" | "Batch" | "Pipeline" | "HealthCheck") => Some(Role::Readonly),
-        Some("Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire" | "Scan" | "Fence") => {
-            Some(Role::User)
-        }
+        Some(
+            "Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire" | "Scan" | "Fence" | "Forget",
+        ) => Some(Role::User),
         // GetMetrics, and anything not listed (future admin RPCs).
         _ => Some(Role::Admin),
     }
@@ -103,6 +103,7 @@ mod tests {
             "Expire",
             "Scan",
             "Fence",
+            "Forget",
         ] {
             assert_eq!(t(m), Some(User), "{m}");
         }
