@@ -571,6 +571,89 @@ async fn every_mutation_kind_is_logged() {
     assert!(!r.get_ref().found, "expired while down");
 }
 
+/// `Forget` (what a finished move sends to a key's old owners) goes through
+/// the log: after `SIGKILL` and a restart, the forgotten ranges stay empty,
+/// while keys outside them, and a key written in them after the forget,
+/// are back. A forget naming no range is refused, not taken for "all".
+#[tokio::test]
+async fn forgotten_ranges_stay_forgotten_after_sigkill() {
+    use distcache_proto::ring::key_hash;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = ["--wal-fsync", "always"];
+    let mut node = spawn(dir.path(), &flags).expect("starts");
+    let mut c = node.client().await;
+    let lower = |k: &str| key_hash(k.as_bytes()) <= u64::MAX / 2;
+    let keys: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+    let mut newest = 0;
+    for k in &keys {
+        let r = c
+            .set(pb::SetRequest {
+                key: Bytes::from(k.clone()),
+                value: Bytes::from_static(b"v"),
+                ..Default::default()
+            })
+            .await
+            .expect("set");
+        newest = newest.max(r.get_ref().version);
+    }
+    let err = c
+        .forget(pb::ForgetRequest {
+            ranges: Vec::new(),
+            below_version: u64::MAX,
+        })
+        .await
+        .expect_err("no ranges");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let removed = c
+        .forget(pb::ForgetRequest {
+            ranges: vec![pb::HashRange {
+                start: 0,
+                end: u64::MAX / 2,
+            }],
+            below_version: newest + 1,
+        })
+        .await
+        .expect("forget")
+        .get_ref()
+        .removed;
+    let moved = keys.iter().filter(|k| lower(k)).count() as u64;
+    assert_eq!(removed, moved);
+    let late = keys.iter().find(|k| lower(k)).expect("a key in the range");
+    c.set(pb::SetRequest {
+        key: Bytes::from(late.clone()),
+        value: Bytes::from_static(b"late"),
+        ..Default::default()
+    })
+    .await
+    .expect("set");
+    node.child.kill().expect("SIGKILL");
+    let _ = node.child.wait();
+    drop(node);
+
+    let node = spawn(dir.path(), &flags).expect("restarts");
+    let mut c = node.client().await;
+    for k in &keys {
+        let r = c
+            .get(pb::GetRequest {
+                key: Bytes::from(k.clone()),
+            })
+            .await
+            .expect("get");
+        let r = r.get_ref();
+        let want = if k == late {
+            Some("late")
+        } else if lower(k) {
+            None
+        } else {
+            Some("v")
+        };
+        let got = r
+            .found
+            .then(|| String::from_utf8_lossy(&r.value).into_owned());
+        assert_eq!(got.as_deref(), want, "{k}");
+    }
+}
+
 /// A node whose write-ahead log fails (the disk is full) stops serving: the
 /// failed write is an error, HealthCheck says NOT_SERVING, reads and a
 /// resend of the failed write are refused (the store may hold writes the

@@ -402,6 +402,15 @@ impl CacheService for ProxyService {
         ))
     }
 
+    async fn forget(
+        &self,
+        _req: Request<pb::ForgetRequest>,
+    ) -> Result<Response<pb::ForgetResponse>, Status> {
+        Err(Status::unimplemented(
+            "Forget is a node's RPC (the end of a membership change); ask the nodes",
+        ))
+    }
+
     async fn get_metrics(
         &self,
         req: Request<pb::GetMetricsRequest>,

@@ -700,6 +700,7 @@ impl Client {
                 .count() as u64,
             moves: l(&i.stats.moves),
             rebalance_entries: l(&i.stats.rebalance_entries),
+            rebalance_forgotten: l(&i.stats.rebalance_forgotten),
         }
     }
 }

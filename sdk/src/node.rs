@@ -254,6 +254,16 @@ impl Node {
         within(timeout, "scan", self.conn.stub().scan(req)).await
     }
 
+    /// Drops hash ranges the node no longer owns (below a version).
+    pub(crate) async fn forget(
+        &self,
+        req: pb::ForgetRequest,
+        timeout: Duration,
+    ) -> Result<pb::ForgetResponse, Status> {
+        let req = self.conn.request(req, timeout);
+        within(timeout, "forget", self.conn.stub().forget(req)).await
+    }
+
     /// Raises or lifts the node's fence.
     pub(crate) async fn fence(
         &self,

@@ -414,6 +414,52 @@ impl Topology {
     }
 }
 
+/// What each node of the rings `old` owns there and in none of the rings
+/// `now`, as ring arcs by node name, adjacent arcs merged: what a finished
+/// move lets its old owners forget (`replica/rebalance.rs`).
+pub(crate) fn lost_arcs(
+    old: &[&Ring],
+    now: &[&Ring],
+    n: usize,
+) -> HashMap<String, Vec<distcache_proto::v1::HashRange>> {
+    let mut out: HashMap<String, Vec<distcache_proto::v1::HashRange>> = HashMap::new();
+    let mut points: Vec<u64> = old
+        .iter()
+        .chain(now)
+        .flat_map(|r| r.points().iter().copied())
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let Some(&last) = points.last() else {
+        return out;
+    };
+    let mut idx: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
+    let mut kept: HashSet<&str> = HashSet::new();
+    for (i, &end) in points.iter().enumerate() {
+        let start = if i == 0 { last } else { points[i - 1] };
+        kept.clear();
+        for r in now {
+            idx.clear();
+            r.fill_at(end, n, &mut idx);
+            kept.extend(idx.iter().map(|&j| r.node(j)));
+        }
+        let mut lost: HashSet<&str> = HashSet::new();
+        for r in old {
+            idx.clear();
+            r.fill_at(end, n, &mut idx);
+            lost.extend(idx.iter().map(|&j| r.node(j)).filter(|x| !kept.contains(x)));
+        }
+        for name in lost {
+            let arcs = out.entry(name.to_owned()).or_default();
+            match arcs.last_mut() {
+                Some(r) if r.end == start => r.end = end,
+                _ => arcs.push(distcache_proto::v1::HashRange { start, end }),
+            }
+        }
+    }
+    out
+}
+
 /// The current topology of a client and the means to replace it.
 #[derive(Debug)]
 pub(crate) struct Membership {
@@ -765,5 +811,42 @@ mod tests {
         ));
         assert_eq!(m.load().ring.nodes(), ["http://a:1"]);
         assert_eq!(m.changes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn lost_arcs_are_what_an_old_owner_owns_in_no_current_ring() {
+        let old = Ring::new(["a", "b", "c"], 150);
+        let new = Ring::new(["a", "b", "c", "d"], 150);
+        let smaller = Ring::new(["a", "b"], 150);
+        for (now, n) in [(vec![&new], 2), (vec![&smaller], 1), (vec![&new, &old], 2)] {
+            let lost = lost_arcs(&[&old], &now, n);
+            let ranges: HashMap<&str, distcache_proto::ring::Ranges> = lost
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        distcache_proto::ring::Ranges::new(v).expect("some"),
+                    )
+                })
+                .collect();
+            for i in 0..3000 {
+                let key = format!("key-{i}");
+                let h = crate::ring::key_hash(key.as_bytes());
+                let owners = |r: &Ring| -> Vec<String> {
+                    r.preference_list(key.as_bytes(), n)
+                        .into_iter()
+                        .map(|j| r.node(j).to_owned())
+                        .collect()
+                };
+                let kept: Vec<String> = now.iter().flat_map(|r| owners(r)).collect();
+                for name in ["a", "b", "c", "d"] {
+                    let want =
+                        owners(&old).iter().any(|o| o == name) && !kept.iter().any(|o| o == name);
+                    let got = ranges.get(name).is_some_and(|r| r.contains(h));
+                    assert_eq!(got, want, "{key} {name} n={n}");
+                }
+            }
+        }
+        assert!(lost_arcs(&[&old], &[&old], 2).is_empty(), "nothing moved");
     }
 }

@@ -89,6 +89,9 @@ pub struct ClientStats {
     /// Entries copied to new owners by moves (an entry copied to two
     /// nodes counts twice).
     pub rebalance_entries: u64,
+    /// Entries old owners dropped once a move finished (what they no
+    /// longer own), as the nodes counted them.
+    pub rebalance_forgotten: u64,
 }
 
 /// A membership change being carried out (see

@@ -149,6 +149,65 @@ async fn fresh_check(nodes: &[ClusterNode], model: &Model) -> Result<(), BoxErro
     Ok(())
 }
 
+/// Every key a node holds (values and tombstones), by a full `Scan`.
+async fn held(node: &ClusterNode) -> Result<std::collections::HashSet<String>, BoxError> {
+    let mut raw = node.raw().await?;
+    let mut out = std::collections::HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let page = raw
+            .scan(distcache_proto::v1::ScanRequest {
+                cursor,
+                max_entries: 1_000,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        out.extend(
+            page.entries
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.key).into_owned()),
+        );
+        if page.done {
+            return Ok(out);
+        }
+        cursor = page.next_cursor;
+    }
+}
+
+/// Once the move is done, no node holds a key of `model` that it does not
+/// own in the ring `owner_of` uses (old owners forgot what moved away),
+/// except the keys written during the move (`4n + 1`, newer than what a
+/// forget removes).
+async fn old_owners_forgot(
+    nodes: &[ClusterNode],
+    owner_of: &Client,
+    model: &Model,
+) -> Result<(), BoxError> {
+    let before_the_move = |k: &str| k[1..].parse::<usize>().is_ok_and(|i| i % 4 != 1);
+    let stray = std::sync::Mutex::new(Vec::new());
+    let last = &stray;
+    let found = eventually(LIMIT, || async move {
+        let mut now = Vec::new();
+        for n in nodes {
+            let Ok(keys) = held(n).await else {
+                return false;
+            };
+            for k in model.keys().filter(|k| before_the_move(k)) {
+                if keys.contains(k) && !owner_of.owners(k).contains(&n.url()) {
+                    now.push(format!("{} holds {k}", n.url()));
+                }
+            }
+        }
+        let empty = now.is_empty();
+        *last.lock().unwrap() = now;
+        empty
+    })
+    .await;
+    let stray = stray.into_inner().unwrap();
+    found.map_err(|e| format!("{e}: {:?}", &stray[..stray.len().min(5)]).into())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_node_moves_its_keys_and_nothing_reads_stale() -> Result<(), BoxError> {
     let nodes = cluster(4).await?;
@@ -181,6 +240,9 @@ async fn adding_a_node_moves_its_keys_and_nothing_reads_stale() -> Result<(), Bo
         .filter(|k| a.owners(k).contains(&all[3]))
         .count();
     assert!(on_new > KEYS / 4, "{on_new} keys on the new node");
+    // The old owners of the new node's keys dropped them.
+    old_owners_forgot(&nodes, &a, &model).await?;
+    assert!(a.stats().rebalance_forgotten + b.stats().rebalance_forgotten > 0);
     Ok(())
 }
 
@@ -195,6 +257,8 @@ async fn removing_a_node_moves_its_keys_away_before_it_goes() -> Result<(), BoxE
     round(&a, &b, &mut model, 100).await?;
     b.set_nodes(&all[..3])?;
     through_the_move(&a, &b, &mut model).await?;
+    // The node leaving forgot what it held before the move.
+    old_owners_forgot(&nodes, &a, &model).await?;
     // The node goes away for good; nothing it held is missed.
     nodes[3].kill();
     round(&a, &b, &mut model, 200).await?;

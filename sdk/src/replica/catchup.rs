@@ -230,6 +230,7 @@ impl View {
                 .scan(req, timeout)
                 .await
                 .map_err(failed("Scan", &src.url))?;
+            let answered = Instant::now();
             done.scanned += page.entries.len() as u64;
             let copied_before = done.copied;
             let mut batches: Vec<(usize, Vec<pb::Operation>)> = Vec::new();
@@ -250,7 +251,11 @@ impl View {
                     bytes += len;
                 }
             }
-            for (t, ops) in batches {
+            for (t, mut ops) in batches {
+                // TTLs are what was left when the page was read: a later
+                // batch counts the time since, so a copy expires when the
+                // original does.
+                age(&mut ops, answered.elapsed());
                 let dst = &self.topo.nodes[t];
                 let n = ops.len() as u64;
                 let results = dst
@@ -338,6 +343,23 @@ fn failed(rpc: &'static str, node: &str) -> impl FnOnce(Status) -> CatchUpError 
 
 /// The versioned write that gives a replica `e` (it applies only if newer
 /// than what the replica holds).
+/// Takes `by` off the TTL of every copied value in `ops` (a value whose
+/// TTL ran out keeps 1 ms: it expires at once, and never becomes a value
+/// without expiry).
+fn age(ops: &mut [pb::Operation], by: Duration) {
+    let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return;
+    }
+    for op in ops {
+        if let Some(Op::Set(s)) = &mut op.op
+            && s.ttl_ms > 0
+        {
+            s.ttl_ms = s.ttl_ms.saturating_sub(ms).max(1);
+        }
+    }
+}
+
 pub(super) fn copy_op(e: pb::ScanEntry) -> pb::Operation {
     let op = if e.tombstone {
         Op::Delete(pb::DeleteRequest {
@@ -356,4 +378,34 @@ pub(super) fn copy_op(e: pb::ScanEntry) -> pb::Operation {
         })
     };
     pb::Operation { op: Some(op) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn copies_age_their_ttl_and_never_lose_it() {
+        let entry = |ttl_ms: u64, tombstone: bool| pb::ScanEntry {
+            key: "k".into(),
+            value: "v".into(),
+            version: 7,
+            ttl_ms,
+            tombstone,
+        };
+        let mut ops = vec![
+            copy_op(entry(5_000, false)),
+            copy_op(entry(300, false)),
+            copy_op(entry(0, false)),
+            copy_op(entry(0, true)),
+        ];
+        age(&mut ops, Duration::from_millis(1_000));
+        let ttl = |op: &pb::Operation| match &op.op {
+            Some(Op::Set(s)) => Some(s.ttl_ms),
+            _ => None,
+        };
+        let got: Vec<Option<u64>> = ops.iter().map(ttl).collect();
+        assert_eq!(got, [Some(4_000), Some(1), Some(0), None]);
+    }
 }

@@ -29,6 +29,13 @@
 //!    still reach the old owners for another grace, for the clients that
 //!    have not finished their copy (they still read there)
 //! 5. the new ring alone: the nodes only old rings named are let go
+//! 6. every node of the rings left is told to forget (`Forget`, through
+//!    its WAL) the arcs it owns in none of the rings this client now uses,
+//!    for entries older than the move's start: its new owners hold them,
+//!    and a copy kept there would come back stale if the arc ever moved
+//!    back after its tombstones expired. A node down then keeps them (a
+//!    warning); entries written during the move stay too (the bound
+//!    keeps a write from a client already on a newer ring).
 //! ```
 //!
 //! Two clients that see a change at moments further apart than the grace
@@ -52,9 +59,12 @@
 //! not a change of ring: the move goes on, and each pass copies with the
 //! move's current topology (its nodes at their current addresses).
 //!
-//! Not here: dropping what an old owner no longer owns (it is kept, and
-//! shadowed by newer versions if the key moves back while its tombstone
-//! lives).
+//! Forgetting is safe against a client that saw a newer change sooner:
+//! it copies into a node only after its own grace, longer than this
+//! client's discovery interval, so after this client's forget (which
+//! this client would have skipped for arcs the newer ring gives back,
+//! had it seen that ring); and what it writes there meanwhile is newer
+//! than the bound.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -70,6 +80,8 @@ const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// How often a waiting move checks whether a newer change replaced it.
 const POLL: Duration = Duration::from_millis(50);
+/// Least time a node is given to forget what it no longer owns.
+const FORGET_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl View {
     /// Starts carrying out the move of this view's topology, in a task.
@@ -110,6 +122,9 @@ impl View {
         if !self.wait_unless_superseded(grace).await {
             return;
         }
+        // Entries older than this were written before any client moved:
+        // what old owners may forget once the copy is done.
+        let before_move = self.clock.next();
         let rb = &self.config.rebalance;
         let mut pace = Pacer::new(rb.keys_per_sec, rb.bytes_per_sec);
         let mut pause = FIRST_PAUSE;
@@ -145,16 +160,59 @@ impl View {
         }
         if self.members.settle(&self.topo) {
             self.stats.moves.fetch_add(1, Ordering::Relaxed);
+            let forgotten = self.forget_moved(&m, before_move).await;
             tracing::info!(
                 to = ?self.topo.ring.nodes(),
                 scanned = m.scanned.load(Ordering::Relaxed),
                 copied = m.copied.load(Ordering::Relaxed),
                 bytes = m.copied_bytes.load(Ordering::Relaxed),
+                forgotten,
                 passes = m.passes.load(Ordering::Relaxed),
                 ms = m.started.elapsed().as_millis() as u64,
                 "move done"
             );
         }
+    }
+
+    /// Step 6: each node of the rings `m` left forgets the arcs it owns in
+    /// none of the rings this client uses now, below `below_version`.
+    /// Returns the entries the nodes dropped.
+    async fn forget_moved(&self, m: &Move, below_version: u64) -> u64 {
+        let latest = self.inner.view();
+        let mut now = vec![&*latest.topo.ring];
+        if let Some(mv) = &latest.topo.moving {
+            now.extend(mv.from.iter().map(|l| &*l.ring));
+        }
+        let old: Vec<&crate::ring::Ring> = m.from.iter().map(|l| &*l.ring).collect();
+        let lost = crate::topology::lost_arcs(&old, &now, self.config.replicas);
+        let mut forgotten = 0;
+        for (name, ranges) in lost {
+            let Some(node) = self.topo.nodes.iter().find(|x| x.name == name) else {
+                continue;
+            };
+            for chunk in ranges.chunks(distcache_proto::ring::MAX_SCAN_RANGES) {
+                let req = pb::ForgetRequest {
+                    ranges: chunk.to_vec(),
+                    below_version,
+                };
+                // A walk of the node's whole store: more than a request's
+                // timeout, on a big one.
+                match node
+                    .forget(req, self.config.timeout.max(FORGET_TIMEOUT))
+                    .await
+                {
+                    Ok(r) => forgotten += r.removed,
+                    Err(e) => {
+                        tracing::warn!(node = %node.url, error = %e, "move: an old owner did not forget what it no longer owns; it keeps it");
+                        break;
+                    }
+                }
+            }
+        }
+        self.stats
+            .rebalance_forgotten
+            .fetch_add(forgotten, Ordering::Relaxed);
+        forgotten
     }
 
     /// One copy pass: every moved key, from the first old owner that was

@@ -32,9 +32,10 @@ pub(crate) struct Stats {
     pub(crate) catch_up_entries: AtomicU64,
     /// Catch-ups that stopped short (the node stays fenced).
     pub(crate) catch_up_failures: AtomicU64,
-    /// Moves finished, and entries they copied.
+    /// Moves finished, entries they copied, and entries old owners dropped.
     pub(crate) moves: AtomicU64,
     pub(crate) rebalance_entries: AtomicU64,
+    pub(crate) rebalance_forgotten: AtomicU64,
 }
 
 /// Everything a client shares between its clones and background tasks.
