@@ -80,6 +80,7 @@ impl Client {
         let topology = Topology::build(&members, &config, None)?;
         let inner = Arc::new(Inner {
             clock: Hlc::default(),
+            client_id: random_id(),
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
@@ -902,4 +903,14 @@ async fn probe_loop(weak: std::sync::Weak<Inner>) {
             }
         }
     }
+}
+
+/// A random 64-bit id: the standard library's randomly keyed hasher over
+/// the process id and the time (no random-number crate needed for it).
+fn random_id() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), nanos))
 }

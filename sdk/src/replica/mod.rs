@@ -36,6 +36,7 @@
 
 mod attempt;
 mod catchup;
+mod claim;
 mod fanout;
 mod read;
 mod rebalance;

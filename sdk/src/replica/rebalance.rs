@@ -18,7 +18,8 @@
 //! ```text
 //! 1. wait the grace (RebalanceConfig::grace): every other client sees the
 //!    change meanwhile, and from then on writes to old and new owners too
-//! 2. for each old owner, healthy when the pass began: Scan(since 0, the
+//! 2. for each old owner, healthy when the pass began, unless another
+//!    client claimed it (`claim.rs`: then wait for its copy): Scan(since 0, the
 //!    ring arcs whose owners change and of which it is the first healthy
 //!    old owner) page by page ─► a versioned Set / Delete to each new
 //!    owner that was not an old owner (paced: keys/s and bytes/s); a pass
@@ -52,8 +53,11 @@
 //! node that came and went, and a node that comes back after leaving gets
 //! the keys it owns again copied to it, newest first winning.
 //!
-//! Versioned writes are idempotent: two clients carrying out the same move
-//! (two proxies) write the same entries twice, and no more harm.
+//! Two clients carrying out the same move (two proxies) copy each old
+//! owner once between them: a claim on the old owner names who copies it
+//! (`claim.rs`). Should both copy (a claim that could not be read, a
+//! client that saw the change a grace later), versioned writes are
+//! idempotent: the same entries twice, and no more harm.
 //!
 //! A node named by an id (`ID=URL`) that comes back at another address is
 //! not a change of ring: the move goes on, and each pass copies with the
@@ -71,7 +75,10 @@ use std::time::Duration;
 
 use distcache_proto::v1 as pb;
 
+use std::collections::HashMap;
+
 use super::catchup::{CatchUpError, Pacer};
+use super::claim::Claim;
 use super::view::{Nodes, View};
 use crate::topology::{Move, MovePhase};
 
@@ -215,6 +222,45 @@ impl View {
         forgotten
     }
 
+    /// Copies the moved keys old owner `src` is the first healthy owner of
+    /// (under this client's claim `key`, see `claim.rs`) to their new owners.
+    async fn copy_source(
+        &self,
+        m: &Move,
+        src: usize,
+        key: &str,
+        ranges: &HashMap<usize, Vec<pb::HashRange>>,
+        healthy: &[usize],
+        pace: &mut Pacer,
+    ) -> Result<(), CatchUpError> {
+        let n = self.config.replicas;
+        let route = |e: &pb::ScanEntry, out: &mut Nodes| {
+            let old = m.base_owners(&e.key, n);
+            // Only the first healthy old owner copies a key (and only
+            // keys it owns: what it kept from before is not copied).
+            if old.iter().find(|i| healthy.contains(i)) != Some(&src) {
+                return;
+            }
+            out.extend(
+                self.replicas(&e.key)
+                    .into_iter()
+                    .filter(|i| !old.contains(i)),
+            );
+        };
+        let ranges = ranges.get(&src).cloned().unwrap_or_default();
+        let done = self
+            .holding_claim(src, key, self.copy(src, 0, ranges, route, Some(pace)))
+            .await?;
+        m.scanned.fetch_add(done.scanned, Ordering::Relaxed);
+        m.copied.fetch_add(done.copied, Ordering::Relaxed);
+        m.copied_bytes.fetch_add(done.bytes, Ordering::Relaxed);
+        self.stats
+            .rebalance_entries
+            .fetch_add(done.copied, Ordering::Relaxed);
+        m.sources_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// One copy pass: every moved key, from the first old owner that was
     /// healthy when the pass began, to its new owners.
     async fn copy_moved(&self, m: &Move, pace: &mut Pacer) -> Result<(), CatchUpError> {
@@ -234,39 +280,53 @@ impl View {
         let (ranges, uncovered) = m.moved_arcs(&self.topo.ring, n, |i| healthy.contains(&i));
         m.sources.store(sources.len() as u64, Ordering::Relaxed);
         m.sources_done.store(0, Ordering::Relaxed);
+        let healthy_names: Vec<&str> = healthy
+            .iter()
+            .map(|&i| self.topo.nodes[i].name.as_str())
+            .collect();
+        // Sources another client is copying: waited for after the others.
+        let mut theirs: Vec<(usize, String)> = Vec::new();
         for &src in &sources {
             if !healthy.contains(&src) {
                 tracing::warn!(node = %self.topo.nodes[src].url, "move: an old owner is down; its keys are copied from their other owners");
                 m.sources_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let route = |e: &pb::ScanEntry, out: &mut Nodes| {
-                let old = m.base_owners(&e.key, n);
-                // Only the first healthy old owner copies a key (and only
-                // keys it owns: what it kept from before is not copied).
-                if old.iter().find(|i| healthy.contains(i)) != Some(&src) {
-                    return;
-                }
-                out.extend(
-                    self.replicas(&e.key)
-                        .into_iter()
-                        .filter(|i| !old.contains(i)),
-                );
-            };
-            let ranges = ranges.get(&src).cloned().unwrap_or_default();
-            if ranges.is_empty() {
+            if ranges.get(&src).is_none_or(Vec::is_empty) {
                 // It is the first healthy old owner of no moved key.
                 m.sources_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let done = self.copy(src, 0, ranges, route, Some(pace)).await?;
-            m.scanned.fetch_add(done.scanned, Ordering::Relaxed);
-            m.copied.fetch_add(done.copied, Ordering::Relaxed);
-            m.copied_bytes.fetch_add(done.bytes, Ordering::Relaxed);
-            self.stats
-                .rebalance_entries
-                .fetch_add(done.copied, Ordering::Relaxed);
-            m.sources_done.fetch_add(1, Ordering::Relaxed);
+            let key = super::claim::claim_key(
+                m,
+                &self.topo.ring,
+                n,
+                &healthy_names,
+                &self.topo.nodes[src].name,
+            );
+            match self.claim(src, &key).await {
+                Claim::Mine => {
+                    self.copy_source(m, src, &key, &ranges, &healthy, pace)
+                        .await?
+                }
+                Claim::Done => {
+                    m.sources_done.fetch_add(1, Ordering::Relaxed);
+                }
+                Claim::Busy => theirs.push((src, key)),
+            }
+        }
+        for (src, key) in theirs {
+            match self.wait_claim(src, &key).await {
+                Some(Claim::Mine) => {
+                    self.copy_source(m, src, &key, &ranges, &healthy, pace)
+                        .await?
+                }
+                Some(_) => {
+                    m.sources_done.fetch_add(1, Ordering::Relaxed);
+                }
+                // A newer change replaced the move; its own task copies.
+                None => return Ok(()),
+            }
         }
         // Keys only down nodes hold: the move waits for one of them.
         if uncovered > 0 {

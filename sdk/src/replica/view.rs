@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
     pub(crate) members: Membership,
     pub(crate) clock: Hlc,
+    /// Random, per client: names this client's copy claims (`claim.rs`).
+    pub(crate) client_id: u64,
     pub(crate) retry: Retrier,
     pub(crate) stats: Stats,
     pub(crate) prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
