@@ -188,6 +188,7 @@ def membership():
     put("membership_http", "urls", '["http://10.0.0.1:7001", " 10.0.0.2:7001 "]')
     put("membership_http", "mixed", '["a:1", {"Service": {"Address": "b", "Port": 2}}]')
     put("membership_http", "dns", "dns://distcache.default.svc.cluster.local:7001")
+    put("membership_http", "dns-srv", "dns+srv://_grpc._tcp.distcache.default.svc.cluster.local")
     put("membership_http", "http", "http://127.0.0.1:8500/v1/health/service/distcache?passing")
 
 

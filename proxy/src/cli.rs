@@ -198,7 +198,11 @@ impl Args {
                 return Err(format!("CA file {} holds no PEM certificate", path.display()).into());
             }
         }
-        let nodes = match self.membership.discovery() {
+        let discovery = self.membership.discovery();
+        if let Some(d) = &discovery {
+            d.check()?;
+        }
+        let nodes = match discovery {
             Some(d) if d.source.kind() == "file" => d.fetch_once().await?,
             // DNS and HTTP sources are read at run time (they may come up
             // after the proxy); their syntax was checked when parsing flags.
@@ -221,8 +225,11 @@ pub struct MembershipArgs {
     /// content changes and on SIGHUP.
     #[arg(long, env = "DISTCACHE_CONFIG", conflicts_with_all = ["nodes", "dev", "discovery"])]
     pub config: Option<PathBuf>,
-    /// Discovery source: dns://NAME:PORT (every address of NAME) or an
-    /// http:// URL answering a Consul health list or a JSON array of node URLs.
+    /// Discovery source: dns+srv://NAME (an SRV query; each target a node
+    /// named by its host name, e.g. a StatefulSet pod's, reached at its
+    /// address and the record's port), dns://NAME:PORT (every address of
+    /// NAME), or an http:// URL answering a Consul health list or a JSON
+    /// array of node URLs.
     #[arg(
         long,
         env = "DISTCACHE_DISCOVERY",
@@ -239,6 +246,23 @@ pub struct MembershipArgs {
     /// on the ring (switching it on moves keys once: the names change).
     #[arg(long, env = "DISTCACHE_DISCOVERY_CONSUL_IDS")]
     pub discovery_consul_ids: bool,
+    /// With a dns:// or dns+srv:// --discovery source: ask this DNS server
+    /// (IP:PORT, or IP for port 53; UDP, TCP for truncated answers) instead
+    /// of /etc/resolv.conf's, e.g. Consul's DNS interface, 127.0.0.1:8600.
+    #[arg(
+        long,
+        env = "DISTCACHE_DISCOVERY_DNS_SERVER",
+        value_name = "IP:PORT",
+        value_parser = parse_dns_server
+    )]
+    pub discovery_dns_server: Option<SocketAddr>,
+    /// With a dns:// --discovery source: ask each address's HealthCheck for
+    /// its node id and name the node by it, so that a node at a new address
+    /// keeps its place on the ring. Every node needs its own --node-id (the
+    /// default, its listen address, is refused); an address that has never
+    /// answered is left out until it does.
+    #[arg(long, env = "DISTCACHE_DISCOVERY_HEALTH_IDS")]
+    pub discovery_health_ids: bool,
     /// After a membership change, how long old and new owners both serve
     /// before the moved keys are copied: long enough for every other proxy
     /// to see the change [default: 10s, or 2 × the discovery interval + 2s
@@ -283,11 +307,23 @@ impl MembershipArgs {
         };
         let mut d = Discovery::new(source);
         d.consul_ids = self.discovery_consul_ids;
+        d.dns_server = self.discovery_dns_server;
+        d.health_ids = self.discovery_health_ids;
         if let Some(every) = self.discovery_interval {
             d.interval = every.0.max(Duration::from_millis(100));
         }
         Some(d)
     }
+}
+
+/// A `--discovery-dns-server` value: `IP:PORT`, or `IP` for port 53.
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is not IP:PORT (e.g. 127.0.0.1:8600) or an IP address"))
 }
 
 #[cfg(test)]
@@ -353,8 +389,61 @@ mod tests {
                 .discovery()
                 .is_none()
         );
+        let a = parse(&[
+            "--discovery",
+            "dns+srv://_grpc._tcp.distcache.default.svc.cluster.local",
+            "--discovery-dns-server",
+            "127.0.0.1:8600",
+        ])
+        .expect("dns+srv");
+        let d = a.membership.discovery().expect("a source");
+        assert_eq!(d.source.kind(), "dns+srv");
+        assert_eq!(d.dns_server, Some("127.0.0.1:8600".parse().expect("addr")));
+        assert!(!d.health_ids);
+        d.check().expect("a DNS server applies to dns+srv://");
+        let a = parse(&[
+            "--discovery",
+            "dns://distcache:7001",
+            "--discovery-health-ids",
+            "--discovery-dns-server",
+            "10.0.0.10",
+        ])
+        .expect("health ids");
+        let d = a.membership.discovery().expect("a source");
+        assert!(d.health_ids);
+        assert_eq!(d.dns_server, Some("10.0.0.10:53".parse().expect("addr")));
+        d.check().expect("health ids apply to dns://");
+        for misplaced in [
+            &[
+                "--config",
+                "c.toml",
+                "--discovery-dns-server",
+                "127.0.0.1:53",
+            ][..],
+            &["--discovery", "dns+srv://x.test", "--discovery-health-ids"],
+            &[
+                "--discovery",
+                "http://127.0.0.1:8500/x",
+                "--discovery-health-ids",
+            ],
+            &["--discovery", "dns://x:1", "--discovery-consul-ids"],
+        ] {
+            let d = parse(misplaced)
+                .expect("parses")
+                .membership
+                .discovery()
+                .expect("a source");
+            assert!(d.check().is_err(), "{misplaced:?}");
+        }
         for bad in [
             &["--config", "c.toml", "--nodes", "http://a:1"][..],
+            &[
+                "--discovery",
+                "dns://a:1",
+                "--discovery-dns-server",
+                "resolver:53",
+            ],
+            &["--discovery", "dns+srv://a.test:7001"],
             &["--config", "c.toml", "--discovery", "dns://a:1"],
             &["--discovery", "dns://a:1", "--nodes", "http://a:1"],
             &["--discovery", "dns://a:1", "--dev"],

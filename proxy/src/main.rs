@@ -67,7 +67,35 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let discovery = args.membership.discovery();
+    // Read before the membership source: --discovery-health-ids probes the
+    // nodes with the same token and CA as the SDK client.
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let tls_ca = match &args.tls_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let discovery = match args.membership.discovery() {
+        Some(mut d) => {
+            d.check()?;
+            d.access = membership::NodeAccess {
+                tls_ca: tls_ca.clone(),
+                token: token.clone(),
+            };
+            Some(d)
+        }
+        None => None,
+    };
     let nodes = match (&dev, &discovery) {
         (Some(d), _) => d.urls.clone(),
         (None, Some(d)) => tokio::select! {
@@ -83,14 +111,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .write_consistency(args.write_consistency.into())
         .timeout(args.timeout())
         .rebalance(args.membership.rebalance());
-    if let Some(path) = &args.token_file {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-        builder = builder.token(token.trim().to_owned());
+    if let Some(token) = token {
+        builder = builder.token(token);
     }
-    if let Some(path) = &args.tls_ca {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    if let Some(pem) = tls_ca {
         builder = builder.tls_ca(pem);
     }
     let client = builder.build().await?;

@@ -67,6 +67,9 @@ pub struct ProxyMetrics {
     pub resp_login_timeouts: Counter,
     /// RESP connections refused because their peer address had too many open.
     pub resp_refused_per_ip: Counter,
+    /// Named nodes reconnected at a new address, their place on the ring
+    /// kept.
+    readdresses: Counter,
 }
 
 impl ProxyMetrics {
@@ -90,7 +93,7 @@ impl ProxyMetrics {
         let discovery_errors = Family::<SourceLabel, Counter>::default();
         // Exported at 0 from the start: an alert on `increase()` misses a
         // counter's first failure if the series only appears with it.
-        for source in ["file", "dns", "http"] {
+        for source in ["file", "dns", "dns+srv", "http"] {
             let _ = discovery_errors.get_or_create(&SourceLabel { source });
         }
         registry.register(
@@ -119,6 +122,12 @@ impl ProxyMetrics {
             "RESP connections refused because their address already had the most allowed",
             resp_refused_per_ip.clone(),
         );
+        let readdresses = Counter::default();
+        registry.register(
+            "node_readdresses",
+            "Named nodes (ID=URL, dns+srv://, health ids) reconnected at a new address, their place on the ring kept",
+            readdresses.clone(),
+        );
         let mut build_info = Registry::with_prefix("distcache");
         register_build_info(&mut build_info);
         Self {
@@ -132,10 +141,17 @@ impl ProxyMetrics {
             tls_handshake_failures,
             resp_login_timeouts,
             resp_refused_per_ip,
+            readdresses,
         }
     }
 
-    /// Counts one failed membership poll of `source` (`file`, `dns`, `http`).
+    /// Counts `n` nodes reconnected at new addresses by a membership change.
+    pub fn node_readdressed(&self, n: usize) {
+        self.readdresses.inc_by(n as u64);
+    }
+
+    /// Counts one failed membership poll of `source` (`file`, `dns`,
+    /// `dns+srv`, `http`).
     pub fn discovery_error(&self, source: &'static str) {
         self.discovery_errors
             .get_or_create(&SourceLabel { source })

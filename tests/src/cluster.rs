@@ -30,6 +30,12 @@ impl ClusterNode {
 
     /// Starts an empty node on `addr` (e.g. the address of a killed node).
     pub async fn start_at(addr: SocketAddr) -> Result<Self, BoxError> {
+        Self::start_named(addr, None).await
+    }
+
+    /// Starts an empty node on `addr` that reports `node_id` in its health
+    /// answers (`None`: its address, as [`ClusterNode::start_at`]).
+    pub async fn start_named(addr: SocketAddr, node_id: Option<&str>) -> Result<Self, BoxError> {
         let grpc = std::net::TcpListener::bind(addr)?;
         let admin = std::net::TcpListener::bind("127.0.0.1:0")?;
         grpc.set_nonblocking(true)?;
@@ -40,7 +46,7 @@ impl ClusterNode {
             .enable_all()
             .build()?;
         let mut config = NodeConfig::default();
-        config.server.node_id = addr.to_string();
+        config.server.node_id = node_id.map_or_else(|| addr.to_string(), str::to_owned);
         config.server.shutdown_grace.0 = Duration::from_millis(100);
         runtime.spawn(async move {
             let listeners = Listeners {
@@ -122,9 +128,18 @@ impl Drop for ClusterNode {
 /// Starts an empty node on `addr` again (a restart of a killed node),
 /// retrying until the killed one let go of the port.
 pub async fn restart_at(addr: SocketAddr) -> Result<ClusterNode, BoxError> {
+    restart_named(addr, None).await
+}
+
+/// [`restart_at`] with the node reporting `node_id` (see
+/// [`ClusterNode::start_named`]).
+pub async fn restart_named(
+    addr: SocketAddr,
+    node_id: Option<&str>,
+) -> Result<ClusterNode, BoxError> {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match ClusterNode::start_at(addr).await {
+        match ClusterNode::start_named(addr, node_id).await {
             Ok(n) => return Ok(n),
             Err(e) if std::time::Instant::now() < until => {
                 drop(e);

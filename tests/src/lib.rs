@@ -5,6 +5,7 @@
 //!
 //! - this file: `TestNode`, one node on port 0, polled healthy, stopped.
 //! - [`cluster`]: several nodes and an SDK client over them.
+//! - [`dns`]: `TestDns`, a DNS server on loopback answering from a table.
 //! - [`proxy`]: `TestProxy`, a proxy in front of a cluster.
 //! - [`tls`]: throw-away certificates.
 //!
@@ -14,10 +15,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod cluster;
+pub mod dns;
 pub mod proxy;
 pub mod tls;
 
-pub use cluster::{BoxError, ClusterNode, client, cluster, eventually, restart_at, urls};
+pub use cluster::{
+    BoxError, ClusterNode, client, cluster, eventually, restart_at, restart_named, urls,
+};
+pub use dns::{TestDns, Zone};
 pub use proxy::TestProxy;
 
 use std::net::SocketAddr;

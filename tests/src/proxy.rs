@@ -88,6 +88,48 @@ impl TestProxy {
         }
     }
 
+    /// `/ring`'s nodes, as (ring name, URL), sorted by name.
+    pub async fn ring_members(&self) -> Vec<(String, String)> {
+        let ring = self.ring_json().await;
+        let mut nodes: Vec<(String, String)> = ring["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                let field = |f: &str| n[f].as_str().expect(f).to_owned();
+                (field("node"), field("url"))
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// `/ring`'s phase: `stable`, or `moving` while a membership change
+    /// moves data.
+    pub async fn phase(&self) -> String {
+        self.ring_json().await["phase"]
+            .as_str()
+            .expect("phase")
+            .to_owned()
+    }
+
+    /// `/ring`, parsed.
+    pub async fn ring_json(&self) -> serde_json::Value {
+        let (status, body) = crate::http_get(self.admin, "/ring").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("ring JSON")
+    }
+
+    /// The value of an unlabelled series of `/metrics`, or the sum over a
+    /// family's labels.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = crate::http_get(self.admin, "/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Starts shutdown and returns what `run` returned.
     pub async fn stop(mut self) -> Result<(), ProxyError> {
         if let Some(tx) = self.stop.take() {

@@ -33,6 +33,10 @@ pub enum SourceError {
         /// Why.
         reason: String,
     },
+    /// The nodes' names do not make a membership: two nodes under one name,
+    /// one address under two names, or a name that cannot name a node.
+    #[error("cannot name the nodes: {0}")]
+    Naming(String),
     /// The HTTP request failed or was answered with an error status.
     #[error("GET {uri} failed: {reason}")]
     Http {

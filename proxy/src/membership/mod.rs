@@ -6,9 +6,24 @@
 //!   [`file`]), re-read every second and compared by content, and at once
 //!   on SIGHUP.
 //! - [`Source::Dns`]: `dns://NAME:PORT`, every address `NAME` resolves to
-//!   becomes `http://IP:PORT` (a Kubernetes headless Service).
+//!   becomes `http://IP:PORT` (see [`dns`]); with `--discovery-health-ids`,
+//!   `ID=IP:PORT`, named by the node id each address reports in
+//!   `HealthCheck` (see [`health_ids`]).
+//! - [`Source::DnsSrv`]: `dns+srv://NAME`, each SRV target becomes
+//!   `TARGET=IP:PORT`, named by its host name (a StatefulSet's stable pod
+//!   names behind a headless Service; see [`srv`]).
 //! - [`Source::Http`]: `http://…`, polled; a Consul health answer or a JSON
 //!   array of node URLs (see [`http`]).
+//!
+//! `--discovery-dns-server IP:PORT` makes `dns://` and `dns+srv://` ask that
+//! server (UDP, TCP for truncated answers) instead of the system's, e.g.
+//! Consul's DNS interface on `127.0.0.1:8600`.
+//!
+//! Named entries (`ID=URL`: `dns+srv://`, health ids, Consul ids, the
+//! cluster file's) place a node on the ring by its name: the same name at a
+//! new address is a reconnect (logged as `nodes reconnected at new
+//! addresses`, counted in `distcache_proxy_node_readdresses_total`), not a
+//! ring change.
 //!
 //! A failed or empty answer is logged and counted
 //! (`distcache_proxy_discovery_errors_total`) and the current membership is
@@ -18,13 +33,18 @@
 //! already running finish on the membership they started with.
 //!
 //! Not here: HTTPS discovery endpoints (use a local Consul agent on
-//! `http://127.0.0.1:8500`), `https://` node URLs from DNS.
+//! `http://127.0.0.1:8500`), `https://` node URLs from DNS (the scheme
+//! follows `--tls-ca`), DNS over TLS or HTTPS, DNSSEC.
 
 pub mod dns;
+mod entry;
 mod error;
 pub mod file;
+pub mod health_ids;
 pub mod http;
+pub mod srv;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,15 +56,18 @@ use distcache_serve::stopped;
 
 use crate::backend::Backend;
 pub use error::SourceError;
+pub use health_ids::NodeAccess;
 
-/// How often `dns://` and `http://` sources are polled unless configured.
+/// How often `dns://`, `dns+srv://` and `http://` sources are polled unless
+/// configured.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// Most nodes a source may name; an answer with more is refused (the old
 /// list is kept) instead of building a ring of that size.
 pub const MAX_NODES: usize = distcache::MAX_NODES;
 /// How often a cluster file is checked for changes.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Bound on one DNS lookup or one HTTP request (connect, answer, body).
+/// Bound on one DNS lookup, one HTTP request (connect, answer, body) or one
+/// `HealthCheck` probe.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the node list comes from.
@@ -59,14 +82,42 @@ pub enum Source {
         /// The nodes' gRPC port.
         port: u16,
     },
+    /// The SRV records of a DNS name: each target a node, named by its host
+    /// name, on the record's port.
+    DnsSrv {
+        /// The name to query, e.g.
+        /// `_grpc._tcp.distcache.default.svc.cluster.local`.
+        name: String,
+    },
     /// An HTTP endpoint answering a Consul health list or a JSON URL list.
     Http(hyper::Uri),
 }
 
 impl Source {
-    /// Parses a `--discovery` value: `dns://NAME:PORT` or `http://…`.
+    /// Parses a `--discovery` value: `dns://NAME:PORT`, `dns+srv://NAME` or
+    /// `http://…`.
     pub fn parse_discovery(s: &str) -> Result<Self, SourceError> {
         let bad = |why: &str| SourceError::BadSource(format!("{s:?}: {why}"));
+        if let Some(rest) = s.strip_prefix("dns+srv://") {
+            let name = rest.trim_end_matches('/');
+            if name.is_empty() {
+                return Err(bad("no name to query; expected dns+srv://NAME"));
+            }
+            if name.contains(':') {
+                return Err(bad(
+                    "dns+srv:// takes no port: each SRV record gives its target's",
+                ));
+            }
+            if name.contains('/')
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                || hickory_resolver::proto::rr::Name::from_utf8(name).is_err()
+            {
+                return Err(bad("not a DNS name"));
+            }
+            return Ok(Source::DnsSrv {
+                name: name.to_owned(),
+            });
+        }
         if let Some(rest) = s.strip_prefix("dns://") {
             let (name, port) = rest
                 .trim_end_matches('/')
@@ -93,14 +144,18 @@ impl Source {
             }
             return Ok(Source::Http(uri));
         }
-        Err(bad("expected dns://NAME:PORT or http://HOST[:PORT]/PATH"))
+        Err(bad(
+            "expected dns://NAME:PORT, dns+srv://NAME or http://HOST[:PORT]/PATH",
+        ))
     }
 
-    /// A short name for logs and metrics: `file`, `dns` or `http`.
+    /// A short name for logs and metrics: `file`, `dns`, `dns+srv` or
+    /// `http`.
     pub fn kind(&self) -> &'static str {
         match self {
             Source::File(_) => "file",
             Source::Dns { .. } => "dns",
+            Source::DnsSrv { .. } => "dns+srv",
             Source::Http(_) => "http",
         }
     }
@@ -111,6 +166,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Dns { name, port } => write!(f, "dns://{name}:{port}"),
+            Source::DnsSrv { name } => write!(f, "dns+srv://{name}"),
             Source::Http(uri) => write!(f, "{uri}"),
         }
     }
@@ -128,6 +184,15 @@ pub struct Discovery {
     /// Name the nodes of a Consul answer by their `Service.ID` (`ID=URL`
     /// entries: placed on the ring by id, whatever their address).
     pub consul_ids: bool,
+    /// The DNS server `dns://` and `dns+srv://` sources ask instead of the
+    /// system's (UDP, TCP for truncated answers); `None`: the system's.
+    pub dns_server: Option<SocketAddr>,
+    /// Name the nodes of a `dns://` source by the node id each address
+    /// reports in `HealthCheck` (`ID=IP:PORT` entries).
+    pub health_ids: bool,
+    /// The CA and token the `HealthCheck` probes of [`Discovery::health_ids`]
+    /// use: the proxy's own.
+    pub access: NodeAccess,
 }
 
 impl Discovery {
@@ -142,6 +207,31 @@ impl Discovery {
             interval,
             timeout: DEFAULT_FETCH_TIMEOUT,
             consul_ids: false,
+            dns_server: None,
+            health_ids: false,
+            access: NodeAccess::default(),
+        }
+    }
+
+    /// Refuses settings that do not apply to the source: a DNS server for a
+    /// file or HTTP source, health ids for anything but `dns://`, Consul ids
+    /// for anything but `http://`.
+    pub fn check(&self) -> Result<(), SourceError> {
+        let dns = matches!(self.source, Source::Dns { .. } | Source::DnsSrv { .. });
+        let misplaced = if self.dns_server.is_some() && !dns {
+            Some("--discovery-dns-server applies to dns:// and dns+srv:// sources")
+        } else if self.health_ids && !matches!(self.source, Source::Dns { .. }) {
+            Some(
+                "--discovery-health-ids applies to dns:// sources (dns+srv:// names nodes by their SRV targets)",
+            )
+        } else if self.consul_ids && !matches!(self.source, Source::Http(_)) {
+            Some("--discovery-consul-ids applies to http:// (Consul) sources")
+        } else {
+            None
+        };
+        match misplaced {
+            Some(why) => Err(SourceError::BadSource(format!("{}: {why}", self.source))),
+            None => Ok(()),
         }
     }
 
@@ -170,7 +260,8 @@ pub async fn initial(discovery: &Discovery) -> Result<Vec<String>, SourceError> 
 }
 
 /// Reads one source, keeping what it needs between polls (the HTTP
-/// connection pool, the cluster file's last content).
+/// connection pool, the cluster file's last content, the DNS resolver, the
+/// node ids learnt from `HealthCheck`).
 #[derive(Debug)]
 struct Fetcher {
     source: Source,
@@ -178,6 +269,8 @@ struct Fetcher {
     consul_ids: bool,
     http: Option<http::HttpClient>,
     last_file: Option<Vec<u8>>,
+    dns: dns::Resolver,
+    ids: Option<health_ids::Prober>,
 }
 
 impl Fetcher {
@@ -188,6 +281,9 @@ impl Fetcher {
             consul_ids: d.consul_ids,
             http: matches!(d.source, Source::Http(_)).then(http::client),
             last_file: None,
+            dns: dns::Resolver::new(d.dns_server, d.timeout),
+            ids: (d.health_ids && matches!(d.source, Source::Dns { .. }))
+                .then(|| health_ids::Prober::new(&d.access)),
         }
     }
 
@@ -211,7 +307,16 @@ impl Fetcher {
                 self.last_file = Some(bytes);
                 parsed?
             }
-            Source::Dns { name, port } => dns::resolve(name, *port, self.timeout).await?,
+            Source::Dns { name, port } => {
+                let addrs = self.dns.addresses(name, *port).await?;
+                match &mut self.ids {
+                    Some(ids) if !addrs.is_empty() && addrs.len() <= MAX_NODES => {
+                        ids.name(&addrs, self.timeout).await?
+                    }
+                    _ => dns::urls(&addrs),
+                }
+            }
+            Source::DnsSrv { name } => srv::resolve(&mut self.dns, name).await?,
             Source::Http(uri) => match &self.http {
                 Some(c) => http::fetch(c, uri, self.timeout, self.consul_ids).await?,
                 None => http::fetch(&http::client(), uri, self.timeout, self.consul_ids).await?,
@@ -297,9 +402,14 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
     }
 }
 
-/// Hands `nodes` to the client; logs what changed.
+/// Hands `nodes` to the client; logs what changed, and counts the nodes
+/// reconnected at new addresses.
 pub fn apply(backend: &Backend, nodes: &[String], source: &'static str) {
-    match backend.client.set_nodes(nodes) {
+    let change = backend.client.set_nodes(nodes);
+    if let Ok(c) = &change {
+        backend.metrics.node_readdressed(c.readdressed.len());
+    }
+    match change {
         Ok(c) if c.is_empty() => tracing::debug!(source, "membership unchanged"),
         Ok(c) if !c.moves_data() => tracing::info!(
             source,
@@ -379,6 +489,39 @@ mod tests {
             s.to_string(),
             "http://127.0.0.1:8500/v1/health/service/distcache?passing"
         );
+        let s =
+            Source::parse_discovery("dns+srv://_grpc._tcp.distcache.default.svc.cluster.local/")
+                .expect("dns+srv");
+        assert_eq!(
+            s,
+            Source::DnsSrv {
+                name: "_grpc._tcp.distcache.default.svc.cluster.local".into()
+            }
+        );
+        assert_eq!(s.kind(), "dns+srv");
+        assert_eq!(
+            s.to_string(),
+            "dns+srv://_grpc._tcp.distcache.default.svc.cluster.local"
+        );
+        assert_eq!(Source::parse_discovery(&s.to_string()).expect("again"), s);
+        // A trailing dot (no search domains) is kept.
+        assert_eq!(
+            Source::parse_discovery("dns+srv://distcache.service.consul.").expect("fqdn"),
+            Source::DnsSrv {
+                name: "distcache.service.consul.".into()
+            }
+        );
+        for (bad, why) in [
+            ("dns+srv://", "no name"),
+            ("dns+srv:///", "no name"),
+            ("dns+srv://nodes.test:7001", "takes no port"),
+            ("dns+srv://a b.test", "not a DNS name"),
+            ("dns+srv://a/b", "not a DNS name"),
+            ("dns+srv://a..b", "not a DNS name"),
+        ] {
+            let e = Source::parse_discovery(bad).expect_err(bad);
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+        }
         for bad in [
             "dns://name",
             "dns://name:port",
