@@ -22,9 +22,15 @@ use super::codec::{self, FileKind, Frame};
 pub fn wal_record(data: &[u8]) {
     for kind in [FileKind::Wal, FileKind::Snapshot] {
         if let Some(Ok(seq)) = codec::decode_file_header(data, kind) {
-            // The reserved fields (bytes 12..16 and 28..32) are not read.
+            // The reserved fields (bytes 12..16 and 28..32) are not read;
+            // the format version is any the codec reads, and written anew
+            // as the current one.
             let again = codec::encode_file_header(kind, seq);
-            assert_eq!((&again[..12], &again[16..24]), (&data[..12], &data[16..24]));
+            assert_eq!((&again[..8], &again[16..24]), (&data[..8], &data[16..24]));
+            let mut v = [0u8; 4];
+            v.copy_from_slice(&data[8..12]);
+            let v = u32::from_le_bytes(v);
+            assert!((codec::OLDEST_FORMAT_VERSION..=codec::FORMAT_VERSION).contains(&v));
         }
     }
     let mut at = 0;
