@@ -218,8 +218,12 @@ def end(count):
     return b"\x03" + struct.pack("<Q", count)
 
 
-def header(magic, seq):
-    head = magic + struct.pack("<IIQ", 1, 0, seq)
+def forget(below, ranges):
+    return b"\x04" + struct.pack("<QI", below, len(ranges)) + b"".join(struct.pack("<QQ", a, b) for a, b in ranges)
+
+
+def header(magic, seq, fmt=1):
+    head = magic + struct.pack("<IIQ", fmt, 0, seq)
     return head + struct.pack("<II", crc32c(head), 0)
 
 
@@ -233,6 +237,8 @@ def wal():
     seg4 = header(b"DCACHWAL", 4) + frame(4, put_rec(b"c", b"3", 13, 0)) + frame(5, put_rec(b"d", b"", 14, T - 1))
     snap = header(b"DCACHSNP", 3) + frame(1, put_rec(b"b", b"2", 11, 0)) + frame(2, tomb(b"a", 12, T + 60_000)) + frame(3, end(2))
     torn = seg4 + frame(6, put_rec(b"e", b"torn", 15, 0))[:20]
+    # Format 2: a forget of half the ring between writes.
+    seg_forget = header(b"DCACHWAL", 1, 2) + frame(1, put_rec(b"a", b"1", 10, 0)) + frame(2, forget(11, [(0, 1 << 63), ((1 << 64) - 2, 5)])) + frame(3, put_rec(b"b", b"2", 12, 0))
     repair = 2 | 8  # repair headers and checksums, renumber frames
     seeds = {
         "wal-only": (repair, file_entry(0, 1, seg1) + file_entry(0, 4, seg4)),
@@ -244,6 +250,7 @@ def wal():
         "fit-lengths": (repair | 4, file_entry(0, 1, seg1) + file_entry(1, 3, snap)),
         "valid-as-written": (0, file_entry(0, 1, seg1) + file_entry(1, 3, snap)),
         "near-max": (repair, file_entry(0x80, 1, seg1) + file_entry(0x81, 0, snap)),
+        "forget": (repair, file_entry(0, 1, seg_forget)),
     }
     for name, (flags, files) in seeds.items():
         damage = 2 if name in ("damaged-middle", "skip-corrupt") else 0
@@ -251,6 +258,8 @@ def wal():
     put("wal_record", "body-put", put_rec(b"key", b"value", 7, 0))
     put("wal_record", "body-tombstone", tomb(b"key", 8, T))
     put("wal_record", "body-end", end(3))
+    put("wal_record", "body-forget", forget(11, [(0, 1 << 63), ((1 << 64) - 2, 5)]))
+    put("wal_record", "segment-format-2", seg_forget)
     put("wal_record", "segment", seg1)
     put("wal_record", "snapshot", snap)
 
