@@ -11,6 +11,7 @@
 #   scripts/reshard.sh                    # 1,000,000 keys, release build
 #   KEYS=100000 PHASE=5 scripts/reshard.sh
 #   GRACE=10 KEYS_PER_SEC=20000 scripts/reshard.sh
+#   FORGET=1 scripts/reshard.sh           # old owners forget what moved
 #
 # Builds distcache-node and distcache-reshard first (CARGO_INCREMENTAL=0),
 # in the release profile unless PROFILE=dev.
@@ -25,4 +26,5 @@ args=(--keys "${KEYS:-1000000}" --phase "${PHASE:-10}" --grace "${GRACE:-2}"
       --workers "${WORKERS:-32}")
 if [ -n "${KEYS_PER_SEC:-}" ]; then args+=(--keys-per-sec "$KEYS_PER_SEC"); fi
 if [ -n "${BYTES_PER_SEC:-}" ]; then args+=(--bytes-per-sec "$BYTES_PER_SEC"); fi
+if [ -n "${FORGET:-}" ]; then args+=(--forget "$FORGET"); fi
 exec "target/$dir/distcache-reshard" "${args[@]}"

@@ -591,27 +591,33 @@ impl CacheService for CacheNode {
         } else {
             Ok(())
         };
-        let removed = match (checked, distcache_proto::ring::Ranges::new(&r.ranges)) {
-            (Ok(()), Some(only)) => {
-                // A walk of every shard: off the request threads.
-                let store = self.shared.store.clone();
-                let below = r.below_version;
-                tokio::task::spawn_blocking(move || store.forget(&only, below))
-                    .await
-                    .map_err(|e| Status::internal(format!("forget failed: {e}")))?
-            }
-            (Err(e), _) => {
-                return self.serve(Op::Forget, |_| Err(e)).await;
-            }
-            (Ok(()), None) => 0,
+        let only = match (checked, distcache_proto::ring::Ranges::new(&r.ranges)) {
+            (Ok(()), Some(only)) => only,
+            (Err(e), _) => return self.serve(Op::Forget, |_| Err(e)).await,
+            (Ok(()), None) => return self.serve(Op::Forget, |_| Err(OpError::NoRanges)).await,
         };
-        // Logged after the removal, so a snapshot that covers the record
-        // was taken after it and holds none of what it removed.
+        // Logged before the walk, and a snapshot does not choose what it
+        // covers until the walk is done: a restart never brings back what
+        // was removed, and a snapshot covering the record holds none of it.
+        // (A write of an old version racing the walk may stay in memory and
+        // be removed by the replay: a stray copy this node does not own.)
+        let _walking = match &self.shared.wal {
+            Some(w) => Some(w.forgetting().await),
+            None => None,
+        };
         self.serve(Op::Forget, |log| {
-            log.forget(&r.ranges, r.below_version, removed);
-            Ok((pb::ForgetResponse { removed }, Outcome::Ok))
+            log.forget(&r.ranges, r.below_version);
+            Ok(((), Outcome::Ok))
         })
-        .await
+        .await?;
+        // A walk of every shard: off the request threads. It runs to the end
+        // even if the caller gives up.
+        let store = self.shared.store.clone();
+        let below = r.below_version;
+        let removed = tokio::task::spawn_blocking(move || store.forget(&only, below))
+            .await
+            .map_err(|e| Status::internal(format!("forget failed: {e}")))?;
+        Ok(Response::new(pb::ForgetResponse { removed }))
     }
 
     async fn fence(

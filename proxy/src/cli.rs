@@ -279,6 +279,11 @@ pub struct MembershipArgs {
         default_value = "32MiB"
     )]
     pub rebalance_bytes_per_sec: ByteSize,
+    /// When a membership change is done, tell the old owners to drop (through
+    /// their WAL) what moved away. Off by default: another proxy still
+    /// copying out of them then misses those keys (see docs/consistency.md).
+    #[arg(long, env = "DISTCACHE_REBALANCE_FORGET")]
+    pub rebalance_forget: bool,
 }
 
 impl MembershipArgs {
@@ -295,6 +300,7 @@ impl MembershipArgs {
             grace,
             keys_per_sec: self.rebalance_keys_per_sec,
             bytes_per_sec: self.rebalance_bytes_per_sec.0,
+            forget_moved: self.rebalance_forget,
         }
     }
 

@@ -150,6 +150,12 @@ pub struct RebalanceConfig {
     pub keys_per_sec: u64,
     /// Most key and value bytes copied per second.
     pub bytes_per_sec: u64,
+    /// When a move is done, tell the nodes of the ring left to forget
+    /// (through their WAL) what they no longer own. Off by default: a
+    /// client whose copy ends later than this one's drain (a retried pass,
+    /// a change seen much later) still reads and copies from those nodes,
+    /// and would miss what they forgot.
+    pub forget_moved: bool,
 }
 
 impl Default for RebalanceConfig {
@@ -158,6 +164,7 @@ impl Default for RebalanceConfig {
             grace: DEFAULT_REBALANCE_GRACE,
             keys_per_sec: DEFAULT_REBALANCE_KEYS_PER_SEC,
             bytes_per_sec: DEFAULT_REBALANCE_BYTES_PER_SEC,
+            forget_moved: false,
         }
     }
 }

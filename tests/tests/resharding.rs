@@ -25,6 +25,7 @@ async fn mover(nodes: &[ClusterNode], grace: Duration) -> Result<Client, BoxErro
     Ok(client(nodes)
         .rebalance(RebalanceConfig {
             grace,
+            forget_moved: true,
             ..RebalanceConfig::default()
         })
         .build()

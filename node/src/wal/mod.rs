@@ -105,15 +105,10 @@ impl Records {
         }
     }
 
-    /// Records that the entries of `ranges` below `below_version` were
-    /// forgotten ([`Store::forget`]), if `removed` any.
-    pub fn forget(
-        &mut self,
-        ranges: &[distcache_proto::v1::HashRange],
-        below_version: u64,
-        removed: u64,
-    ) {
-        if self.enabled && removed > 0 {
+    /// Records that the entries of `ranges` below `below_version` are
+    /// forgotten ([`Store::forget`]).
+    pub fn forget(&mut self, ranges: &[distcache_proto::v1::HashRange], below_version: u64) {
+        if self.enabled {
             let ranges = codec::encode_ranges(ranges.iter().map(|r| (r.start, r.end)));
             self.push(&Record::Forget {
                 below_version,
@@ -151,6 +146,11 @@ pub struct Wal {
     stats: Arc<WalStats>,
     /// One snapshot at a time; holds the sequence number of the last one.
     snapshot_seq: tokio::sync::Mutex<Option<u64>>,
+    /// Held (shared) by a forget from logging its record to the end of its
+    /// walk, and (exclusive) by a snapshot choosing the sequence number it
+    /// covers: a snapshot that covers a forget's record sees all of its
+    /// removals.
+    forgetting: tokio::sync::RwLock<()>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
 }
@@ -215,6 +215,7 @@ impl Wal {
             store,
             stats,
             snapshot_seq: tokio::sync::Mutex::new(None),
+            forgetting: tokio::sync::RwLock::new(()),
             thread: parking_lot::Mutex::new(Some(thread)),
             _lock: lock,
         };
@@ -273,6 +274,12 @@ impl Wal {
         }
     }
 
+    /// Held while a forget logs its record and walks the store (see the
+    /// field `forgetting`).
+    pub async fn forgetting(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.forgetting.read().await
+    }
+
     /// Writes and fsyncs everything appended so far; returns the last
     /// sequence number.
     pub async fn flush(&self) -> Result<u64, WalError> {
@@ -288,11 +295,13 @@ impl Wal {
     /// segments the new one covers.
     pub async fn snapshot(&self) -> Result<Option<SnapshotInfo>, WalError> {
         let mut last = self.snapshot_seq.lock().await;
+        let no_forget = self.forgetting.write().await;
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(segment::Cmd::Rotate(tx))
             .map_err(|_| WalError::Closed)?;
         let seq = rx.await.map_err(|_| WalError::Closed)??;
+        drop(no_forget);
         if *last == Some(seq) {
             return Ok(None);
         }

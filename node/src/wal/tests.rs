@@ -518,7 +518,7 @@ async fn forgotten_ranges_stay_forgotten_after_restart() {
         let expected = keys.iter().filter(|k| moved(k)).count() as u64;
         assert_eq!(removed, expected, "tombstones too");
         let mut b = Records::new();
-        b.forget(&half, below, removed);
+        b.forget(&half, below);
         wal.append(b).await.expect("append");
         // Written after the forget, in a forgotten range: it stays.
         let late = keys.iter().find(|k| moved(k)).expect("a moved key");

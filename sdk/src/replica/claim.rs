@@ -6,18 +6,23 @@
 //! key naming the move and the source:
 //!
 //! ```text
-//! claim taken ─► copy (the lease renewed while it runs) ─► SET key "done" PX grace
-//! claim held  ─► wait: "done" ─► skip this source
+//! claim taken ─► copy (the lease renewed while it runs) ─► SET key "done START"
+//! claim held  ─► wait: "done START" ─► skip this source, if START is after
+//!                                     this client saw the change
 //!                      lease ran out (its client died) ─► claim it again
-//! any error   ─► copy it yourself (copies are versioned: safe twice)
+//! any error, or a scan that started before this client saw the change
+//!             ─► copy it yourself (copies are versioned: safe twice)
 //! ```
+//!
+//! START is when the claimant's scan began (Unix ms). Until a client sees
+//! the change it writes to the old owners only, so a scan that began
+//! before that (less a second for clock differences) may have passed keys
+//! it wrote afterwards: such a client copies for itself.
 //!
 //! The move's name covers the ring left, the new ring, the replica count
 //! and the old owners the pass takes as healthy: two clients skip each
 //! other's scans only when they would have scanned the same ranges of the
-//! same nodes. "done" lasts one grace: a client that sees the change later
-//! than that copies for itself, since what it wrote only to the old owners
-//! before it saw the change can postdate the other's scan.
+//! same nodes.
 //!
 //! The claim keys live in the old owner's keyspace, with a TTL, under
 //! [`CLAIM_PREFIX`].
@@ -35,15 +40,20 @@ pub(crate) const CLAIM_PREFIX: &str = "__distcache:move:";
 const LEASE: Duration = Duration::from_secs(10);
 /// How often a waiting client looks at a claim held by another.
 const WAIT_POLL: Duration = Duration::from_millis(200);
+/// How long "done" stays.
+const DONE_TTL: Duration = Duration::from_secs(600);
+/// Clock difference allowed between two clients' "when".
+const CLOCK_MARGIN_MS: u64 = 1_000;
 
 /// What a claim attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
     /// This client copies the source.
     Mine,
-    /// Another client copied it within the grace.
+    /// Another client copied it, with a scan that began after this
+    /// client saw the change.
     Done,
-    /// Another client is copying it.
+    /// Another client is copying it, with such a scan.
     Busy,
 }
 
@@ -98,14 +108,10 @@ impl View {
         })
     }
 
-    /// Tries to claim the scan `key` names on node `at`.
-    pub(super) async fn claim(&self, at: usize, key: &str) -> Claim {
-        let take = Self::set_claim(
-            key,
-            format!("copying by {:016x}", self.client_id),
-            LEASE,
-            pb::SetCondition::IfAbsent,
-        );
+    /// Tries to claim the scan `key` names on node `at`, for a scan that
+    /// starts now; `seen_ms` is when this client saw the change.
+    pub(super) async fn claim(&self, at: usize, key: &str, seen_ms: u64) -> Claim {
+        let take = Self::set_claim(key, self.copying(), LEASE, pb::SetCondition::IfAbsent);
         match self.claim_op(at, take).await {
             Ok(Out::Set(s)) if s.applied => return Claim::Mine,
             Ok(Out::Set(_)) => {}
@@ -116,20 +122,31 @@ impl View {
             key: key.to_owned().into(),
         });
         match self.claim_op(at, look).await {
-            Ok(Out::Get(g)) if g.found && g.value.as_ref() == b"done" => Claim::Done,
-            Ok(Out::Get(g)) if g.found => Claim::Busy,
+            Ok(Out::Get(g)) if g.found => match parse(&g.value) {
+                Some((_, started)) if started < seen_ms.saturating_add(CLOCK_MARGIN_MS) => {
+                    Claim::Mine
+                }
+                Some((true, _)) => Claim::Done,
+                Some((false, _)) => Claim::Busy,
+                None => Claim::Mine,
+            },
             // Gone meanwhile (the lease ran out): try again at once.
             Ok(Out::Get(_)) => Claim::Busy,
             _ => Claim::Mine,
         }
     }
 
+    /// The value of a claim taken now.
+    fn copying(&self) -> String {
+        format!("copying {} {:016x}", crate::node::now_ms(), self.client_id)
+    }
+
     /// Waits for the claim `key` on node `at` that another client holds:
     /// `Done` once it copied, `Mine` if its lease ran out (or the node
     /// cannot tell), `None` when a newer change replaced the move.
-    pub(super) async fn wait_claim(&self, at: usize, key: &str) -> Option<Claim> {
+    pub(super) async fn wait_claim(&self, at: usize, key: &str, seen_ms: u64) -> Option<Claim> {
         loop {
-            match self.claim(at, key).await {
+            match self.claim(at, key, seen_ms).await {
                 Claim::Busy => {}
                 c => return Some(c),
             }
@@ -148,17 +165,14 @@ impl View {
         key: &str,
         copy: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        let started = crate::node::now_ms();
         tokio::pin!(copy);
         let out = loop {
             tokio::select! {
                 out = &mut copy => break out,
                 () = tokio::time::sleep(LEASE / 3) => {
-                    let op = Self::set_claim(
-                        key,
-                        format!("copying by {:016x}", self.client_id),
-                        LEASE,
-                        pb::SetCondition::Always,
-                    );
+                    let value = format!("copying {started} {:016x}", self.client_id);
+                    let op = Self::set_claim(key, value, LEASE, pb::SetCondition::Always);
                     let _ = self.claim_op(at, op).await;
                 }
             }
@@ -166,8 +180,8 @@ impl View {
         let op = if out.is_ok() {
             Self::set_claim(
                 key,
-                "done".to_owned(),
-                self.config.rebalance.grace,
+                format!("done {started}"),
+                DONE_TTL,
                 pb::SetCondition::Always,
             )
         } else {
@@ -180,5 +194,34 @@ impl View {
         };
         let _ = self.claim_op(at, op).await;
         out
+    }
+}
+
+/// A claim value: (done, when its scan began).
+fn parse(value: &[u8]) -> Option<(bool, u64)> {
+    let s = std::str::from_utf8(value).ok()?;
+    let mut words = s.split(' ');
+    let done = match words.next()? {
+        "done" => true,
+        "copying" => false,
+        _ => return None,
+    };
+    Some((done, words.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_values_parse() {
+        assert_eq!(
+            parse(b"done 1700000000000"),
+            Some((true, 1_700_000_000_000))
+        );
+        assert_eq!(parse(b"copying 5 00000000000000ff"), Some((false, 5)));
+        for bad in [&b"done"[..], b"copying by x", b"", b"other 5", b"\xff"] {
+            assert_eq!(parse(bad), None);
+        }
     }
 }

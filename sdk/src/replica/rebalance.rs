@@ -30,9 +30,12 @@
 //!    still reach the old owners for another grace, for the clients that
 //!    have not finished their copy (they still read there)
 //! 5. the new ring alone: the nodes only old rings named are let go
-//! 6. every node of the rings left is told to forget (`Forget`, through
-//!    its WAL) the arcs it owns in none of the rings this client now uses,
-//!    for entries older than the move's start: its new owners hold them,
+//! 6. with `RebalanceConfig::forget_moved` (off by default), after
+//!    another grace, unless the membership changed meanwhile or the
+//!    move replaced another (other clients may base theirs on any ring it
+//!    left), every node of the ring left is told to forget (`Forget`,
+//!    through its WAL) the arcs it owns in the new ring no more, for
+//!    entries older than the move's start: its new owners hold them,
 //!    and a copy kept there would come back stale if the arc ever moved
 //!    back after its tombstones expired. A node down then keeps them (a
 //!    warning); entries written during the move stay too (the bound
@@ -185,19 +188,44 @@ impl View {
     /// none of the rings this client uses now, below `below_version`.
     /// Returns the entries the nodes dropped.
     async fn forget_moved(&self, m: &Move, below_version: u64) -> u64 {
-        let latest = self.inner.view();
-        let mut now = vec![&*latest.topo.ring];
-        if let Some(mv) = &latest.topo.moving {
-            now.extend(mv.from.iter().map(|l| &*l.ring));
+        if !self.config.rebalance.forget_moved {
+            return 0;
         }
+        // A move that replaced another left several rings, and other
+        // clients may still base theirs on any of them: keep everything.
+        if m.from.len() > 1 {
+            tracing::info!("move: it replaced another move; old owners keep what moved away");
+            return 0;
+        }
+        // Another grace, for the clients still copying out of the old
+        // owners; and nothing is forgotten once the membership changed
+        // again (a newer ring may give an arc back).
+        let changes = self.members.changes.load(Ordering::Relaxed);
+        let unchanged = || self.members.changes.load(Ordering::Relaxed) == changes;
+        tokio::time::sleep(self.config.rebalance.grace).await;
+        let mut forgotten = 0;
+        if !unchanged() {
+            return 0;
+        }
+        let latest = self.inner.view();
+        let now = [&*latest.topo.ring];
         let old: Vec<&crate::ring::Ring> = m.from.iter().map(|l| &*l.ring).collect();
         let lost = crate::topology::lost_arcs(&old, &now, self.config.replicas);
-        let mut forgotten = 0;
-        for (name, ranges) in lost {
-            let Some(node) = self.topo.nodes.iter().find(|x| x.name == name) else {
+        'nodes: for (name, ranges) in lost {
+            // At its current address (it may have moved during the move).
+            let Some(node) = latest
+                .topo
+                .nodes
+                .iter()
+                .chain(&self.topo.nodes)
+                .find(|x| x.name == name)
+            else {
                 continue;
             };
             for chunk in ranges.chunks(distcache_proto::ring::MAX_SCAN_RANGES) {
+                if !unchanged() {
+                    break 'nodes;
+                }
                 let req = pb::ForgetRequest {
                     ranges: chunk.to_vec(),
                     below_version,
@@ -304,7 +332,7 @@ impl View {
                 &healthy_names,
                 &self.topo.nodes[src].name,
             );
-            match self.claim(src, &key).await {
+            match self.claim(src, &key, m.started_unix_ms).await {
                 Claim::Mine => {
                     self.copy_source(m, src, &key, &ranges, &healthy, pace)
                         .await?
@@ -316,7 +344,7 @@ impl View {
             }
         }
         for (src, key) in theirs {
-            match self.wait_claim(src, &key).await {
+            match self.wait_claim(src, &key, m.started_unix_ms).await {
                 Some(Claim::Mine) => {
                     self.copy_source(m, src, &key, &ranges, &healthy, pace)
                         .await?

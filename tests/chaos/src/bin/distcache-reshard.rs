@@ -33,6 +33,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--grace" => c.rebalance.grace = Duration::from_secs(num(v)?),
             "--keys-per-sec" => c.rebalance.keys_per_sec = num(v)?,
             "--bytes-per-sec" => c.rebalance.bytes_per_sec = num(v)?,
+            "--forget" => c.rebalance.forget_moved = num(v)? != 0,
             other => return Err(format!("unknown flag {other}")),
         }
     }
