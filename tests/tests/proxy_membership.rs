@@ -61,17 +61,8 @@ impl Proxy {
 
     /// The nodes `/ring` lists, sorted.
     async fn ring(&self) -> Vec<String> {
-        let (status, body) = http_get(self.admin, "/ring").await;
-        assert_eq!(status, 200, "{body}");
-        let ring: Value = serde_json::from_str(&body).expect("ring JSON");
-        let mut nodes: Vec<String> = ring["nodes"]
-            .as_array()
-            .expect("nodes")
-            .iter()
-            .map(|n| n["node"].as_str().expect("node").to_owned())
-            .collect();
-        nodes.sort();
-        nodes
+        let members = self.ring_members().await;
+        members.into_iter().map(|(name, _)| name).collect()
     }
 
     /// Polls `/ring` until it lists exactly `nodes`.
@@ -84,22 +75,6 @@ impl Proxy {
             "ring {:?}, wanted {want:?}",
             self.ring().await
         );
-    }
-
-    /// `/ring`'s phase: `stable` or `moving`.
-    async fn phase(&self) -> String {
-        let (_, body) = http_get(self.admin, "/ring").await;
-        let ring: Value = serde_json::from_str(&body).expect("ring JSON");
-        ring["phase"].as_str().expect("phase").to_owned()
-    }
-
-    /// The value of an unlabelled series, or the sum over a family's labels.
-    async fn metric(&self, name: &str) -> f64 {
-        let (_, text) = http_get(self.admin, "/metrics").await;
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     /// Writes distinct keys over RESP until stopped, counting them in

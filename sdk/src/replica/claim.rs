@@ -111,7 +111,12 @@ impl View {
     /// Tries to claim the scan `key` names on node `at`, for a scan that
     /// starts now; `seen_ms` is when this client saw the change.
     pub(super) async fn claim(&self, at: usize, key: &str, seen_ms: u64) -> Claim {
-        let take = Self::set_claim(key, self.copying(), LEASE, pb::SetCondition::IfAbsent);
+        let take = Self::set_claim(
+            key,
+            self.copying(crate::node::now_ms()),
+            LEASE,
+            pb::SetCondition::IfAbsent,
+        );
         match self.claim_op(at, take).await {
             Ok(Out::Set(s)) if s.applied => return Claim::Mine,
             Ok(Out::Set(_)) => {}
@@ -136,9 +141,9 @@ impl View {
         }
     }
 
-    /// The value of a claim taken now.
-    fn copying(&self) -> String {
-        format!("copying {} {:016x}", crate::node::now_ms(), self.client_id)
+    /// The value of this client's claim for a scan that began at `started`.
+    fn copying(&self, started: u64) -> String {
+        format!("copying {started} {:016x}", self.client_id)
     }
 
     /// Waits for the claim `key` on node `at` that another client holds:
@@ -171,8 +176,7 @@ impl View {
             tokio::select! {
                 out = &mut copy => break out,
                 () = tokio::time::sleep(LEASE / 3) => {
-                    let value = format!("copying {started} {:016x}", self.client_id);
-                    let op = Self::set_claim(key, value, LEASE, pb::SetCondition::Always);
+                    let op = Self::set_claim(key, self.copying(started), LEASE, pb::SetCondition::Always);
                     let _ = self.claim_op(at, op).await;
                 }
             }
