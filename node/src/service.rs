@@ -25,7 +25,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::limits::LimitError;
 use crate::metrics::{Op, Outcome};
 use crate::state::{Shared, WAL_FAILED};
-use crate::store::{Condition, SetOptions, StoreError};
+use crate::store::{Condition, Lookup, SetOptions, StoreError};
 use crate::wal::{Records, WalError};
 
 /// Why one operation failed.
@@ -153,17 +153,25 @@ impl CacheNode {
 
     fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
-        Ok(match self.shared.store.get(&r.key) {
-            Some(v) => (
+        Ok(match self.shared.store.lookup(&r.key) {
+            Lookup::Live(v) => (
                 pb::GetResponse {
                     found: true,
                     value: v.value,
                     version: v.version,
                     ttl_ms: v.ttl_ms,
+                    tombstone_version: 0,
                 },
                 Outcome::Ok,
             ),
-            None => (pb::GetResponse::default(), Outcome::Miss),
+            Lookup::Tombstone(version) => (
+                pb::GetResponse {
+                    tombstone_version: version,
+                    ..Default::default()
+                },
+                Outcome::Miss,
+            ),
+            Lookup::Absent => (pb::GetResponse::default(), Outcome::Miss),
         })
     }
 

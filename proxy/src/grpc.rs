@@ -145,6 +145,7 @@ impl ProxyService {
                 value: e.value,
                 version: e.version,
                 ttl_ms: e.ttl.map_or(0, |t| (t.as_millis() as u64).max(1)),
+                tombstone_version: 0,
             }),
         )
     }

@@ -230,6 +230,7 @@ pub(crate) async fn mset(
     deadline: Instant,
 ) -> Result<()> {
     let mut need = Vec::with_capacity(items.len());
+    let mut first = Vec::with_capacity(items.len());
     // Each item's set, kept to be stamped again if a replica holds a newer
     // version of its key.
     let mut sets = Vec::with_capacity(items.len());
@@ -249,7 +250,9 @@ pub(crate) async fn mset(
                 keep_ttl: false,
             })),
         };
-        for node in inner.targets(&replicas, n) {
+        let targets = inner.targets(&replicas, n);
+        first.push(targets.first().copied().unwrap_or(usize::MAX));
+        for node in targets {
             groups.entry(node).or_default().push((pos, op.clone()));
         }
         sets.push(op);
@@ -272,20 +275,36 @@ pub(crate) async fn mset(
                         .map_err(Error::from_status)
                 })
                 .await;
-            (positions, res)
+            (node, positions, res)
         });
     }
     let mut acks = vec![0usize; need.len()];
-    let mut superseded = vec![false; need.len()];
+    let mut superseded = vec![0usize; need.len()];
+    // What each key's first target (see `superseded` in `write.rs`) answered:
+    // whether it holds the write.
+    let mut first_holds: Vec<Option<bool>> = vec![None; need.len()];
     while let Some(done) = batches.join_next().await {
-        let Ok((positions, res)) = done else { continue };
+        let Ok((node, positions, res)) = done else {
+            continue;
+        };
         match res {
             Ok(results) => {
                 for (p, r) in positions.into_iter().zip(results) {
+                    let is_first = first[p] == node;
                     match r.result {
                         // Only a replica that holds the write counts.
-                        Some(Out::Set(s)) if s.applied => acks[p] += 1,
-                        Some(Out::Set(_)) => superseded[p] = true,
+                        Some(Out::Set(s)) if s.applied => {
+                            acks[p] += 1;
+                            if is_first {
+                                first_holds[p] = Some(true);
+                            }
+                        }
+                        Some(Out::Set(_)) => {
+                            superseded[p] += 1;
+                            if is_first {
+                                first_holds[p] = Some(false);
+                            }
+                        }
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => {}
                     }
@@ -295,10 +314,14 @@ pub(crate) async fn mset(
             Err(e) => return Err(e),
         }
     }
-    // Keys a replica held a newer version of: written again one by one,
-    // stamped past that version (see `View::write`).
+    // Keys a replica held a newer version of: superseded there by a later
+    // write when another replica holds this one (see `superseded` in
+    // `write.rs`), else written again one by one, stamped past that version.
     for (p, set) in sets.into_iter().enumerate() {
-        if !superseded[p] || acks[p] >= need[p] {
+        if first_holds[p] == Some(true) {
+            acks[p] += superseded[p];
+        }
+        if superseded[p] == 0 || acks[p] >= need[p] {
             continue;
         }
         if let Some(Op::Set(r)) = set.op {

@@ -114,6 +114,14 @@ async fn set_get_delete_miss_and_cas() {
         .expect("get")
         .into_inner();
     assert!(!gone.found);
+    // The miss reports the tombstone, and a key never written none.
+    assert_eq!(gone.tombstone_version, d.version);
+    let never = c
+        .get(pb::GetRequest { key: key("never") })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!never.found && never.tombstone_version == 0);
     node.stop().await.expect("clean stop");
 }
 

@@ -68,3 +68,82 @@ async fn a_write_over_a_newer_version_is_resent_not_acknowledged() -> Result<(),
     node.stop().await?;
     Ok(())
 }
+
+/// Reads `key` on `node` directly: (found, value, version, tombstone version).
+async fn read_on(node: &TestNode, key: &str) -> (bool, String, u64, u64) {
+    let r = node
+        .client()
+        .await
+        .get(pb::GetRequest {
+            key: key.as_bytes().to_vec().into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    (
+        r.found,
+        String::from_utf8_lossy(&r.value).into_owned(),
+        r.version,
+        r.tombstone_version,
+    )
+}
+
+/// The replica that decides conditional operations (and serves `One`
+/// reads) orders the writes: a delete it took is acknowledged although the
+/// other replica already holds a newer write (there, the copy of a lock
+/// taken on the first replica after this delete arrived before the delete
+/// did), and it is not stamped again, which would apply it a second time
+/// and delete that lock. When the first replica itself holds the newer
+/// version, the delete is stamped again and wins on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_first_replica_took_is_not_applied_again() -> Result<(), BoxError> {
+    let nodes = [
+        TestNode::start(test_config()).await,
+        TestNode::start(test_config()).await,
+    ];
+    let cache = distcache::Client::builder()
+        .nodes(nodes.iter().map(TestNode::url))
+        .replicas(2)
+        // Both answers are awaited (at `One` the second may come too late
+        // to be looked at).
+        .write_consistency(distcache::Consistency::All)
+        .build()
+        .await?;
+    let by_url = |url: &str| {
+        nodes
+            .iter()
+            .find(|n| n.url() == url)
+            .expect("an owner is one of the nodes")
+    };
+    let owners = cache.owners("lock");
+    let (first, other) = (by_url(&owners[0]), by_url(&owners[1]));
+
+    // The first replica holds the lock as it was; the other already holds
+    // what was decided after the delete (a version ahead of the delete's).
+    write_ahead(first, "lock", "old holder", Duration::ZERO).await;
+    let later = write_ahead(other, "lock", "new holder", Duration::from_secs(2)).await;
+    cache.delete("lock").await?;
+    let (found, _, _, tombstone) = read_on(first, "lock").await;
+    assert!(!found && tombstone > 0 && tombstone < later, "deleted once");
+    let (found, value, version, _) = read_on(other, "lock").await;
+    assert!(
+        found && value == "new holder" && version == later,
+        "the later lock survives"
+    );
+
+    // The other way round: the first replica holds a newer version (a
+    // writer with a fast clock): the delete is stamped past it, on both.
+    let owners = cache.owners("fast");
+    let (first, other) = (by_url(&owners[0]), by_url(&owners[1]));
+    let ahead = write_ahead(first, "fast", "from a fast clock", Duration::from_secs(2)).await;
+    write_ahead(other, "fast", "old", Duration::ZERO).await;
+    cache.delete("fast").await?;
+    let (found, _, _, tombstone) = read_on(first, "fast").await;
+    assert!(!found && tombstone > ahead, "stamped again");
+    let (found, _, _, t) = read_on(other, "fast").await;
+    assert!(!found && t == tombstone, "and on the other replica");
+    for n in nodes {
+        n.stop().await?;
+    }
+    Ok(())
+}

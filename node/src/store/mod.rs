@@ -89,6 +89,17 @@ pub struct SetOptions {
     pub keep_ttl: bool,
 }
 
+/// What [`Store::lookup`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A live value.
+    Live(Value),
+    /// A tombstone with this version: the key was deleted.
+    Tombstone(u64),
+    /// Nothing (never written, expired, evicted or forgotten).
+    Absent,
+}
+
 /// A live value read from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
@@ -232,21 +243,34 @@ impl Store {
 
     /// Reads a live value and marks it recently used.
     pub fn get(&self, key: &[u8]) -> Option<Value> {
+        match self.lookup(key) {
+            Lookup::Live(v) => Some(v),
+            Lookup::Tombstone(_) | Lookup::Absent => None,
+        }
+    }
+
+    /// [`Store::get`], telling a tombstone (and its version) from nothing,
+    /// under the same lock: a replicated read compares it with the values
+    /// other replicas hold.
+    pub fn lookup(&self, key: &[u8]) -> Lookup {
         let now = self.clock.now_ms();
         let (hash, lock) = self.locate(key);
         let mut shard = lock.lock();
-        let found = self.find_fresh(&mut shard, hash, key, now).and_then(|idx| {
+        let found = self.find_fresh(&mut shard, hash, key, now).map(|idx| {
             let slot = shard.slot(idx);
-            let value = slot.value.clone()?;
+            let Some(value) = slot.value.clone() else {
+                return Lookup::Tombstone(slot.version);
+            };
             let out = Value {
                 value,
                 version: slot.version,
                 ttl_ms: remaining(slot.expires_at, now),
             };
             shard.touch(idx);
-            Some(out)
+            Lookup::Live(out)
         });
-        if found.is_some() {
+        let found = found.unwrap_or(Lookup::Absent);
+        if matches!(found, Lookup::Live(_)) {
             shard.stats.hits += 1;
         } else {
             shard.stats.misses += 1;

@@ -151,6 +151,28 @@ fn equal_versions_converge_by_content_in_any_order() {
     }
 }
 
+/// A miss tells a tombstone (with its version) from nothing: a replicated
+/// read compares that version with the values other replicas hold, and
+/// must not learn it from a later probe, which could see a write made since
+/// (it once took a live value's version for a delete's, and the repair then
+/// deleted that value everywhere: at an equal version a tombstone wins).
+#[test]
+fn a_miss_reports_the_tombstone_it_holds() {
+    let (s, clock) = store(1 << 20);
+    assert_eq!(s.lookup(b"k"), Lookup::Absent);
+    s.delete(b"k", 50).expect("delete");
+    assert_eq!(s.lookup(b"k"), Lookup::Tombstone(50));
+    let at = |v| SetOptions {
+        version: v,
+        ..SetOptions::default()
+    };
+    assert!(s.set(b"k", b"v", at(60)).expect("set").applied);
+    assert!(matches!(s.lookup(b"k"), Lookup::Live(v) if v.version == 60));
+    s.delete(b"k", 70).expect("delete");
+    clock.advance(10_000);
+    assert_eq!(s.lookup(b"k"), Lookup::Absent, "an expired tombstone");
+}
+
 #[test]
 fn tombstones_expire_after_their_ttl() {
     let (s, clock) = store(1 << 20);

@@ -103,22 +103,18 @@ impl View {
             return Ok(pb::GetResponse::default());
         };
         self.clock.observe(newest.version);
-        // Each replica's stored version: a miss may hide a tombstone that is
-        // newer than the value another replica still holds.
-        let mut held: Vec<(usize, u64)> = Vec::with_capacity(gets.len());
-        for (idx, r) in &gets {
-            let v = if r.found {
-                r.version
-            } else {
-                self.stored_version(*idx, key, deadline).await
-            };
-            held.push((*idx, v));
-        }
-        let tombstone = held
+        // Each replica's stored version: a miss may be a tombstone newer
+        // than the value another replica still holds. The node reports it
+        // with the miss, read under the same lock: a later probe could see a
+        // write made since, and take that write's version for a delete's.
+        let held: Vec<(usize, u64)> = gets
             .iter()
-            .zip(&gets)
-            .filter(|(_, (_, r))| !r.found)
-            .map(|((_, v), _)| *v)
+            .map(|(idx, r)| (*idx, held_version(r)))
+            .collect();
+        let tombstone = gets
+            .iter()
+            .filter(|(_, r)| !r.found)
+            .map(|(_, r)| r.tombstone_version)
             .max()
             .unwrap_or(0);
         let (result, repair_to, repair) = if tombstone > newest.version {
@@ -159,20 +155,14 @@ impl View {
         }
         Ok(result)
     }
+}
 
-    /// The version node `idx` holds for `key`, tombstones included (0 when
-    /// nothing or unknown). `Expire` with a replicated version of 1 never
-    /// applies (every stored version is larger) and answers with the stored
-    /// version, so it is a read-only probe until `Get` reports tombstones.
-    async fn stored_version(&self, idx: usize, key: &Bytes, deadline: Instant) -> u64 {
-        let op = Op::Expire(pb::ExpireRequest {
-            key: key.clone(),
-            ttl_ms: 0,
-            version: 1,
-        });
-        match self.call(idx, op, deadline).await {
-            Ok(Out::Expire(r)) => r.version,
-            _ => 0,
-        }
+/// The version a replica holds for the key: its value's, or on a miss its
+/// tombstone's (0 when it holds nothing).
+fn held_version(r: &pb::GetResponse) -> u64 {
+    if r.found {
+        r.version
+    } else {
+        r.tombstone_version
     }
 }

@@ -21,16 +21,29 @@ use crate::error::{Error, Failure, Result, classify};
 const MAX_RESTAMPS: usize = 3;
 
 /// The newest version a replica answered it holds instead of `op`'s, when
-/// one did: the write is then not held there, and must not count.
-fn superseded(op: &Op, acks: &Acks) -> Option<u64> {
+/// the write must be stamped again: when `first`, the replica that decides
+/// conditional operations and serves `One` reads, answered that it holds a
+/// newer version, or (if it did not answer) when any replica did.
+///
+/// When `first` holds the write and another replica holds something newer,
+/// that newer write is ordered after this one (on `first` it came later:
+/// typically a lock decided on `first` after this delete, whose copy
+/// reached the other replica before this delete did). The write took
+/// effect; stamping it again would apply it a second time, over what was
+/// decided in between.
+fn superseded(op: &Op, acks: &Acks, first: Option<usize>) -> Option<u64> {
     let ours = version_of(op);
-    acks.iter()
-        .filter_map(|(_, out)| match out {
-            Out::Set(r) if !r.applied => Some(r.version),
-            Out::Delete(r) if r.version > ours => Some(r.version),
-            _ => None,
-        })
-        .max()
+    let newer = |out: &Out| match out {
+        Out::Set(r) if !r.applied => Some(r.version),
+        Out::Delete(r) if r.version > ours => Some(r.version),
+        _ => None,
+    };
+    if let Some((_, out)) = acks.iter().find(|(i, _)| Some(*i) == first)
+        && newer(out).is_none()
+    {
+        return None;
+    }
+    acks.iter().filter_map(|(_, out)| newer(out)).max()
 }
 
 /// The version a replicated set or delete carries.
@@ -67,10 +80,10 @@ impl View {
         deadline: Instant,
     ) -> Result<Acks> {
         for round in 0..=MAX_RESTAMPS {
-            let acks = self
+            let (acks, first) = self
                 .write_once(key, op.clone(), consistency, deadline)
                 .await?;
-            let Some(newer) = superseded(&op, &acks) else {
+            let Some(newer) = superseded(&op, &acks, first) else {
                 return Ok(acks);
             };
             if round == MAX_RESTAMPS {
@@ -85,19 +98,21 @@ impl View {
         })
     }
 
-    /// One round of [`View::write`]: `op` as stamped.
+    /// One round of [`View::write`]: `op` as stamped. Also returns the
+    /// first target (see [`superseded`]).
     async fn write_once(
         &self,
         key: &[u8],
         op: Op,
         consistency: Consistency,
         deadline: Instant,
-    ) -> Result<Acks> {
+    ) -> Result<(Acks, Option<usize>)> {
         let replicas = self.replicas(key);
         let need = consistency.required(replicas.len());
         let targets = self.targets(&self.write_set_of(key, replicas), need);
+        let first = targets.first().copied();
         if let [idx] = targets[..] {
-            return self.write_one(idx, op, deadline).await;
+            return Ok((self.write_one(idx, op, deadline).await?, first));
         }
         // Wait for the first healthy replica, the one `One` reads go to, so a
         // client reads its own writes; the others may finish later. Its
@@ -117,7 +132,7 @@ impl View {
             wait.push(new);
         }
         let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, true, inline));
-        gather(fan, targets.len(), need, &wait).await
+        Ok((gather(fan, targets.len(), need, &wait).await?, first))
     }
 
     /// During a move, the first readable replica of the key in the new

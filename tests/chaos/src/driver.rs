@@ -109,6 +109,9 @@ pub struct Outcomes {
     pub heal: Duration,
     /// The whole history, for inspection.
     pub history: Vec<Op>,
+    /// The direct SDK client's counters at the end (failovers, fences,
+    /// catch-ups): how often it lost a node, with or without faults.
+    pub sdk_stats: distcache::ClientStats,
 }
 
 type Log = Arc<Mutex<Vec<Op>>>;
@@ -523,6 +526,7 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
     let heal = healing.elapsed();
     let in_doubt = history.iter().filter(|o| !o.acked()).count();
     let report = check::check(&history);
+    let sdk_stats = direct.stats();
     drop(proxies);
     drop(cluster);
     Ok(Outcomes {
@@ -531,5 +535,6 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
         in_doubt,
         heal,
         history,
+        sdk_stats,
     })
 }

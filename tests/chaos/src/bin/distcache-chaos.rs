@@ -100,6 +100,11 @@ fn main() -> ExitCode {
         "heal: all healthy and final reads at All done in {:.2} s",
         out.heal.as_secs_f64()
     );
+    let st = &out.sdk_stats;
+    println!(
+        "sdk client: {} failovers, {} nodes fenced, {} catch-ups ({} failed), {} read repairs",
+        st.failovers, st.fenced_nodes, st.catch_ups, st.catch_up_failures, st.read_repairs
+    );
     println!("violations:");
     let counts = r.counts();
     for c in Check::ALL {
