@@ -3,9 +3,12 @@
 //! up) and `Fence` (raise or lift this node's own fence). The SDK drives
 //! both (see `sdk/src/replica/catchup.rs`); the contract is in the proto.
 
+use std::time::Duration;
+
 use distcache_proto::ring::{MAX_SCAN_RANGES, Ranges};
 use distcache_proto::v1 as pb;
 
+use crate::fence::Lift;
 use crate::state::Shared;
 
 /// Entries per `Scan` answer when the request names no bound.
@@ -58,7 +61,7 @@ pub(crate) fn scan(shared: &Shared, r: &pb::ScanRequest) -> Result<pb::ScanRespo
 /// Raises or lifts this node's fence, as asked.
 pub(crate) fn fence(shared: &Shared, r: pb::FenceRequest) -> pb::FenceResponse {
     let fence = &shared.fence;
-    let (lifted, state) = match pb::FenceAction::try_from(r.action) {
+    let lift = match pb::FenceAction::try_from(r.action) {
         Ok(pb::FenceAction::Unfence) => fence.lift(r.incarnation, r.epoch),
         // An unknown action fences: the safe reading of a newer client.
         _ => {
@@ -67,12 +70,17 @@ pub(crate) fn fence(shared: &Shared, r: pb::FenceRequest) -> pb::FenceResponse {
             } else {
                 r.reason.chars().take(200).collect()
             };
-            (false, fence.raise(r.since_ms, reason))
+            Lift {
+                lifted: false,
+                state: fence.raise(r.since_ms, reason),
+                retry_after: Duration::ZERO,
+            }
         }
     };
     pb::FenceResponse {
         incarnation: fence.incarnation,
-        fence: Some(state),
-        lifted,
+        fence: Some(lift.state),
+        lifted: lift.lifted,
+        retry_after_ms: u64::try_from(lift.retry_after.as_millis()).unwrap_or(u64::MAX),
     }
 }

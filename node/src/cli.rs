@@ -71,6 +71,11 @@ pub struct Args {
     /// health say 503/NOT_SERVING, e.g. 5s [default: 0s].
     #[arg(long, env = "DISTCACHE_DRAIN_DELAY")]
     pub drain_delay: Option<HumanDuration>,
+    /// Shortest time a fence stays up once raised (start, stall, a client),
+    /// so every client that lost the node sees it back and fences it before
+    /// a catch-up lifts the fence; above every client's probe interval [default: 1s].
+    #[arg(long, env = "DISTCACHE_FENCE_HOLD")]
+    pub fence_hold: Option<HumanDuration>,
     /// Time in-flight requests get once the node stops taking new ones [default: 10s].
     #[arg(long, env = "DISTCACHE_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
@@ -257,6 +262,7 @@ impl Args {
         set(&mut c.server.node_id, self.node_id);
         set(&mut c.server.max_message_bytes, self.max_message_bytes);
         set(&mut c.server.drain_delay, self.drain_delay);
+        set(&mut c.server.fence_hold, self.fence_hold);
         set(&mut c.server.shutdown_grace, self.shutdown_grace);
         set(&mut c.store.max_memory, self.max_memory);
         set(&mut c.store.shards, self.shards);
@@ -288,6 +294,16 @@ impl Args {
 mod tests {
     use super::*;
     use distcache_serve::security::Role;
+
+    #[test]
+    fn version_prints_the_crate_version() {
+        let e = Args::try_parse_from(["distcache-node", "--version"]).expect_err("exits");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(
+            e.render().to_string().trim_end(),
+            concat!("distcache-node ", env!("CARGO_PKG_VERSION"))
+        );
+    }
 
     #[test]
     fn flags_override_defaults() {

@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// `/readyz` and gRPC health already say it is not ready, so that
     /// Kubernetes endpoints and proxies stop sending to it first; 0 = none.
     pub drain_delay: HumanDuration,
+    /// The shortest time a fence stays up once raised (at start, after a
+    /// stall, by a client): long enough for every client that lost the
+    /// node to see it back and fence it from the moment it lost it (its
+    /// probe interval), before another client's catch-up lifts the fence.
+    pub fence_hold: HumanDuration,
     /// How long in-flight requests may run once the node stops taking new
     /// ones (after the drain delay).
     pub shutdown_grace: HumanDuration,
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             admin_listen: parse_addr(DEFAULT_ADMIN_LISTEN),
             node_id: String::new(),
             drain_delay: HumanDuration(Duration::ZERO),
+            fence_hold: HumanDuration(Duration::from_secs(1)),
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
             max_message_bytes: ByteSize(16 << 20),
             max_concurrent_streams: 1024,

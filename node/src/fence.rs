@@ -39,6 +39,17 @@ struct State {
     epoch: u64,
     since_ms: u64,
     reason: String,
+    /// When the current epoch was raised (for the hold).
+    raised_at: Option<Instant>,
+}
+
+/// What [`Fence::lift`] did.
+#[derive(Debug)]
+pub(crate) struct Lift {
+    pub(crate) lifted: bool,
+    pub(crate) state: pb::FenceState,
+    /// When refused only for the hold: how long until it may be lifted.
+    pub(crate) retry_after: Duration,
 }
 
 /// The fence of one node process.
@@ -54,12 +65,19 @@ pub(crate) struct Fence {
     /// When the stall watcher last ticked, in ms since `base`.
     last_tick: AtomicU64,
     base: Instant,
+    /// The shortest time a fence stays up (`--fence-hold`): every client
+    /// that lost the node must have seen it back, and fenced it from when
+    /// it lost it, before a catch-up lifts the fence. Else a client that
+    /// still holds the node for down goes on deciding conditional
+    /// operations on another replica, and writing only there, while
+    /// clients that saw the catch-up decide and read here.
+    hold: Duration,
 }
 
 impl Fence {
     /// A fence raised from the start: the node may lack what was written
     /// since `since_ms` (0 for anything).
-    pub(crate) fn started(since_ms: u64, reason: String) -> Self {
+    pub(crate) fn started(since_ms: u64, reason: String, hold: Duration) -> Self {
         let f = Self {
             fenced: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -67,6 +85,7 @@ impl Fence {
             incarnation: incarnation(),
             last_tick: AtomicU64::new(0),
             base: Instant::now(),
+            hold,
         };
         f.raise(since_ms, reason);
         f
@@ -116,6 +135,7 @@ impl Fence {
             "node fenced: refusing reads of replicating clients until caught up"
         );
         s.reason = reason;
+        s.raised_at = Some(Instant::now());
         self.fenced.store(true, Ordering::Release);
         self.raised.fetch_add(1, Ordering::Relaxed);
         snapshot(&s, true)
@@ -127,14 +147,27 @@ impl Fence {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Lifts the fence if `incarnation` and `epoch` are still current.
-    pub(crate) fn lift(&self, incarnation: u64, epoch: u64) -> (bool, pb::FenceState) {
+    /// Lifts the fence if `incarnation` and `epoch` are still current and
+    /// the fence is older than the hold.
+    pub(crate) fn lift(&self, incarnation: u64, epoch: u64) -> Lift {
         let s = self.state.lock();
         let ok = incarnation == self.incarnation && epoch == s.epoch;
+        let age = s.raised_at.map_or(self.hold, |t| t.elapsed());
+        if ok && self.is_fenced() && age < self.hold {
+            return Lift {
+                lifted: false,
+                state: snapshot(&s, true),
+                retry_after: self.hold - age,
+            };
+        }
         if ok && self.fenced.swap(false, Ordering::AcqRel) {
             tracing::info!(epoch, "node caught up: fence lifted");
         }
-        (ok, snapshot(&s, self.is_fenced()))
+        Lift {
+            lifted: ok,
+            state: snapshot(&s, self.is_fenced()),
+            retry_after: Duration::ZERO,
+        }
     }
 
     /// The fence as the wire shows it.
@@ -219,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_fence_is_lifted_only_with_its_own_epoch_and_incarnation() {
-        let f = Fence::started(100, "started".into());
+        let f = Fence::started(100, "started".into(), Duration::ZERO);
         assert!(f.is_fenced());
         let first = f.state();
         assert_eq!((first.epoch, first.since_ms), (1, 100));
@@ -228,20 +261,47 @@ mod tests {
         assert_eq!((second.epoch, second.since_ms), (2, 50));
         let third = f.raise(80, "again".into());
         assert_eq!(third.since_ms, 50, "the widest window is kept");
-        assert!(!f.lift(f.incarnation, 2).0, "a stale epoch lifts nothing");
-        assert!(!f.lift(f.incarnation ^ 1, 3).0, "another incarnation");
+        assert!(
+            !f.lift(f.incarnation, 2).lifted,
+            "a stale epoch lifts nothing"
+        );
+        assert!(!f.lift(f.incarnation ^ 1, 3).lifted, "another incarnation");
         assert!(f.is_fenced());
-        let (ok, s) = f.lift(f.incarnation, 3);
-        assert!(ok && !s.fenced && !f.is_fenced());
+        let l = f.lift(f.incarnation, 3);
+        assert!(l.lifted && !l.state.fenced && !f.is_fenced());
         // A new fence after a lift starts its own window.
         assert_eq!(f.raise(900, "stalled".into()).since_ms, 900);
     }
 
+    /// A fence younger than the hold is not lifted, even with the right
+    /// epoch: a client that lost the node may not have seen it back yet
+    /// (its probe interval), and it must get to fence it from when it lost
+    /// it first. The answer says how long to wait; a fence raised during
+    /// the wait makes the epoch stale.
+    #[test]
+    fn a_fence_younger_than_the_hold_waits_and_says_how_long() {
+        let hold = Duration::from_secs(60);
+        let f = Fence::started(0, "started".into(), hold);
+        let epoch = f.state().epoch;
+        let early = f.lift(f.incarnation, epoch);
+        assert!(!early.lifted && early.state.fenced && f.is_fenced());
+        assert!(early.retry_after > Duration::from_secs(59) && early.retry_after <= hold);
+        // Stale epochs get no wait: they must catch up again.
+        let stale = f.lift(f.incarnation, epoch + 1);
+        assert!(!stale.lifted && stale.retry_after.is_zero());
+        // Once the hold has passed (as if raised a minute ago), it lifts.
+        f.state.lock().raised_at = Instant::now().checked_sub(hold);
+        let l = f.lift(f.incarnation, epoch);
+        assert!(l.lifted && !f.is_fenced());
+        // A lift of a fence already lifted needs no wait either.
+        assert!(f.lift(f.incarnation, epoch).retry_after.is_zero());
+    }
+
     #[test]
     fn a_request_after_a_stall_raises_the_fence_before_the_watcher_does() {
-        let mut f = Fence::started(0, "started".into());
+        let mut f = Fence::started(0, "started".into(), Duration::ZERO);
         let s = f.state();
-        assert!(f.lift(f.incarnation, s.epoch).0);
+        assert!(f.lift(f.incarnation, s.epoch).lifted);
         assert!(!f.check(|| 100_000), "no gap yet");
         // As if the process had been stopped for two seconds.
         f.base = Instant::now().checked_sub(Duration::from_secs(2)).unwrap();
@@ -251,14 +311,14 @@ mod tests {
         assert!(s.since_ms <= 100_000 - 2_000 - CATCH_UP_MARGIN_MS);
         // Once: the gap is consumed.
         let epoch = s.epoch;
-        assert!(f.lift(f.incarnation, epoch).0);
+        assert!(f.lift(f.incarnation, epoch).lifted);
         assert!(!f.check(|| 100_000));
     }
 
     #[test]
     fn incarnations_differ_between_fences() {
-        let a = Fence::started(0, String::new()).incarnation;
-        let b = Fence::started(0, String::new()).incarnation;
+        let a = Fence::started(0, String::new(), Duration::ZERO).incarnation;
+        let b = Fence::started(0, String::new(), Duration::ZERO).incarnation;
         assert_ne!(a, b);
         assert_ne!(a, 0);
     }

@@ -159,7 +159,7 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
     if let Some(w) = &wal {
         metrics.add_wal(w.stats().clone());
     }
-    let fence = Arc::new(start_fence(&store));
+    let fence = Arc::new(start_fence(&store, config.server.fence_hold.0));
     fence.watch_stalls(crate::clock::now_ms)?;
     metrics.add_fence(fence.clone());
     let shared = Arc::new(Shared {
@@ -182,12 +182,13 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
 /// The fence a node starts with: it lacks what was written while it was
 /// down, so everything since its newest recovered entry (less the margin),
 /// or anything at all when it starts empty.
-fn start_fence(store: &Store) -> Fence {
+fn start_fence(store: &Store, hold: Duration) -> Fence {
     match store.newest_version() {
-        0 => Fence::started(0, "started empty".into()),
+        0 => Fence::started(0, "started empty".into(), hold),
         v => Fence::started(
             (v >> 16).saturating_sub(CATCH_UP_MARGIN_MS),
             "restarted from its write-ahead log".into(),
+            hold,
         ),
     }
 }

@@ -156,6 +156,7 @@ mod tests {
                 value: Bytes::from(vec![7; len]),
                 version: 1,
                 ttl_ms: 0,
+                tombstone_version: 0,
             })),
         }
     }

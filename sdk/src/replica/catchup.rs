@@ -15,7 +15,11 @@
 //!    entries this node replicates ─► versioned Set / Delete in a Batch
 //!    to the node (they never overwrite anything newer)
 //! 3. Fence(UNFENCE, incarnation, epoch): lifted only if no new fence was
-//!    raised meanwhile (else: again, from the wider window)
+//!    raised meanwhile (else: again, from the wider window), and not
+//!    before the node's fence hold (`--fence-hold`, 1 s): every client
+//!    that lost the node must see it back, and fence it from when it lost
+//!    it, first; the node answers how long to wait, and the same epoch is
+//!    tried again then
 //! ```
 //!
 //! Writes made while it runs reach the node directly (fenced nodes are
@@ -52,6 +56,12 @@ const PAGE: u32 = 1_000;
 /// Rounds of scan-and-lift before giving up until the next probe (a new
 /// fence raised during a round means another round).
 const MAX_ROUNDS: usize = 3;
+
+/// Waits for a node's fence hold (`--fence-hold`) per round, and the
+/// longest of each: a hold longer than that keeps the node fenced until
+/// the next probe's catch-up.
+const MAX_HOLD_WAITS: usize = 4;
+const MAX_HOLD_WAIT_MS: u64 = 5_000;
 
 /// Why a catch-up stopped short.
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +176,25 @@ impl View {
                 epoch: fence.epoch,
                 ..Default::default()
             };
-            let lifted = node
-                .fence(lift, timeout)
+            let mut lifted = node
+                .fence(lift.clone(), timeout)
                 .await
                 .map_err(failed("Fence", &node.url))?;
+            // Too early for the node's hold (clients that lost it may not
+            // have seen it back yet): wait, and lift with the same epoch;
+            // a fence one of them raised meanwhile makes it stale, and the
+            // next round copies from its wider window.
+            for _ in 0..MAX_HOLD_WAITS {
+                if lifted.lifted || lifted.retry_after_ms == 0 {
+                    break;
+                }
+                let wait = Duration::from_millis(lifted.retry_after_ms.min(MAX_HOLD_WAIT_MS));
+                tokio::time::sleep(wait).await;
+                lifted = node
+                    .fence(lift.clone(), timeout)
+                    .await
+                    .map_err(failed("Fence", &node.url))?;
+            }
             if lifted.lifted {
                 node.set_skipped(skipped);
                 node.unfence();

@@ -67,11 +67,13 @@ fn restamp(op: &mut Op, version: u64) {
 impl View {
     /// Writes `op` (which carries its version) to the key's replicas and
     /// returns once `consistency` is met: once that many replicas answered
-    /// that they hold this write. A replica holding a newer version (a
-    /// writer with a faster clock, or a concurrent write) does not count:
-    /// the clock moves past that version and the write is stamped again and
+    /// that they hold this write. When the first target holds a newer
+    /// version (a writer with a faster clock, or a concurrent write), the
+    /// clock moves past that version and the write is stamped again and
     /// resent (at most [`MAX_RESTAMPS`] times), so OK never means "applied
-    /// nowhere". The acknowledgements returned carry the final version.
+    /// nowhere"; a newer version on another replica only is a later write
+    /// (see [`superseded`]). The acknowledgements returned carry the final
+    /// version.
     pub(crate) async fn write(
         &self,
         key: &[u8],

@@ -112,6 +112,8 @@ pub struct Outcomes {
     /// The direct SDK client's counters at the end (failovers, fences,
     /// catch-ups): how often it lost a node, with or without faults.
     pub sdk_stats: distcache::ClientStats,
+    /// What the nemesis did, one line per event, with its time.
+    pub fault_log: Vec<String>,
 }
 
 type Log = Arc<Mutex<Vec<Op>>>;
@@ -276,7 +278,13 @@ impl Worker {
         };
         let invoke = micros(self.start);
         let outcome = match &call {
-            Call::Set(v) => sdk_outcome(rt.block_on(client.set(key, v, None)), |_| Ret::Done),
+            Call::Set(v) => {
+                let r = rt.block_on(client.set(key, v, None));
+                if let Ok(version) = &r {
+                    note_lead(*version);
+                }
+                sdk_outcome(r, |_| Ret::Done)
+            }
             Call::Get => sdk_outcome(rt.block_on(client.get(key)), |e| Ret::Value(entry_value(e))),
             Call::Del => sdk_outcome(rt.block_on(client.delete(key)), |_| Ret::Done),
             Call::Incr => sdk_outcome(rt.block_on(client.incr_by(key, 1)), Ret::Int),
@@ -308,6 +316,18 @@ impl Worker {
     }
 }
 
+/// The most the SDK's write versions ran ahead of the wall clock, in ms:
+/// versions are compared across writers, so a clock ahead orders an earlier
+/// write after a later one.
+pub static SDK_CLOCK_LEAD_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn note_lead(version: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    SDK_CLOCK_LEAD_MS.fetch_max((version >> 16) as i64 - now, Ordering::Relaxed);
+}
+
 fn entry_value(e: Option<distcache::Entry>) -> Option<String> {
     e.map(|e| String::from_utf8_lossy(&e.value).into_owned())
 }
@@ -326,9 +346,22 @@ impl Cluster {
             .collect()
     }
 
-    /// Injects one fault and heals it; returns its kind.
-    fn inject(&mut self, fault: Fault, rng: &mut StdRng) -> Result<(), String> {
+    /// Injects one fault and heals it, noting in `log` what it did to
+    /// which node, and when (µs since `start`).
+    fn inject(
+        &mut self,
+        fault: Fault,
+        rng: &mut StdRng,
+        log: &mut Vec<String>,
+        start: Instant,
+    ) -> Result<(), String> {
         let ms = |rng: &mut StdRng, a: u64, b: u64| Duration::from_millis(rng.random_range(a..b));
+        let mut note = |what: &str, i: usize| {
+            log.push(format!(
+                "Fault {{ at: {}, node: n{i}, {what} }}",
+                micros(start)
+            ));
+        };
         match fault {
             Fault::KillRestartWal | Fault::KillRestartEmpty => {
                 let wal = fault == Fault::KillRestartWal;
@@ -336,21 +369,37 @@ impl Cluster {
                     .filter(|i| self.nodes[*i].data_dir.is_some() == wal)
                     .collect();
                 let i = pick[rng.random_range(0..pick.len())];
+                note("killed", i);
                 self.nodes[i].kill();
                 std::thread::sleep(ms(rng, 300, 2_000));
-                self.nodes[i].start()
+                let r = self.nodes[i].start();
+                note(
+                    if wal {
+                        "restarted from its WAL"
+                    } else {
+                        "restarted empty"
+                    },
+                    i,
+                );
+                r
             }
             Fault::Pause => {
                 let i = rng.random_range(0..self.nodes.len());
+                note("paused", i);
                 self.nodes[i].pause()?;
                 std::thread::sleep(ms(rng, 1_000, 3_000));
-                self.nodes[i].resume()
+                let r = self.nodes[i].resume();
+                note("resumed", i);
+                r
             }
             Fault::Membership => {
                 let i = rng.random_range(0..self.nodes.len());
+                note("removed from the cluster file", i);
                 write_cluster(&self.file, &self.urls(Some(i)))?;
                 std::thread::sleep(ms(rng, 1_000, 3_000));
-                write_cluster(&self.file, &self.urls(None))
+                let r = write_cluster(&self.file, &self.urls(None));
+                note("re-added to the cluster file", i);
+                r
             }
         }
     }
@@ -466,6 +515,7 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
     let mut faults: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut nemesis_error = None;
+    let mut fault_log = Vec::new();
     while start.elapsed() < config.duration {
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1_000)));
         if config.faults.is_empty() || start.elapsed() >= config.duration {
@@ -473,7 +523,7 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
         }
         let f = config.faults[rng.random_range(0..config.faults.len())];
         *faults.entry(f).or_default() += 1;
-        if let Err(e) = cluster.inject(f, &mut rng) {
+        if let Err(e) = cluster.inject(f, &mut rng, &mut fault_log, start) {
             nemesis_error = Some(e);
             break;
         }
@@ -527,6 +577,18 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
     let in_doubt = history.iter().filter(|o| !o.acked()).count();
     let report = check::check(&history);
     let sdk_stats = direct.stats();
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        fault_log.push(format!("Node {{ node: n{i}, url: {} }}", n.url()));
+    }
+    for family in ["r", "c", "l"] {
+        for k in 0..config.keys.max(1) {
+            let key = format!("{family}:{k}");
+            fault_log.push(format!(
+                "Owners {{ key: {key}, owners: {:?} }}",
+                direct.owners(&key)
+            ));
+        }
+    }
     drop(proxies);
     drop(cluster);
     Ok(Outcomes {
@@ -536,5 +598,6 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
         heal,
         history,
         sdk_stats,
+        fault_log,
     })
 }

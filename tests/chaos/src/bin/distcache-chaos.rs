@@ -38,6 +38,13 @@ fn parse(args: &[String]) -> Result<(Config, Option<String>), String> {
 }
 
 fn main() -> ExitCode {
+    // RUST_LOG=distcache=info shows the SDK client's catch-ups and fences.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (config, dump) = match parse(&args) {
         Ok(c) => c,
@@ -72,7 +79,8 @@ fn main() -> ExitCode {
     };
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(path) = dump {
-        let lines: Vec<String> = out.history.iter().map(|o| format!("{o:?}")).collect();
+        let mut lines: Vec<String> = out.history.iter().map(|o| format!("{o:?}")).collect();
+        lines.extend(out.fault_log.iter().cloned());
         if let Err(e) = std::fs::write(&path, lines.join("\n")) {
             eprintln!("distcache-chaos: --dump {path}: {e}");
         }
@@ -104,6 +112,10 @@ fn main() -> ExitCode {
     println!(
         "sdk client: {} failovers, {} nodes fenced, {} catch-ups ({} failed), {} read repairs",
         st.failovers, st.fenced_nodes, st.catch_ups, st.catch_up_failures, st.read_repairs
+    );
+    println!(
+        "sdk clock: write versions at most {} ms ahead of the wall clock",
+        distcache_chaos::driver::SDK_CLOCK_LEAD_MS.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!("violations:");
     let counts = r.counts();
