@@ -6,22 +6,21 @@
 //! They assert what today's main keeps; the lists below name what is left
 //! out and why, so that each fix of issue 14 can switch its part on:
 //!
-//! - Without faults the counter checks, [`Check::LostWrite`] and
-//!   [`Check::Phantom`] hold. Left out: [`Check::NotLinearizable`] (every
-//!   run: a DEL concurrent with a SET NX/CAS on a lock key is acknowledged
-//!   yet has no effect, or a SET NX wins while the lock is held), and
-//!   [`Check::StaleRead`] / [`Check::DeletedRead`], which fail rarely (2–3
-//!   stale reads in 45,000 operations): at write and read level `one` a
-//!   write acknowledged by one replica is not yet on the replica that a
-//!   read right after asks, a race that also covers deletes.
+//! - Without faults every check holds. (Until 2026-12-04 stale reads and
+//!   lock keys with no linearization showed up in most runs: a quorum read
+//!   took a write landing between its two requests for a newer delete and
+//!   repaired it away, and a delete was stamped again over a lock decided
+//!   after it. Both are fixed, with deterministic tests in `node` and
+//!   `sdk_acks`.)
 //! - Under kills, restarts (from the WAL and empty) and pauses, fencing and
 //!   catch-up hold [`Check::LostWrite`] and [`Check::Phantom`], and keep
 //!   stale and deleted reads to the rare ones seen without faults (2 minutes
 //!   of these faults: none; without fencing: about one a second): asserted
 //!   as at most [`MAX_STALE_UNDER_FAULTS`]. Left out: the counter checks (a
-//!   few increments lost at failover instants) and membership changes,
-//!   which move no data yet (issue 15), so reads through a remove/re-add are
-//!   stale.
+//!   catch-up that skipped a peer that was down lifts the fence without
+//!   what only that peer decided; see `docs/consistency.md`) and membership
+//!   changes (conditional operations switch primaries at a different moment
+//!   in each client).
 //!
 //! The binaries come from `target/<profile>/` (see `cluster::Bins`):
 //! `cargo test --workspace` builds them; `cargo test -p distcache-chaos`
@@ -36,12 +35,15 @@ use distcache_chaos::check::Check;
 use distcache_chaos::cluster::Bins;
 use distcache_chaos::driver::{self, Config, Fault, Outcomes};
 
-/// Checks that hold without faults on today's main.
-const HOLD_WITHOUT_FAULTS: [Check; 4] = [
+/// Checks that hold without faults on today's main: all of them.
+const HOLD_WITHOUT_FAULTS: [Check; 7] = [
     Check::LostWrite,
+    Check::StaleRead,
+    Check::DeletedRead,
     Check::Phantom,
     Check::Counter,
     Check::CounterDuplicate,
+    Check::NotLinearizable,
 ];
 
 /// Fault kinds of the asserted fault run: all but membership changes.
@@ -93,7 +95,7 @@ fn assert_hold(out: &Outcomes, checks: &[Check]) {
 }
 
 #[test]
-fn without_faults_no_write_is_lost_and_counters_count_every_increment() {
+fn without_faults_every_check_holds() {
     let out = run(Config {
         duration: Duration::from_secs(15),
         faults: Vec::new(),
