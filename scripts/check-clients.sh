@@ -6,6 +6,8 @@
 #   redis-py 8           PyPI `redis`, its defaults (HELLO 3 on every
 #                        connection): tests/clients/check_redis_py.py
 #   node-redis v5        npm `redis`, RESP: 3: tests/clients/check_node_redis.cjs
+#   the Python example   examples/python/rate_limiter.py on redis-py: its own
+#                        checks, ending in "rate limiter ok"
 #
 # What it lacks it installs: redis-tools with apt-get, redis-py into a
 # virtualenv and node-redis into a folder, both under target/client-tools.
@@ -148,6 +150,14 @@ step "redis-py ($("$PY" -c 'import redis; print(redis.__version__)'))"
 py_tests="$(grep -o '^Ran [0-9]* test' "$work/py.out" | grep -o '[0-9]*')"
 echo "   $py_tests tests ok"
 
+# ---- the Python example (redis-py) ------------------------------------------
+step "examples/python/rate_limiter.py"
+"$PY" examples/python/rate_limiter.py --port "$port" >"$work/rate_limiter.out" 2>&1 &&
+    grep -qx 'rate limiter ok' "$work/rate_limiter.out" ||
+    { cat "$work/rate_limiter.out" >&2; fail "examples/python/rate_limiter.py"; }
+example_checks=1
+echo "   $(grep -c '^[^:]*: ' "$work/rate_limiter.out") answers ok"
+
 # ---- node-redis v5 -------------------------------------------------------------
 step "node-redis ($(node -p "require('$NODE_MODULES/redis/package.json').version"), RESP3)"
 NODE_PATH="$NODE_MODULES" node tests/clients/check_node_redis.cjs "$port" >"$work/node.out" 2>&1 ||
@@ -155,6 +165,6 @@ NODE_PATH="$NODE_MODULES" node tests/clients/check_node_redis.cjs "$port" >"$wor
 node_tests="$(grep -o '^# pass [0-9]*' "$work/node.out" | grep -o '[0-9]*')"
 echo "   $node_tests tests ok"
 
-total=$((cli_checks + py_tests + node_tests))
+total=$((cli_checks + py_tests + example_checks + node_tests))
 echo "-- clients ok ($((SECONDS - started))s)"
 echo "check-clients: $total passed, 0 failed"

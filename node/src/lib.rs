@@ -69,4 +69,4 @@ mod sweeper;
 pub mod wal;
 
 pub use config::NodeConfig;
-pub use server::{Listeners, NodeError, run};
+pub use server::{Listeners, NodeError, run, run_reloading};

@@ -1,12 +1,13 @@
 //! `distcache-node`: parses flags and config, sets up logging, binds the
-//! listeners and runs the node until SIGINT or SIGTERM.
+//! listeners and runs the node until SIGINT or SIGTERM; SIGHUP re-reads its
+//! certificates and secrets.
 
 use std::process::ExitCode;
 
 use distcache_node::cli::{Args, Command};
 use distcache_node::config::NodeConfig;
-use distcache_node::{Listeners, run};
-use distcache_serve::{logging, shutdown_signal};
+use distcache_node::{Listeners, run_reloading};
+use distcache_serve::{logging, reload, shutdown_signal};
 
 fn main() -> ExitCode {
     let args = Args::from_env();
@@ -70,6 +71,8 @@ fn check_config(config: &NodeConfig) -> ExitCode {
 }
 
 async fn serve(config: NodeConfig) -> ExitCode {
+    // First: from here on SIGHUP reloads instead of ending the process.
+    let reloads = reload::hangups();
     let listeners = match Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
@@ -80,7 +83,7 @@ async fn serve(config: NodeConfig) -> ExitCode {
     if let (Ok(grpc), Ok(admin)) = (listeners.grpc.local_addr(), listeners.admin.local_addr()) {
         tracing::info!(%grpc, %admin, "listening");
     }
-    match run(listeners, config, shutdown_signal()).await {
+    match run_reloading(listeners, config, shutdown_signal(), reloads).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "node failed");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distcache_serve::metrics::{counter, gauge};
+use distcache_serve::reload::ReloadCounter;
 use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
@@ -152,6 +153,8 @@ struct OpLabel {
 pub(crate) struct Metrics {
     /// Counters of the security layers.
     pub security: SecurityCounters,
+    /// `distcache_reloads_total{result}`: reloads on SIGHUP.
+    pub reloads: ReloadCounter,
     /// `distcache_ready`: 1 while `/readyz` answers 200; the admin endpoint
     /// sets it before each scrape.
     pub ready: Gauge,
@@ -208,6 +211,8 @@ impl Metrics {
             .collect();
         let security = SecurityCounters::default();
         security.register(&mut registry);
+        let reloads = ReloadCounter::default();
+        reloads.register(&mut registry);
         distcache_serve::metrics::register_build_info(&mut registry);
         let ready = Gauge::default();
         registry.register(
@@ -222,6 +227,7 @@ impl Metrics {
         }));
         Self {
             security,
+            reloads,
             ready,
             registry,
             requests,

@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
-use distcache_serve::security::{self, Bounds, Security, SecurityError, SecurityLayer};
+use distcache_serve::reload::{self, Reloads};
+use distcache_serve::security::{
+    Bounds, LiveTls, Reloader, Security, SecurityError, SecurityLayer, live_tls,
+};
 use distcache_serve::{reflection, stopped};
 
 use crate::admin::Probes;
@@ -124,10 +127,12 @@ impl Early {
 /// recovered, the security stack loaded, the shared state made.
 struct Assembled {
     shared: Arc<Shared>,
-    /// The gRPC server builder, with TLS when configured.
-    builder: Server,
+    /// TLS for the gRPC port, when configured.
+    tls: Option<Arc<LiveTls>>,
     /// The layer wrapping every service.
     layer: SecurityLayer,
+    /// Re-reads the certificates and secrets on SIGHUP.
+    reloader: Reloader,
 }
 
 /// Builds the node's parts from `config` (already validated) over `store`:
@@ -148,10 +153,6 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
         bounds,
         &metrics.security,
     )?;
-    let mut builder = Server::builder();
-    if let Some(tls) = security.tls {
-        builder = builder.tls_config(tls)?;
-    }
     let wal = match config.wal_options() {
         Some(opts) => Some(Arc::new(Wal::open(opts, store.clone()).await?)),
         None => None,
@@ -174,8 +175,9 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
     });
     Ok(Assembled {
         shared,
-        builder,
+        tls: security.tls,
         layer: security.layer,
+        reloader: security.reloader,
     })
 }
 
@@ -195,11 +197,25 @@ fn start_fence(store: &Store, hold: Duration) -> Fence {
 
 /// Runs a node until `shutdown` resolves, then stops taking requests (new
 /// ones get `UNAVAILABLE`, health turns `NOT_SERVING`), lets in-flight ones
-/// finish for up to `server.shutdown_grace`, and returns.
+/// finish for up to `server.shutdown_grace`, and returns. Nothing is
+/// reloaded (see [`run_reloading`]).
 pub async fn run(
     listeners: Listeners,
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    run_reloading(listeners, config, shutdown, reload::never()).await
+}
+
+/// [`run`], re-reading the TLS certificate, key and client CA and the auth
+/// secret file at every tick of `reloads` (SIGHUP: `reload::hangups`). A
+/// failed reload keeps what was in force, logs why and counts it in
+/// `distcache_reloads_total{result="failed"}`.
+pub async fn run_reloading(
+    listeners: Listeners,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    reloads: Reloads,
 ) -> Result<(), NodeError> {
     config.validate()?;
     let store = Arc::new(Store::new(config.store.store_config()));
@@ -213,7 +229,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    serve(node, early, listeners.grpc, &config, shutdown).await
+    serve(node, early, listeners.grpc, &config, shutdown, reloads).await
 }
 
 /// Serves an assembled node on `listeners` until `shutdown` resolves, then
@@ -224,11 +240,13 @@ async fn serve(
     grpc: TcpListener,
     config: &NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
+    reloads: Reloads,
 ) -> Result<(), NodeError> {
     let Assembled {
         shared,
-        builder,
+        tls,
         layer,
+        reloader,
     } = node;
     let (store, wal) = (shared.store.clone(), shared.wal.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -272,11 +290,17 @@ async fn serve(
             .handles
             .push(tokio::spawn(w.clone().run_snapshotter(stop_rx.clone())));
     }
+    tasks.handles.push(tokio::spawn(reload::follow(
+        reloads,
+        shared.metrics.reloads.clone(),
+        stop_rx.clone(),
+        move || reloader.reload().map_err(|e| e.to_string()),
+    )));
 
     let grpc_addr = grpc.local_addr()?;
     let mut grpc_stop = stop_rx.clone();
-    let incoming = security::connections::bounded_incoming(grpc, config.server.max_connections);
-    let server = builder
+    let incoming = live_tls::incoming(grpc, config.server.max_connections, tls);
+    let server = Server::builder()
         .layer(layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)

@@ -337,6 +337,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_prints_the_crate_version() {
+        let e = Args::try_parse_from(["distcache-proxy", "--version"]).expect_err("exits");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(
+            e.render().to_string().trim_end(),
+            concat!("distcache-proxy ", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
     fn defaults_and_dev() {
         let a = Args::try_parse_from(["distcache-proxy", "--dev"]).expect("parses");
         assert!(a.dev && a.nodes.is_empty());

@@ -52,7 +52,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use distcache::proto::cache_service_server::CacheServiceServer;
-use distcache_serve::security::connections::bounded_incoming;
+use distcache_serve::security::live_tls::incoming;
 use distcache_serve::stopped;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -104,10 +104,7 @@ pub async fn run(
         config.grpc_max_connections,
         config.grpc_max_concurrent_streams,
     );
-    let mut grpc_server = Server::builder();
-    if let Some(tls) = config.security.grpc_tls.clone() {
-        grpc_server = grpc_server.tls_config(tls)?;
-    }
+    let grpc_tls = config.security.grpc_tls.clone();
     let auth = config
         .security
         .grpc_layer(config.grpc_max_in_flight, backend.metrics.security.clone());
@@ -138,7 +135,7 @@ pub async fn run(
     let reflection_v1 = distcache_serve::reflection().build_v1()?;
     let reflection_v1alpha = distcache_serve::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
-    let grpc = grpc_server
+    let grpc = Server::builder()
         .layer(auth)
         .max_concurrent_streams(Some(grpc_streams))
         .tcp_nodelay(true)
@@ -153,7 +150,7 @@ pub async fn run(
             .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
-            bounded_incoming(listeners.grpc, grpc_connections),
+            incoming(listeners.grpc, grpc_connections, grpc_tls),
             async move {
                 stopped(&mut grpc_stop).await;
             },

@@ -1,16 +1,19 @@
 //! `distcache-proxy`: parses flags, sets up logging, starts a dev cluster if
 //! asked, reads the membership source if any, builds the SDK client, binds
 //! the front ends, follows membership changes and serves until SIGINT or
-//! SIGTERM.
+//! SIGTERM; SIGHUP re-reads certificates, secrets, the token file and the
+//! cluster file (see `security::ProxyReloader`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use distcache_proxy::cli::Args;
 use distcache_proxy::dev::DevCluster;
+use distcache_proxy::security::{ProxyReloader, read_token_file};
 use distcache_proxy::{Backend, FrontSecurity, FrontendConfig, Listeners, membership, resp, run};
-use distcache_serve::{fds, shutdown_signal};
+use distcache_serve::{fds, reload, shutdown_signal};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let args: Args = distcache_serve::cli::parse_or_exit();
@@ -60,6 +63,9 @@ fn check_config(args: &Args) -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // First: from here on SIGHUP reloads instead of ending the process,
+    // whatever the membership source.
+    let reloads = reload::hangups();
     // Before anything starts, so a bad certificate or secret file stops here.
     let security = FrontSecurity::load(&args.front_tls()?, &args.front_auth())?;
     let dev = if args.dev && args.nodes.is_empty() {
@@ -70,12 +76,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Read before the membership source: --discovery-health-ids probes the
     // nodes with the same token and CA as the SDK client.
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
+        Some(path) => Some(read_token_file(path)?),
         None => None,
     };
     let tls_ca = match &args.tls_ca {
@@ -114,10 +115,16 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(token) = token {
         builder = builder.token(token);
     }
-    if let Some(pem) = tls_ca {
+    if let Some(pem) = tls_ca.clone() {
         builder = builder.tls_ca(pem);
     }
     let client = builder.build().await?;
+    let reloader = ProxyReloader {
+        front: security.reloader.clone(),
+        token_file: args.token_file.clone(),
+        tls_ca: args.tls_ca.clone().zip(tls_ca),
+        client: client.clone(),
+    };
     let backend = Arc::new(Backend::new(client, args.replicas));
     let listeners = Listeners {
         grpc: bind(args.grpc_listen, "gRPC").await?,
@@ -152,8 +159,18 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         drain_delay: args.drain_delay.0,
         shutdown_grace: args.shutdown_grace.0,
     };
-    let poller = discovery.map(|d| membership::spawn(d, backend.clone()));
-    run(listeners, backend, config, shutdown_signal()).await?;
+    let poller = discovery.map(|d| membership::spawn_with(d, backend.clone(), reloads.clone()));
+    let (reload_stop, reload_stop_rx) = watch::channel(false);
+    let reloading = tokio::spawn(reload::follow(
+        reloads,
+        backend.metrics.reloads.clone(),
+        reload_stop_rx,
+        move || reloader.reload(),
+    ));
+    let served = run(listeners, backend, config, shutdown_signal()).await;
+    let _ = reload_stop.send(true);
+    let _ = reloading.await;
+    served?;
     if let Some(p) = poller {
         p.stop().await;
     }

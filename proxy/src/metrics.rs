@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use distcache::Client;
 use distcache_serve::metrics::{counter, gauge, register_build_info};
+use distcache_serve::reload::ReloadCounter;
 use distcache_serve::security::SecurityCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -62,6 +63,8 @@ pub struct ProxyMetrics {
     pub security: SecurityCounters,
     /// RESP connections dropped because their TLS handshake failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// `distcache_proxy_reloads_total{result}`: reloads on SIGHUP.
+    pub reloads: ReloadCounter,
     /// RESP connections closed because they sent no request, or did not
     /// log in, within the login timeout.
     pub resp_login_timeouts: Counter,
@@ -104,6 +107,8 @@ impl ProxyMetrics {
         registry.register_collector(Box::new(Upstream { client }));
         let security = SecurityCounters::default();
         security.register_auth(&mut registry);
+        let reloads = ReloadCounter::default();
+        reloads.register(&mut registry);
         let tls_handshake_failures = Counter::default();
         registry.register(
             "resp_tls_handshake_failures",
@@ -138,6 +143,7 @@ impl ProxyMetrics {
             handles: RwLock::default(),
             discovery_errors,
             security,
+            reloads,
             tls_handshake_failures,
             resp_login_timeouts,
             resp_refused_per_ip,

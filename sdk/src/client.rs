@@ -54,7 +54,7 @@ struct Overrides {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     overrides: Overrides,
 }
 
@@ -75,7 +75,10 @@ impl Client {
         ClientBuilder::default()
     }
 
-    pub(crate) fn from_config(config: ClientConfig) -> Result<Self> {
+    pub(crate) fn from_config(mut config: ClientConfig) -> Result<Self> {
+        // A slot of its own: clients built from clones of one config do
+        // not share a token that `set_token` changes.
+        config.token_slot = crate::config::TokenSlot::new(config.token.as_deref())?;
         let members = crate::topology::parse_members(&config.nodes, &config)?;
         let topology = Topology::build(&members, &config, None)?;
         let inner = Arc::new(Inner {
@@ -84,6 +87,7 @@ impl Client {
             retry: Retrier::new(config.retry.clone()),
             stats: Stats::default(),
             prober: std::sync::Mutex::new(None),
+            flights: crate::load::Flights::default(),
             members: Membership::new(topology),
             config,
         });
@@ -628,6 +632,29 @@ impl Client {
         })
     }
 
+    /// Replaces the bearer token sent to the nodes from the next request
+    /// on (health checks included), e.g. when a token file was rewritten
+    /// before the old token expired; `None` stops sending one. A token that
+    /// cannot be sent as a header value is refused with
+    /// [`crate::Error::Config`] and the old one kept. A `Pipeline` stream
+    /// already open goes on under the token it was opened with, until the
+    /// node ends it (when that token expires or its key is retired) and it
+    /// is reopened with this one.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), distcache::Error> {
+    /// let cache = distcache::Client::builder()
+    ///     .nodes(["http://10.0.0.1:7001"])
+    ///     .token("dc1.k1.old")
+    ///     .build()
+    ///     .await?;
+    /// cache.set_token(Some("dc1.k2.new"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_token(&self, token: Option<&str>) -> Result<()> {
+        Ok(self.inner.config.token_slot.set(token)?)
+    }
+
     /// Replaces the cluster membership with `urls` (same forms as
     /// [`ClientBuilder::nodes`]) and rebuilds the ring, moving the data.
     ///
@@ -814,9 +841,41 @@ impl ClientBuilder {
         self
     }
 
-    /// PEM CA bundle for `https://` nodes.
+    /// PEM CA bundle to verify nodes with: nodes are then `https://` (a
+    /// bare `host:port` gets `https://`, and `http://` is refused). Only
+    /// with the `tls` feature (on by default).
+    #[cfg(feature = "tls")]
     pub fn tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.config.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// A client certificate chain and its private key (both PEM; the key
+    /// PKCS#8, PKCS#1 or SEC1) to present to nodes that require client
+    /// certificates (mTLS, a node's `--tls-client-ca`). Needs
+    /// [`tls_ca`](Self::tls_ca); a malformed certificate or key fails
+    /// [`build`](Self::build). Only with the `tls` feature.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = distcache::Client::builder()
+    ///     .nodes(["https://cache-0.internal:7001"])
+    ///     .tls_ca(std::fs::read("ca.pem")?)
+    ///     .tls_identity(std::fs::read("client.pem")?, std::fs::read("client.key")?)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.config.tls_identity = Some(crate::config::TlsIdentity {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        });
         self
     }
 

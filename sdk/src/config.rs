@@ -169,7 +169,7 @@ impl Default for RebalanceConfig {
     }
 }
 
-/// Everything a [`Client`] needs.
+/// Everything a [`Client`](crate::Client) needs.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Nodes: `http://host:port`, whose spelling is its ring identity, or
@@ -204,10 +204,21 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// Coalescing of concurrent operations per node.
     pub coalesce: CoalesceConfig,
-    /// Bearer token sent as `authorization` metadata.
+    /// Bearer token sent as `authorization` metadata (a running client's
+    /// can be replaced with [`Client::set_token`](crate::Client::set_token)).
     pub token: Option<String>,
-    /// PEM CA bundle to verify `https://` nodes with (rustls, ring provider).
+    /// Where a running client's connections read the token from; the
+    /// client fills it from `token` when it is built. Leave it at its
+    /// default.
+    #[doc(hidden)]
+    pub token_slot: TokenSlot,
+    /// PEM CA bundle to verify `https://` nodes with (rustls, ring
+    /// provider). Needs the `tls` feature (on by default): without it
+    /// [`validate`](Self::validate) refuses a CA bundle and `https://` nodes.
     pub tls_ca: Option<Vec<u8>>,
+    /// Client certificate and key presented to `https://` nodes that
+    /// require one (mTLS: a node's `--tls-client-ca`). Needs `tls_ca`.
+    pub tls_identity: Option<TlsIdentity>,
     /// Bytes of values one multi-key read (`mget`) may return, a key asked
     /// for twice counting twice; past it the call fails with
     /// `Error::ResourceExhausted` instead of holding an unbounded answer.
@@ -234,7 +245,9 @@ impl Default for ClientConfig {
             retry: RetryConfig::default(),
             coalesce: CoalesceConfig::default(),
             token: None,
+            token_slot: TokenSlot::default(),
             tls_ca: None,
+            tls_identity: None,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             rebalance: RebalanceConfig::default(),
         }
@@ -250,6 +263,7 @@ impl ClientConfig {
         if self.replicas == 0 {
             return Err(ConfigError::ZeroReplicas);
         }
+        check_tls(self.tls_ca.as_deref(), self.tls_identity.as_ref())?;
         for spec in &mut self.nodes {
             let (name, url) = parse_node(spec, self.tls_ca.is_some())?;
             *spec = if name == url {
@@ -257,11 +271,6 @@ impl ClientConfig {
             } else {
                 format!("{name}={url}")
             };
-        }
-        if let Some(pem) = &self.tls_ca
-            && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
-        {
-            return Err(ConfigError::Tls("tls_ca holds no PEM certificate".into()));
         }
         if let Some(t) = &self.token
             && tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")).is_err()
@@ -287,6 +296,120 @@ impl ClientConfig {
         Ok(())
     }
 }
+
+/// The `authorization` value a client's connections send, shared by all
+/// of them so that [`Client::set_token`](crate::Client::set_token) takes
+/// effect on every node's next request. Its `Debug` hides the token.
+#[derive(Clone, Default)]
+pub struct TokenSlot(
+    std::sync::Arc<
+        std::sync::RwLock<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>>,
+    >,
+);
+
+impl TokenSlot {
+    /// A slot holding `token` (`None`: send no token).
+    pub(crate) fn new(token: Option<&str>) -> Result<Self, ConfigError> {
+        let slot = Self::default();
+        slot.set(token)?;
+        Ok(slot)
+    }
+
+    /// Replaces the token; a token that is no header value is refused and
+    /// the old one kept.
+    pub(crate) fn set(&self, token: Option<&str>) -> Result<(), ConfigError> {
+        let value = match token {
+            Some(t) => Some(
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| ConfigError::BadToken)?,
+            ),
+            None => None,
+        };
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+        Ok(())
+    }
+
+    /// The value to send, if any.
+    pub(crate) fn get(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.get().is_some();
+        f.debug_tuple("TokenSlot").field(&set).finish()
+    }
+}
+
+/// A client certificate chain and its private key, both PEM, that a client
+/// presents to nodes requiring client certificates (mTLS). Its `Debug`
+/// shows neither (the key is a secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsIdentity {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert_pem: Vec<u8>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// Whether the TLS settings can be used: PEM where PEM is due, an identity
+/// only with a CA bundle, and none of it in a build without the `tls`
+/// feature. (The PEM is parsed when the connections are made, so a
+/// malformed block is still refused by `build`.)
+fn check_tls(ca: Option<&[u8]>, identity: Option<&TlsIdentity>) -> Result<(), ConfigError> {
+    let has_pem = |pem: &[u8], label: &str| {
+        let text = String::from_utf8_lossy(pem);
+        text.contains("-----BEGIN ") && text.contains(label)
+    };
+    if !cfg!(feature = "tls") && (ca.is_some() || identity.is_some()) {
+        return Err(ConfigError::Tls(NO_TLS_FEATURE.into()));
+    }
+    if let Some(pem) = ca
+        && !has_pem(pem, "CERTIFICATE-----")
+    {
+        return Err(ConfigError::Tls("tls_ca holds no PEM certificate".into()));
+    }
+    if let Some(id) = identity {
+        if ca.is_none() {
+            return Err(ConfigError::Tls(
+                "a client certificate (tls_identity) is presented over https:// only: \
+                 it needs a CA bundle (tls_ca) too"
+                    .into(),
+            ));
+        }
+        if !has_pem(&id.cert_pem, "CERTIFICATE-----") {
+            return Err(ConfigError::Tls(
+                "tls_identity's certificate holds no PEM certificate".into(),
+            ));
+        }
+        if !has_pem(&id.key_pem, "PRIVATE KEY-----") {
+            return Err(ConfigError::Tls(
+                "tls_identity's key holds no PEM private key".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a build without the `tls` feature to use TLS.
+const NO_TLS_FEATURE: &str =
+    "this build of the distcache crate has no TLS (its `tls` feature is off)";
 
 /// Longest node id in an `ID=URL` entry.
 pub(crate) const MAX_NODE_ID: usize = 255;
@@ -338,6 +461,10 @@ pub(crate) fn normalise_url(url: &str, has_ca: bool) -> Result<String, ConfigErr
             url: url.to_owned(),
             reason: e.to_string(),
         });
+    }
+    if with_scheme.starts_with("https://") && !cfg!(feature = "tls") {
+        // Without TLS, tonic would speak plaintext HTTP/2 to an https:// URL.
+        return Err(ConfigError::Tls(format!("{with_scheme}: {NO_TLS_FEATURE}")));
     }
     if with_scheme.starts_with("https://") && !has_ca {
         return Err(ConfigError::Tls(format!(
@@ -404,6 +531,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn with_a_ca_bundle_nodes_are_https_and_plaintext_is_refused() {
         assert_eq!(
             normalise_url("10.0.0.1:7001", true).expect("bare"),
@@ -438,6 +566,56 @@ mod tests {
             config(&["http://[::1"]).validate(),
             Err(ConfigError::BadUrl { .. })
         ));
+    }
+
+    const CERT: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+
+    fn identity(cert: &[u8], key: &[u8]) -> Option<TlsIdentity> {
+        Some(TlsIdentity {
+            cert_pem: cert.to_vec(),
+            key_pem: key.to_vec(),
+        })
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn a_client_identity_needs_a_ca_bundle_and_pem() {
+        let tls = |ca: Option<&[u8]>, id: Option<TlsIdentity>| {
+            let mut c = config(&["10.0.0.1:7001"]);
+            c.tls_ca = ca.map(<[u8]>::to_vec);
+            c.tls_identity = id;
+            c.validate()
+        };
+        assert!(tls(Some(CERT), identity(CERT, KEY)).is_ok());
+        let refused = |r: Result<(), ConfigError>, want: &str| {
+            assert!(
+                matches!(&r, Err(ConfigError::Tls(m)) if m.contains(want)),
+                "{r:?}"
+            );
+        };
+        refused(tls(None, identity(CERT, KEY)), "needs a CA bundle");
+        refused(tls(Some(CERT), identity(KEY, KEY)), "no PEM certificate");
+        refused(tls(Some(CERT), identity(CERT, CERT)), "no PEM private key");
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn without_the_tls_feature_tls_settings_are_refused() {
+        let mut c = config(&["https://10.0.0.1:7001"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Tls(m)) if m.contains("`tls` feature")));
+        let mut c = config(&["10.0.0.1:7001"]);
+        c.tls_ca = Some(CERT.to_vec());
+        assert!(matches!(c.validate(), Err(ConfigError::Tls(m)) if m.contains("`tls` feature")));
+    }
+
+    #[test]
+    fn an_identity_never_shows_its_key() {
+        let shown = format!("{:?}", identity(CERT, KEY));
+        assert!(
+            !shown.contains("PRIVATE") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

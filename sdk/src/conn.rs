@@ -11,11 +11,11 @@ use std::time::Duration;
 use distcache_proto::status::REPLICATED;
 use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TokenSlot};
 use crate::error::ConfigError;
 use crate::pipe::Pipe;
 
@@ -25,7 +25,8 @@ use crate::pipe::Pipe;
 pub(crate) struct Conn {
     channels: Arc<[Channel]>,
     next: Arc<AtomicUsize>,
-    auth: Option<MetadataValue<Ascii>>,
+    /// The client's token, shared by all its connections (it can change).
+    auth: TokenSlot,
     /// Send [`REPLICATED`]: hold this client to the nodes' fences (it
     /// replicates, so a fenced node's state must not answer its reads).
     replicated: bool,
@@ -34,6 +35,38 @@ pub(crate) struct Conn {
     /// batches then go as `Batch` calls, and `Pipeline` is tried again after
     /// [`PIPE_RETRY`] (the node may have been upgraded since).
     no_pipe_since: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+/// `endpoint` with the TLS settings of `config` for an `https://` URL:
+/// its CA bundle and, for nodes requiring client certificates, its
+/// identity. rustls parses the PEM here, so a malformed certificate or key
+/// fails `build` rather than the first call.
+#[cfg(feature = "tls")]
+fn tls(endpoint: Endpoint, url: &str, config: &ClientConfig) -> Result<Endpoint, ConfigError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = config
+        .tls_ca
+        .as_ref()
+        .filter(|_| url.starts_with("https://"))
+    else {
+        return Ok(endpoint);
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(id) = &config.tls_identity {
+        tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    endpoint.tls_config(tls).map_err(|e| {
+        // tonic's Display is "transport error"; the cause is in its source.
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        ConfigError::Tls(cause)
+    })
+}
+
+/// Without the `tls` feature there is nothing to set: `ClientConfig::validate`
+/// already refused `https://` nodes and TLS settings.
+#[cfg(not(feature = "tls"))]
+fn tls(endpoint: Endpoint, _url: &str, _config: &ClientConfig) -> Result<Endpoint, ConfigError> {
+    Ok(endpoint)
 }
 
 /// How long a node that answered `Pipeline` with UNIMPLEMENTED gets `Batch`
@@ -48,23 +81,16 @@ const PIPE_RETRY: Duration = Duration::from_secs(60);
 pub(crate) const PIPE_MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl Conn {
-    /// The pool of lazily connected channels to `url`, with the token and
-    /// CA of `config`. Nothing connects until the first call.
+    /// The pool of lazily connected channels to `url`, with the token, CA
+    /// and client certificate of `config`. Nothing connects until the first
+    /// call.
     pub(crate) fn new(url: &str, config: &ClientConfig) -> Result<Self, ConfigError> {
         let bad = |e: tonic::transport::Error| ConfigError::BadUrl {
             url: url.to_owned(),
             reason: e.to_string(),
         };
-        let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(bad)?;
-        if url.starts_with("https://")
-            && let Some(pem) = &config.tls_ca
-        {
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| ConfigError::Tls(e.to_string()))?;
-        }
-        let endpoint = endpoint
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(bad)?;
+        let endpoint = tls(endpoint, url, config)?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(config.keepalive)
@@ -75,13 +101,7 @@ impl Conn {
         let channels: Arc<[Channel]> = (0..config.pool_size)
             .map(|_| endpoint.connect_lazy())
             .collect();
-        let auth = match &config.token {
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| ConfigError::BadToken)?,
-            ),
-            None => None,
-        };
+        let auth = config.token_slot.clone();
         Ok(Conn {
             channels,
             next: Arc::new(AtomicUsize::new(0)),
@@ -110,8 +130,8 @@ impl Conn {
 
     /// The token and, when replicating, the [`REPLICATED`] header.
     pub(crate) fn headers(&self, m: &mut tonic::metadata::MetadataMap) {
-        if let Some(auth) = &self.auth {
-            m.insert("authorization", auth.clone());
+        if let Some(auth) = self.auth.get() {
+            m.insert("authorization", auth);
         }
         if self.replicated {
             m.insert(REPLICATED, MetadataValue::from_static("1"));

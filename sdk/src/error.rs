@@ -81,6 +81,12 @@ pub enum Error {
     /// A node answered with an unexpected gRPC status.
     #[error("node error: {0}")]
     Rpc(Box<tonic::Status>),
+    /// The loader of a [`Client::get_or_load`](crate::Client::get_or_load)
+    /// failed: its own error (downcast it to its type), or a
+    /// [`LoadAborted`](crate::LoadAborted) when it panicked. Every caller
+    /// that waited on that load gets the same error; nothing was cached.
+    #[error("loader failed: {0}")]
+    Load(std::sync::Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// The resource behind an [`Error::ResourceExhausted`].

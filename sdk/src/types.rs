@@ -110,13 +110,15 @@ pub struct MoveStatus {
     pub elapsed: std::time::Duration,
     /// Unix milliseconds of the change.
     pub started_unix_ms: u64,
-    /// Old owners scanned in the current pass, of how many.
+    /// Old owners scanned in the current pass, of [`sources`](Self::sources).
     pub sources_done: u64,
+    /// Old owners the current pass scans.
     pub sources: u64,
-    /// Entries scanned and copied, and the key and value bytes copied, in
-    /// every pass so far.
+    /// Entries scanned in every pass so far.
     pub scanned: u64,
+    /// Entries copied to a new owner in every pass so far.
     pub copied: u64,
+    /// Key and value bytes copied in every pass so far.
     pub copied_bytes: u64,
     /// Copy passes started (more than one when one fell short).
     pub passes: u64,

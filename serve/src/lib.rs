@@ -22,6 +22,8 @@
 //! - [`metrics`]: constant gauge/counter writers for scrape-time collectors.
 //! - [`units`]: sizes (`64MiB`) and durations (`30s`) for flags and TOML.
 //! - [`shutdown`]: the signal and the stop flag every task watches.
+//! - [`reload`]: SIGHUP, heard once and handed to whatever re-reads files,
+//!   and the reload counter.
 //! - [`fds`]: the file-descriptor limit, raised at start-up, and connection
 //!   bounds lowered to fit it.
 
@@ -33,6 +35,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod runtime;
 pub mod security;
 pub mod shutdown;

@@ -37,7 +37,8 @@ pub fn error_result(s: &Status) -> pb::OperationResult {
 
 /// Serves one `Pipeline` stream: reads messages until the stream ends or
 /// `stop` turns true (answering what was read), ends the stream with
-/// UNAUTHENTICATED once `principal`'s token has run out, runs up to
+/// UNAUTHENTICATED once `principal`'s token has run out (or its key was
+/// retired by a reload), runs up to
 /// [`PIPELINE_DEPTH`] messages at once with `run` (a message's operations to
 /// their results) and answers each with its id.
 pub fn serve_pipeline<F, Fut>(
@@ -58,9 +59,12 @@ where
             async move {
                 // A broken or undecodable stream ends with its status.
                 let (id, work) = work?;
-                // A stream lives as long as its connection; its token does not.
+                // A stream lives as long as its connection; its token does
+                // not, nor does a key that a reload retired.
                 if expired {
-                    return Err(Status::unauthenticated("token expired"));
+                    return Err(Status::unauthenticated(
+                        "token expired, or its key was retired",
+                    ));
                 }
                 Ok(pb::PipelineResponse {
                     id,

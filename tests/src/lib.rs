@@ -7,6 +7,7 @@
 //! - [`cluster`]: several nodes and an SDK client over them.
 //! - [`dns`]: `TestDns`, a DNS server on loopback answering from a table.
 //! - [`proxy`]: `TestProxy`, a proxy in front of a cluster.
+//! - [`procs`]: the node and proxy binaries as child processes (signals).
 //! - [`tls`]: throw-away certificates.
 //!
 //! The tests themselves are `tests/*.rs`, one file per subject.
@@ -16,6 +17,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod procs;
 pub mod proxy;
 pub mod tls;
 
@@ -52,6 +54,10 @@ pub fn test_config() -> NodeConfig {
     c.store.shards = 16;
     c.store.max_memory.0 = 64 << 20;
     c.server.shutdown_grace.0 = Duration::from_secs(5);
+    // No fence hold (default 1 s): it makes every client built against a
+    // fresh node wait a second, and protects only other clients that lost
+    // the node. The killable nodes of `cluster.rs` and the checker keep it.
+    c.server.fence_hold.0 = Duration::ZERO;
     c
 }
 

@@ -52,6 +52,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use distcache_serve::reload::Reloads;
 use distcache_serve::stopped;
 
 use crate::backend::Backend;
@@ -359,20 +360,30 @@ impl Drop for Poller {
 /// Starts polling `discovery` and applying its answers to `backend`'s
 /// client, every `discovery.interval` (the first poll one interval from
 /// now: the caller has just read the source, see [`initial`]) and at once
-/// on SIGHUP.
+/// on SIGHUP (listened for from here on).
 pub fn spawn(discovery: Discovery, backend: Arc<Backend>) -> Poller {
+    spawn_with(discovery, backend, distcache_serve::reload::hangups())
+}
+
+/// [`spawn`], polling at once at every tick of `reloads` (the process's
+/// SIGHUP signal, shared with the other parts that reload).
+pub fn spawn_with(discovery: Discovery, backend: Arc<Backend>, reloads: Reloads) -> Poller {
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(poll(discovery, backend, rx));
+    let task = tokio::spawn(poll(discovery, backend, rx, reloads));
     Poller {
         stop,
         task: Some(task),
     }
 }
 
-async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Receiver<bool>) {
+async fn poll(
+    discovery: Discovery,
+    backend: Arc<Backend>,
+    mut stop: watch::Receiver<bool>,
+    mut hangup: Reloads,
+) {
     let kind = discovery.source.kind();
     let mut fetcher = Fetcher::new(&discovery);
-    let mut hangup = hangup();
     let mut tick = tokio::time::interval(discovery.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate; the caller has just read the source.
@@ -382,7 +393,7 @@ async fn poll(discovery: Discovery, backend: Arc<Backend>, mut stop: watch::Rece
         let force = tokio::select! {
             () = stopped(&mut stop) => return,
             _ = tick.tick() => false,
-            () = next_hangup(&mut hangup) => {
+            () = distcache_serve::reload::next(&mut hangup) => {
                 tracing::info!(source = %discovery.source, "SIGHUP: reloading membership");
                 true
             }
@@ -430,41 +441,6 @@ pub fn apply(backend: &Backend, nodes: &[String], source: &'static str) {
             tracing::warn!(source, error = %e, "node list refused; keeping the current nodes");
         }
     }
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = ();
-
-#[cfg(unix)]
-fn hangup() -> Hangup {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; changes are still polled");
-            None
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn hangup() -> Hangup {}
-
-#[cfg(unix)]
-async fn next_hangup(h: &mut Hangup) {
-    if let Some(s) = h
-        && s.recv().await.is_some()
-    {
-        return;
-    }
-    std::future::pending().await
-}
-
-#[cfg(not(unix))]
-async fn next_hangup(_: &mut Hangup) {
-    std::future::pending().await
 }
 
 #[cfg(test)]

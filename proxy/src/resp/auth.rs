@@ -134,7 +134,8 @@ impl RespAuth {
                 let Some(login) = &self.login else {
                     return self.noauth("missing");
                 };
-                if self.verifier.expired(login.exp, now) {
+                // `principal.expired`: a reload retired the token's key.
+                if self.verifier.expired(login.exp, now) || login.principal.expired(now) {
                     self.login = None;
                     return self.noauth("expired");
                 }
@@ -165,14 +166,15 @@ impl RespAuth {
     fn login(&mut self, token: &[u8], now: u64) -> Result<(), Reply> {
         let claims = std::str::from_utf8(token)
             .map_err(|_| distcache_serve::security::TokenError::Malformed)
-            .and_then(|t| self.verifier.verify(t, now));
+            .and_then(|t| self.verifier.verify_signed(t, now));
         match claims {
-            Ok(c) => {
+            Ok((c, signed_by)) => {
                 self.login = Some(Login {
                     principal: Principal {
                         subject: c.sub.into(),
                         role: c.role,
                         valid_until: 0,
+                        signed_by,
                     },
                     exp: c.exp,
                 });
@@ -202,14 +204,12 @@ mod tests {
         let mut keys = KeySet::default();
         keys.insert("k1", b"0123456789abcdef0123456789abcdef")
             .expect("valid");
-        Arc::new(Verifier {
-            keys,
-            leeway: Duration::from_secs(5),
-        })
+        Arc::new(Verifier::new(keys, Duration::from_secs(5)))
     }
 
     fn token(v: &Verifier, role: Role, exp: u64) -> String {
-        v.keys
+        v.keys()
+            .current()
             .sign(&Claims {
                 sub: "alice".into(),
                 role,

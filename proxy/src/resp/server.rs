@@ -112,7 +112,8 @@ pub async fn serve(
             auth: (security.verifier.clone())
                 .map(|v| RespAuth::new(v, backend.metrics.security.clone())),
         };
-        let tls = security.resp_tls.clone();
+        // The certificate in force now: a reload affects new connections.
+        let tls = security.resp_tls.as_ref().map(|t| t.acceptor());
         let handshake_timeout = security.handshake_timeout;
         open.spawn(async move {
             backend.resp_connections.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) retry: Retrier,
     pub(crate) stats: Stats,
     pub(crate) prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `get_or_load`'s loads in flight (`load.rs`).
+    pub(crate) flights: crate::load::Flights,
 }
 
 impl Drop for Inner {

@@ -16,8 +16,9 @@ use tonic::codegen::{BoxFuture, Service};
 use tower::Layer;
 
 use super::counters::SecurityCounters;
+use super::live_keys::{LiveKeys, Signer};
 pub use super::roles::{Principal, required_role};
-use super::token::{Claims, KeySet, TokenError};
+use super::token::{Claims, KeySet, TokenError, key_id_of};
 use tower::BoxError;
 
 /// Why a request was refused.
@@ -39,11 +40,11 @@ pub enum AuthError {
     },
 }
 
-/// Token verification settings shared by every connection.
+/// Token verification settings shared by every connection. The secrets
+/// are [`LiveKeys`]: a reload replaces them for every check that follows.
 #[derive(Debug)]
 pub struct Verifier {
-    /// The accepted secrets.
-    pub keys: KeySet,
+    keys: Arc<LiveKeys>,
     /// Clock-skew leeway on expiry.
     pub leeway: Duration,
 }
@@ -56,11 +57,38 @@ pub fn unix_now() -> u64 {
 }
 
 impl Verifier {
+    /// A verifier accepting `keys`, with `leeway` of clock skew on expiry.
+    pub fn new(keys: KeySet, leeway: Duration) -> Self {
+        Self {
+            keys: Arc::new(LiveKeys::new(keys)),
+            leeway,
+        }
+    }
+
+    /// The secrets, as a reload replaces them.
+    pub fn keys(&self) -> &Arc<LiveKeys> {
+        &self.keys
+    }
+
     /// Verifies a bare token at `now` (Unix seconds) with this verifier's
     /// keys and leeway: what [`Verifier::check`] does with the header's
     /// token, and the proxy's RESP `AUTH` with its password.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        self.keys.verify(token.trim(), now, self.leeway.as_secs())
+        self.verify_signed(token, now).map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`], with the key that signed the token (for
+    /// callers that keep the caller beyond this request).
+    pub fn verify_signed(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Claims, Option<Signer>), TokenError> {
+        let token = token.trim();
+        let keys = self.keys.current();
+        let claims = keys.verify(token, now, self.leeway.as_secs())?;
+        let signer = key_id_of(token).and_then(|kid| Signer::of(self.keys.clone(), &keys, kid));
+        Ok((claims, signer))
     }
 
     /// Whether claims that expire at `exp` are past it at `now`, beyond the
@@ -83,7 +111,7 @@ impl Verifier {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or(v.strip_prefix("bearer ")))
             .ok_or(AuthError::Token(TokenError::Malformed))?;
-        let claims = self.verify(token, unix_now())?;
+        let (claims, signed_by) = self.verify_signed(token, unix_now())?;
         if claims.role < need {
             return Err(AuthError::Denied {
                 role: claims.role.name(),
@@ -94,6 +122,7 @@ impl Verifier {
             subject: claims.sub.into(),
             role: claims.role,
             valid_until: claims.exp.saturating_add(self.leeway.as_secs()),
+            signed_by,
         }))
     }
 }
@@ -177,10 +206,7 @@ mod tests {
         let mut keys = KeySet::default();
         keys.insert("k1", b"0123456789abcdef0123456789abcdef")
             .expect("valid");
-        Arc::new(Verifier {
-            keys,
-            leeway: Duration::from_secs(5),
-        })
+        Arc::new(Verifier::new(keys, Duration::from_secs(5)))
     }
 
     fn token(v: &Verifier, role: Role, exp_from_now: i64) -> String {
@@ -189,7 +215,8 @@ mod tests {
             .expect("clock")
             .as_secs();
         let exp = now.saturating_add_signed(exp_from_now);
-        v.keys
+        v.keys()
+            .current()
             .sign(&Claims {
                 sub: "alice".into(),
                 role,

@@ -119,15 +119,29 @@ impl AuthConfig {
     /// All configured secrets: `keys`, then `secret_file`'s lines (which win
     /// on a shared key id and sign, being newest). Empty means auth is off.
     pub fn load_keys(&self) -> Result<KeySet, String> {
+        self.with_file_keys(self.file_keys()?.as_ref())
+    }
+
+    /// The secrets of `secret_file` alone (`None` without one); a file
+    /// without any `key-id:secret` line is an error.
+    pub fn file_keys(&self) -> Result<Option<KeySet>, String> {
+        let Some(path) = &self.secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read auth secret file {}: {e}", path.display()))?;
+        let file = KeySet::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.is_empty() {
+            return Err(format!("{}: no key-id:secret line", path.display()));
+        }
+        Ok(Some(file))
+    }
+
+    /// `keys` and then `file` (see [`AuthConfig::load_keys`]).
+    pub fn with_file_keys(&self, file: Option<&KeySet>) -> Result<KeySet, String> {
         let mut keys = self.keys.clone();
-        if let Some(path) = &self.secret_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read auth secret file {}: {e}", path.display()))?;
-            let file = KeySet::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            if file.is_empty() {
-                return Err(format!("{}: no key-id:secret line", path.display()));
-            }
-            keys.extend(&file);
+        if let Some(file) = file {
+            keys.extend(file);
         }
         if self.enabled && keys.is_empty() {
             return Err(

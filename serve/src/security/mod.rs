@@ -21,7 +21,10 @@ pub mod config;
 pub mod connections;
 pub mod counters;
 pub mod in_flight;
+pub mod live_keys;
+pub mod live_tls;
 pub mod rate_limit;
+pub mod reloader;
 pub mod roles;
 pub mod tls;
 pub mod token;
@@ -29,7 +32,6 @@ pub mod token_tool;
 
 use std::sync::Arc;
 
-use tonic::transport::ServerTlsConfig;
 use tonic::{Code, Status};
 
 pub use args::TlsArgs;
@@ -37,7 +39,10 @@ pub use auth::{AuthError, AuthLayer, Principal, Verifier};
 pub use config::{AuthConfig, RateLimitConfig, TlsConfig};
 pub use counters::SecurityCounters;
 pub use in_flight::{InFlightLayer, Overloaded};
+pub use live_keys::{LiveKeys, Signer};
+pub use live_tls::LiveTls;
 pub use rate_limit::{Limiter, RateCharge, RateLimitLayer, RateLimited};
+pub use reloader::Reloader;
 pub use token::{Claims, KeySet, Role, TokenError};
 
 /// Metadata key on a rate-limited answer: milliseconds until a retry can pass.
@@ -83,14 +88,17 @@ pub enum SecurityError {
     Auth(String),
 }
 
-/// The security stack as the gRPC server takes it: TLS settings for the
-/// builder, and one layer wrapping every service.
+/// The security stack as the gRPC server takes it: TLS for its accept
+/// stream, one layer wrapping every service, and what a reload re-reads.
 #[derive(Debug)]
 pub struct Security {
-    /// TLS for `Server::tls_config`, when configured.
-    pub tls: Option<ServerTlsConfig>,
+    /// TLS (ALPN `h2`) for [`live_tls::incoming`], when configured.
+    pub tls: Option<Arc<LiveTls>>,
     /// Status conversion, then auth, then rate limits.
     pub layer: SecurityLayer,
+    /// Re-reads the certificates and the secret file into `tls` and the
+    /// auth layer's keys.
+    pub reloader: Reloader,
 }
 
 /// The connection bounds the stack enforces or reports (from the server's
@@ -116,16 +124,17 @@ impl Security {
         counters: &SecurityCounters,
     ) -> Result<Self, SecurityError> {
         let keys = auth.load_keys().map_err(SecurityError::Auth)?;
-        let server_tls = tls::server_config(tls)?;
+        let server_tls = LiveTls::load(tls, &[live_tls::ALPN_H2])?;
         for warning in config::auth_warnings(auth, &keys) {
             tracing::warn!("{warning}");
         }
-        let verifier = (!keys.is_empty()).then(|| {
-            Arc::new(Verifier {
-                keys,
-                leeway: auth.leeway.0,
-            })
-        });
+        let verifier = (!keys.is_empty()).then(|| Arc::new(Verifier::new(keys, auth.leeway.0)));
+        let reloader = Reloader::new(
+            tls.clone(),
+            auth.clone(),
+            server_tls.iter().cloned().collect(),
+            verifier.as_ref().map(|v| v.keys().clone()),
+        );
         let rl = rate_limit;
         let limiter = (rl.per_client().is_some() || rl.global().is_some()).then(|| {
             Arc::new(Limiter::new(
@@ -147,6 +156,7 @@ impl Security {
         );
         Ok(Self {
             tls: server_tls,
+            reloader,
             layer: SecurityLayer {
                 in_flight: InFlightLayer::new(bounds.max_in_flight, counters.clone()),
                 auth: AuthLayer::new(verifier, counters.clone()),

@@ -248,6 +248,7 @@ mod tests {
                 subject: s.into(),
                 role: super::super::token::Role::User,
                 valid_until: 0,
+                signed_by: None,
             });
         }
         r

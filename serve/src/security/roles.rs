@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use super::live_keys::Signer;
 use super::token::Role;
 
 /// Who made a request, as proven by their token.
@@ -28,12 +29,17 @@ pub struct Principal {
     /// the verifier's leeway); 0 for no limit. Long-lived streams check it
     /// on every message.
     pub valid_until: u64,
+    /// The key that signed the token, when known: once a reload retires
+    /// it, the token counts as run out too.
+    pub signed_by: Option<Signer>,
 }
 
 impl Principal {
-    /// Whether the token has run out at `now` (Unix seconds).
+    /// Whether the token has run out at `now` (Unix seconds), or a reload
+    /// retired the key that signed it.
     pub fn expired(&self, now: u64) -> bool {
-        self.valid_until != 0 && now > self.valid_until
+        (self.valid_until != 0 && now > self.valid_until)
+            || self.signed_by.as_ref().is_some_and(Signer::retired)
     }
 
     /// Whether this caller may run a batch holding writes, not only gets.
@@ -114,6 +120,7 @@ mod tests {
             subject: "a".into(),
             role: Readonly,
             valid_until: 100,
+            signed_by: None,
         };
         assert!(!ro.expired(100) && ro.expired(101));
         assert!(ro.may_batch(true) && !ro.may_batch(false));

@@ -162,6 +162,13 @@ impl fmt::Debug for KeySet {
     }
 }
 
+/// The key id field of a token, unchecked (`None` if it has none).
+pub fn key_id_of(token: &str) -> Option<&str> {
+    let mut parts = token.split('.');
+    parts.next()?;
+    parts.next()
+}
+
 /// Whether `kid` is a usable key id: 1..=64 bytes of `[A-Za-z0-9_-]`.
 pub fn valid_key_id(kid: &str) -> bool {
     !kid.is_empty()
@@ -240,6 +247,16 @@ impl KeySet {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// The secret of `kid`, shared (to tell later whether a reload kept it).
+    pub(crate) fn secret(&self, kid: &str) -> Option<Arc<[u8]>> {
+        self.keys.get(kid).map(|k| k.secret.clone())
+    }
+
+    /// Whether `kid` still names exactly `secret`.
+    pub(crate) fn holds(&self, kid: &str, secret: &[u8]) -> bool {
+        self.keys.get(kid).is_some_and(|k| *k.secret == *secret)
     }
 
     /// True when no secret is configured.

@@ -294,60 +294,12 @@ fn parse_inline(
     Ok(true)
 }
 
-/// Splits an inline line on spaces, honouring "double" and 'single' quotes
-/// and the escapes redis-cli understands inside double quotes.
+/// Splits an inline line by the one rule the `distcache` CLI shares
+/// ([`distcache::cli_words`]: redis-cli's quotes and escapes). Any line it
+/// refuses gets Redis's one answer for it.
 fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
-    let mut args = Vec::new();
-    let mut i = 0;
-    while i < line.len() {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= line.len() {
-            break;
-        }
-        let mut arg = Vec::new();
-        match line[i] {
-            q @ (b'"' | b'\'') => {
-                i += 1;
-                loop {
-                    let Some(&c) = line.get(i) else {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    };
-                    i += 1;
-                    if c == q {
-                        break;
-                    }
-                    if c == b'\\' && q == b'"' {
-                        let Some(&e) = line.get(i) else {
-                            return Err(ProtocolError::UnbalancedQuotes);
-                        };
-                        i += 1;
-                        arg.push(match e {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'0' => 0,
-                            other => other,
-                        });
-                    } else {
-                        arg.push(c);
-                    }
-                }
-                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-            }
-            _ => {
-                while i < line.len() && !line[i].is_ascii_whitespace() {
-                    arg.push(line[i]);
-                    i += 1;
-                }
-            }
-        }
-        args.push(Bytes::from(arg));
-    }
-    Ok(args)
+    let words = distcache::cli_words::split(line).map_err(|_| ProtocolError::UnbalancedQuotes)?;
+    Ok(words.into_iter().map(Bytes::from).collect())
 }
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ pub(crate) async fn run(c: &Client, cmd: Command) -> String {
     }
 }
 
-async fn exec(c: &Client, cmd: Command) -> Result<String, distcache::Error> {
+/// Runs `cmd`: its rendered answer, or the error it failed with.
+pub(crate) async fn exec(c: &Client, cmd: Command) -> Result<String, distcache::Error> {
     const NIL: &str = "(nil)";
     Ok(match cmd {
         Command::Get { key } => match c.get(&key).await? {
@@ -191,71 +192,4 @@ async fn exec(c: &Client, cmd: Command) -> Result<String, distcache::Error> {
         ),
         Command::Bench(_) => "(error) bench is not a REPL command".to_owned(),
     })
-}
-
-/// Splits a REPL line into words the way redis-cli does: a word that starts
-/// with `"` runs to the closing quote (with `\"`, `\\` and `\n` escapes);
-/// any other word runs to the next space, quotes inside it kept literally
-/// (so `set k {"a":1}` stores the JSON as typed).
-pub(crate) fn split_words(line: &str) -> Result<Vec<String>, &'static str> {
-    let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else {
-            return Ok(words);
-        };
-        let mut word = String::new();
-        if first == '"' {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => return Err("unbalanced quotes"),
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some('n') => word.push('\n'),
-                        Some(c) => word.push(c),
-                        None => return Err("unbalanced quotes"),
-                    },
-                    Some(c) => word.push(c),
-                }
-            }
-            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                return Err("closing quote must be followed by a space");
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                word.push(c);
-                chars.next();
-            }
-        }
-        words.push(word);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words() {
-        assert_eq!(
-            split_words(r#"set user:123 {"name":"Alice"}"#).ok(),
-            Some(vec![
-                "set".into(),
-                "user:123".into(),
-                r#"{"name":"Alice"}"#.into()
-            ])
-        );
-        assert_eq!(
-            split_words(r#"set k "a b \" c""#).ok(),
-            Some(vec!["set".into(), "k".into(), "a b \" c".into()])
-        );
-        assert!(split_words("set k \"x").is_err());
-    }
 }
