@@ -102,6 +102,44 @@ async fn a_primary_restarted_empty_keeps_locks_and_counters() -> Result<(), BoxE
     Ok(())
 }
 
+/// A node that returns is not lifted before every client that lost it saw
+/// it back (the node's fence hold, 1 s, above each client's probe
+/// interval): a client still holding it for down writes only to the other
+/// replica, so a client reading it must not have been let in yet. Here `a`
+/// probes every 10 ms and `b` every 400 ms; without the hold `a` lifts the
+/// fence within a few ms of the restart, while `b` still holds the node for
+/// down, and `b`'s write is then missing where `a` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_serves_no_client_before_every_client_that_lost_it_saw_it_back()
+-> Result<(), BoxError> {
+    let mut nodes = cluster(2).await?;
+    let a = client(&nodes)
+        .probe_interval(Duration::from_millis(10))
+        .build()
+        .await?;
+    let b = client(&nodes)
+        .probe_interval(Duration::from_millis(400))
+        .build()
+        .await?;
+    let url = nodes[0].url();
+    let k = key_on(&a, &url, "k");
+    a.set(&k, "v1", None).await?;
+
+    let addr = nodes[0].addr;
+    nodes[0].kill();
+    wait_down(&a, &url).await?;
+    wait_down(&b, &url).await?;
+    nodes[0] = restart(addr).await?;
+    wait_serving(&a, &url).await?;
+    assert!(
+        b.health().iter().any(|(u, h)| u == &url && *h),
+        "the fence was lifted while a client that lost the node still held it for down"
+    );
+    b.set(&k, "v2", None).await?;
+    assert_eq!(&a.get(&k).await?.expect("k").value[..], b"v2");
+    Ok(())
+}
+
 /// Finding 3: conditional operations that ran on the replica while the
 /// primary was down are not undone when the primary returns with its old
 /// state: no increment, CAS or lock is lost.

@@ -288,6 +288,23 @@ mod tests {
     }
 
     #[test]
+    fn a_session_whose_key_a_reload_retired_is_logged_out() {
+        let v = verifier();
+        let mut a = RespAuth::new(v.clone(), SecurityCounters::default());
+        let user = token(&v, Role::User, NOW + 60);
+        let r = run(&mut a, &[&["AUTH", &user], &["GET", "k"]], NOW);
+        assert_eq!(r, [Some("+OK".into()), None]);
+        let mut rotated = KeySet::default();
+        rotated
+            .insert("k2", b"a-new-secret-a-new-secret-32byte")
+            .expect("ok");
+        v.keys().replace(rotated);
+        let r = run(&mut a, &[&["GET", "k"]], NOW);
+        assert_eq!(r[0].as_deref(), Some(NOAUTH));
+        assert!(!a.is_logged_in());
+    }
+
+    #[test]
     fn wrongpass_noperm_and_expiry() {
         let v = verifier();
         let mut a = RespAuth::new(v.clone(), SecurityCounters::default());
