@@ -8,6 +8,7 @@
 #   node-redis v5        npm `redis`, RESP: 3: tests/clients/check_node_redis.cjs
 #   the Python example   examples/python/rate_limiter.py on redis-py: its own
 #                        checks, ending in "rate limiter ok"
+#   README.md            the quick-start commands, with this proxy's ports
 #
 # What it lacks it installs: redis-tools with apt-get, redis-py into a
 # virtualenv and node-redis into a folder, both under target/client-tools.
@@ -100,6 +101,33 @@ while True:
     time.sleep(0.05)
 PY
 echo "   resp=$resp admin=$admin"
+
+# ---- the README's quick start ------------------------------------------------
+# The commands README.md tells a newcomer to type against `--dev`, as written
+# (the ``sh block after "Then, from another terminal"), with this proxy's
+# ports for 6380 and 9100 and the virtualenv's Python: each must succeed and
+# print something, the Python line the value the first line wrote.
+step "README.md's quick start"
+readme_checks=0
+while IFS= read -r line; do
+    cmd="${line%%   #*}"
+    cmd="${cmd//-p 6380/-p $port}"
+    cmd="${cmd//port=6380/port=$port}"
+    cmd="${cmd//localhost:9100/$admin}"
+    cmd="${cmd/#python3 /$PY }"
+    out="$(bash -c "$cmd" 2>&1)" || fail "README.md: \`$line\` failed:
+$out"
+    [ -n "$out" ] || fail "README.md: \`$line\` printed nothing"
+    # (redis-cli exits 0 on an error reply.)
+    ! grep -Eq '^(\(error\) |ERR |Could not connect)' <<<"$out" ||
+        fail "README.md: \`$line\` answered $out"
+    case "$line" in
+    python3*) grep -q Alice <<<"$out" || fail "README.md: \`$line\` printed $out" ;;
+    esac
+    readme_checks=$((readme_checks + 1))
+done < <(awk '/^Then, from another terminal/ { f = 1 } f && /^```sh/ { b = 1; next } b && /^```/ { exit } b && NF' README.md)
+[ "$readme_checks" -ge 4 ] || fail "README.md's quick start: found $readme_checks commands, expected 4 or more"
+echo "   $readme_checks commands ok"
 
 # ---- redis-cli -3 ------------------------------------------------------------
 cli_checks=0
