@@ -11,6 +11,10 @@ use distcache_serve::security::TlsArgs;
 use distcache_serve::security::config::{AuthConfig, TlsConfig};
 use distcache_serve::units::{ByteSize, HumanDuration};
 
+/// A client certificate and its private key, PEM (`--node-tls-cert`,
+/// `--node-tls-key`).
+pub type NodeIdentity = (Vec<u8>, Vec<u8>);
+
 /// A consistency level on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Level {
@@ -114,6 +118,14 @@ pub struct Args {
     /// CA certificate(s) (PEM) to trust for https:// nodes (upstream TLS).
     #[arg(long, env = "DISTCACHE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) the proxy presents to https:// nodes that
+    /// require one (mTLS: the nodes' --tls-client-ca); with --node-tls-key
+    /// and --tls-ca.
+    #[arg(long, env = "DISTCACHE_NODE_TLS_CERT", requires = "node_tls_key")]
+    pub node_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --node-tls-cert.
+    #[arg(long, env = "DISTCACHE_NODE_TLS_KEY", requires = "node_tls_cert")]
+    pub node_tls_key: Option<PathBuf>,
     /// TLS on the gRPC and RESP front ends (the node's flags).
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -177,6 +189,30 @@ impl Args {
 }
 
 impl Args {
+    /// `--node-tls-cert` and `--node-tls-key`, read: the client identity
+    /// presented to nodes (`None` without them). Needs `--tls-ca`: the
+    /// identity is only ever sent over TLS.
+    pub fn node_identity(&self) -> Result<Option<NodeIdentity>, String> {
+        let (Some(cert), Some(key)) = (&self.node_tls_cert, &self.node_tls_key) else {
+            return Ok(None);
+        };
+        if self.tls_ca.is_none() {
+            return Err("--node-tls-cert and --node-tls-key need --tls-ca (the nodes' CA)".into());
+        }
+        let read = |p: &PathBuf, what: &str, marker: &str| -> Result<Vec<u8>, String> {
+            let pem = std::fs::read(p)
+                .map_err(|e| format!("cannot read {what} file {}: {e}", p.display()))?;
+            if !String::from_utf8_lossy(&pem).contains(marker) {
+                return Err(format!("{what} file {} holds no PEM {what}", p.display()));
+            }
+            Ok(pem)
+        };
+        Ok(Some((
+            read(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
+            read(key, "key", "PRIVATE KEY-----")?,
+        )))
+    }
+
     /// What `--check-config` checks: everything start-up reads before it
     /// binds a port (TLS certificates and keys, the secret, token and CA
     /// files, the cluster file). Returns the effective configuration (the
@@ -198,6 +234,7 @@ impl Args {
                 return Err(format!("CA file {} holds no PEM certificate", path.display()).into());
             }
         }
+        self.node_identity()?;
         let discovery = self.membership.discovery();
         if let Some(d) = &discovery {
             d.check()?;

@@ -86,11 +86,13 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
+    let node_identity = args.node_identity()?;
     let discovery = match args.membership.discovery() {
         Some(mut d) => {
             d.check()?;
             d.access = membership::NodeAccess {
                 tls_ca: tls_ca.clone(),
+                identity: node_identity.clone(),
                 token: token.clone(),
             };
             Some(d)
@@ -117,6 +119,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(pem) = tls_ca.clone() {
         builder = builder.tls_ca(pem);
+    }
+    if let Some((cert, key)) = node_identity.clone() {
+        builder = builder.tls_identity(cert, key);
     }
     let client = builder.build().await?;
     let reloader = ProxyReloader {

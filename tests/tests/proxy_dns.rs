@@ -414,7 +414,11 @@ async fn health_id_probes_use_the_proxys_tls_and_token() {
     });
     let probe = |tls_ca: Option<Vec<u8>>, token: Option<String>| Discovery {
         health_ids: true,
-        access: NodeAccess { tls_ca, token },
+        access: NodeAccess {
+            tls_ca,
+            identity: None,
+            token,
+        },
         ..discovery(
             &format!("dns://tls.distcache.test:{}", node.grpc.port()),
             &dns,

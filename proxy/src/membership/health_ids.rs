@@ -25,7 +25,7 @@ use std::time::Duration;
 use distcache_proto::v1::HealthCheckRequest;
 use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::entry;
 use super::error::SourceError;
@@ -40,6 +40,8 @@ const HINT: &str =
 pub struct NodeAccess {
     /// PEM CA bundle: probe `https://IP:PORT`, trusting it; `None`: `http://`.
     pub tls_ca: Option<Vec<u8>>,
+    /// PEM certificate and key presented to nodes that require one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Bearer token sent with each probe (`HealthCheck` needs the
     /// `readonly` role when the nodes require tokens).
     pub token: Option<String>,
@@ -49,6 +51,7 @@ impl fmt::Debug for NodeAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeAccess")
             .field("tls_ca", &self.tls_ca.as_ref().map(|_| "<pem>"))
+            .field("identity", &self.identity.as_ref().map(|_| "<pem>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -57,6 +60,7 @@ impl fmt::Debug for NodeAccess {
 /// The probes of one `dns://` source and what they learnt.
 pub struct Prober {
     tls_ca: Option<Certificate>,
+    identity: Option<Identity>,
     auth: Option<MetadataValue<Ascii>>,
     known: HashMap<SocketAddr, Known>,
 }
@@ -83,6 +87,10 @@ impl Prober {
     pub fn new(access: &NodeAccess) -> Self {
         Self {
             tls_ca: access.tls_ca.as_ref().map(Certificate::from_pem),
+            identity: access
+                .identity
+                .as_ref()
+                .map(|(cert, key)| Identity::from_pem(cert, key)),
             // A token that is no header value is refused by the SDK client
             // built from the same file, before any poll.
             auth: access
@@ -160,8 +168,12 @@ impl Prober {
         let mut endpoint =
             Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| e.to_string())?;
         if let Some(ca) = &self.tls_ca {
+            let mut tls = ClientTlsConfig::new().ca_certificate(ca.clone());
+            if let Some(id) = &self.identity {
+                tls = tls.identity(id.clone());
+            }
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()))
+                .tls_config(tls)
                 .map_err(|e| format!("TLS settings: {e}"))?;
         }
         Ok(endpoint
@@ -199,10 +211,12 @@ mod tests {
     fn the_token_never_shows_in_debug_output() {
         let access = NodeAccess {
             tls_ca: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+            identity: Some((b"cert".to_vec(), b"secret-key".to_vec())),
             token: Some("secret-token".into()),
         };
         let shown = format!("{access:?} {:?}", Prober::new(&access));
         assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(!shown.contains("secret-key"), "{shown}");
     }
 
     #[tokio::test]
