@@ -729,6 +729,7 @@ impl Client {
             moves: l(&i.stats.moves),
             rebalance_entries: l(&i.stats.rebalance_entries),
             rebalance_forgotten: l(&i.stats.rebalance_forgotten),
+            load_cache_failures: l(&i.stats.load_cache_failures),
         }
     }
 }

@@ -97,7 +97,9 @@ impl Client {
     ///   is not called when the cache cannot be asked.
     /// - **A failed write**: when caching the loaded value fails (a node
     ///   refuses it, too few replicas), every caller still gets the value;
-    ///   the failure is logged (`warn`) and the next miss loads again.
+    ///   the failure is logged (`warn`), counted in
+    ///   [`ClientStats::load_cache_failures`](crate::ClientStats), and the next
+    ///   miss loads again.
     ///
     /// Each caller's first read uses its own handle (its consistency
     /// levels and timeout, see [`Client::with_timeout`]); the load's second
@@ -217,6 +219,11 @@ async fn load(
                 .set_with_bytes(key, value.clone(), ttl, Condition::Always)
                 .await
         {
+            cache
+                .inner
+                .stats
+                .load_cache_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(error = %e, "get_or_load: caching the loaded value failed; returning it uncached");
         }
         outcome

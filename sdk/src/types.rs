@@ -92,6 +92,9 @@ pub struct ClientStats {
     /// Entries old owners dropped once a move finished (what they no
     /// longer own), as the nodes counted them.
     pub rebalance_forgotten: u64,
+    /// Values [`Client::get_or_load`](crate::Client::get_or_load) loaded
+    /// but could not cache (returned to the callers uncached).
+    pub load_cache_failures: u64,
 }
 
 /// A membership change being carried out (see

@@ -269,4 +269,5 @@ async fn a_value_the_cache_refuses_is_returned_uncached() {
         .unwrap();
     assert_eq!(v.len(), 100);
     assert!(cache.get("k").await.unwrap().is_none());
+    assert_eq!(cache.stats().load_cache_failures, 1, "counted");
 }

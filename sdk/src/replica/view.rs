@@ -36,6 +36,8 @@ pub(crate) struct Stats {
     pub(crate) moves: AtomicU64,
     pub(crate) rebalance_entries: AtomicU64,
     pub(crate) rebalance_forgotten: AtomicU64,
+    /// `get_or_load` values that could not be cached.
+    pub(crate) load_cache_failures: AtomicU64,
 }
 
 /// Everything a client shares between its clones and background tasks.
