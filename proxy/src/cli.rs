@@ -2,7 +2,7 @@
 //! environment variable).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -10,6 +10,22 @@ use distcache_serve::logging::{LogConfig, LogFormat};
 use distcache_serve::security::TlsArgs;
 use distcache_serve::security::config::{AuthConfig, TlsConfig};
 use distcache_serve::units::{ByteSize, HumanDuration};
+
+const CERT_MARKER: &str = "-----BEGIN CERTIFICATE-----";
+
+/// The PEM file at `path` (its `file` named in errors), which must hold a
+/// `kind` (a line containing `marker`).
+fn read_pem(path: &Path, file: &str, kind: &str, marker: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read {file} file {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains(marker) {
+        return Err(format!(
+            "{file} file {} holds no PEM {kind}",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
 
 /// A client certificate and its private key, PEM (`--node-tls-cert`,
 /// `--node-tls-key`).
@@ -199,17 +215,9 @@ impl Args {
         if self.tls_ca.is_none() {
             return Err("--node-tls-cert and --node-tls-key need --tls-ca (the nodes' CA)".into());
         }
-        let read = |p: &PathBuf, what: &str, marker: &str| -> Result<Vec<u8>, String> {
-            let pem = std::fs::read(p)
-                .map_err(|e| format!("cannot read {what} file {}: {e}", p.display()))?;
-            if !String::from_utf8_lossy(&pem).contains(marker) {
-                return Err(format!("{what} file {} holds no PEM {what}", p.display()));
-            }
-            Ok(pem)
-        };
         Ok(Some((
-            read(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
-            read(key, "key", "PRIVATE KEY-----")?,
+            read_pem(cert, "certificate", "certificate", CERT_MARKER)?,
+            read_pem(key, "key", "key", "PRIVATE KEY-----")?,
         )))
     }
 
@@ -228,11 +236,7 @@ impl Args {
             }
         }
         if let Some(path) = &self.tls_ca {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(format!("CA file {} holds no PEM certificate", path.display()).into());
-            }
+            read_pem(path, "CA", "certificate", CERT_MARKER)?;
         }
         self.node_identity()?;
         let discovery = self.membership.discovery();

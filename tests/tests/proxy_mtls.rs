@@ -42,6 +42,15 @@ async fn mtls_node(dir: &Path, ca: &Ca) -> (Proc, String) {
     (node, ca_file)
 }
 
+/// A proxy of `node` alone (one replica) trusting `ca_file`, with `extra`
+/// flags.
+async fn proxy_of(dir: &Path, node: &Proc, ca_file: &str, extra: &[&str]) -> Proc {
+    let url = format!("https://{}", node.grpc);
+    let mut args = vec!["--nodes", &url, "--replicas", "1", "--tls-ca", ca_file];
+    args.extend_from_slice(extra);
+    Proc::proxy(dir, "proxy", &args).await
+}
+
 #[tokio::test]
 async fn a_proxy_with_a_client_certificate_is_served_by_mtls_nodes() {
     let dir = tempfile::tempdir().expect("dir");
@@ -50,22 +59,11 @@ async fn a_proxy_with_a_client_certificate_is_served_by_mtls_nodes() {
     let (cert, key) = ca.leaf(&["proxy"], true);
     let cert = write(dir.path(), "proxy.pem", &cert);
     let key = write(dir.path(), "proxy.key", &key);
-    let url = format!("https://{}", node.grpc);
-    let proxy = Proc::proxy(
+    let proxy = proxy_of(
         dir.path(),
-        "proxy",
-        &[
-            "--nodes",
-            &url,
-            "--replicas",
-            "1",
-            "--tls-ca",
-            &ca_file,
-            "--node-tls-cert",
-            &cert,
-            "--node-tls-key",
-            &key,
-        ],
+        &node,
+        &ca_file,
+        &["--node-tls-cert", &cert, "--node-tls-key", &key],
     )
     .await;
     let resp = proxy.resp.expect("resp");
@@ -86,22 +84,7 @@ async fn without_a_client_certificate_the_proxy_is_refused_by_mtls_nodes() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new("nodes");
     let (node, ca_file) = mtls_node(dir.path(), &ca).await;
-    let url = format!("https://{}", node.grpc);
-    let proxy = Proc::proxy(
-        dir.path(),
-        "proxy",
-        &[
-            "--nodes",
-            &url,
-            "--replicas",
-            "1",
-            "--tls-ca",
-            &ca_file,
-            "--timeout",
-            "1s",
-        ],
-    )
-    .await;
+    let proxy = proxy_of(dir.path(), &node, &ca_file, &["--timeout", "1s"]).await;
     let resp = proxy.resp.expect("resp");
     let answer = resp_command(resp, &["SET", "k", "v"])
         .await

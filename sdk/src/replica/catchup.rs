@@ -176,25 +176,23 @@ impl View {
                 epoch: fence.epoch,
                 ..Default::default()
             };
-            let mut lifted = node
-                .fence(lift.clone(), timeout)
-                .await
-                .map_err(failed("Fence", &node.url))?;
             // Too early for the node's hold (clients that lost it may not
             // have seen it back yet): wait, and lift with the same epoch;
             // a fence one of them raised meanwhile makes it stale, and the
             // next round copies from its wider window.
-            for _ in 0..MAX_HOLD_WAITS {
-                if lifted.lifted || lifted.retry_after_ms == 0 {
-                    break;
-                }
-                let wait = Duration::from_millis(lifted.retry_after_ms.min(MAX_HOLD_WAIT_MS));
-                tokio::time::sleep(wait).await;
-                lifted = node
+            let mut waits = 0;
+            let lifted = loop {
+                let answer = node
                     .fence(lift.clone(), timeout)
                     .await
                     .map_err(failed("Fence", &node.url))?;
-            }
+                if answer.lifted || answer.retry_after_ms == 0 || waits == MAX_HOLD_WAITS {
+                    break answer;
+                }
+                waits += 1;
+                let wait = Duration::from_millis(answer.retry_after_ms.min(MAX_HOLD_WAIT_MS));
+                tokio::time::sleep(wait).await;
+            };
             if lifted.lifted {
                 node.set_skipped(skipped);
                 node.unfence();
