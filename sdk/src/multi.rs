@@ -251,7 +251,7 @@ pub(crate) async fn mset(
             })),
         };
         let targets = inner.targets(&replicas, n);
-        first.push(targets.first().copied().unwrap_or(usize::MAX));
+        first.push(targets.first().copied());
         for node in targets {
             groups.entry(node).or_default().push((pos, op.clone()));
         }
@@ -280,9 +280,9 @@ pub(crate) async fn mset(
     }
     let mut acks = vec![0usize; need.len()];
     let mut superseded = vec![0usize; need.len()];
-    // What each key's first target (see `superseded` in `write.rs`) answered:
-    // whether it holds the write.
-    let mut first_holds: Vec<Option<bool>> = vec![None; need.len()];
+    // Whether each key's first target (see `superseded` in `write.rs`)
+    // answered that it holds the write.
+    let mut first_holds = vec![false; need.len()];
     while let Some(done) = batches.join_next().await {
         let Ok((node, positions, res)) = done else {
             continue;
@@ -290,21 +290,13 @@ pub(crate) async fn mset(
         match res {
             Ok(results) => {
                 for (p, r) in positions.into_iter().zip(results) {
-                    let is_first = first[p] == node;
                     match r.result {
                         // Only a replica that holds the write counts.
                         Some(Out::Set(s)) if s.applied => {
                             acks[p] += 1;
-                            if is_first {
-                                first_holds[p] = Some(true);
-                            }
+                            first_holds[p] |= first[p] == Some(node);
                         }
-                        Some(Out::Set(_)) => {
-                            superseded[p] += 1;
-                            if is_first {
-                                first_holds[p] = Some(false);
-                            }
-                        }
+                        Some(Out::Set(_)) => superseded[p] += 1,
                         Some(Out::Error(e)) => return Err(op_error(e)),
                         _ => {}
                     }
@@ -318,7 +310,7 @@ pub(crate) async fn mset(
     // write when another replica holds this one (see `superseded` in
     // `write.rs`), else written again one by one, stamped past that version.
     for (p, set) in sets.into_iter().enumerate() {
-        if first_holds[p] == Some(true) {
+        if first_holds[p] {
             acks[p] += superseded[p];
         }
         if superseded[p] == 0 || acks[p] >= need[p] {
