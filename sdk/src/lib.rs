@@ -13,7 +13,8 @@
 //! - **Consistency**: [`Consistency::One`], [`Consistency::Quorum`] or
 //!   [`Consistency::All`] for reads and writes, per client and per request.
 //!   Quorum and All reads return the newest version (a newer tombstone wins
-//!   over an older value) and repair stale replicas in the background. Reads
+//!   over an older value) once the stale replicas they asked were repaired,
+//!   so a read is never followed by an older state on those replicas. Reads
 //!   see the latest write when R + W > N (for example Quorum + Quorum). A
 //!   write returns after W acknowledgements *and* the answer of the first
 //!   healthy replica, the one `One` reads go to, so a client reads its own

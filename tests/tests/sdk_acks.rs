@@ -147,3 +147,93 @@ async fn a_write_the_first_replica_took_is_not_applied_again() -> Result<(), Box
     }
     Ok(())
 }
+
+/// A Quorum read returns once the replicas it asked hold what it returns
+/// (a blocking read repair). A write still on its way to the first replica
+/// may already be on the other one: a read that answers it must not be
+/// followed by a conditional operation on the first replica's older state
+/// (a lock read free, then refused to `SET NX`/CAS with nothing in between:
+/// what the checker found without faults). Each round puts a release (a
+/// tombstone) or a new holder (a newer value) on the second replica only,
+/// reads at Quorum, and looks at the first replica at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_read_is_not_followed_by_an_older_state() -> Result<(), BoxError> {
+    let nodes = [
+        TestNode::start(test_config()).await,
+        TestNode::start(test_config()).await,
+    ];
+    let cache = distcache::Client::builder()
+        .nodes(nodes.iter().map(TestNode::url))
+        .replicas(2)
+        .read_consistency(distcache::Consistency::Quorum)
+        .build()
+        .await?;
+    let by_url = |url: &str| {
+        nodes
+            .iter()
+            .position(|n| n.url() == url)
+            .expect("an owner is one of the nodes")
+    };
+    // Connected before the rounds: a look at the first replica right after
+    // the read must not wait for a connection.
+    let mut raw = Vec::new();
+    for n in &nodes {
+        raw.push(n.client().await);
+    }
+    for round in 0..20 {
+        let key = format!("lock:{round}");
+        let owners = cache.owners(&key);
+        let (first, other) = (by_url(&owners[0]), by_url(&owners[1]));
+        write_ahead(&nodes[first], &key, "old holder", Duration::ZERO).await;
+        let released = round % 2 == 0;
+        let later = distcache_proto::version_floor(now_ms() + 1_000);
+        let k: bytes::Bytes = key.as_bytes().to_vec().into();
+        if released {
+            raw[other]
+                .delete(pb::DeleteRequest {
+                    key: k.clone(),
+                    version: later,
+                    return_value: false,
+                })
+                .await?;
+        } else {
+            raw[other]
+                .set(pb::SetRequest {
+                    key: k.clone(),
+                    value: "new holder".into(),
+                    version: later,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let read = cache.get(&key).await?;
+        let on_first = raw[first]
+            .get(pb::GetRequest { key: k.clone() })
+            .await?
+            .into_inner();
+        if released {
+            assert!(read.is_none(), "round {round}: the newer release wins");
+            assert!(
+                !on_first.found && on_first.tombstone_version == later,
+                "round {round}: the first replica holds the release once the read returned"
+            );
+            let swap = cache.compare_and_swap(&key, 0, "mine", None).await?;
+            assert!(swap.applied, "round {round}: a lock read free is free");
+        } else {
+            let e = read.expect("the newer holder wins");
+            assert_eq!(&e.value[..], b"new holder", "round {round}");
+            assert!(
+                on_first.found && on_first.version == later,
+                "round {round}: the first replica holds the new holder once the read returned"
+            );
+            let swap = cache
+                .compare_and_swap(&key, e.version, "mine", None)
+                .await?;
+            assert!(swap.applied, "round {round}: CAS on the version read");
+        }
+    }
+    for n in nodes {
+        n.stop().await?;
+    }
+    Ok(())
+}

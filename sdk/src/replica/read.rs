@@ -1,8 +1,8 @@
 //! Reads go only to readable replicas (healthy, not fenced: see
 //! `catchup.rs`). At `One` from the first of them with failover; at
 //! `Quorum` and `All` from enough replicas at once, returning the newest
-//! state (a newer tombstone wins over an older value) and repairing stale
-//! replicas in the background with versioned writes. During a move, until
+//! state (a newer tombstone wins over an older value) once the stale
+//! replicas among them were repaired with versioned writes. During a move, until
 //! its copy is done, a key is read from its owners in the ring the move
 //! started from (see `rebalance.rs`): a new owner may not hold it yet.
 
@@ -48,9 +48,9 @@ impl View {
             .await
     }
 
-    /// Asks enough replicas, returns the newest state (a value, or nothing
-    /// when the newest state is a tombstone), and repairs stale replicas in
-    /// the background.
+    /// Asks enough replicas, repairs the stale ones among them, and returns
+    /// the newest state (a value, or nothing when the newest state is a
+    /// tombstone).
     pub(crate) async fn read_quorum(
         &self,
         key: &Bytes,
@@ -79,8 +79,8 @@ impl View {
             .await
     }
 
-    /// The newest state among `answers`; stale replicas are repaired in
-    /// the background.
+    /// The newest state among `answers`, once the stale replicas among
+    /// them were repaired.
     async fn newest_and_repair(
         &self,
         key: &Bytes,
@@ -151,7 +151,17 @@ impl View {
                 .fetch_add(stale.len() as u64, Ordering::Relaxed);
             tracing::debug!(replicas = stale.len(), "read repair");
             // Repairs are versioned, so they never overwrite anything newer.
-            drop(self.fan_out(&stale, &repair, deadline, true, false));
+            // Awaited (as Cassandra's blocking read repair): the read
+            // returns once the replicas it asked hold what it returns, so
+            // what follows it sees it too. A write still on its way to the
+            // first replica (the one that decides conditional operations)
+            // may already be on another, and a read answering it must not
+            // be followed by a SET NX or CAS on the first replica's older
+            // state (a lock read free and then found taken, with nothing
+            // in between). A repair that fails leaves that replica to
+            // catch-up; the read still answers.
+            let fan = std::pin::pin!(self.fan_out(&stale, &repair, deadline, true, true));
+            let _ = gather(fan, stale.len(), stale.len(), &[]).await;
         }
         Ok(result)
     }
