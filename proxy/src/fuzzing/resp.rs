@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::resp::codec::{Limits, ProtocolError, parse_request_into};
+use crate::resp::codec::{Limits, ProtocolError, RequestParser, parse_request_into};
 
 /// What a stream of bytes parses to: the requests, then either the bytes
 /// left waiting for more or the error that closes the connection.
@@ -12,8 +12,9 @@ type Outcome = (Vec<Vec<Bytes>>, Result<usize, ProtocolError>);
 /// AUTH, or tiny ones that every bound is reached with) and a chunk size;
 /// the rest is what a client sends. Oracles:
 ///
-/// - feeding the bytes in chunks parses to exactly what feeding them at
-///   once does (a request split across reads is the same request);
+/// - feeding the bytes in chunks to one [`RequestParser`] parses to exactly
+///   what feeding them at once does (a request split across reads is the
+///   same request, wherever the parser stopped inside it);
 /// - "need more bytes" consumes nothing, and a request consumes something;
 /// - every request, sent again as a multibulk array and as a quoted inline
 ///   line, parses back to the same arguments.
@@ -50,10 +51,13 @@ fn parse_stream(input: &[u8], limits: &Limits, chunk: usize) -> Outcome {
     let mut buf = BytesMut::new();
     let mut fed = 0;
     let mut requests = Vec::new();
+    // One parser for the stream, as a connection keeps: it resumes inside
+    // a request split across reads.
+    let mut parser = RequestParser::default();
     loop {
         let before = buf.clone();
         let mut args = Vec::new();
-        match parse_request_into(&mut buf, limits, &mut args) {
+        match parser.parse(&mut buf, limits, &mut args) {
             Ok(true) => {
                 assert!(buf.len() < before.len(), "a request consumed nothing");
                 requests.push(args);

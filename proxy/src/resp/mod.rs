@@ -11,4 +11,4 @@ pub mod per_ip;
 pub mod server;
 mod session;
 
-pub use codec::{Limits, Protocol, ProtocolError, Reply, parse_request};
+pub use codec::{Limits, Protocol, ProtocolError, Reply, RequestParser, parse_request};

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::auth::{RespAuth, handshake};
-use super::codec::{Limits, Protocol, ProtocolError, Reply, parse_request_into};
+use super::codec::{Limits, Protocol, ProtocolError, Reply, RequestParser};
 use super::command::{self, Command};
 use super::exec;
 use super::output::Output;
@@ -163,8 +163,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // list per read of a pipeline would be a large allocation every time.
     // After a burst it shrinks back to 256 entries (about 30 KB).
     let mut parsed: Parsed = Vec::new();
-    // The argument list of the request being parsed, reused likewise.
+    // The argument list of the request being parsed, reused likewise, and
+    // the parser, which resumes inside a request split across reads.
     let mut args: Vec<Bytes> = Vec::new();
+    let mut parser = RequestParser::default();
     // One wait for the stop flag for the whole connection: a fresh one per
     // read registers and drops a watch notification every time.
     let mut stopping = std::pin::pin!(stopped(&mut stop));
@@ -212,7 +214,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let mut fatal = None;
         loop {
             args.clear();
-            match parse_request_into(&mut input, limits, &mut args) {
+            match parser.parse(&mut input, limits, &mut args) {
                 Ok(true) if args.is_empty() => {}
                 Ok(true) => {
                     let cmd = command::parse(&mut args);
