@@ -37,6 +37,36 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// `uri` as logs and errors show it: without userinfo (`user:pass@`) and
+/// with the query's values replaced by `…` (Consul takes `?token=`), so a
+/// credential in a discovery URL never reaches a log line.
+pub fn redacted(uri: &hyper::Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(host) = uri.host() {
+        out.push_str(host);
+    }
+    if let Some(port) = uri.port_u16() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=…"),
+                None => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
 /// GETs `uri` and parses its answer; all within `timeout`.
 pub async fn fetch(
     client: &HttpClient,
@@ -45,7 +75,7 @@ pub async fn fetch(
     consul_ids: bool,
 ) -> Result<Vec<String>, SourceError> {
     let fail = |reason: String| SourceError::Http {
-        uri: uri.to_string(),
+        uri: redacted(uri),
         reason,
     };
     let request = async {
@@ -153,6 +183,23 @@ fn consul_entry(e: &Value, ids: bool) -> Result<String, String> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let uri: hyper::Uri =
+            "http://ops:hunter2@consul.local:8500/v1/health/service/distcache?passing&token=s3cr3t"
+                .parse()
+                .expect("uri");
+        let shown = redacted(&uri);
+        assert_eq!(
+            shown,
+            "http://consul.local:8500/v1/health/service/distcache?passing&token=…"
+        );
+        let source = super::super::Source::Http(uri);
+        assert_eq!(source.to_string(), shown, "Display is what logs show");
+        let plain: hyper::Uri = "http://[::1]:9000/nodes".parse().expect("uri");
+        assert_eq!(redacted(&plain), "http://[::1]:9000/nodes");
+    }
 
     #[test]
     fn consul_health_answers_name_their_services() {

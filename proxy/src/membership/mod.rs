@@ -168,7 +168,8 @@ impl std::fmt::Display for Source {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Dns { name, port } => write!(f, "dns://{name}:{port}"),
             Source::DnsSrv { name } => write!(f, "dns+srv://{name}"),
-            Source::Http(uri) => write!(f, "{uri}"),
+            // Without credentials: this is what logs show.
+            Source::Http(uri) => f.write_str(&http::redacted(uri)),
         }
     }
 }
