@@ -145,6 +145,10 @@ pub struct Args {
     /// Clock-skew leeway on token expiry [default: 5s].
     #[arg(long, env = "DISTCACHE_AUTH_LEEWAY")]
     pub auth_leeway: Option<HumanDuration>,
+    /// Start although a secret is shorter than 32 bytes or the secret file
+    /// is readable by every user (else refused; warned about instead).
+    #[arg(long)]
+    pub allow_weak_secrets: bool,
     /// Requests per second per client (token subject, else peer IP); 0 = off.
     #[arg(long, env = "DISTCACHE_RATE_LIMIT_PER_CLIENT")]
     pub rate_limit_per_client: Option<f64>,
@@ -201,6 +205,7 @@ impl Args {
         }
         c.auth.secret_on_argv = self.auth_secret.is_some();
         c.auth.enabled |= self.enable_auth;
+        c.auth.allow_weak_secrets |= self.allow_weak_secrets;
         if let Some(l) = self.auth_leeway {
             c.auth.leeway = l;
         }

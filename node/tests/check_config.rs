@@ -14,6 +14,45 @@ fn check(args: &[&str]) -> Output {
         .expect("run distcache-node")
 }
 
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A weak secret (shorter than 32 bytes, or a file every user can read) is
+/// refused, naming the problem, unless `--allow-weak-secrets`.
+#[test]
+fn weak_secrets_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let keys = dir.path().join("auth.keys");
+    std::fs::write(&keys, "k1:short\n").expect("write");
+    chmod(&keys, 0o600);
+    let path = keys.to_str().unwrap();
+    let out = check(&["--auth-secret-file", path]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("shorter than 32 bytes") && stderr.contains("\"k1\""),
+        "{stderr}"
+    );
+    std::fs::write(&keys, "k1:c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1iZS1wcmludGVk\n").expect("write");
+    chmod(&keys, 0o644);
+    let out = check(&["--auth-secret-file", path]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("readable by every user") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    let out = check(&["--auth-secret-file", path, "--allow-weak-secrets"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("readable by every user"),
+        "still warned: {stderr}"
+    );
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -24,6 +63,7 @@ fn a_usable_configuration_exits_0_and_prints_it_without_its_secrets() {
     let keys = dir.path().join("auth.keys");
     let secret = "c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1iZS1wcmludGVk";
     std::fs::write(&keys, format!("k1:{secret}\n")).expect("write");
+    chmod(&keys, 0o600);
     let data = dir.path().join("data");
     let out = check(&[
         "--auth-secret-file",

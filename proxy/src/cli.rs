@@ -152,6 +152,10 @@ pub struct Args {
     /// Clock-skew leeway on front-end token expiry.
     #[arg(long, env = "DISTCACHE_AUTH_LEEWAY", default_value = "5s")]
     pub auth_leeway: HumanDuration,
+    /// Start although a front-end secret is shorter than 32 bytes or the
+    /// secret file is readable by every user (else refused; warned about).
+    #[arg(long)]
+    pub allow_weak_secrets: bool,
     /// After SIGINT/SIGTERM, keep accepting and serving this long while
     /// /readyz and gRPC health say 503/NOT_SERVING (0s: close at once).
     #[arg(long, env = "DISTCACHE_DRAIN_DELAY", default_value = "0s")]
@@ -199,6 +203,7 @@ impl Args {
         AuthConfig {
             secret_file: self.auth_secret_file.clone(),
             leeway: self.auth_leeway,
+            allow_weak_secrets: self.allow_weak_secrets,
             ..AuthConfig::default()
         }
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distcache_serve::security::config::{AuthConfig, TlsConfig, auth_warnings};
+use distcache_serve::security::config::{AuthConfig, TlsConfig, auth_warnings, check_secrets};
 use distcache_serve::security::live_tls::ALPN_H2;
 use distcache_serve::security::{
     AuthLayer, BoxError, InFlightLayer, LiveTls, Reloader, SecurityCounters, SecurityError,
@@ -62,6 +62,7 @@ impl FrontSecurity {
     /// about weak settings. A bad file fails here, naming itself.
     pub fn load(tls: &TlsConfig, auth: &AuthConfig) -> Result<Self, SecurityError> {
         let keys = auth.load_keys().map_err(SecurityError::Auth)?;
+        check_secrets(auth, &keys).map_err(SecurityError::Auth)?;
         for warning in auth_warnings(auth, &keys) {
             tracing::warn!("{warning}");
         }

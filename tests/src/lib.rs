@@ -48,6 +48,18 @@ pub struct TestNode {
     task: JoinHandle<Result<(), distcache_node::NodeError>>,
 }
 
+/// Writes a file only its owner can read (mode 0600), as secret files must
+/// be: a node or proxy refuses a secret file every user can read.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(path).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+}
+
 /// A small config suitable for tests (16 shards, 64 MiB).
 pub fn test_config() -> NodeConfig {
     let mut c = NodeConfig::default();

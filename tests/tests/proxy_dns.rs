@@ -386,7 +386,7 @@ async fn health_id_probes_use_the_proxys_tls_and_token() {
         ("node.key", &key),
         ("keys", &secret.to_owned()),
     ] {
-        std::fs::write(dir.path().join(file), text).expect("write");
+        distcache_tests::write_private(&dir.path().join(file), text);
     }
     let mut config = test_config();
     config.server.node_id = "cache-tls".into();

@@ -281,7 +281,7 @@ fn bearer<T>(msg: T, token: Option<&str>) -> Request<T> {
 async fn token_front(tag: &str, config: FrontendConfig) -> (Front, KeySet) {
     let dir = scratch(tag);
     let file = dir.join("auth.keys");
-    std::fs::write(&file, "k1:front-secret-front-secret-front-secret\n").expect("write");
+    distcache_tests::write_private(&file, "k1:front-secret-front-secret-front-secret\n");
     let auth = AuthConfig {
         secret_file: Some(file.clone()),
         ..AuthConfig::default()

@@ -322,7 +322,7 @@ async fn hello_3_auth_with_tokens_over_tls_behaves_as_auth_does() {
     std::fs::write(dir.join("front.pem"), cert).expect("write");
     std::fs::write(dir.join("front.key"), key).expect("write");
     let secret = "k1:resp3-secret-resp3-secret-resp3-secret\n";
-    std::fs::write(dir.join("auth.keys"), secret).expect("write");
+    distcache_tests::write_private(&dir.join("auth.keys"), secret);
     let tls_cfg = TlsConfig {
         cert: Some(dir.join("front.pem")),
         key: Some(dir.join("front.key")),

@@ -42,7 +42,8 @@ fn token(secret_line: &str, role: Role) -> String {
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
+    // Rewritten in place by the tests; 0600 as a secret file must be.
+    distcache_tests::write_private(&path, text);
     path.to_str().expect("utf-8 path").to_owned()
 }
 

@@ -209,7 +209,7 @@ fn authed<T>(msg: T, token: Option<&str>) -> Request<T> {
 async fn auth_node(name: &str, key_file: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
     let dir = scratch(name);
     let path = dir.join("keys");
-    std::fs::write(&path, key_file).expect("write");
+    distcache_tests::write_private(&path, key_file);
     let mut c = test_config();
     c.auth.secret_file = Some(path);
     tweak(&mut c);
@@ -447,19 +447,19 @@ async fn tokens_that_never_expire_or_name_nobody_are_refused() {
 
 #[tokio::test]
 async fn key_rotation_accepts_old_keys_until_removed() {
-    let old = KeySet::parse("k1:first-secret-0123456789").expect("keys");
-    let new = KeySet::parse("k2:second-secret-0123456789").expect("keys");
+    let old = KeySet::parse("k1:first-secret-0123456789abcdef0123").expect("keys");
+    let new = KeySet::parse("k2:second-secret-0123456789abcdef012").expect("keys");
     let t_old = mint(&old, "alice", Role::User, now() + 600);
     let t_new = mint(&new, "alice", Role::User, now() + 600);
 
-    let both = "k1:first-secret-0123456789\nk2:second-secret-0123456789\n";
+    let both = "k1:first-secret-0123456789abcdef0123\nk2:second-secret-0123456789abcdef012\n";
     let node = auth_node("rot-both", both, |_| {}).await;
     let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
     assert_eq!(code(&mut c, "Set", Some(&t_old)).await, Code::Ok);
     assert_eq!(code(&mut c, "Set", Some(&t_new)).await, Code::Ok);
     node.stop().await.expect("stop");
 
-    let node = auth_node("rot-new", "k2:second-secret-0123456789\n", |_| {}).await;
+    let node = auth_node("rot-new", "k2:second-secret-0123456789abcdef012\n", |_| {}).await;
     let mut c = CacheServiceClient::new(plain_channel(node.grpc).await.expect("connect"));
     assert_eq!(
         code(&mut c, "Set", Some(&t_old)).await,

@@ -95,6 +95,9 @@ pub struct AuthConfig {
     pub secret_file: Option<PathBuf>,
     /// Clock-skew leeway on token expiry.
     pub leeway: HumanDuration,
+    /// Start with secrets shorter than [`MIN_SECRET_BYTES`] or a secret
+    /// file every user can read (else refused; see [`check_secrets`]).
+    pub allow_weak_secrets: bool,
     /// Secrets from the environment or argv (never from TOML).
     #[serde(skip)]
     pub keys: KeySet,
@@ -109,6 +112,7 @@ impl Default for AuthConfig {
             enabled: false,
             secret_file: None,
             leeway: HumanDuration(Duration::from_secs(5)),
+            allow_weak_secrets: false,
             keys: KeySet::default(),
             secret_on_argv: false,
         }
@@ -154,11 +158,53 @@ impl AuthConfig {
     }
 }
 
-/// Secrets shorter than this draw a warning (HMAC-SHA256 wants 32 bytes).
+/// Secrets shorter than this are refused (HMAC-SHA256 wants 32 bytes).
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// Things worth a warning at start-up: weak secrets, a secret on argv, a
-/// secret file other users can read.
+/// Weak secrets: shorter than [`MIN_SECRET_BYTES`], or in a secret file
+/// every user of the machine can read. Each is refused at start-up and on
+/// reload unless `allow_weak_secrets` ([`check_secrets`]).
+pub fn weak_secrets(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
+    let mut w = Vec::new();
+    let short = keys.short_key_ids(MIN_SECRET_BYTES);
+    if !short.is_empty() {
+        w.push(format!(
+            "auth secrets shorter than {MIN_SECRET_BYTES} bytes are easy to guess: key ids {short:?} \
+             (make one with `head -c 32 /dev/urandom | base64`)"
+        ));
+    }
+    #[cfg(unix)]
+    if let Some(path) = &auth.secret_file {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o004 != 0
+        {
+            w.push(format!(
+                "auth secret file {} is readable by every user (mode {:o}); chmod 600 it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            ));
+        }
+    }
+    w
+}
+
+/// Refuses [`weak_secrets`] unless `auth.allow_weak_secrets` (then they are
+/// [`auth_warnings`]).
+pub fn check_secrets(auth: &AuthConfig, keys: &KeySet) -> Result<(), String> {
+    let weak = weak_secrets(auth, keys);
+    if weak.is_empty() || auth.allow_weak_secrets {
+        return Ok(());
+    }
+    Err(format!(
+        "{}; or start with --allow-weak-secrets ([auth] allow_weak_secrets = true)",
+        weak.join("; ")
+    ))
+}
+
+/// Things worth a warning at start-up: a secret on argv, a secret file its
+/// group can read (a Kubernetes Secret volume with `fsGroup` is 0440), and
+/// the [`weak_secrets`] that `allow_weak_secrets` let through.
 pub fn auth_warnings(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
     let mut w = Vec::new();
     if auth.secret_on_argv {
@@ -168,20 +214,17 @@ pub fn auth_warnings(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
                 .into(),
         );
     }
-    let short = keys.short_key_ids(MIN_SECRET_BYTES);
-    if !short.is_empty() {
-        w.push(format!(
-            "auth secrets shorter than {MIN_SECRET_BYTES} bytes are easier to guess: key ids {short:?}"
-        ));
+    if auth.allow_weak_secrets {
+        w.extend(weak_secrets(auth, keys));
     }
     #[cfg(unix)]
     if let Some(path) = &auth.secret_file {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o077 != 0
+            && m.permissions().mode() & 0o044 == 0o040
         {
             w.push(format!(
-                "auth secret file {} is readable by other users; chmod 600 it",
+                "auth secret file {} is readable by its group; chmod 600 it unless that is meant",
                 path.display()
             ));
         }
@@ -280,6 +323,25 @@ mod tests {
             Some("k2"),
             "the file's newest key signs"
         );
+        // A short secret is refused, and so is a file every user can read.
+        let e = check_secrets(&auth, &keys).expect_err("weak");
+        assert!(e.contains("\"default\"") && !e.contains("\"k2\""), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |m| std::fs::Permissions::from_mode(m);
+            std::fs::set_permissions(&file, mode(0o644)).expect("chmod");
+            let e = check_secrets(&auth, &keys).expect_err("weak");
+            assert!(e.contains("readable by every user"), "{e}");
+            std::fs::set_permissions(&file, mode(0o640)).expect("chmod");
+            let e = check_secrets(&auth, &keys).expect_err("still short");
+            assert!(!e.contains("readable by every user"), "{e}");
+            let w = auth_warnings(&auth, &keys).join("\n");
+            assert!(w.contains("readable by its group"), "{w}");
+        }
+        // Allowed, they are warnings instead.
+        auth.allow_weak_secrets = true;
+        check_secrets(&auth, &keys).expect("allowed");
         let w = auth_warnings(&auth, &keys).join("\n");
         assert!(w.contains("visible to other users"), "{w}");
         assert!(w.contains("\"default\"") && !w.contains("\"k2\""), "{w}");

@@ -124,6 +124,7 @@ impl Security {
         counters: &SecurityCounters,
     ) -> Result<Self, SecurityError> {
         let keys = auth.load_keys().map_err(SecurityError::Auth)?;
+        config::check_secrets(auth, &keys).map_err(SecurityError::Auth)?;
         let server_tls = LiveTls::load(tls, &[live_tls::ALPN_H2])?;
         for warning in config::auth_warnings(auth, &keys) {
             tracing::warn!("{warning}");

@@ -6,15 +6,16 @@
 //!
 //! Not reloaded (they need a restart): turning TLS or tokens on or off, the
 //! handshake timeout, the leeway, secrets from the environment or argv, and
-//! which files are named. A reload refuses secret-file secrets shorter than
-//! [`MIN_SECRET_BYTES`] (start-up only warns about them).
+//! which files are named. A reload refuses weak secrets as start-up does
+//! ([`check_secrets`]: shorter than 32 bytes, or a file every user can
+//! read) unless `allow_weak_secrets`.
 
 use std::sync::Arc;
 
 use tokio_rustls::rustls::ServerConfig;
 
 use super::SecurityError;
-use super::config::{AuthConfig, MIN_SECRET_BYTES, TlsConfig, auth_warnings};
+use super::config::{AuthConfig, TlsConfig, auth_warnings, check_secrets};
 use super::live_keys::LiveKeys;
 use super::live_tls::LiveTls;
 use super::token::KeySet;
@@ -64,23 +65,11 @@ impl Reloader {
             None => None,
             Some(live) => {
                 let file = self.auth.file_keys().map_err(SecurityError::Auth)?;
-                if let Some(f) = &file {
-                    let short = f.short_key_ids(MIN_SECRET_BYTES);
-                    if !short.is_empty() {
-                        return Err(SecurityError::Auth(format!(
-                            "secrets shorter than {MIN_SECRET_BYTES} bytes in {}: key ids {short:?}",
-                            self.auth
-                                .secret_file
-                                .as_deref()
-                                .unwrap_or(std::path::Path::new(""))
-                                .display()
-                        )));
-                    }
-                }
                 let keys = self
                     .auth
                     .with_file_keys(file.as_ref())
                     .map_err(SecurityError::Auth)?;
+                check_secrets(&self.auth, &keys).map_err(SecurityError::Auth)?;
                 for warning in auth_warnings(&self.auth, &keys) {
                     tracing::warn!("{warning}");
                 }
@@ -141,6 +130,12 @@ mod tests {
         std::fs::write(&k, key.serialize_pem()).expect("write");
         let long = "k1:0123456789abcdef0123456789abcdef\n";
         std::fs::write(&s, long).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Writes below keep the mode: a file every user can read is weak.
+            std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let tls_config = TlsConfig {
             cert: Some(c.clone()),
             key: Some(k.clone()),
