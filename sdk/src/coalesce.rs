@@ -11,6 +11,10 @@
 //! operation at once (as a plain unary RPC when it is alone), and a busy one
 //! sends bigger batches exactly when the node is the bottleneck.
 //!
+//! Identical GETs queued together (many callers reading one hot key) are
+//! sent once and share the answer, unless a write to that key comes between
+//! them in the batch.
+//!
 //! Operations in a batch run in order on the node and fail independently;
 //! a transport failure fails every operation of the batch with its status.
 //! A node budgets each answer to its message limit: reads it did not run
@@ -27,7 +31,10 @@
 //! than its own deadline. (Attempts cut short by a nearer request deadline
 //! add a timer of their own: see `View::attempt`.)
 
+use std::collections::HashMap;
 use std::future::Future;
+
+use bytes::Bytes;
 
 use distcache_proto::budget::is_answer_full;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
@@ -86,6 +93,60 @@ pub(crate) fn submit(
             Some(Ok(wait)) => wait.await?,
         }
         rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// The key an operation may change.
+fn written_key(op: &Op) -> &Bytes {
+    match op {
+        Op::Get(r) => &r.key,
+        Op::Set(r) => &r.key,
+        Op::Delete(r) => &r.key,
+        Op::CompareAndSwap(r) => &r.key,
+        Op::IncrBy(r) => &r.key,
+        Op::Expire(r) => &r.key,
+    }
+}
+
+/// The reads of a batch so far, by key (to the position of their
+/// operation), that a later read of the same key may share. A few are
+/// looked up by a scan, like the usual small batch; past [`SCAN_READS`] a
+/// map takes over, so a batch of thousands costs no more per read.
+#[derive(Default)]
+struct Reads {
+    few: Vec<(Bytes, usize)>,
+    many: HashMap<Bytes, usize>,
+}
+
+/// Reads looked up by scanning (key lengths differ, or the first bytes do,
+/// so a scan step is a comparison or two).
+const SCAN_READS: usize = 8;
+
+impl Reads {
+    fn find(&self, key: &Bytes) -> Option<usize> {
+        if self.many.is_empty() {
+            self.few.iter().find(|(k, _)| k == key).map(|(_, i)| *i)
+        } else {
+            self.many.get(key).copied()
+        }
+    }
+
+    fn insert(&mut self, key: Bytes, slot: usize) {
+        if self.many.is_empty() && self.few.len() < SCAN_READS {
+            self.few.push((key, slot));
+            return;
+        }
+        self.many.extend(self.few.drain(..));
+        self.many.insert(key, slot);
+    }
+
+    /// A write to `key`: later reads of it see the write, not a read before.
+    fn remove(&mut self, key: &Bytes) {
+        if self.many.is_empty() {
+            self.few.retain(|(k, _)| k != key);
+        } else {
+            self.many.remove(key);
+        }
     }
 }
 
@@ -185,24 +246,59 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
         .map(|p| p.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    // What answering needs once the operation is gone: the reply, and for a
-    // read its key and deadline (a read may have to be sent again).
+    // What answering needs once the operation is gone: the reply, which
+    // result answers it (a GET of a key already read earlier in the batch,
+    // with no write to it in between, is answered by that read's result and
+    // not sent twice: many callers reading one hot key cost one read), and
+    // for a read its key and deadline (a read may have to be sent again).
     let mut replies = Vec::with_capacity(batch.len());
-    let ops = batch
-        .into_iter()
-        .map(|p| {
-            let again = match &p.op {
-                Op::Get(r) => Some((r.key.clone(), p.deadline)),
-                _ => None,
-            };
-            replies.push((p.reply, again));
-            pb::Operation { op: Some(p.op) }
-        })
-        .collect();
+    let mut ops = Vec::with_capacity(batch.len());
+    let mut reads = Reads::default();
+    let mut shared = false;
+    for p in batch {
+        let (slot, again) = match &p.op {
+            Op::Get(r) => {
+                let again = Some((r.key.clone(), p.deadline));
+                if let Some(slot) = reads.find(&r.key) {
+                    shared = true;
+                    replies.push((p.reply, again, slot));
+                    continue;
+                }
+                reads.insert(r.key.clone(), ops.len());
+                (ops.len(), again)
+            }
+            write => {
+                reads.remove(written_key(write));
+                (ops.len(), None)
+            }
+        };
+        replies.push((p.reply, again, slot));
+        ops.push(pb::Operation { op: Some(p.op) });
+    }
+    let sent = ops.len();
     let mut not_run = Vec::new();
     match by_deadline(deadline, |t| conn.batch(ops, t)).await {
-        Ok(results) if results.len() == replies.len() => {
-            for ((reply, again), r) in replies.into_iter().zip(results) {
+        Ok(results) if results.len() == sent => {
+            let mut results: Vec<Option<pb::OperationResult>> =
+                results.into_iter().map(Some).collect();
+            // Each result is moved to the last reply it answers, cloned
+            // (a reference count on the value) for the others.
+            let mut last = vec![usize::MAX; if shared { sent } else { 0 }];
+            if shared {
+                for (i, (_, _, slot)) in replies.iter().enumerate() {
+                    last[*slot] = i;
+                }
+            }
+            for (i, (reply, again, slot)) in replies.into_iter().enumerate() {
+                let r = if !shared || last[slot] == i {
+                    results[slot].take()
+                } else {
+                    results[slot].clone()
+                };
+                let Some(r) = r else {
+                    let _ = reply.send(Err(Status::internal("batch result answered twice")));
+                    continue;
+                };
                 match again {
                     Some((key, deadline)) if is_answer_full(&r) => not_run.push(Pending {
                         op: Op::Get(pb::GetRequest { key }),
@@ -216,14 +312,14 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
             }
         }
         Ok(_) => {
-            for (reply, _) in replies {
+            for (reply, _, _) in replies {
                 let _ = reply.send(Err(Status::internal(
                     "batch answered the wrong number of results",
                 )));
             }
         }
         Err(status) => {
-            for (reply, _) in replies {
+            for (reply, _, _) in replies {
                 let _ = reply.send(Err(status.clone()));
             }
         }
