@@ -652,3 +652,69 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_the_key_stays_writable(
     );
     node.stop().await.expect("stop");
 }
+
+/// A client that never reads its answers keeps only `max_in_flight` of
+/// them on the node (issue 21, finding 6): an answer holds its in-flight
+/// slot until it is sent, so once that many answers wait behind a shut
+/// flow-control window, further requests are refused RESOURCE_EXHAUSTED
+/// instead of building more answers; when the reader goes, the slots free.
+#[tokio::test]
+async fn answers_a_client_never_reads_hold_their_in_flight_slots() {
+    let mut config = test_config();
+    config.server.max_in_flight = 2;
+    let node = TestNode::start(config).await;
+    let value = vec![b'v'; 1 << 20];
+    let mut c = node.client().await;
+    c.set(pb::SetRequest {
+        key: key("big"),
+        value: value.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("set");
+    let gets = || pb::BatchRequest {
+        operations: (0..4)
+            .map(|_| pb::Operation {
+                op: Some(operation::Op::Get(pb::GetRequest { key: key("big") })),
+            })
+            .collect(),
+    };
+    // Two batches of 4 MiB answers whose bodies are never read: each
+    // waits behind HTTP/2's 64 KiB window once its headers arrived.
+    let stuck = channel(&node).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut grpc = tonic::client::Grpc::new(stuck.clone());
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/distcache.v1.CacheService/Batch",
+        );
+        let codec =
+            distcache_proto::codec::ProtoCodec::<pb::BatchRequest, pb::BatchResponse>::default();
+        let answer = grpc
+            .server_streaming(tonic::Request::new(gets()), path, codec)
+            .await
+            .expect("headers");
+        held.push(answer);
+    }
+    let mut other = pb::cache_service_client::CacheServiceClient::new(channel(&node).await);
+    let refused = other.get(pb::GetRequest { key: key("big") }).await;
+    assert_eq!(
+        refused.err().map(|s| s.code()),
+        Some(Code::ResourceExhausted),
+        "both slots are held by unsent answers"
+    );
+    // The reader goes away: its answers are dropped with their slots.
+    drop(held);
+    drop(stuck);
+    let mut served = false;
+    for _ in 0..200 {
+        if other.get(pb::GetRequest { key: key("big") }).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "the slots were freed");
+    node.stop().await.expect("stop");
+}
