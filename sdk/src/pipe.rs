@@ -8,7 +8,7 @@
 //! the pipe is marked closed, and the next batch opens a new one
 //! ([`Conn::batch`](crate::node::Conn)). Callers that give up (their timeout)
 //! take their entry out of the waiting table, so it never grows past the
-//! batches really in flight.
+//! batches really in flight, and a batch of theirs not yet sent is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,15 +65,24 @@ impl Pipe {
         headers: impl FnOnce(&mut tonic::metadata::MetadataMap),
     ) -> Result<Arc<Self>, Status> {
         let (requests, rx) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        // Batches wait here until the stream can take them (HTTP/2 asks for
+        // the next message only when its window has room). One whose caller
+        // gave up meanwhile (its deadline passed: a node that stalled) is
+        // dropped, not sent late: a write the caller was told timed out is
+        // not applied minutes later from this queue.
         let outbound =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-            );
+            futures_util::stream::unfold((rx, waiting.clone()), |(mut rx, waiting)| async move {
+                loop {
+                    let m: pb::PipelineRequest = rx.recv().await?;
+                    if lock(&waiting).callers.contains_key(&m.id) {
+                        return Some((m, (rx, waiting)));
+                    }
+                }
+            });
         let mut req = tonic::Request::new(outbound);
         headers(req.metadata_mut());
         let answers = stub.pipeline(req).await?.into_inner();
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
         tokio::spawn(read(answers, waiting.clone()));
         Ok(Arc::new(Self {
             requests,

@@ -500,3 +500,63 @@ async fn expire_copies_the_deciding_replicas_entry() -> Result<(), BoxError> {
     assert!(a.ttl_ms > 0 && b.ttl_ms > 0);
     Ok(())
 }
+
+/// Writes a caller was told timed out are not sent later from the client's
+/// queue (issue 21, finding 16): against a node that stalls, batches wait
+/// for HTTP/2's window on the client; once their callers gave up they are
+/// dropped, so when the node answers again only what had already left the
+/// queue is applied (what fits the node's 1 MiB HTTP/2 window and the
+/// client's send buffer: about three of these 800 KiB MSETs), not every
+/// "failed" MSET (before: all ten).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_batches_to_a_stalled_node_are_not_sent_later() -> Result<(), BoxError> {
+    let nodes = cluster(1).await?;
+    let hung = relay(nodes[0].addr).await?;
+    let cache = Client::builder()
+        .nodes([hung.url.clone()])
+        .replicas(1)
+        .timeout(Duration::from_millis(400))
+        .attempt_timeout(Duration::from_millis(400))
+        .build()
+        .await?;
+    cache.set("warm", "up", None).await?;
+    hung.frozen.store(true, Ordering::Relaxed);
+    let value = vec![b'x'; 100 * 1024];
+    let batches: Vec<Vec<(String, Vec<u8>)>> = (0..10)
+        .map(|b| {
+            (0..8)
+                .map(|k| (format!("m{b}:{k}"), value.clone()))
+                .collect()
+        })
+        .collect();
+    let writes = futures_util::future::join_all(batches.iter().map(|items| {
+        let items: Vec<(&str, &[u8])> = items.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        let cache = cache.clone();
+        async move { cache.mset(&items, None).await }
+    }))
+    .await;
+    assert!(
+        writes.iter().all(Result::is_err),
+        "a stalled node acknowledges nothing"
+    );
+    hung.frozen.store(false, Ordering::Relaxed);
+    let reader = Client::builder()
+        .nodes([nodes[0].url()])
+        .replicas(1)
+        .build()
+        .await?;
+    // What reached the node is applied by the time a later write is.
+    reader.set("after", "thaw", None).await?;
+    eventually(LIMIT, || async { cache.get("after").await.is_ok() }).await?;
+    let mut applied = 0;
+    for b in 0..10 {
+        if reader.get(format!("m{b}:0")).await?.is_some() {
+            applied += 1;
+        }
+    }
+    assert!(
+        applied <= 4,
+        "{applied} of 10 timed-out MSETs were applied once the node answered again"
+    );
+    Ok(())
+}
