@@ -125,6 +125,10 @@ pub struct Args {
     /// Most requests served at once; more get RESOURCE_EXHAUSTED [default: 4096].
     #[arg(long, env = "DISTCACHE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// Most keys tracked for client-side caching (near caches, CLIENT
+    /// TRACKING); the oldest are dropped and invalidated; 0 = off [default: 1000000].
+    #[arg(long, env = "DISTCACHE_TRACKING_TABLE_KEYS")]
+    pub tracking_table_keys: Option<usize>,
     /// Worker threads serving requests [default: one per CPU core]. Several
     /// nodes (or a node and its clients) sharing a few cores do better with 1.
     #[arg(long, env = "DISTCACHE_THREADS")]
@@ -235,6 +239,9 @@ impl Args {
         }
         if let Some(v) = self.max_connections {
             c.server.max_connections = v;
+        }
+        if let Some(v) = self.tracking_table_keys {
+            c.server.tracking_table_keys = v;
         }
         if let Some(v) = self.max_in_flight {
             c.server.max_in_flight = v;

@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most requests served at once, node-wide; more get `RESOURCE_EXHAUSTED`.
     pub max_in_flight: usize,
+    /// Most keys tracked for client-side caching (`Invalidations`); a full
+    /// table drops its oldest keys and invalidates them. 0 turns it off.
+    pub tracking_table_keys: usize,
     /// Worker threads of the async runtime; 0 means one per CPU core.
     pub threads: usize,
 }
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 1024,
             max_connections: 10_000,
             max_in_flight: 4096,
+            tracking_table_keys: 1_000_000,
             threads: 0,
         }
     }

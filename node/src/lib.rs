@@ -66,6 +66,7 @@ mod service;
 mod state;
 pub mod store;
 mod sweeper;
+mod tracking;
 pub mod wal;
 
 pub use config::NodeConfig;

@@ -246,6 +246,12 @@ impl Metrics {
             .register_collector(Box::new(crate::fence::FenceCollector(fence)));
     }
 
+    /// Adds the client-side caching figures (see `tracking.rs`).
+    pub(crate) fn add_tracking(&mut self, tracker: Arc<crate::tracking::Tracker>) {
+        self.registry
+            .register_collector(Box::new(crate::tracking::TrackingCollector(tracker)));
+    }
+
     /// Adds the durability layer's figures (WAL, snapshots, recovery).
     pub(crate) fn add_wal(&mut self, stats: Arc<crate::wal::WalStats>) {
         self.registry

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::service::CacheNode;
 use crate::state::Shared;
 use crate::store::Store;
+use crate::tracking::Tracker;
 use crate::wal::{OpenError, Wal};
 
 /// The sockets a node serves on, bound by the caller (tests bind port 0).
@@ -160,10 +161,14 @@ async fn assemble(config: &NodeConfig, store: Arc<Store>) -> Result<Assembled, N
     if let Some(w) = &wal {
         metrics.add_wal(w.stats().clone());
     }
+    let tracker = Arc::new(Tracker::new(config.server.tracking_table_keys));
+    store.set_tracker(tracker.clone());
+    metrics.add_tracking(tracker.clone());
     let fence = Arc::new(start_fence(&store, config.server.fence_hold.0));
     fence.watch_stalls(crate::clock::now_ms)?;
     metrics.add_fence(fence.clone());
     let shared = Arc::new(Shared {
+        tracker,
         fence,
         metrics,
         store,

@@ -26,6 +26,7 @@ use crate::limits::LimitError;
 use crate::metrics::{Op, Outcome};
 use crate::state::{Shared, WAL_FAILED};
 use crate::store::{Condition, Lookup, SetOptions, StoreError};
+use crate::tracking::InvalidationStream;
 use crate::wal::{Records, WalError};
 
 /// Why one operation failed.
@@ -52,6 +53,11 @@ enum OpError {
     /// Fenced (see `fence.rs`): refused to a replicating client.
     #[error("{0}")]
     Fenced(String),
+    /// A read asked to be tracked for a subscriber this node does not have.
+    #[error(
+        "tracking_id {0} has no Invalidations stream on this node (it ended, or the node restarted)"
+    )]
+    NotSubscribed(u64),
 }
 
 /// The one place errors become gRPC statuses.
@@ -68,6 +74,7 @@ fn to_status(e: &OpError) -> Status {
         OpError::BatchDenied(_) => Code::PermissionDenied,
         OpError::Store(StoreError::TooLarge { .. }) => Code::ResourceExhausted,
         OpError::Store(StoreError::NotAnInteger | StoreError::Overflow) => Code::FailedPrecondition,
+        OpError::NotSubscribed(_) => Code::FailedPrecondition,
         OpError::Wal(_) => Code::Unavailable,
     };
     Status::new(code, e.to_string())
@@ -153,6 +160,10 @@ impl CacheNode {
 
     fn get_one(&self, r: pb::GetRequest) -> Result<(pb::GetResponse, Outcome), OpError> {
         self.shared.limits.key(&r.key)?;
+        // Registered before the read: a change from here on is sent.
+        if r.tracking_id != 0 && !self.shared.tracker.track(&r.key, r.tracking_id) {
+            return Err(OpError::NotSubscribed(r.tracking_id));
+        }
         Ok(match self.shared.store.lookup(&r.key) {
             Lookup::Live(v) => (
                 pb::GetResponse {
@@ -510,6 +521,27 @@ impl CacheService for CacheNode {
     }
 
     type PipelineStream = PipelineStream;
+
+    type InvalidationsStream = InvalidationStream;
+
+    async fn invalidations(
+        &self,
+        _req: Request<pb::InvalidationsRequest>,
+    ) -> Result<Response<InvalidationStream>, Status> {
+        if !self.shared.serving.load(Ordering::Relaxed) {
+            return Err(Status::unavailable("node is shutting down"));
+        }
+        let tracker = self.shared.tracker.clone();
+        if !tracker.enabled() {
+            return Err(Status::failed_precondition(
+                "client-side caching is off on this node (--tracking-table-keys 0)",
+            ));
+        }
+        Ok(Response::new(crate::tracking::stream(
+            tracker,
+            self.stop.clone(),
+        )))
+    }
 
     async fn pipeline(
         &self,

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) wal: Option<Arc<Wal>>,
     /// Whether the node may lack writes its peers hold (see `fence.rs`).
     pub(crate) fence: Arc<Fence>,
+    /// Who read which key, for client-side caching (see `tracking.rs`).
+    pub(crate) tracker: Arc<crate::tracking::Tracker>,
     /// The largest answer the node encodes (`--max-message-bytes`): a
     /// `Batch` or `Pipeline` answer is budgeted to it while it is built.
     pub(crate) max_message_bytes: usize,

@@ -227,7 +227,10 @@ async fn get_many(c: &mut CacheServiceClient<Channel>, keys: &[Bytes]) -> Vec<St
         let operations = chunk
             .iter()
             .map(|k| pb::Operation {
-                op: Some(pb::operation::Op::Get(pb::GetRequest { key: k.clone() })),
+                op: Some(pb::operation::Op::Get(pb::GetRequest {
+                    key: k.clone(),
+                    ..Default::default()
+                })),
             })
             .collect();
         let r = c
@@ -551,7 +554,10 @@ async fn every_mutation_kind_is_logged() {
 
     let node = spawn(dir.path(), &flags).expect("restarts");
     let mut c = node.client().await;
-    let get = |k: &str| pb::GetRequest { key: key(k) };
+    let get = |k: &str| pb::GetRequest {
+        key: key(k),
+        ..Default::default()
+    };
     let value = |r: &pb::GetResponse| (r.found, String::from_utf8_lossy(&r.value).into_owned());
     let r = c.get(get("plain")).await.expect("get");
     assert_eq!(value(r.get_ref()), (true, "v".into()));
@@ -636,6 +642,7 @@ async fn forgotten_ranges_stay_forgotten_after_sigkill() {
         let r = c
             .get(pb::GetRequest {
                 key: Bytes::from(k.clone()),
+                ..Default::default()
             })
             .await
             .expect("get");
@@ -702,7 +709,10 @@ async fn a_failed_log_stops_the_node_and_nothing_unlogged_is_acknowledged() {
         resend.message()
     );
     let read = c
-        .get(pb::GetRequest { key: "k0".into() })
+        .get(pb::GetRequest {
+            key: "k0".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("reads are refused too");
     assert_eq!(read.code(), tonic::Code::Unavailable);
@@ -715,6 +725,7 @@ async fn a_failed_log_stops_the_node_and_nothing_unlogged_is_acknowledged() {
         let r = c
             .get(pb::GetRequest {
                 key: format!("k{i}").into_bytes().into(),
+                ..Default::default()
             })
             .await
             .expect("get")

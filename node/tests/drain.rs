@@ -124,6 +124,7 @@ async fn sigterm_with_a_drain_delay_turns_unready_first_and_serves_until_it_ends
     let got = c
         .get(pb::GetRequest {
             key: b"k".to_vec().into(),
+            ..Default::default()
         })
         .await
         .expect("get on the old connection")
@@ -135,6 +136,7 @@ async fn sigterm_with_a_drain_delay_turns_unready_first_and_serves_until_it_ends
     fresh
         .get(pb::GetRequest {
             key: b"k".to_vec().into(),
+            ..Default::default()
         })
         .await
         .expect("get on a new connection during the drain delay");

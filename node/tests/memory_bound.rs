@@ -97,6 +97,7 @@ async fn two_hundred_mib_into_a_32_mib_node() {
     let newest = c
         .get(pb::GetRequest {
             key: format!("key:{i}").into_bytes().into(),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -124,6 +125,7 @@ fn get(key: &str) -> pb::Operation {
     pb::Operation {
         op: Some(pb::operation::Op::Get(pb::GetRequest {
             key: key.as_bytes().to_vec().into(),
+            ..Default::default()
         })),
     }
 }

@@ -20,7 +20,7 @@
 //! use distcache_proto::budget::{AnswerBudget, is_answer_full};
 //! use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 //!
-//! let get = pb::Operation { op: Some(Op::Get(pb::GetRequest { key: "k".into() })) };
+//! let get = pb::Operation { op: Some(Op::Get(pb::GetRequest { key: "k".into(), ..Default::default() })) };
 //! let ops = vec![get.clone(), get.clone(), get];
 //! let value = pb::OperationResult {
 //!     result: Some(Out::Get(pb::GetResponse { found: true, value: vec![0; 6000].into(), ..Default::default() })),
@@ -163,7 +163,10 @@ mod tests {
 
     fn get() -> pb::Operation {
         pb::Operation {
-            op: Some(Op::Get(pb::GetRequest { key: "k".into() })),
+            op: Some(Op::Get(pb::GetRequest {
+                key: "k".into(),
+                ..Default::default()
+            })),
         }
     }
 

@@ -334,6 +334,21 @@ impl CacheService for ProxyService {
 
     type PipelineStream = PipelineStream;
 
+    type InvalidationsStream = tonic::codegen::BoxStream<pb::Invalidation>;
+
+    /// A node's stream: the proxy spreads keys over many nodes and has no
+    /// tracking table of its own yet, so it answers UNIMPLEMENTED, saying
+    /// where invalidations come from.
+    async fn invalidations(
+        &self,
+        _req: Request<pb::InvalidationsRequest>,
+    ) -> Result<Response<Self::InvalidationsStream>, Status> {
+        Err(Status::unimplemented(
+            "Invalidations is a node RPC: subscribe on each node (the SDK's near cache does); \
+             the proxy does not relay it",
+        ))
+    }
+
     async fn pipeline(
         &self,
         req: Request<Streaming<pb::PipelineRequest>>,

@@ -189,7 +189,10 @@ async fn a_grpc_batch_asking_for_1_gb_gets_a_budgeted_answer() {
         .expect("connect")
         .max_decoding_message_size(64 * MIB);
     let get = pb::Operation {
-        op: Some(pb::operation::Op::Get(pb::GetRequest { key: "big".into() })),
+        op: Some(pb::operation::Op::Get(pb::GetRequest {
+            key: "big".into(),
+            ..Default::default()
+        })),
     };
     // About 9 KB asking for 1 GB.
     let operations = vec![get; 1000];

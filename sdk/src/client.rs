@@ -484,7 +484,10 @@ impl Client {
             if !e.applied {
                 return Ok(false);
             }
-            let get = Op::Get(pb::GetRequest { key: key.clone() });
+            let get = Op::Get(pb::GetRequest {
+                key: key.clone(),
+                ..Default::default()
+            });
             let Out::Get(g) = inner
                 .call(primary, get, deadline)
                 .await

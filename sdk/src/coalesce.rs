@@ -96,6 +96,14 @@ pub(crate) fn submit(
     }
 }
 
+/// The `tracking_id` of a read in `op` (0 for anything else).
+fn tracking_of(op: &pb::Operation) -> u64 {
+    match &op.op {
+        Some(Op::Get(r)) => r.tracking_id,
+        _ => 0,
+    }
+}
+
 /// The key an operation may change.
 fn written_key(op: &Op) -> &Bytes {
     match op {
@@ -258,8 +266,11 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
     for p in batch {
         let (slot, again) = match &p.op {
             Op::Get(r) => {
-                let again = Some((r.key.clone(), p.deadline));
-                if let Some(slot) = reads.find(&r.key) {
+                let again = Some((r.clone(), p.deadline));
+                // (Shared only by reads tracked alike: see `tracking_id`.)
+                if let Some(slot) = reads.find(&r.key)
+                    && tracking_of(&ops[slot]) == r.tracking_id
+                {
                     shared = true;
                     replies.push((p.reply, again, slot));
                     continue;
@@ -300,8 +311,8 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
                     continue;
                 };
                 match again {
-                    Some((key, deadline)) if is_answer_full(&r) => not_run.push(Pending {
-                        op: Op::Get(pb::GetRequest { key }),
+                    Some((get, deadline)) if is_answer_full(&r) => not_run.push(Pending {
+                        op: Op::Get(get),
                         deadline,
                         reply,
                     }),

@@ -181,6 +181,7 @@ async fn mget_node(
             .map(|&u| pb::Operation {
                 op: Some(Op::Get(pb::GetRequest {
                     key: unique[u].clone(),
+                    ..Default::default()
                 })),
             })
             .collect();

@@ -86,6 +86,7 @@ impl ClusterNode {
     pub async fn raw_get(&self, key: &str) -> Result<GetResponse, BoxError> {
         let req = GetRequest {
             key: key.as_bytes().to_vec().into(),
+            ..Default::default()
         };
         Ok(self.raw().await?.get(req).await?.into_inner())
     }

@@ -36,6 +36,7 @@ async fn set_get_delete_miss_and_cas() {
     let miss = c
         .get(pb::GetRequest {
             key: key("user:123"),
+            ..Default::default()
         })
         .await
         .expect("a miss is not an error")
@@ -52,6 +53,7 @@ async fn set_get_delete_miss_and_cas() {
     let got = c
         .get(pb::GetRequest {
             key: key("user:123"),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -109,6 +111,7 @@ async fn set_get_delete_miss_and_cas() {
     let gone = c
         .get(pb::GetRequest {
             key: key("user:123"),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -117,7 +120,10 @@ async fn set_get_delete_miss_and_cas() {
     // The miss reports the tombstone, and a key never written none.
     assert_eq!(gone.tombstone_version, d.version);
     let never = c
-        .get(pb::GetRequest { key: key("never") })
+        .get(pb::GetRequest {
+            key: key("never"),
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -136,7 +142,10 @@ async fn ttl_expires() {
     .await
     .expect("set");
     let live = c
-        .get(pb::GetRequest { key: key("short") })
+        .get(pb::GetRequest {
+            key: key("short"),
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -146,7 +155,10 @@ async fn ttl_expires() {
     let mut found = true;
     for _ in 0..100 {
         found = c
-            .get(pb::GetRequest { key: key("short") })
+            .get(pb::GetRequest {
+                key: key("short"),
+                ..Default::default()
+            })
             .await
             .expect("get")
             .into_inner()
@@ -241,8 +253,14 @@ async fn counters_expire_and_batch() {
         .batch(pb::BatchRequest {
             operations: vec![
                 op(operation::Op::Set(set("a", "1"))),
-                op(operation::Op::Get(pb::GetRequest { key: key("a") })),
-                op(operation::Op::Get(pb::GetRequest { key: key("nope") })),
+                op(operation::Op::Get(pb::GetRequest {
+                    key: key("a"),
+                    ..Default::default()
+                })),
+                op(operation::Op::Get(pb::GetRequest {
+                    key: key("nope"),
+                    ..Default::default()
+                })),
                 op(operation::Op::Set(set("", "bad"))),
                 op(operation::Op::IncrBy(pb::IncrByRequest {
                     key: key("n"),
@@ -343,9 +361,15 @@ async fn metrics_over_http_and_grpc() {
     let node = TestNode::start(test_config()).await;
     let mut c = node.client().await;
     c.set(set("k", "v")).await.expect("set");
-    c.get(pb::GetRequest { key: key("k") }).await.expect("get");
+    c.get(pb::GetRequest {
+        key: key("k"),
+        ..Default::default()
+    })
+    .await
+    .expect("get");
     c.get(pb::GetRequest {
         key: key("missing"),
+        ..Default::default()
     })
     .await
     .expect("get");
@@ -404,6 +428,7 @@ async fn memory_bound_holds_under_load_and_node_keeps_answering() {
     let newest = c
         .get(pb::GetRequest {
             key: key("key:8191"),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -447,7 +472,10 @@ async fn pipeline_answers_by_id_and_ends_at_shutdown() {
             id: 1000 + id,
             operations: vec![
                 op(operation::Op::Set(set(&k, &v))),
-                op(operation::Op::Get(pb::GetRequest { key: key(&k) })),
+                op(operation::Op::Get(pb::GetRequest {
+                    key: key(&k),
+                    ..Default::default()
+                })),
                 op(operation::Op::Set(set("", "empty key"))),
             ],
         })
@@ -471,7 +499,10 @@ async fn pipeline_answers_by_id_and_ends_at_shutdown() {
     }
     // The writes are visible to ordinary calls.
     let g = c
-        .get(pb::GetRequest { key: key("p42") })
+        .get(pb::GetRequest {
+            key: key("p42"),
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -561,7 +592,10 @@ async fn malformed_protobuf_is_an_error_and_the_node_keeps_serving() {
     let ok = client.set(set("k", "v")).await.expect("set").into_inner();
     assert!(ok.applied);
     let got = client
-        .get(pb::GetRequest { key: key("a") })
+        .get(pb::GetRequest {
+            key: key("a"),
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -675,7 +709,10 @@ async fn answers_a_client_never_reads_hold_their_in_flight_slots() {
     let gets = || pb::BatchRequest {
         operations: (0..4)
             .map(|_| pb::Operation {
-                op: Some(operation::Op::Get(pb::GetRequest { key: key("big") })),
+                op: Some(operation::Op::Get(pb::GetRequest {
+                    key: key("big"),
+                    ..Default::default()
+                })),
             })
             .collect(),
     };
@@ -698,7 +735,12 @@ async fn answers_a_client_never_reads_hold_their_in_flight_slots() {
         held.push(answer);
     }
     let mut other = pb::cache_service_client::CacheServiceClient::new(channel(&node).await);
-    let refused = other.get(pb::GetRequest { key: key("big") }).await;
+    let refused = other
+        .get(pb::GetRequest {
+            key: key("big"),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(
         refused.err().map(|s| s.code()),
         Some(Code::ResourceExhausted),
@@ -709,7 +751,14 @@ async fn answers_a_client_never_reads_hold_their_in_flight_slots() {
     drop(stuck);
     let mut served = false;
     for _ in 0..200 {
-        if other.get(pb::GetRequest { key: key("big") }).await.is_ok() {
+        if other
+            .get(pb::GetRequest {
+                key: key("big"),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        {
             served = true;
             break;
         }

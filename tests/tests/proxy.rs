@@ -311,6 +311,7 @@ async fn grpc_front_end_and_admin() {
     let g = c
         .get(pb::GetRequest {
             key: "user:123".into(),
+            ..Default::default()
         })
         .await
         .expect("get")

@@ -225,6 +225,7 @@ async fn resp_and_grpc_over_tls() {
     let got = CacheServiceClient::new(ch)
         .get(pb::GetRequest {
             key: "greeting".into(),
+            ..Default::default()
         })
         .await
         .expect("get");
@@ -236,7 +237,10 @@ async fn resp_and_grpc_over_tls() {
             .await
             .ok()?;
         CacheServiceClient::new(ch)
-            .get(pb::GetRequest { key: "k".into() })
+            .get(pb::GetRequest {
+                key: "k".into(),
+                ..Default::default()
+            })
             .await
             .ok()
     };
@@ -356,7 +360,10 @@ async fn tokens_on_resp_and_grpc() {
         .await
         .expect("connect");
     let mut g = CacheServiceClient::new(ch.clone());
-    let get = || pb::GetRequest { key: "k".into() };
+    let get = || pb::GetRequest {
+        key: "k".into(),
+        ..Default::default()
+    };
     let set = || pb::SetRequest {
         key: "k".into(),
         value: "g".into(),
@@ -711,7 +718,10 @@ async fn grpc_requests_in_flight_are_bounded() {
         .expect("connect");
     let get = |c: Channel| async move {
         CacheServiceClient::new(c)
-            .get(pb::GetRequest { key: "k".into() })
+            .get(pb::GetRequest {
+                key: "k".into(),
+                ..Default::default()
+            })
             .await
     };
     // Two requests that hang; each tries again if it was refused (a probe

@@ -68,6 +68,7 @@ async fn channel(p: &Proc, ca: Option<&str>) -> Result<Channel, BoxError> {
 async fn get(ch: &Channel, token: Option<&str>) -> Result<(), tonic::Status> {
     let mut req = tonic::Request::new(GetRequest {
         key: b"k".to_vec().into(),
+        ..Default::default()
     });
     if let Some(t) = token {
         req.metadata_mut().insert(

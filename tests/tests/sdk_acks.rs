@@ -76,6 +76,7 @@ async fn read_on(node: &TestNode, key: &str) -> (bool, String, u64, u64) {
         .await
         .get(pb::GetRequest {
             key: key.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .expect("get")
@@ -208,7 +209,10 @@ async fn a_quorum_read_is_not_followed_by_an_older_state() -> Result<(), BoxErro
         }
         let read = cache.get(&key).await?;
         let on_first = raw[first]
-            .get(pb::GetRequest { key: k.clone() })
+            .get(pb::GetRequest {
+                key: k.clone(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         if released {

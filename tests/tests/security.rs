@@ -117,7 +117,10 @@ async fn tls_node_refuses_plaintext_and_serves_tls() {
     };
     c.set(set).await.expect("set over TLS");
     let got = c
-        .get(pb::GetRequest { key: "k".into() })
+        .get(pb::GetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
         .await
         .expect("get");
     assert_eq!(&got.get_ref().value[..], b"v");
@@ -223,11 +226,20 @@ async fn auth_node(name: &str, key_file: &str, tweak: impl FnOnce(&mut NodeConfi
 async fn code(c: &mut CacheServiceClient<Channel>, rpc: &str, token: Option<&str>) -> Code {
     let k = || prost::bytes::Bytes::from_static(b"k");
     let get = || pb::Operation {
-        op: Some(operation::Op::Get(pb::GetRequest { key: k() })),
+        op: Some(operation::Op::Get(pb::GetRequest {
+            key: k(),
+            ..Default::default()
+        })),
     };
     let r = match rpc {
         "Get" => c
-            .get(authed(pb::GetRequest { key: k() }, token))
+            .get(authed(
+                pb::GetRequest {
+                    key: k(),
+                    ..Default::default()
+                },
+                token,
+            ))
             .await
             .map(drop),
         "Set" => {
@@ -489,7 +501,13 @@ async fn per_client_and_global_rate_limits() {
         Code::ResourceExhausted
     );
     let e = c
-        .get(authed(pb::GetRequest { key: "k".into() }, Some(&alice)))
+        .get(authed(
+            pb::GetRequest {
+                key: "k".into(),
+                ..Default::default()
+            },
+            Some(&alice),
+        ))
         .await
         .expect_err("still limited");
     let after = e.metadata().get(distcache_serve::security::RETRY_AFTER_MS);
@@ -512,7 +530,10 @@ async fn per_client_and_global_rate_limits() {
     let gets = || pb::BatchRequest {
         operations: (0..50)
             .map(|_| pb::Operation {
-                op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+                op: Some(operation::Op::Get(pb::GetRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                })),
             })
             .collect(),
     };
@@ -700,7 +721,10 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
     // takes one per operation.
     let mut answers = c.pipeline(req).await.expect("open").into_inner();
     let get = || pb::Operation {
-        op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+        op: Some(operation::Op::Get(pb::GetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })),
     };
     let set = || pb::Operation {
         op: Some(operation::Op::Set(pb::SetRequest {
@@ -768,7 +792,10 @@ async fn pipeline_streams_end_when_their_token_expires() {
         .expect("open")
         .into_inner();
     let get = || pb::Operation {
-        op: Some(operation::Op::Get(pb::GetRequest { key: "k".into() })),
+        op: Some(operation::Op::Get(pb::GetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })),
     };
     tx.send(pb::PipelineRequest {
         id: 1,

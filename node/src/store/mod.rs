@@ -22,14 +22,15 @@ mod config;
 mod scan;
 mod shard;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::clock::{Clock, SystemClock};
+use crate::tracking::Tracker;
 pub use config::{
     DEFAULT_MAX_MEMORY, DEFAULT_SHARDS, DEFAULT_TOMBSTONE_TTL_MS, StoreConfig, StoreSection,
 };
@@ -162,6 +163,9 @@ pub struct Store {
     tombstone_ttl_ms: u64,
     evict_cursor: AtomicUsize,
     clock: Arc<dyn Clock>,
+    /// Told of every change, under the shard lock (client-side caching:
+    /// an invalidation is queued before the write is acknowledged).
+    tracker: OnceLock<Arc<Tracker>>,
 }
 
 /// The version a store assigns to a write over `current` at `now_ms`.
@@ -189,6 +193,19 @@ impl Store {
             tombstone_ttl_ms: config.tombstone_ttl_ms,
             evict_cursor: AtomicUsize::new(0),
             clock,
+            tracker: OnceLock::new(),
+        }
+    }
+
+    /// Tells `tracker` of every change from now on (set once, after
+    /// recovery: nobody tracks what a restarted node replays).
+    pub(crate) fn set_tracker(&self, tracker: Arc<Tracker>) {
+        let _ = self.tracker.set(tracker);
+    }
+
+    fn changed(&self, key: &[u8]) {
+        if let Some(t) = self.tracker.get() {
+            t.changed(key);
         }
     }
 
@@ -392,6 +409,7 @@ impl Store {
             if let Some(i) = idx {
                 let freed = shard.remove(i);
                 self.used.fetch_sub(freed, Ordering::Relaxed);
+                self.changed(key);
             }
             return Ok((old, written));
         }
@@ -520,6 +538,7 @@ impl Store {
         };
         let expires_at = deadline(now, ttl_ms);
         shard.replace(idx, Some(value.clone()), version, expires_at);
+        self.changed(key);
         Ok((
             Written {
                 applied: true,
@@ -660,6 +679,7 @@ impl Store {
         } else {
             self.used.fetch_sub(before - after, Ordering::Relaxed);
         }
+        self.changed(key);
         idx
     }
 

@@ -133,6 +133,7 @@ impl Store {
                     .collect();
                 let mut freed = 0;
                 for idx in &doomed {
+                    self.changed(&shard.slot(*idx).key);
                     freed += shard.remove(*idx);
                 }
                 let end = shard.slot_count();

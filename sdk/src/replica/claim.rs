@@ -125,6 +125,7 @@ impl View {
         }
         let look = Op::Get(pb::GetRequest {
             key: key.to_owned().into(),
+            ..Default::default()
         });
         match self.claim_op(at, look).await {
             Ok(Out::Get(g)) if g.found => match parse(&g.value) {

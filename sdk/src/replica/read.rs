@@ -29,7 +29,10 @@ impl View {
                     if n > 0 {
                         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
                     }
-                    let op = Op::Get(pb::GetRequest { key: key.clone() });
+                    let op = Op::Get(pb::GetRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    });
                     match self.call(idx, op, deadline).await {
                         Ok(Out::Get(r)) => {
                             self.clock.observe(r.version);
@@ -68,7 +71,10 @@ impl View {
                         acked: targets.len(),
                     });
                 }
-                let op = Op::Get(pb::GetRequest { key: key.clone() });
+                let op = Op::Get(pb::GetRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                });
                 // Scoped: an answer still out is dropped before resolving.
                 let answers = {
                     let fan = std::pin::pin!(self.fan_out(&targets, &op, deadline, false, true));

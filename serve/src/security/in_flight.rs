@@ -10,7 +10,8 @@
 //! piece only then), and the slot is freed after the last one. A client that
 //! never reads its answers (its flow-control window stays shut) therefore
 //! keeps slots, and at most `max` answers are held for such clients, not as
-//! many as it cares to ask for. Streaming RPCs (`Pipeline`, reflection) free
+//! many as it cares to ask for. Streaming RPCs (`Pipeline`,
+//! `Invalidations`, reflection) free
 //! their slot when the stream opens: a `Pipeline` stream bounds what it holds
 //! by its own depth, and a long-lived stream must not hold a slot for life.
 //!
@@ -177,7 +178,9 @@ where
         let path = req.uri().path();
         let (exempt, streaming) = (
             super::roles::is_health(path),
-            super::roles::is_stream(path) || path.starts_with("/grpc.reflection."),
+            super::roles::is_stream(path)
+                || path == "/distcache.v1.CacheService/Invalidations"
+                || path.starts_with("/grpc.reflection."),
         );
         let permit = if exempt {
             None

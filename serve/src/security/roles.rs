@@ -81,7 +81,9 @@ pub fn required_role(path: &str) -> Option<Role> {
         return Some(Role::Readonly);
     }
     match path.strip_prefix("/distcache.v1.CacheService/") {
-        Some("Get" | "Batch" | "Pipeline" | "HealthCheck") => Some(Role::Readonly),
+        Some("Get" | "Batch" | "Pipeline" | "HealthCheck" | "Invalidations") => {
+            Some(Role::Readonly)
+        }
         Some(
             "Set" | "Delete" | "CompareAndSwap" | "IncrBy" | "Expire" | "Scan" | "Fence" | "Forget",
         ) => Some(Role::User),
@@ -101,6 +103,7 @@ mod tests {
         assert_eq!(t("Get"), Some(Readonly));
         assert_eq!(t("Batch"), Some(Readonly));
         assert_eq!(t("HealthCheck"), Some(Readonly));
+        assert_eq!(t("Invalidations"), Some(Readonly));
         for m in [
             "Set",
             "Delete",
