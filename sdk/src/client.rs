@@ -89,8 +89,17 @@ impl Client {
             prober: std::sync::Mutex::new(None),
             flights: crate::load::Flights::default(),
             members: Membership::new(topology),
+            near: (config.near_cache_bytes > 0)
+                .then(|| Arc::new(crate::near::NearCache::new(config.near_cache_bytes))),
+            near_tasks: std::sync::Mutex::new(Vec::new()),
             config,
         });
+        if inner.near.is_some() {
+            let handle = tokio::spawn(near_loop(Arc::downgrade(&inner)));
+            if let Ok(mut t) = inner.near_tasks.lock() {
+                t.push(handle);
+            }
+        }
         if !inner.config.probe_interval.is_zero() {
             let handle = tokio::spawn(probe_loop(Arc::downgrade(&inner)));
             if let Ok(mut p) = inner.prober.lock() {
@@ -186,6 +195,14 @@ impl Client {
         }
     }
 
+    /// A write of `key` by this client was answered (or failed: it may
+    /// have applied): its near-cache copy, if any, is stale.
+    fn written(&self, key: &[u8]) {
+        if let Some(near) = &self.inner.near {
+            near.invalidate(key);
+        }
+    }
+
     /// Reads a key; `Ok(None)` on a miss.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Entry>> {
         self.get_bytes(key_bytes(key)).await
@@ -197,6 +214,9 @@ impl Client {
     pub async fn get_bytes(&self, key: Bytes) -> Result<Option<Entry>> {
         let c = self.read_c();
         self.run("get", async |inner, deadline| {
+            if let (Some(near), Consistency::One) = (&inner.near, c) {
+                return inner.read_near(near, &key, deadline).await;
+            }
             let r = match c {
                 Consistency::One => inner.read_one(&key, deadline).await?,
                 // Boxed so that the common One read's future stays small.
@@ -282,48 +302,51 @@ impl Client {
             version: 0,
             keep_ttl: false,
         };
-        self.run("set", async |inner, deadline| {
-            if condition == Condition::Always {
-                req.version = inner.clock.next();
-                let stamped = req.version;
-                let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
-                // The version it was finally written with (it is stamped
-                // again when a replica held a newer one).
-                let version = acks
-                    .iter()
-                    .find_map(|(_, o)| match o {
-                        Out::Set(r) if r.applied => Some(r.version),
-                        _ => None,
-                    })
-                    .unwrap_or(stamped);
-                return Ok(WriteOutcome {
-                    applied: true,
-                    version,
-                });
-            }
-            req.condition = match condition {
-                Condition::IfAbsent => pb::SetCondition::IfAbsent,
-                _ => pb::SetCondition::IfPresent,
-            } as i32;
-            let (primary, out) = inner
-                .on_primary(&key, Op::Set(req.clone()), c, deadline)
-                .await?;
-            let Out::Set(r) = out else {
-                return Err(mismatched());
-            };
-            if r.applied {
-                req.condition = pb::SetCondition::Always as i32;
-                req.version = r.version;
-                inner
-                    .propagate(&key, primary, Op::Set(req), c, deadline)
+        let r = self
+            .run("set", async |inner, deadline| {
+                if condition == Condition::Always {
+                    req.version = inner.clock.next();
+                    let stamped = req.version;
+                    let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
+                    // The version it was finally written with (it is stamped
+                    // again when a replica held a newer one).
+                    let version = acks
+                        .iter()
+                        .find_map(|(_, o)| match o {
+                            Out::Set(r) if r.applied => Some(r.version),
+                            _ => None,
+                        })
+                        .unwrap_or(stamped);
+                    return Ok(WriteOutcome {
+                        applied: true,
+                        version,
+                    });
+                }
+                req.condition = match condition {
+                    Condition::IfAbsent => pb::SetCondition::IfAbsent,
+                    _ => pb::SetCondition::IfPresent,
+                } as i32;
+                let (primary, out) = inner
+                    .on_primary(&key, Op::Set(req.clone()), c, deadline)
                     .await?;
-            }
-            Ok(WriteOutcome {
-                applied: r.applied,
-                version: r.version,
+                let Out::Set(r) = out else {
+                    return Err(mismatched());
+                };
+                if r.applied {
+                    req.condition = pb::SetCondition::Always as i32;
+                    req.version = r.version;
+                    inner
+                        .propagate(&key, primary, Op::Set(req), c, deadline)
+                        .await?;
+                }
+                Ok(WriteOutcome {
+                    applied: r.applied,
+                    version: r.version,
+                })
             })
-        })
-        .await
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Deletes a key (a versioned tombstone on every replica, so a replica
@@ -332,19 +355,22 @@ impl Client {
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = key_bytes(key);
         let c = self.write_c();
-        self.run("delete", async |inner, deadline| {
-            let version = inner.clock.next();
-            let op = Op::Delete(pb::DeleteRequest {
-                key: key.clone(),
-                version,
-                return_value: false,
-            });
-            let acks = inner.write(&key, op, c, deadline).await?;
-            Ok(acks
-                .iter()
-                .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
-        })
-        .await
+        let r = self
+            .run("delete", async |inner, deadline| {
+                let version = inner.clock.next();
+                let op = Op::Delete(pb::DeleteRequest {
+                    key: key.clone(),
+                    version,
+                    return_value: false,
+                });
+                let acks = inner.write(&key, op, c, deadline).await?;
+                Ok(acks
+                    .iter()
+                    .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+            })
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Reads and deletes a key in one step (Redis GETDEL): the value it held,
@@ -356,30 +382,33 @@ impl Client {
     pub async fn get_del(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let key = key_bytes(key);
         let c = self.write_c();
-        self.run("getdel", async |inner, deadline| {
-            let op = Op::Delete(pb::DeleteRequest {
-                key: key.clone(),
-                version: 0,
-                return_value: true,
-            });
-            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-            let Out::Delete(d) = out else {
-                return Err(mismatched());
-            };
-            if !d.deleted {
-                return Ok(None);
-            }
-            let tombstone = Op::Delete(pb::DeleteRequest {
-                key: key.clone(),
-                version: d.version,
-                return_value: false,
-            });
-            inner
-                .propagate(&key, primary, tombstone, c, deadline)
-                .await?;
-            Ok(Some(d.value))
-        })
-        .await
+        let r = self
+            .run("getdel", async |inner, deadline| {
+                let op = Op::Delete(pb::DeleteRequest {
+                    key: key.clone(),
+                    version: 0,
+                    return_value: true,
+                });
+                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+                let Out::Delete(d) = out else {
+                    return Err(mismatched());
+                };
+                if !d.deleted {
+                    return Ok(None);
+                }
+                let tombstone = Op::Delete(pb::DeleteRequest {
+                    key: key.clone(),
+                    version: d.version,
+                    return_value: false,
+                });
+                inner
+                    .propagate(&key, primary, tombstone, c, deadline)
+                    .await?;
+                Ok(Some(d.value))
+            })
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Replaces the value only if the key's version is `expected_version`
@@ -397,36 +426,39 @@ impl Client {
         let value = Bytes::copy_from_slice(value.as_ref());
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
-        self.run("cas", async |inner, deadline| {
-            let op = Op::CompareAndSwap(pb::CompareAndSwapRequest {
-                key: key.clone(),
-                expected_version,
-                value: value.clone(),
-                ttl_ms,
-            });
-            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-            let Out::CompareAndSwap(r) = out else {
-                return Err(mismatched());
-            };
-            if r.swapped {
-                let set = pb::SetRequest {
+        let r = self
+            .run("cas", async |inner, deadline| {
+                let op = Op::CompareAndSwap(pb::CompareAndSwapRequest {
                     key: key.clone(),
-                    value,
+                    expected_version,
+                    value: value.clone(),
                     ttl_ms,
-                    condition: pb::SetCondition::Always as i32,
-                    version: r.version,
-                    keep_ttl: false,
+                });
+                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+                let Out::CompareAndSwap(r) = out else {
+                    return Err(mismatched());
                 };
-                inner
-                    .propagate(&key, primary, Op::Set(set), c, deadline)
-                    .await?;
-            }
-            Ok(WriteOutcome {
-                applied: r.swapped,
-                version: r.version,
+                if r.swapped {
+                    let set = pb::SetRequest {
+                        key: key.clone(),
+                        value,
+                        ttl_ms,
+                        condition: pb::SetCondition::Always as i32,
+                        version: r.version,
+                        keep_ttl: false,
+                    };
+                    inner
+                        .propagate(&key, primary, Op::Set(set), c, deadline)
+                        .await?;
+                }
+                Ok(WriteOutcome {
+                    applied: r.swapped,
+                    version: r.version,
+                })
             })
-        })
-        .await
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
@@ -434,29 +466,32 @@ impl Client {
     pub async fn incr_by(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
         let key = key_bytes(key);
         let c = self.write_c();
-        self.run("incr_by", async |inner, deadline| {
-            let op = Op::IncrBy(pb::IncrByRequest {
-                key: key.clone(),
-                delta,
-            });
-            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-            let Out::IncrBy(r) = out else {
-                return Err(mismatched());
-            };
-            let set = pb::SetRequest {
-                key: key.clone(),
-                value: Bytes::from(r.value.to_string()),
-                ttl_ms: 0,
-                condition: pb::SetCondition::Always as i32,
-                version: r.version,
-                keep_ttl: true,
-            };
-            inner
-                .propagate(&key, primary, Op::Set(set), c, deadline)
-                .await?;
-            Ok(r.value)
-        })
-        .await
+        let r = self
+            .run("incr_by", async |inner, deadline| {
+                let op = Op::IncrBy(pb::IncrByRequest {
+                    key: key.clone(),
+                    delta,
+                });
+                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+                let Out::IncrBy(r) = out else {
+                    return Err(mismatched());
+                };
+                let set = pb::SetRequest {
+                    key: key.clone(),
+                    value: Bytes::from(r.value.to_string()),
+                    ttl_ms: 0,
+                    condition: pb::SetCondition::Always as i32,
+                    version: r.version,
+                    keep_ttl: true,
+                };
+                inner
+                    .propagate(&key, primary, Op::Set(set), c, deadline)
+                    .await?;
+                Ok(r.value)
+            })
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Sets the time to live of a live key (`None` removes its expiry);
@@ -471,48 +506,51 @@ impl Client {
         let key = key_bytes(key);
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
-        self.run("expire", async |inner, deadline| {
-            let op = Op::Expire(pb::ExpireRequest {
-                key: key.clone(),
-                ttl_ms,
-                version: 0,
-            });
-            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-            let Out::Expire(e) = out else {
-                return Err(mismatched());
-            };
-            if !e.applied {
-                return Ok(false);
-            }
-            let get = Op::Get(pb::GetRequest {
-                key: key.clone(),
-                ..Default::default()
-            });
-            let Out::Get(g) = inner
-                .call(primary, get, deadline)
-                .await
-                .map_err(Error::from_status)?
-            else {
-                return Err(mismatched());
-            };
-            // (A newer version read back is a write that came in between,
-            // replicated by its own writer; copying it again is harmless.)
-            if g.found && g.version >= e.version {
-                let set = pb::SetRequest {
+        let r = self
+            .run("expire", async |inner, deadline| {
+                let op = Op::Expire(pb::ExpireRequest {
                     key: key.clone(),
-                    value: g.value,
-                    ttl_ms: g.ttl_ms,
-                    condition: pb::SetCondition::Always as i32,
-                    version: g.version,
-                    keep_ttl: false,
+                    ttl_ms,
+                    version: 0,
+                });
+                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+                let Out::Expire(e) = out else {
+                    return Err(mismatched());
                 };
-                inner
-                    .propagate(&key, primary, Op::Set(set), c, deadline)
-                    .await?;
-            }
-            Ok(true)
-        })
-        .await
+                if !e.applied {
+                    return Ok(false);
+                }
+                let get = Op::Get(pb::GetRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                });
+                let Out::Get(g) = inner
+                    .call(primary, get, deadline)
+                    .await
+                    .map_err(Error::from_status)?
+                else {
+                    return Err(mismatched());
+                };
+                // (A newer version read back is a write that came in between,
+                // replicated by its own writer; copying it again is harmless.)
+                if g.found && g.version >= e.version {
+                    let set = pb::SetRequest {
+                        key: key.clone(),
+                        value: g.value,
+                        ttl_ms: g.ttl_ms,
+                        condition: pb::SetCondition::Always as i32,
+                        version: g.version,
+                        keep_ttl: false,
+                    };
+                    inner
+                        .propagate(&key, primary, Op::Set(set), c, deadline)
+                        .await?;
+                }
+                Ok(true)
+            })
+            .await;
+        self.written(&key);
+        r
     }
 
     /// Reads many keys; results are in the order of `keys`. With read
@@ -541,10 +579,19 @@ impl Client {
             .collect();
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
-        self.run("mset", async |inner, deadline| {
-            crate::multi::mset(inner, items, ttl_ms, c, deadline).await
-        })
-        .await
+        let keys: Vec<Bytes> = match &self.inner.near {
+            Some(_) => items.iter().map(|(k, _)| k.clone()).collect(),
+            None => Vec::new(),
+        };
+        let r = self
+            .run("mset", async |inner, deadline| {
+                crate::multi::mset(inner, items, ttl_ms, c, deadline).await
+            })
+            .await;
+        for k in &keys {
+            self.written(k);
+        }
+        r
     }
 
     /// The nodes that own `key`, in preference order (the ring's answer;
@@ -733,6 +780,11 @@ impl Client {
             rebalance_entries: l(&i.stats.rebalance_entries),
             rebalance_forgotten: l(&i.stats.rebalance_forgotten),
             load_cache_failures: l(&i.stats.load_cache_failures),
+            near_hits: i.near.as_ref().map_or(0, |n| l(&n.stats.hits)),
+            near_misses: i.near.as_ref().map_or(0, |n| l(&n.stats.misses)),
+            near_invalidations: i.near.as_ref().map_or(0, |n| l(&n.stats.invalidations)),
+            near_refused_fills: i.near.as_ref().map_or(0, |n| l(&n.stats.refused_fills)),
+            near_entries: i.near.as_ref().map_or(0, |n| n.len() as u64),
         }
     }
 }
@@ -829,6 +881,34 @@ impl ClientBuilder {
     /// Retry policy.
     pub fn retry(mut self, r: RetryConfig) -> Self {
         self.config.retry = r;
+        self
+    }
+
+    /// A near cache of at most `max_bytes` of keys and values (default
+    /// off): `One` reads are answered from this process while the nodes
+    /// say the key has not changed. Each node tracks the keys this client
+    /// read and pushes their invalidations on a stream (the node's
+    /// `Invalidations` RPC, `--tracking-table-keys`); this client's own
+    /// writes invalidate at once. An entry is used only while the node it
+    /// came from is readable, its stream has not ended since, and the
+    /// membership is the same; TTLs run here as on the node. `mget` and
+    /// `Quorum`/`All` reads bypass it. See the `ClientStats::near_*`
+    /// counters.
+    ///
+    /// ```no_run
+    /// # async fn run() -> distcache::Result<()> {
+    /// let cache = distcache::Client::builder()
+    ///     .nodes(["http://127.0.0.1:7001"])
+    ///     .near_cache(64 << 20)
+    ///     .build()
+    ///     .await?;
+    /// cache.get("config:flags").await?; // from the node, now tracked
+    /// cache.get("config:flags").await?; // from this process
+    /// assert_eq!(cache.stats().near_hits, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn near_cache(mut self, max_bytes: u64) -> Self {
+        self.config.near_cache_bytes = max_bytes;
         self
     }
 
@@ -962,6 +1042,28 @@ async fn probe_loop(weak: std::sync::Weak<Inner>) {
             for idx in 0..view.topo.nodes.len() {
                 if view.topo.nodes[idx].wants_catch_up() {
                     view.spawn_catch_up(idx);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a near-cache subscription running for every node of the current
+/// membership (see `near.rs`); each ends with its node's membership.
+async fn near_loop(weak: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        for node in &inner.members.load().nodes {
+            if !node.subscribed.swap(true, Ordering::AcqRel) {
+                let task = tokio::spawn(crate::near::subscription(weak.clone(), node.clone()));
+                if let Ok(mut t) = inner.near_tasks.lock() {
+                    t.retain(|h| !h.is_finished());
+                    t.push(task);
                 }
             }
         }

@@ -225,6 +225,9 @@ pub struct ClientConfig {
     pub max_answer_bytes: usize,
     /// How membership changes move the data.
     pub rebalance: RebalanceConfig,
+    /// Bytes of keys and values the near cache keeps (0: no near cache).
+    /// See [`ClientBuilder::near_cache`](crate::ClientBuilder::near_cache).
+    pub near_cache_bytes: u64,
 }
 
 impl Default for ClientConfig {
@@ -250,6 +253,7 @@ impl Default for ClientConfig {
             tls_identity: None,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             rebalance: RebalanceConfig::default(),
+            near_cache_bytes: 0,
         }
     }
 }

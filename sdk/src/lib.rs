@@ -106,6 +106,7 @@ mod error;
 mod hlc;
 mod load;
 mod multi;
+mod near;
 mod node;
 mod pipe;
 mod replica;

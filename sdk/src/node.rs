@@ -59,6 +59,11 @@ pub(crate) struct Node {
     /// it used: when one serves again, the node is fenced again and
     /// catches up from it too (see `replica/catchup.rs`).
     skipped: std::sync::Mutex<Vec<(String, u64)>>,
+    /// This client's near-cache subscription id on the node (its
+    /// `Invalidations` stream's); 0 while there is none.
+    tracking: AtomicU64,
+    /// A subscription task runs for the node (see `near.rs`).
+    pub(crate) subscribed: AtomicBool,
 }
 
 impl Node {
@@ -82,7 +87,26 @@ impl Node {
             last_ok_ms: AtomicU64::new(0),
             lost_since_ms: AtomicU64::new(0),
             skipped: std::sync::Mutex::new(Vec::new()),
+            tracking: AtomicU64::new(0),
+            subscribed: AtomicBool::new(false),
         })
+    }
+
+    /// This client's near-cache subscription id on the node; 0: none.
+    pub(crate) fn tracking(&self) -> u64 {
+        self.tracking.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_tracking(&self, id: u64) {
+        self.tracking.store(id, Ordering::Release);
+    }
+
+    /// Opens the node's `Invalidations` stream (no deadline: it lives as
+    /// long as the subscription), with this client's token.
+    pub(crate) async fn invalidations(&self) -> Result<tonic::Streaming<pb::Invalidation>, Status> {
+        let mut req = tonic::Request::new(pb::InvalidationsRequest {});
+        self.conn.headers(req.metadata_mut());
+        Ok(self.conn.stub().invalidations(req).await?.into_inner())
     }
 
     /// A node that joined a running client's membership: fenced here until

@@ -67,6 +67,15 @@ pub(crate) struct Topology {
     pub(crate) nodes: Vec<Arc<Node>>,
     /// The move this membership is in, if any.
     pub(crate) moving: Option<Arc<Move>>,
+    /// Unique per topology made in this process: what a near-cache entry
+    /// was read under (see `near.rs`).
+    pub(crate) generation: u64,
+}
+
+/// A new [`Topology::generation`].
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A ring being left, and the node index of each of its ring indexes.
@@ -372,6 +381,7 @@ impl Topology {
             ring: Arc::new(ring),
             nodes,
             moving,
+            generation: next_generation(),
         })
     }
 
@@ -401,6 +411,7 @@ impl Topology {
             ring: self.ring.clone(),
             nodes,
             moving: self.moving.clone(),
+            generation: next_generation(),
         })
     }
 
@@ -410,6 +421,7 @@ impl Topology {
             ring: self.ring.clone(),
             nodes: self.nodes[..self.ring.len()].to_vec(),
             moving: None,
+            generation: next_generation(),
         }
     }
 }

@@ -64,6 +64,17 @@ pub struct WriteOutcome {
 pub struct ClientStats {
     /// RPC attempts sent to nodes.
     pub attempts: u64,
+    /// Reads the near cache answered ([`ClientBuilder::near_cache`](crate::ClientBuilder::near_cache)).
+    pub near_hits: u64,
+    /// Reads that went to a node although the near cache is on.
+    pub near_misses: u64,
+    /// Keys the near cache dropped: sent by a node, or written by this client.
+    pub near_invalidations: u64,
+    /// Answers not kept: their key changed while the read was out, or the
+    /// node's subscription ended.
+    pub near_refused_fills: u64,
+    /// Entries in the near cache now.
+    pub near_entries: u64,
     /// Times a request moved on to the next replica.
     pub failovers: u64,
     /// Retry rounds after backoff.

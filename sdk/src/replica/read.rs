@@ -21,6 +21,21 @@ impl View {
     /// Reads from the first healthy replica, failing over to the next ones,
     /// with retries across rounds.
     pub(crate) async fn read_one(&self, key: &Bytes, deadline: Instant) -> Result<pb::GetResponse> {
+        self.read_one_tracked(key, deadline, false)
+            .await
+            .map(|(r, _, _)| r)
+    }
+
+    /// [`View::read_one`]; with `track`, the read asks the node that
+    /// answers to track the key for this client's near-cache subscription
+    /// on it, and the answer comes with that node and the subscription id
+    /// (0: it had none, the answer is not to be cached).
+    pub(crate) async fn read_one_tracked(
+        &self,
+        key: &Bytes,
+        deadline: Instant,
+        track: bool,
+    ) -> Result<(pb::GetResponse, usize, u64)> {
         let replicas = self.deciders(key);
         self.retry
             .run(deadline, || async {
@@ -29,14 +44,33 @@ impl View {
                     if n > 0 {
                         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
                     }
+                    let tracking_id = if track {
+                        self.topo.nodes[idx].tracking()
+                    } else {
+                        0
+                    };
                     let op = Op::Get(pb::GetRequest {
                         key: key.clone(),
-                        ..Default::default()
+                        tracking_id,
                     });
-                    match self.call(idx, op, deadline).await {
+                    let mut tracking_id = tracking_id;
+                    let mut answer = self.call(idx, op, deadline).await;
+                    if tracking_id != 0
+                        && matches!(&answer, Err(s) if s.code() == tonic::Code::FailedPrecondition)
+                    {
+                        // The subscription just ended (the node restarted,
+                        // or its stream broke): read untracked, not cached.
+                        let op = Op::Get(pb::GetRequest {
+                            key: key.clone(),
+                            tracking_id: 0,
+                        });
+                        answer = self.call(idx, op, deadline).await;
+                        tracking_id = 0;
+                    }
+                    match answer {
                         Ok(Out::Get(r)) => {
                             self.clock.observe(r.version);
-                            return Ok(r);
+                            return Ok((r, idx, tracking_id));
                         }
                         Ok(_) => return Err(mismatched()),
                         Err(s) if is_transient(&s) => continue,

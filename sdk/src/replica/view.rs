@@ -53,10 +53,19 @@ pub(crate) struct Inner {
     pub(crate) prober: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `get_or_load`'s loads in flight (`load.rs`).
     pub(crate) flights: crate::load::Flights,
+    /// The near cache, when configured (`near.rs`), and its subscription
+    /// tasks (aborted with the client).
+    pub(crate) near: Option<Arc<crate::near::NearCache>>,
+    pub(crate) near_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Ok(mut tasks) = self.near_tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
         if let Ok(mut p) = self.prober.lock()
             && let Some(h) = p.take()
         {
