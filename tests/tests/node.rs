@@ -450,6 +450,7 @@ async fn pipeline_answers_by_id_and_ends_at_shutdown() {
                 op(operation::Op::Get(pb::GetRequest { key: key(&k) })),
                 op(operation::Op::Set(set("", "empty key"))),
             ],
+            ..Default::default()
         })
         .expect("send");
     }
