@@ -26,10 +26,18 @@
 //! operations queued before it: with one attempt timeout for all, no later
 //! than its own deadline. (Attempts cut short by a nearer request deadline
 //! add a timer of their own: see `View::attempt`.)
+//!
+//! Trace contexts (see [`crate::trace`]): each operation keeps its caller's;
+//! a lone operation travels with it, and a batch carries the context of its
+//! first traced operation only (one message has one `traceparent`), so the
+//! other callers' traces do not show that RPC. No context costs nothing: an
+//! empty pointer in the queued operation.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use distcache_proto::budget::is_answer_full;
+use distcache_proto::trace::TraceContext;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
@@ -47,22 +55,26 @@ pub(crate) struct Pending {
     op: Op,
     deadline: Instant,
     reply: oneshot::Sender<Result<Out, Status>>,
+    trace: Option<Arc<TraceContext>>,
 }
 
-/// Queues `op` at once and returns the wait for its result, which comes by
-/// `deadline` (or by the deadline of the batch in flight ahead of it; see
-/// the module docs). Not an `async fn`: the operation is handed over here,
-/// so the returned future holds only the answer's receiver.
+/// Queues `op` (under the caller's `trace`, if any) at once and returns the
+/// wait for its result, which comes by `deadline` (or by the deadline of the
+/// batch in flight ahead of it; see the module docs). Not an `async fn`: the
+/// operation is handed over here, so the returned future holds only the
+/// answer's receiver.
 pub(crate) fn submit(
     tx: &mpsc::Sender<Pending>,
     op: Op,
     deadline: Instant,
+    trace: Option<Arc<TraceContext>>,
 ) -> impl Future<Output = Result<Out, Status>> + use<> {
     let (reply, rx) = oneshot::channel();
     let queued = match tx.try_send(Pending {
         op,
         deadline,
         reply,
+        trace,
     }) {
         Ok(()) => None,
         Err(TrySendError::Closed(_)) => Some(Err(stopped())),
@@ -160,7 +172,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
         {
             let _ = p
                 .reply
-                .send(by_deadline(p.deadline, |t| conn.one(p.op, t)).await);
+                .send(by_deadline(p.deadline, |t| conn.one(p.op, t, p.trace.as_deref())).await);
             return;
         }
         let not_run = send_batch(conn, batch).await;
@@ -185,14 +197,16 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
         .map(|p| p.deadline)
         .max()
         .unwrap_or_else(Instant::now);
+    // One message, one trace context: the first traced operation's.
+    let trace = batch.iter().find_map(|p| p.trace.clone());
     // What answering needs once the operation is gone: the reply, and for a
-    // read its key and deadline (a read may have to be sent again).
+    // read its key, deadline and trace (a read may have to be sent again).
     let mut replies = Vec::with_capacity(batch.len());
     let ops = batch
         .into_iter()
         .map(|p| {
             let again = match &p.op {
-                Op::Get(r) => Some((r.key.clone(), p.deadline)),
+                Op::Get(r) => Some((r.key.clone(), p.deadline, p.trace)),
                 _ => None,
             };
             replies.push((p.reply, again));
@@ -200,14 +214,15 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
         })
         .collect();
     let mut not_run = Vec::new();
-    match by_deadline(deadline, |t| conn.batch(ops, t)).await {
+    match by_deadline(deadline, |t| conn.batch(ops, t, trace.as_deref())).await {
         Ok(results) if results.len() == replies.len() => {
             for ((reply, again), r) in replies.into_iter().zip(results) {
                 match again {
-                    Some((key, deadline)) if is_answer_full(&r) => not_run.push(Pending {
+                    Some((key, deadline, trace)) if is_answer_full(&r) => not_run.push(Pending {
                         op: Op::Get(pb::GetRequest { key }),
                         deadline,
                         reply,
+                        trace,
                     }),
                     _ => {
                         let _ = reply.send(result_of(r));
