@@ -152,13 +152,17 @@ impl TraceContext {
     /// well formed; `None` when there is none or it is invalid (a request
     /// with a bad trace context is served as one without).
     pub fn from_metadata(m: &MetadataMap) -> Option<Self> {
-        let parent = m.get(TRACEPARENT)?.to_str().ok()?;
-        let mut ctx = Self::parse(parent).ok()?;
-        ctx.state = m
-            .get(TRACESTATE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| is_tracestate(s))
-            .map(Arc::from);
+        Self::from_values(
+            m.get(TRACEPARENT)?.to_str().ok()?,
+            m.get(TRACESTATE).and_then(|v| v.to_str().ok()),
+        )
+    }
+
+    /// The context of a `traceparent` value and an optional `tracestate`
+    /// (kept only when well formed); `None` when `traceparent` is invalid.
+    pub fn from_values(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        let mut ctx = Self::parse(traceparent).ok()?;
+        ctx.state = tracestate.filter(|s| is_tracestate(s)).map(Arc::from);
         Some(ctx)
     }
 
