@@ -7,6 +7,12 @@
 //! nodes), `Delete` and `IncrBy` answer `version = 0` (the SDK does not return
 //! the tombstone's or counter's version), and `HealthCheck` describes the
 //! cluster (SERVING while any node is healthy; keys are the DBSIZE estimate).
+//!
+//! Tracing: a request's W3C `traceparent` (and `tracestate`) metadata, or a
+//! `Pipeline` message's `traceparent` field (else the stream's metadata),
+//! is handed to the SDK ([`distcache::Client::with_trace_context`]), so the
+//! nodes' spans for the request carry the caller's trace id. An invalid
+//! one is ignored (the request is served untraced).
 
 use std::borrow::Cow;
 use std::sync::Arc;

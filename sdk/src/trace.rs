@@ -54,7 +54,15 @@ pub(crate) fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
 /// The context a node sees for one RPC under `ctx`: same trace, a new
 /// span id for the RPC.
 pub(crate) fn for_rpc(ctx: &TraceContext) -> TraceContext {
-    ctx.child(new_span_id())
+    let rpc = ctx.child(new_span_id());
+    // The SDK exports no spans: this event is where the id the node records
+    // as its `parent_id` shows up on the caller's side.
+    tracing::debug!(
+        trace_id = %rpc.trace_id_hex(),
+        span_id = %rpc.parent_id_hex(),
+        "node RPC under the caller's trace"
+    );
+    rpc
 }
 
 #[cfg(test)]
