@@ -36,6 +36,8 @@ pub mod fds;
 pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod pipeline;
 pub mod reload;
 pub mod runtime;
