@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::Deserialize;
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -67,7 +68,12 @@ pub fn init(
         )),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
+    // A line per span as it closes (with its fields and busy/idle times):
+    // the request spans are `debug`, so this shows a line per RPC at debug
+    // level, each with its `trace_id` when the caller sent one.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_span_events(FmtSpan::CLOSE);
     let lines = match log.format {
         LogFormat::Text => lines
             .with_ansi(log.file.is_none() && std::io::stderr().is_terminal())
