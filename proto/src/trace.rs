@@ -39,8 +39,10 @@ pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// Length of a version-00 `traceparent`.
 const TRACEPARENT_LEN: usize = 55;
 
-/// A parsed `traceparent` (and the `tracestate` that came with it). Ids are
-/// never all zero. Cloning it is cheap (the state is shared).
+/// A parsed `traceparent` (and the `tracestate` that came with it). Ids
+/// parsed are never all zero; one built from fields with an all-zero id is
+/// sent as it is, and receivers ignore it. Cloning it is cheap (the state
+/// is shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     /// The whole trace's id.
