@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use distcache_proto::trace::TraceContext;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -18,7 +19,6 @@ use crate::retry::Retrier;
 use crate::ring::Ring;
 use crate::topology::{Membership, MembershipChange, Topology};
 use crate::types::{ClientStats, Condition, Entry, WriteOutcome};
-use distcache_proto::trace::TraceContext;
 
 #[derive(Debug, Clone, Default)]
 struct Overrides {
