@@ -162,7 +162,7 @@ async fn a_traceparent_sent_to_the_proxys_grpc_port_reaches_both_replicas_with_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_message_to_the_proxy_carries_its_own_traceparent_to_the_node() {
+async fn a_pipeline_message_to_the_proxy_carries_its_own_traceparent_else_the_streams() {
     capture();
     let nodes = nodes(1).await;
     let backend = TestProxy::backend(nodes.iter().map(TestNode::url).collect()).await;
@@ -171,29 +171,32 @@ async fn a_pipeline_message_to_the_proxy_carries_its_own_traceparent_to_the_node
         .await
         .expect("connect");
     let (tp, trace_id) = traceparent(0xb2);
+    let (stream_tp, stream_trace_id) = traceparent(0xb3);
     let get = pb::Operation {
         op: Some(pb::operation::Op::Get(pb::GetRequest { key: "k".into() })),
     };
-    let messages = vec![
-        pb::PipelineRequest {
-            id: 1,
-            operations: vec![get.clone()],
-            traceparent: tp,
-        },
-        // Not a valid traceparent: served untraced.
-        pb::PipelineRequest {
-            id: 2,
-            operations: vec![get],
-            traceparent: "00-nonsense".into(),
-        },
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<pb::PipelineRequest>();
+    let mut stream = Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+    stream
+        .metadata_mut()
+        .insert("traceparent", stream_tp.parse().unwrap());
+    let mut answers = c.pipeline(stream).await.expect("pipeline").into_inner();
+    // One message at a time: two in flight at once could share one batch
+    // to the node, which carries only the first one's context.
+    let messages = [
+        (1, tp),
+        // Not a valid traceparent: the stream's context instead.
+        (2, "00-nonsense".to_owned()),
     ];
-    let mut answers = c
-        .pipeline(futures_util::stream::iter(messages))
-        .await
-        .expect("pipeline")
-        .into_inner();
-    for _ in 0..2 {
+    for (id, traceparent) in messages {
+        tx.send(pb::PipelineRequest {
+            id,
+            operations: vec![get.clone()],
+            traceparent,
+        })
+        .unwrap();
         let a = answers.message().await.expect("answer").expect("open");
+        assert_eq!(a.id, id);
         assert!(matches!(
             a.results[0].result,
             Some(pb::operation_result::Result::Get(_))
@@ -201,9 +204,10 @@ async fn a_pipeline_message_to_the_proxy_carries_its_own_traceparent_to_the_node
     }
     eventually(Duration::from_secs(5), || async {
         !seen(&trace_id, "distcache_node").is_empty()
+            && !seen(&stream_trace_id, "distcache_node").is_empty()
     })
     .await
-    .expect("the node's span carries the message's trace id");
+    .expect("the nodes' spans carry the message's and the stream's trace ids");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
