@@ -6,7 +6,8 @@
 //! span). Each records the caller's W3C trace context, when the request
 //! carries a valid one, as `trace_id` and `parent_id` (see
 //! [`distcache_serve::trace`]); `rpc` also records the operation's key
-//! length (`key_len`, never the key) or a batch's size (`ops`).
+//! length (`key_len`, never the key) or a batch's size (`ops`). Probes
+//! (health checks, reflection) get no span.
 //!
 //! Off (the default `info` level), a request costs one disabled-span check
 //! and no header lookup.
@@ -18,6 +19,9 @@ use tracing::field::Empty;
 /// The span of one RPC (for `Server::trace_fn`).
 pub(crate) fn rpc(req: &http::Request<()>) -> Span {
     let path = req.uri().path();
+    if distcache_serve::trace::is_probe(path) {
+        return Span::none();
+    }
     let span = tracing::debug_span!(
         "rpc",
         method = path.rsplit('/').next().unwrap_or(path),

@@ -4,7 +4,7 @@
 //! W3C trace context as `trace_id` and `parent_id` when it sent a valid
 //! `traceparent`, see [`distcache_serve::trace`]) and one per RESP data
 //! command (`resp`, with the command's name, key count and key bytes, never
-//! the keys). RESP has no headers, so its commands start no trace: their
+//! the keys); probes (health checks, reflection) get none. RESP has no headers, so its commands start no trace: their
 //! SDK calls carry no `traceparent`. Inside either, the SDK opens its own
 //! `distcache` span per operation.
 //!
@@ -19,6 +19,9 @@ use crate::resp::command::Command;
 /// The span of one gRPC request (for `Server::trace_fn`).
 pub(crate) fn rpc(req: &http::Request<()>) -> Span {
     let path = req.uri().path();
+    if distcache_serve::trace::is_probe(path) {
+        return Span::none();
+    }
     let span = tracing::debug_span!(
         "rpc",
         method = path.rsplit('/').next().unwrap_or(path),

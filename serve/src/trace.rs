@@ -27,6 +27,16 @@ pub fn from_headers(h: &http::HeaderMap) -> Option<TraceContext> {
     )
 }
 
+/// Whether `path` (a gRPC request's) is a probe: the standard health
+/// service, `CacheService/HealthCheck` or reflection. Probes get no span:
+/// every client's prober sends one per node twice a second, which would
+/// drown the requests in the debug log and in an exporter's traces.
+pub fn is_probe(path: &str) -> bool {
+    path.starts_with("/grpc.health.")
+        || path.starts_with("/grpc.reflection.")
+        || path.ends_with("/HealthCheck")
+}
+
 /// Records `ctx` on `span`, which declares the fields `trace_id` and
 /// `parent_id` (as `tracing::field::Empty`).
 pub fn record(span: &Span, ctx: &TraceContext) {
@@ -64,6 +74,17 @@ pub fn follow_message(span: Span, traceparent: &str) -> Span {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_are_told_from_requests_by_their_path() {
+        assert!(is_probe("/grpc.health.v1.Health/Check"));
+        assert!(is_probe("/distcache.v1.CacheService/HealthCheck"));
+        assert!(is_probe(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!is_probe("/distcache.v1.CacheService/Get"));
+        assert!(!is_probe("/distcache.v1.CacheService/Pipeline"));
+    }
 
     #[test]
     fn headers_with_a_valid_traceparent_give_its_context_and_others_none() {
