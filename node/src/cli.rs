@@ -88,6 +88,10 @@ pub struct Args {
     /// Log line format [default: text].
     #[arg(long, env = "DISTCACHE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Export spans over OTLP/gRPC to this collector (e.g.
+    /// http://localhost:4317); needs a binary built with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Directory for the write-ahead log and snapshots; without it the node
     /// is memory-only.
     #[arg(long, env = "DISTCACHE_DATA_DIR")]
@@ -288,6 +292,9 @@ impl Args {
             c.log.file = self.log_file;
         }
         set(&mut c.log.format, self.log_format);
+        if self.otlp_endpoint.is_some() {
+            c.log.otlp_endpoint = self.otlp_endpoint;
+        }
         if self.data_dir.is_some() {
             c.wal.data_dir = self.data_dir;
         }

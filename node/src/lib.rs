@@ -28,6 +28,8 @@
 //! - `sweeper.rs`: the background task reclaiming expired entries.
 //! - `state.rs`: `Shared`, the handle every part holds.
 //! - `metrics.rs`: the registry, operation counts, latency, store figures.
+//! - `spans.rs`: the tracing span of each RPC and `Pipeline` message, with
+//!   the caller's W3C trace context.
 //! - [`cli`] → [`config`]: flags over the TOML file; `config.rs` composes
 //!   the sections and validates them once.
 //! - [`wal`]: durability (its `[wal]`/`[snapshot]` sections in `wal/config.rs`).
@@ -63,6 +65,7 @@ mod limits;
 mod metrics;
 mod server;
 mod service;
+mod spans;
 mod state;
 pub mod store;
 mod sweeper;

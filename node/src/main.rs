@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     if check {
         return check_config(&config);
     }
-    if let Err(e) = logging::init(&config.log) {
+    if let Err(e) = logging::init(&config.log, "distcache-node") {
         eprintln!("distcache-node: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
@@ -39,13 +39,15 @@ fn main() -> ExitCode {
         fd_limit,
         "--max-connections",
     );
-    match distcache_serve::runtime(config.server.threads) {
+    let code = match distcache_serve::runtime(config.server.threads) {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("distcache-node: cannot start the async runtime: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush();
+    code
 }
 
 /// `--check-config`: warnings and errors on standard error, the effective
@@ -53,7 +55,8 @@ fn main() -> ExitCode {
 fn check_config(config: &NodeConfig) -> ExitCode {
     let mut log = config.log.clone();
     log.file = None;
-    let _ = logging::init(&log);
+    log.otlp_endpoint = None;
+    let _ = logging::init(&log, "distcache-node");
     let checked = distcache_serve::runtime(1)
         .map_err(distcache_node::NodeError::from)
         .and_then(|rt| rt.block_on(async { distcache_node::check::check(config) }));

@@ -306,6 +306,7 @@ async fn serve(
     let mut grpc_stop = stop_rx.clone();
     let incoming = live_tls::incoming(grpc, config.server.max_connections, tls);
     let server = Server::builder()
+        .trace_fn(crate::spans::rpc)
         .layer(layer)
         .max_concurrent_streams(Some(config.server.max_concurrent_streams))
         .tcp_nodelay(true)

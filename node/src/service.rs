@@ -431,6 +431,7 @@ impl CacheNode {
 #[tonic::async_trait]
 impl CacheService for CacheNode {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::Get, |_| {
             self.gate(strict, true)?;
@@ -440,6 +441,7 @@ impl CacheService for CacheNode {
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::Set, |log| {
             let r = req.into_inner();
@@ -453,6 +455,7 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::Delete, |log| {
             let r = req.into_inner();
@@ -466,6 +469,7 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::Cas, |log| {
             self.gate(strict, true)?;
@@ -478,6 +482,7 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::IncrBy, |log| {
             self.gate(strict, true)?;
@@ -490,6 +495,7 @@ impl CacheService for CacheNode {
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
+        crate::spans::key_len(req.get_ref().key.len());
         let strict = strict(&req);
         self.serve(Op::Expire, |log| {
             let r = req.into_inner();
@@ -507,6 +513,7 @@ impl CacheService for CacheNode {
         let charge = req.extensions().get::<RateCharge>().cloned();
         let strict = strict(&req);
         let operations = req.into_inner().operations;
+        crate::spans::ops(operations.len());
         // One token per operation: the rate-limit layer took the first.
         if let Some(c) = &charge
             && operations.len() > 1
@@ -555,24 +562,31 @@ impl CacheService for CacheNode {
         let strict = strict(&req);
         let node = self.clone();
         let p = principal.clone();
-        let answers = serve_pipeline(req.into_inner(), principal, self.stop.clone(), move |ops| {
-            let (node, principal, charge) = (node.clone(), p.clone(), charge.clone());
-            async move {
-                let n = ops.len();
-                let allowed = match &charge {
-                    // One token per operation of the message.
-                    Some(c) => c
-                        .take_n(n)
-                        .map_err(|e| Status::resource_exhausted(e.to_string())),
-                    None => Ok(()),
+        let answers = serve_pipeline(
+            req.into_inner(),
+            principal,
+            self.stop.clone(),
+            move |ops, tp| {
+                let (node, principal, charge) = (node.clone(), p.clone(), charge.clone());
+                let span = crate::spans::message(ops.len(), &tp);
+                let work = async move {
+                    let n = ops.len();
+                    let allowed = match &charge {
+                        // One token per operation of the message.
+                        Some(c) => c
+                            .take_n(n)
+                            .map_err(|e| Status::resource_exhausted(e.to_string())),
+                        None => Ok(()),
+                    };
+                    match allowed {
+                        Ok(()) => node.run_batch(principal.as_ref(), strict, ops).await,
+                        Err(s) => Err(s),
+                    }
+                    .unwrap_or_else(|s| vec![error_result(&s); n])
                 };
-                match allowed {
-                    Ok(()) => node.run_batch(principal.as_ref(), strict, ops).await,
-                    Err(s) => Err(s),
-                }
-                .unwrap_or_else(|s| vec![error_result(&s); n])
-            }
-        });
+                tracing::Instrument::instrument(work, span)
+            },
+        );
         Ok(Response::new(answers))
     }
 

@@ -209,6 +209,7 @@ async fn a_pipeline_message_past_the_limit_gets_a_partial_answer_and_the_stream_
     tx.send(pb::PipelineRequest {
         id: 1,
         operations: (0..10_000).map(|_| get("big")).collect(),
+        ..Default::default()
     })
     .expect("send");
     let first = answers.message().await.expect("answer").expect("open");
@@ -219,6 +220,7 @@ async fn a_pipeline_message_past_the_limit_gets_a_partial_answer_and_the_stream_
     tx.send(pb::PipelineRequest {
         id: 2,
         operations: (0..10_001).map(|_| get("small")).collect(),
+        ..Default::default()
     })
     .expect("send");
     let second = answers.message().await.expect("answer").expect("open");
@@ -230,6 +232,7 @@ async fn a_pipeline_message_past_the_limit_gets_a_partial_answer_and_the_stream_
     tx.send(pb::PipelineRequest {
         id: 3,
         operations: vec![get("small")],
+        ..Default::default()
     })
     .expect("send");
     let third = answers.message().await.expect("answer").expect("open");

@@ -13,6 +13,7 @@
 //! - [`codec`]: the gRPC codec (prost over one `Bytes`).
 //! - [`ring`]: a key's position on the consistent-hash ring, and the hash
 //!   ranges a `Scan` may be limited to.
+//! - [`trace`]: W3C trace context (`traceparent`, `tracestate`).
 
 pub mod budget;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod fuzzing;
 pub mod ring;
 pub mod status;
+pub mod trace;
 
 /// Generated types and stubs of package `distcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -174,6 +174,10 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "DISTCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export spans over OTLP/gRPC to this collector (e.g.
+    /// http://localhost:4317); needs a binary built with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Args {
@@ -183,6 +187,7 @@ impl Args {
             level: self.log_level.clone(),
             file: self.log_file.clone(),
             format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone(),
         }
     }
 

@@ -7,7 +7,14 @@
 //! nodes), `Delete` and `IncrBy` answer `version = 0` (the SDK does not return
 //! the tombstone's or counter's version), and `HealthCheck` describes the
 //! cluster (SERVING while any node is healthy; keys are the DBSIZE estimate).
+//!
+//! Tracing: a request's W3C `traceparent` (and `tracestate`) metadata, or a
+//! `Pipeline` message's `traceparent` field (else the stream's metadata),
+//! is handed to the SDK ([`distcache::Client::with_trace_context`]), so the
+//! nodes' spans for the request carry the caller's trace id. An invalid
+//! one is ignored (the request is served untraced).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +23,7 @@ use tokio::sync::watch;
 use distcache::proto::{
     self as pb, cache_service_server::CacheService, operation, operation_result,
 };
-use distcache::{Bytes, Condition, Error};
+use distcache::{Bytes, Client, Condition, Error, TraceContext};
 use distcache_proto::budget::{self, AnswerBudget};
 use distcache_serve::pipeline::{PipelineStream, error_result, serve_pipeline};
 use distcache_serve::security::Principal;
@@ -109,6 +116,7 @@ impl ProxyService {
     /// answer `answer_full`).
     async fn run_batch(
         &self,
+        c: &Client,
         operations: Vec<pb::Operation>,
     ) -> Result<Vec<pb::OperationResult>, Status> {
         if operations.len() > budget::MAX_OPERATIONS {
@@ -122,9 +130,9 @@ impl ProxyService {
         let mut results = Vec::with_capacity(operations.len());
         for op in operations {
             results.push(if !budget::is_read(&op) {
-                self.one(op).await
+                self.one(c, op).await
             } else if answer.may_read() {
-                answer.admit(self.one(op).await)
+                answer.admit(self.one(c, op).await)
             } else {
                 budget::answer_full()
             });
@@ -132,13 +140,8 @@ impl ProxyService {
         Ok(results)
     }
 
-    async fn get(&self, r: pb::GetRequest) -> Result<pb::GetResponse, Status> {
-        let e = self
-            .backend
-            .client
-            .get(&r.key)
-            .await
-            .map_err(|e| to_status(&e))?;
+    async fn get(&self, c: &Client, r: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        let e = c.get(&r.key).await.map_err(|e| to_status(&e))?;
         Ok(
             e.map_or_else(pb::GetResponse::default, |e| pb::GetResponse {
                 found: true,
@@ -150,9 +153,8 @@ impl ProxyService {
         )
     }
 
-    async fn set(&self, r: pb::SetRequest) -> Result<pb::SetResponse, Status> {
+    async fn set(&self, c: &Client, r: pb::SetRequest) -> Result<pb::SetResponse, Status> {
         no_version(r.version)?;
-        let c = &self.backend.client;
         let condition = match pb::SetCondition::try_from(r.condition) {
             Ok(pb::SetCondition::Always) => Condition::Always,
             Ok(pb::SetCondition::IfAbsent) => Condition::IfAbsent,
@@ -182,9 +184,8 @@ impl ProxyService {
         })
     }
 
-    async fn delete(&self, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
+    async fn delete(&self, c: &Client, r: pb::DeleteRequest) -> Result<pb::DeleteResponse, Status> {
         no_version(r.version)?;
-        let c = &self.backend.client;
         if r.return_value {
             let taken = c.get_del(&r.key).await.map_err(|e| to_status(&e))?;
             return Ok(pb::DeleteResponse {
@@ -203,11 +204,10 @@ impl ProxyService {
 
     async fn cas(
         &self,
+        c: &Client,
         r: pb::CompareAndSwapRequest,
     ) -> Result<pb::CompareAndSwapResponse, Status> {
-        let w = self
-            .backend
-            .client
+        let w = c
             .compare_and_swap(&r.key, r.expected_version, &r.value, ttl(r.ttl_ms))
             .await
             .map_err(|e| to_status(&e))?;
@@ -217,21 +217,21 @@ impl ProxyService {
         })
     }
 
-    async fn incr_by(&self, r: pb::IncrByRequest) -> Result<pb::IncrByResponse, Status> {
-        let value = self
-            .backend
-            .client
+    async fn incr_by(
+        &self,
+        c: &Client,
+        r: pb::IncrByRequest,
+    ) -> Result<pb::IncrByResponse, Status> {
+        let value = c
             .incr_by(&r.key, r.delta)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(pb::IncrByResponse { value, version: 0 })
     }
 
-    async fn expire(&self, r: pb::ExpireRequest) -> Result<pb::ExpireResponse, Status> {
+    async fn expire(&self, c: &Client, r: pb::ExpireRequest) -> Result<pb::ExpireResponse, Status> {
         no_version(r.version)?;
-        let applied = self
-            .backend
-            .client
+        let applied = c
             .expire(&r.key, ttl(r.ttl_ms))
             .await
             .map_err(|e| to_status(&e))?;
@@ -241,21 +241,35 @@ impl ProxyService {
         })
     }
 
-    async fn one(&self, op: pb::Operation) -> pb::OperationResult {
+    async fn one(&self, c: &Client, op: pb::Operation) -> pb::OperationResult {
         use operation::Op as In;
         use operation_result::Result as Out;
         let result = match op.op {
-            Some(In::Get(r)) => self.get(r).await.map(Out::Get),
-            Some(In::Set(r)) => self.set(r).await.map(Out::Set),
-            Some(In::Delete(r)) => self.delete(r).await.map(Out::Delete),
-            Some(In::CompareAndSwap(r)) => self.cas(r).await.map(Out::CompareAndSwap),
-            Some(In::IncrBy(r)) => self.incr_by(r).await.map(Out::IncrBy),
-            Some(In::Expire(r)) => self.expire(r).await.map(Out::Expire),
+            Some(In::Get(r)) => self.get(c, r).await.map(Out::Get),
+            Some(In::Set(r)) => self.set(c, r).await.map(Out::Set),
+            Some(In::Delete(r)) => self.delete(c, r).await.map(Out::Delete),
+            Some(In::CompareAndSwap(r)) => self.cas(c, r).await.map(Out::CompareAndSwap),
+            Some(In::IncrBy(r)) => self.incr_by(c, r).await.map(Out::IncrBy),
+            Some(In::Expire(r)) => self.expire(c, r).await.map(Out::Expire),
             None => Err(Status::invalid_argument("empty batch operation")),
         };
         match result {
             Ok(out) => pb::OperationResult { result: Some(out) },
             Err(s) => error_result(&s),
+        }
+    }
+
+    /// The SDK handle for a request with metadata `m`: under the W3C trace
+    /// context it carries, if valid (a clone of the client, two words), else
+    /// the proxy's client itself.
+    fn client(&self, m: &tonic::metadata::MetadataMap) -> Cow<'_, Client> {
+        self.client_in(TraceContext::from_metadata(m))
+    }
+
+    fn client_in(&self, ctx: Option<TraceContext>) -> Cow<'_, Client> {
+        match ctx {
+            Some(ctx) => Cow::Owned(self.backend.client.with_trace_context(ctx)),
+            None => Cow::Borrowed(&self.backend.client),
         }
     }
 
@@ -277,12 +291,14 @@ impl ProxyService {
 #[tonic::async_trait]
 impl CacheService for ProxyService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.serve("get", ProxyService::get(self, req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("get", ProxyService::get(self, &c, req.into_inner()))
             .await
     }
 
     async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
-        self.serve("set", ProxyService::set(self, req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("set", ProxyService::set(self, &c, req.into_inner()))
             .await
     }
 
@@ -290,7 +306,8 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.serve("delete", ProxyService::delete(self, req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("delete", ProxyService::delete(self, &c, req.into_inner()))
             .await
     }
 
@@ -298,7 +315,8 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        self.serve("compare_and_swap", self.cas(req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("compare_and_swap", self.cas(&c, req.into_inner()))
             .await
     }
 
@@ -306,7 +324,8 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::IncrByRequest>,
     ) -> Result<Response<pb::IncrByResponse>, Status> {
-        self.serve("incr_by", ProxyService::incr_by(self, req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("incr_by", ProxyService::incr_by(self, &c, req.into_inner()))
             .await
     }
 
@@ -314,7 +333,8 @@ impl CacheService for ProxyService {
         &self,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        self.serve("expire", ProxyService::expire(self, req.into_inner()))
+        let c = self.client(req.metadata());
+        self.serve("expire", ProxyService::expire(self, &c, req.into_inner()))
             .await
     }
 
@@ -323,10 +343,11 @@ impl CacheService for ProxyService {
         req: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
+        let c = self.client(req.metadata());
         self.serve("batch", async {
             let ops = req.into_inner().operations;
             self.may_batch(principal.as_ref(), &ops)?;
-            let results = self.run_batch(ops).await?;
+            let results = self.run_batch(&c, ops).await?;
             Ok(pb::BatchResponse { results })
         })
         .await
@@ -356,25 +377,37 @@ impl CacheService for ProxyService {
         let service = self.clone();
         let principal = req.extensions().get::<Principal>().cloned();
         let p = principal.clone();
-        let answers = serve_pipeline(req.into_inner(), principal, self.stop.clone(), move |ops| {
-            let (service, principal) = (service.clone(), p.clone());
-            async move {
-                let start = Instant::now();
-                let n = ops.len();
-                let allowed = service.may_batch(principal.as_ref(), &ops);
-                let results = match allowed {
-                    Ok(()) => service.run_batch(ops).await,
-                    Err(s) => Err(s),
+        // The stream's trace context, unless a message carries its own.
+        let stream_trace = TraceContext::from_metadata(req.metadata());
+        let answers = serve_pipeline(
+            req.into_inner(),
+            principal,
+            self.stop.clone(),
+            move |ops, tp| {
+                let (service, principal) = (service.clone(), p.clone());
+                let trace = match tp.as_str() {
+                    "" => stream_trace.clone(),
+                    tp => TraceContext::from_values(tp, None).or_else(|| stream_trace.clone()),
+                };
+                async move {
+                    let start = Instant::now();
+                    let n = ops.len();
+                    let allowed = service.may_batch(principal.as_ref(), &ops);
+                    let c = service.client_in(trace);
+                    let results = match allowed {
+                        Ok(()) => service.run_batch(&c, ops).await,
+                        Err(s) => Err(s),
+                    }
+                    .unwrap_or_else(|s| vec![error_result(&s); n]);
+                    let ok = results
+                        .iter()
+                        .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));
+                    let m = &service.backend.metrics;
+                    m.record("grpc", "pipeline", ok, start.elapsed());
+                    results
                 }
-                .unwrap_or_else(|s| vec![error_result(&s); n]);
-                let ok = results
-                    .iter()
-                    .all(|r| !matches!(r.result, Some(operation_result::Result::Error(_))));
-                let m = &service.backend.metrics;
-                m.record("grpc", "pipeline", ok, start.elapsed());
-                results
-            }
-        });
+            },
+        );
         Ok(Response::new(answers))
     }
 

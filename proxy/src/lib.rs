@@ -31,7 +31,8 @@
 //! - [`admin`]: `/metrics`, `/metrics.json`, `/livez`, `/readyz`, `/ring`.
 //! - [`membership`]: where the node list comes from at run time.
 //! - [`backend`]: the SDK client and the proxy's metrics, shared by all.
-//! - [`metrics`], [`security`], [`config`], [`cli`]: leaves.
+//! - [`metrics`], [`security`], [`config`], [`cli`]: leaves; `spans.rs`:
+//!   the tracing span of each gRPC request and RESP command.
 //! - [`dev`]: `--dev`'s in-process nodes (feature `dev`, on by default: the
 //!   only module that links `distcache-node`).
 
@@ -47,6 +48,7 @@ pub mod membership;
 pub mod metrics;
 pub mod resp;
 pub mod security;
+mod spans;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -136,6 +138,7 @@ pub async fn run(
     let reflection_v1alpha = distcache_serve::reflection().build_v1alpha()?;
     let mut grpc_stop = stop_rx.clone();
     let grpc = Server::builder()
+        .trace_fn(spans::rpc)
         .layer(auth)
         .max_concurrent_streams(Some(grpc_streams))
         .tcp_nodelay(true)

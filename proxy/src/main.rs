@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     if args.check_config {
         return check_config(&args);
     }
-    if let Err(e) = distcache_serve::logging::init(&args.log()) {
+    if let Err(e) = distcache_serve::logging::init(&args.log(), "distcache-proxy") {
         eprintln!("distcache-proxy: cannot set up logging: {e}");
         return ExitCode::from(2);
     }
@@ -31,13 +31,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    let code = match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "proxy failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    distcache_serve::logging::flush();
+    code
 }
 
 /// `--check-config`: warnings and errors on standard error, the effective
@@ -45,7 +47,8 @@ fn main() -> ExitCode {
 fn check_config(args: &Args) -> ExitCode {
     let mut log = args.log();
     log.file = None;
-    let _ = distcache_serve::logging::init(&log);
+    log.otlp_endpoint = None;
+    let _ = distcache_serve::logging::init(&log, "distcache-proxy");
     let checked = distcache_serve::runtime(1)
         .map_err(Box::<dyn std::error::Error>::from)
         .and_then(|rt| rt.block_on(args.check_config()));

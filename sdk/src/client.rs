@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use distcache_proto::trace::TraceContext;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -19,11 +20,13 @@ use crate::ring::Ring;
 use crate::topology::{Membership, MembershipChange, Topology};
 use crate::types::{ClientStats, Condition, Entry, WriteOutcome};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Overrides {
     read: Option<Consistency>,
     write: Option<Consistency>,
     timeout: Option<Duration>,
+    /// Shared, so that an operation hands it to its RPCs without a copy.
+    trace: Option<Arc<TraceContext>>,
 }
 
 /// A handle on a distcache cluster. Cheap to clone; clones share
@@ -156,6 +159,29 @@ impl Client {
         s
     }
 
+    /// A handle whose requests belong to the W3C trace `ctx`: every RPC
+    /// they make to a node carries a `traceparent` with `ctx`'s trace id and
+    /// a new span id (and `ctx`'s `tracestate`), so the nodes' request spans
+    /// can be joined to the caller's trace. Operations of different callers
+    /// coalesced into one message carry the first traced one's context
+    /// only (see the crate docs, "Tracing").
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: distcache::Client) -> Result<(), distcache::Error> {
+    /// use distcache::TraceContext;
+    ///
+    /// // e.g. the `traceparent` header of the request being served
+    /// let ctx = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .expect("a valid traceparent");
+    /// let entry = cache.with_trace_context(ctx).get("user:123").await?;
+    /// # let _ = entry; Ok(()) }
+    /// ```
+    pub fn with_trace_context(&self, ctx: TraceContext) -> Self {
+        let mut s = self.clone();
+        s.overrides.trace = Some(Arc::new(ctx));
+        s
+    }
+
     fn read_c(&self) -> Consistency {
         self.overrides
             .read
@@ -181,13 +207,18 @@ impl Client {
     ) -> Result<T> {
         let total = self.timeout();
         let deadline = request_deadline(Instant::now(), total);
-        let span = tracing::debug_span!("distcache", op);
+        let span = tracing::debug_span!("distcache", op, trace_id = tracing::field::Empty);
+        if let Some(ctx) = self.overrides.trace.as_deref()
+            && !span.is_disabled()
+        {
+            span.record("trace_id", tracing::field::display(ctx.trace_id_hex()));
+        }
         let view = self.inner.view();
         // Pinned where they are: wrapping the operation's future in a timeout
         // and a span would copy it (kilobytes) for every request.
         let work = std::pin::pin!(f(&view, deadline));
         let sleep = std::pin::pin!(tokio::time::sleep_until(deadline));
-        let raced = within(work, sleep, total);
+        let raced = crate::trace::scoped(self.overrides.trace.clone(), within(work, sleep, total));
         if span.is_disabled() {
             raced.await
         } else {

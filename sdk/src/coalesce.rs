@@ -30,13 +30,21 @@
 //! operations queued before it: with one attempt timeout for all, no later
 //! than its own deadline. (Attempts cut short by a nearer request deadline
 //! add a timer of their own: see `View::attempt`.)
+//!
+//! Trace contexts (see [`crate::trace`]): each operation keeps its caller's;
+//! a lone operation travels with it, and a batch carries the context of its
+//! first traced operation only (one message has one `traceparent`), so the
+//! other callers' traces do not show that RPC. No context costs nothing: an
+//! empty pointer in the queued operation.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use distcache_proto::budget::is_answer_full;
+use distcache_proto::trace::TraceContext;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
@@ -54,22 +62,26 @@ pub(crate) struct Pending {
     op: Op,
     deadline: Instant,
     reply: oneshot::Sender<Result<Out, Status>>,
+    trace: Option<Arc<TraceContext>>,
 }
 
-/// Queues `op` at once and returns the wait for its result, which comes by
-/// `deadline` (or by the deadline of the batch in flight ahead of it; see
-/// the module docs). Not an `async fn`: the operation is handed over here,
-/// so the returned future holds only the answer's receiver.
+/// Queues `op` (under the caller's `trace`, if any) at once and returns the
+/// wait for its result, which comes by `deadline` (or by the deadline of the
+/// batch in flight ahead of it; see the module docs). Not an `async fn`: the
+/// operation is handed over here, so the returned future holds only the
+/// answer's receiver.
 pub(crate) fn submit(
     tx: &mpsc::Sender<Pending>,
     op: Op,
     deadline: Instant,
+    trace: Option<Arc<TraceContext>>,
 ) -> impl Future<Output = Result<Out, Status>> + use<> {
     let (reply, rx) = oneshot::channel();
     let queued = match tx.try_send(Pending {
         op,
         deadline,
         reply,
+        trace,
     }) {
         Ok(()) => None,
         Err(TrySendError::Closed(_)) => Some(Err(stopped())),
@@ -229,7 +241,7 @@ async fn send(conn: &Conn, mut batch: Vec<Pending>) {
         {
             let _ = p
                 .reply
-                .send(by_deadline(p.deadline, |t| conn.one(p.op, t)).await);
+                .send(by_deadline(p.deadline, |t| conn.one(p.op, t, p.trace.as_deref())).await);
             return;
         }
         let not_run = send_batch(conn, batch).await;
@@ -254,11 +266,14 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
         .map(|p| p.deadline)
         .max()
         .unwrap_or_else(Instant::now);
+    // One message, one trace context: the first traced operation's.
+    let trace = batch.iter().find_map(|p| p.trace.clone());
     // What answering needs once the operation is gone: the reply, which
     // result answers it (a GET of a key already read earlier in the batch,
     // with no write to it in between, is answered by that read's result and
     // not sent twice: many callers reading one hot key cost one read), and
-    // for a read its key and deadline (a read may have to be sent again).
+    // for a read its request, deadline and trace (a read may have to be
+    // sent again).
     let mut replies = Vec::with_capacity(batch.len());
     let mut ops = Vec::with_capacity(batch.len());
     let mut reads = Reads::default();
@@ -266,7 +281,7 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
     for p in batch {
         let (slot, again) = match &p.op {
             Op::Get(r) => {
-                let again = Some((r.clone(), p.deadline));
+                let again = Some((r.clone(), p.deadline, p.trace.clone()));
                 // (Shared only by reads tracked alike: see `tracking_id`.)
                 if let Some(slot) = reads.find(&r.key)
                     && tracking_of(&ops[slot]) == r.tracking_id
@@ -288,7 +303,7 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
     }
     let sent = ops.len();
     let mut not_run = Vec::new();
-    match by_deadline(deadline, |t| conn.batch(ops, t)).await {
+    match by_deadline(deadline, |t| conn.batch(ops, t, trace.as_deref())).await {
         Ok(results) if results.len() == sent => {
             let mut results: Vec<Option<pb::OperationResult>> =
                 results.into_iter().map(Some).collect();
@@ -311,10 +326,11 @@ async fn send_batch(conn: &Conn, batch: Vec<Pending>) -> Vec<Pending> {
                     continue;
                 };
                 match again {
-                    Some((get, deadline)) if is_answer_full(&r) => not_run.push(Pending {
+                    Some((get, deadline, trace)) if is_answer_full(&r) => not_run.push(Pending {
                         op: Op::Get(get),
                         deadline,
                         reply,
+                        trace,
                     }),
                     _ => {
                         let _ = reply.send(result_of(r));

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use distcache_proto::status::REPLICATED;
+use distcache_proto::trace::TraceContext;
 use distcache_proto::v1::cache_service_client::CacheServiceClient;
 use distcache_proto::v1::{self as pb, operation::Op, operation_result::Result as Out};
 use tonic::metadata::MetadataValue;
@@ -128,6 +129,21 @@ impl Conn {
         req
     }
 
+    /// [`Conn::request`] with a `traceparent` of `trace` (and its
+    /// `tracestate`) for this RPC, when there is one.
+    fn traced<T>(
+        &self,
+        msg: T,
+        timeout: Duration,
+        trace: Option<&TraceContext>,
+    ) -> tonic::Request<T> {
+        let mut req = self.request(msg, timeout);
+        if let Some(ctx) = trace {
+            crate::trace::for_rpc(ctx).insert_into(req.metadata_mut());
+        }
+        req
+    }
+
     /// The token and, when replicating, the [`REPLICATED`] header.
     pub(crate) fn headers(&self, m: &mut tonic::metadata::MetadataMap) {
         if let Some(auth) = self.auth.get() {
@@ -138,20 +154,27 @@ impl Conn {
         }
     }
 
-    /// One operation as its own unary RPC.
-    pub(crate) async fn unary(&self, op: Op, t: Duration) -> Result<Out, Status> {
+    /// One operation as its own unary RPC, under `trace` if given.
+    pub(crate) async fn unary(
+        &self,
+        op: Op,
+        t: Duration,
+        trace: Option<&TraceContext>,
+    ) -> Result<Out, Status> {
         let mut stub = self.stub();
         Ok(match op {
-            Op::Get(r) => Out::Get(stub.get(self.request(r, t)).await?.into_inner()),
-            Op::Set(r) => Out::Set(stub.set(self.request(r, t)).await?.into_inner()),
-            Op::Delete(r) => Out::Delete(stub.delete(self.request(r, t)).await?.into_inner()),
+            Op::Get(r) => Out::Get(stub.get(self.traced(r, t, trace)).await?.into_inner()),
+            Op::Set(r) => Out::Set(stub.set(self.traced(r, t, trace)).await?.into_inner()),
+            Op::Delete(r) => Out::Delete(stub.delete(self.traced(r, t, trace)).await?.into_inner()),
             Op::CompareAndSwap(r) => Out::CompareAndSwap(
-                stub.compare_and_swap(self.request(r, t))
+                stub.compare_and_swap(self.traced(r, t, trace))
                     .await?
                     .into_inner(),
             ),
-            Op::IncrBy(r) => Out::IncrBy(stub.incr_by(self.request(r, t)).await?.into_inner()),
-            Op::Expire(r) => Out::Expire(stub.expire(self.request(r, t)).await?.into_inner()),
+            Op::IncrBy(r) => {
+                Out::IncrBy(stub.incr_by(self.traced(r, t, trace)).await?.into_inner())
+            }
+            Op::Expire(r) => Out::Expire(stub.expire(self.traced(r, t, trace)).await?.into_inner()),
         })
     }
 
@@ -205,11 +228,13 @@ impl Conn {
     }
 
     /// Many operations in one batch: a `Pipeline` message, or a `Batch` RPC
-    /// when the node has no `Pipeline`.
+    /// when the node has no `Pipeline`; under `trace` if given (the
+    /// message's `traceparent` field, or the RPC's metadata).
     pub(crate) async fn batch(
         &self,
         operations: Vec<pb::Operation>,
         t: Duration,
+        trace: Option<&TraceContext>,
     ) -> Result<Vec<pb::OperationResult>, Status> {
         let bytes: usize = operations
             .iter()
@@ -219,20 +244,27 @@ impl Conn {
         if bytes <= PIPE_MAX_BATCH_BYTES
             && let Some(pipe) = self.pipe(t).await?
         {
-            return pipe.call(operations).await;
+            return pipe.call(operations, traceparent(trace)).await;
         }
-        let req = self.request(pb::BatchRequest { operations }, t);
+        let req = self.traced(pb::BatchRequest { operations }, t, trace);
         let mut stub = self.stub();
         Ok(Box::pin(stub.batch(req)).await?.into_inner().results)
     }
 
     /// One operation: a one-operation `Pipeline` message, or its own unary
-    /// RPC when the node has no `Pipeline`.
-    pub(crate) async fn one(&self, op: Op, t: Duration) -> Result<Out, Status> {
+    /// RPC when the node has no `Pipeline`; under `trace` if given.
+    pub(crate) async fn one(
+        &self,
+        op: Op,
+        t: Duration,
+        trace: Option<&TraceContext>,
+    ) -> Result<Out, Status> {
         let Some(pipe) = self.pipe(t).await? else {
-            return Box::pin(self.unary(op, t)).await;
+            return Box::pin(self.unary(op, t, trace)).await;
         };
-        let results = pipe.call(vec![pb::Operation { op: Some(op) }]).await?;
+        let results = pipe
+            .call(vec![pb::Operation { op: Some(op) }], traceparent(trace))
+            .await?;
         match <[pb::OperationResult; 1]>::try_from(results) {
             Ok([r]) => result_of(r),
             Err(_) => Err(Status::internal(
@@ -240,6 +272,12 @@ impl Conn {
             )),
         }
     }
+}
+
+/// A `Pipeline` message's `traceparent` for one message under `trace`
+/// (empty, which allocates nothing, without one).
+fn traceparent(trace: Option<&TraceContext>) -> String {
+    trace.map_or_else(String::new, |c| crate::trace::for_rpc(c).to_string())
 }
 
 /// The key and value bytes `op` carries (what batches are sized by).

@@ -35,6 +35,15 @@
 //!   require one (mTLS): [`ClientBuilder::tls_ca`] and
 //!   [`ClientBuilder::tls_identity`].
 //!
+//! - **Tracing**: [`Client::with_trace_context`] makes every RPC of an
+//!   operation to a node carry a W3C `traceparent` of the caller's trace
+//!   (a new span id per RPC), which the nodes record on their request
+//!   spans. A batch that coalesces several callers' operations carries the
+//!   first traced operation's context only. With no context set, an RPC
+//!   costs one task-local lookup more and sends no header. The SDK itself
+//!   opens a `debug` span per operation (target `distcache`, field `op`,
+//!   and `trace_id` when traced).
+//!
 //! - **Membership**: [`Client::set_nodes`] replaces the node list of a live
 //!   client (for configuration reloads and service discovery); operations
 //!   already running finish on the membership they started with.
@@ -63,6 +72,7 @@
 //! - `node.rs`: one node's health and coalescer; `coalesce.rs`: many callers'
 //!   operations in one message; `conn.rs`: the transport to one node;
 //!   `pipe.rs`: its shared `Pipeline` stream.
+//! - `trace.rs`: the caller's trace context while its operation runs.
 //! - `retry.rs` (backoff and budget), `deadline.rs` (every deadline helper),
 //!   `hlc.rs` (the version clock), [`ring`] (placement, a pure core).
 //! - [`cli_words`]: the command-line word rule the CLI and the proxy share.
@@ -113,6 +123,7 @@ mod replica;
 mod retry;
 pub mod ring;
 mod topology;
+mod trace;
 mod types;
 
 /// The byte buffer `Entry::value`, `get_bytes` and `set_with_bytes` use.
@@ -129,6 +140,11 @@ pub use error::{ConfigError, Error, Exhausted, Result};
 pub use load::LoadAborted;
 pub use topology::{MembershipChange, MovePhase};
 pub use types::{ClientStats, Condition, Entry, MoveStatus, WriteOutcome};
+
+/// A W3C trace context (`traceparent`, `tracestate`) for
+/// [`Client::with_trace_context`]; parse one with [`TraceContext::parse`]
+/// or take it from gRPC metadata with [`TraceContext::from_metadata`].
+pub use distcache_proto::trace::{TraceContext, TraceParseError};
 
 /// The generated `distcache.v1` wire types, for talking to one node directly.
 pub use distcache_proto::v1 as proto;

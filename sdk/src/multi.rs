@@ -104,7 +104,9 @@ pub(crate) async fn mget(
     if c != Consistency::One {
         for (u, key) in unique.into_iter().enumerate() {
             let inner = inner.clone();
-            tasks.spawn(async move { (u, inner.read_quorum(&key, c, deadline).await) });
+            tasks.spawn(crate::trace::carry(async move {
+                (u, inner.read_quorum(&key, c, deadline).await)
+            }));
         }
         while let Some(done) = tasks.join_next().await {
             let (u, r) = done.map_err(|_| Error::Unavailable {
@@ -131,8 +133,9 @@ pub(crate) async fn mget(
     let mut batches = JoinSet::new();
     for (node, todo) in groups {
         let (inner, unique, bound) = (inner.clone(), unique.clone(), bound.clone());
-        batches
-            .spawn(async move { mget_node(&inner, node, todo, &unique, &bound, deadline).await });
+        batches.spawn(crate::trace::carry(async move {
+            mget_node(&inner, node, todo, &unique, &bound, deadline).await
+        }));
     }
     while let Some(done) = batches.join_next().await {
         let Ok(res) = done else { continue };
@@ -146,7 +149,9 @@ pub(crate) async fn mget(
     for u in retry_single {
         let key = unique[u].clone();
         let inner = inner.clone();
-        tasks.spawn(async move { (u, inner.read_one(&key, deadline).await) });
+        tasks.spawn(crate::trace::carry(async move {
+            (u, inner.read_one(&key, deadline).await)
+        }));
     }
     while let Some(done) = tasks.join_next().await {
         let Ok((u, r)) = done else { continue };
@@ -264,7 +269,7 @@ pub(crate) async fn mset(
         .flat_map(|(node, e)| chunks(e).into_iter().map(move |c| (node, c)))
     {
         let inner = inner.clone();
-        batches.spawn(async move {
+        batches.spawn(crate::trace::carry(async move {
             let (positions, ops): (Vec<usize>, Vec<pb::Operation>) = entries.into_iter().unzip();
             // Every set carries its version, so resending the batch is safe.
             let res = inner
@@ -277,7 +282,7 @@ pub(crate) async fn mset(
                 })
                 .await;
             (node, positions, res)
-        });
+        }));
     }
     let mut acks = vec![0usize; need.len()];
     let mut superseded = vec![0usize; need.len()];

@@ -122,17 +122,22 @@ impl Node {
     /// Runs one operation, through the coalescer when there is one, and
     /// answers by `deadline` (the coalescer keeps deadlines itself, so the
     /// common path sets no timer). Not an `async fn`, so that it adds no
-    /// layer (and no copy of `op`) to the caller's future.
+    /// layer (and no copy of `op`) to the caller's future. Carries the
+    /// trace context of the caller's operation, if it has one (see
+    /// [`crate::trace`]).
     pub(crate) fn call(
         &self,
         op: Op,
         deadline: Instant,
     ) -> impl Future<Output = Result<Out, Status>> + '_ {
+        let trace = crate::trace::current();
         match &self.coalescer {
-            Some(tx) => Either::Left(coalesce::submit(tx, op, deadline)),
+            Some(tx) => Either::Left(coalesce::submit(tx, op, deadline, trace)),
             // Boxed: a tonic call's future is kilobytes, and every caller's
             // future would otherwise carry it (and copy it when moved).
-            None => Either::Right(Box::pin(by_deadline(deadline, |t| self.conn.unary(op, t)))),
+            None => Either::Right(Box::pin(async move {
+                by_deadline(deadline, |t| self.conn.unary(op, t, trace.as_deref())).await
+            })),
         }
     }
 

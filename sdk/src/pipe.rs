@@ -96,8 +96,9 @@ impl Pipe {
         lock(&self.waiting).closed.is_none() && !self.requests.is_closed()
     }
 
-    /// Sends one batch and waits for its results.
-    pub(crate) async fn call(&self, operations: Vec<pb::Operation>) -> Answer {
+    /// Sends one batch (with `traceparent`, empty for none) and waits for
+    /// its results.
+    pub(crate) async fn call(&self, operations: Vec<pb::Operation>, traceparent: String) -> Answer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -113,7 +114,11 @@ impl Pipe {
         };
         if self
             .requests
-            .send(pb::PipelineRequest { id, operations })
+            .send(pb::PipelineRequest {
+                id,
+                operations,
+                traceparent,
+            })
             .is_err()
         {
             return Err(closed());

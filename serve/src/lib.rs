@@ -11,6 +11,8 @@
 //!
 //! - [`pipeline`]: serving one `Pipeline` stream (depth, shutdown, token
 //!   expiry), over a caller's `run` for a message's operations.
+//! - [`trace`]: a request's W3C trace context recorded on the span that
+//!   serves it.
 //! - [`admin`]: the admin HTTP loop (GET/HEAD only) and [`admin::reply`].
 //! - [`security`]: the security stack drawn in request order (bounded
 //!   accept, TLS, in-flight bound, tokens and roles, rate limits), its
@@ -34,11 +36,14 @@ pub mod fds;
 pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod pipeline;
 pub mod reload;
 pub mod runtime;
 pub mod security;
 pub mod shutdown;
+pub mod trace;
 pub mod units;
 
 pub use logging::{LogConfig, LogFormat};

@@ -39,8 +39,9 @@ pub fn error_result(s: &Status) -> pb::OperationResult {
 /// `stop` turns true (answering what was read), ends the stream with
 /// UNAUTHENTICATED once `principal`'s token has run out (or its key was
 /// retired by a reload), runs up to
-/// [`PIPELINE_DEPTH`] messages at once with `run` (a message's operations to
-/// their results) and answers each with its id.
+/// [`PIPELINE_DEPTH`] messages at once with `run` (a message's operations
+/// and its `traceparent`, empty for none, to their results) and answers
+/// each with its id.
 pub fn serve_pipeline<F, Fut>(
     inbound: Streaming<pb::PipelineRequest>,
     principal: Option<Principal>,
@@ -48,14 +49,14 @@ pub fn serve_pipeline<F, Fut>(
     run: F,
 ) -> PipelineStream
 where
-    F: Fn(Vec<pb::Operation>) -> Fut + Send + 'static,
+    F: Fn(Vec<pb::Operation>, String) -> Fut + Send + 'static,
     Fut: Future<Output = Vec<pb::OperationResult>> + Send + 'static,
 {
     let answers = inbound
         .take_until(stopped_if(stop))
         .map(move |msg| {
             let expired = principal.as_ref().is_some_and(|p| p.expired(unix_now()));
-            let work = msg.map(|m| (m.id, run(m.operations)));
+            let work = msg.map(|m| (m.id, run(m.operations, m.traceparent)));
             async move {
                 // A broken or undecodable stream ends with its status.
                 let (id, work) = work?;

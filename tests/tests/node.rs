@@ -478,6 +478,7 @@ async fn pipeline_answers_by_id_and_ends_at_shutdown() {
                 })),
                 op(operation::Op::Set(set("", "empty key"))),
             ],
+            ..Default::default()
         })
         .expect("send");
     }

@@ -734,8 +734,12 @@ async fn pipeline_messages_are_checked_for_role_and_rate() {
         })),
     };
     let mut ask = async |id: u64, operations: Vec<pb::Operation>| {
-        tx.send(pb::PipelineRequest { id, operations })
-            .expect("send");
+        tx.send(pb::PipelineRequest {
+            id,
+            operations,
+            ..Default::default()
+        })
+        .expect("send");
         let a = answers.message().await.expect("answer").expect("open");
         assert_eq!(a.id, id);
         a.results.into_iter().map(|r| r.result).collect::<Vec<_>>()
@@ -800,6 +804,7 @@ async fn pipeline_streams_end_when_their_token_expires() {
     tx.send(pb::PipelineRequest {
         id: 1,
         operations: vec![get()],
+        ..Default::default()
     })
     .expect("send");
     assert_eq!(
@@ -815,6 +820,7 @@ async fn pipeline_streams_end_when_their_token_expires() {
         tx.send(pb::PipelineRequest {
             id,
             operations: vec![get()],
+            ..Default::default()
         })
         .expect("send");
         match answers.message().await {

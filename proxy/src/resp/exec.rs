@@ -61,6 +61,18 @@ fn int(n: usize) -> Reply {
     Reply::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+/// [`execute`] inside the command's `resp` debug span (named `name`), when
+/// that span is on; as it is otherwise.
+pub async fn execute_in_span(backend: &Backend, name: &'static str, cmd: Command) -> Reply {
+    let span = crate::spans::resp(name, &cmd);
+    if span.is_disabled() {
+        drop(span);
+        return execute(backend, cmd).await;
+    }
+    // Boxed: only with debug spans on.
+    tracing::Instrument::instrument(Box::pin(execute(backend, cmd)), span).await
+}
+
 /// Runs one data command. Connection-state commands (AUTH, HELLO, CLIENT,
 /// SELECT, QUIT) are handled by the connection, not here.
 pub async fn execute(backend: &Backend, cmd: Command) -> Reply {

@@ -280,7 +280,7 @@ fn fingerprint(k: &[u8]) -> u64 {
 /// Runs one data command and records it.
 async fn data_command(backend: &Backend, name: &'static str, cmd: Command) -> Reply {
     let start = Instant::now();
-    let reply = exec::execute(backend, cmd).await;
+    let reply = exec::execute_in_span(backend, name, cmd).await;
     backend
         .metrics
         .record("resp", name, !reply.is_error(), start.elapsed());
@@ -383,11 +383,11 @@ async fn run_pipeline<S: AsyncWrite + Unpin>(
             // that is each command's latency as the client sees it: one clock
             // reading for the run, and one metrics look-up per command name.
             let start = Instant::now();
-            let run = parsed[i..j].iter_mut().map(|(_, cmd)| {
-                let cmd = take(cmd);
+            let run = parsed[i..j].iter_mut().map(|(name, cmd)| {
+                let (name, cmd) = (*name, take(cmd));
                 async move {
                     match cmd {
-                        Ok(cmd) => exec::execute(backend, cmd).await,
+                        Ok(cmd) => exec::execute_in_span(backend, name, cmd).await,
                         Err(reply) => reply,
                     }
                 }

@@ -48,8 +48,12 @@ impl View {
         operations: Vec<pb::Operation>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<pb::OperationResult>, Status>> + '_ {
-        self.attempt(idx, deadline, |node, until| {
-            crate::deadline::by_deadline(until, |t| node.conn.batch(operations, t))
+        self.attempt(idx, deadline, |node, until| async move {
+            let trace = crate::trace::current();
+            crate::deadline::by_deadline(until, |t| {
+                node.conn.batch(operations, t, trace.as_deref())
+            })
+            .await
         })
     }
 
@@ -162,6 +166,8 @@ impl View {
         deadline: Instant,
     ) -> JoinHandle<(usize, Result<Out>)> {
         let view = self.clone();
-        tokio::spawn(async move { (idx, view.replica_call(idx, op, deadline, true).await) })
+        tokio::spawn(crate::trace::carry(async move {
+            (idx, view.replica_call(idx, op, deadline, true).await)
+        }))
     }
 }

@@ -283,7 +283,7 @@ impl View {
                 let n = ops.len() as u64;
                 let results = dst
                     .conn
-                    .batch(ops, timeout)
+                    .batch(ops, timeout, None)
                     .await
                     .map_err(failed("Batch", &dst.url))?;
                 if let Some(e) = results.into_iter().find_map(|r| match r.result {

@@ -88,7 +88,11 @@ impl View {
         let node = &self.topo.nodes[at];
         let mut r = node
             .conn
-            .batch(vec![pb::Operation { op: Some(op) }], self.config.timeout)
+            .batch(
+                vec![pb::Operation { op: Some(op) }],
+                self.config.timeout,
+                crate::trace::current().as_deref(),
+            )
             .await?;
         match r.pop().and_then(|r| r.result) {
             Some(Out::Error(e)) => Err(distcache_proto::status::to_status(e)),

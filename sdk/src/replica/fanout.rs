@@ -57,13 +57,13 @@ impl View {
             .iter()
             .map(|&idx| {
                 let (view, op) = (self.clone(), op.clone());
-                tokio::spawn(async move {
+                tokio::spawn(crate::trace::carry(async move {
                     let r = match view.first_attempt(idx, op, deadline, retry).await {
                         Ok(r) => r,
                         Err(op) => Box::pin(view.replica_call(idx, op, deadline, true)).await,
                     };
                     (idx, r)
-                })
+                }))
             })
             .collect();
         Fan { first, tasks }
