@@ -321,6 +321,14 @@ impl ProxyProc {
     pub fn ring(&self) -> Option<String> {
         http_get(self.admin, "/ring").map(|(_, b)| b)
     }
+
+    /// The value of the `/metrics` series `series` (name and labels as
+    /// exported), if it answers.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = http_get(self.admin, "/metrics")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 impl Drop for ProxyProc {

@@ -114,6 +114,19 @@ pub struct Outcomes {
     pub sdk_stats: distcache::ClientStats,
     /// What the nemesis did, one line per event, with its time.
     pub fault_log: Vec<String>,
+    /// Requests the two proxies moved to another replica
+    /// (`distcache_proxy_upstream_failovers_total`, summed): with the SDK's
+    /// `failovers`, whether any client lost a node, which a loaded machine
+    /// causes without faults (a probe or request past its timeout).
+    pub proxy_failovers: u64,
+}
+
+impl Outcomes {
+    /// Requests moved to another replica, by the SDK client and the
+    /// proxies: 0 when no client lost a node during the run.
+    pub fn failovers(&self) -> u64 {
+        self.sdk_stats.failovers + self.proxy_failovers
+    }
 }
 
 type Log = Arc<Mutex<Vec<Op>>>;
@@ -589,9 +602,14 @@ pub fn run(config: &Config, bins: &Bins, dir: &Path) -> Result<Outcomes, String>
             ));
         }
     }
+    let proxy_failovers = proxies
+        .iter()
+        .filter_map(|p| p.metric("distcache_proxy_upstream_failovers_total"))
+        .sum::<f64>() as u64;
     drop(proxies);
     drop(cluster);
     Ok(Outcomes {
+        proxy_failovers,
         report,
         faults,
         in_doubt,

