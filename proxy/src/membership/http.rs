@@ -196,7 +196,7 @@ mod tests {
             "http://consul.local:8500/v1/health/service/distcache?passing&token=…"
         );
         let source = super::super::Source::Http(uri);
-        assert_eq!(source.to_string(), shown, "Display is what logs show");
+        assert_eq!(source.shown(), shown, "what logs show");
         let plain: hyper::Uri = "http://[::1]:9000/nodes".parse().expect("uri");
         assert_eq!(redacted(&plain), "http://[::1]:9000/nodes");
     }

@@ -162,14 +162,25 @@ impl Source {
     }
 }
 
+impl Source {
+    /// What logs and errors show: [`Display`](std::fmt::Display) without a
+    /// URL's credentials (its userinfo, its query's values: Consul's
+    /// `?token=`). Display itself is the whole source, which parses back.
+    pub fn shown(&self) -> String {
+        match self {
+            Source::Http(uri) => http::redacted(uri),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Dns { name, port } => write!(f, "dns://{name}:{port}"),
             Source::DnsSrv { name } => write!(f, "dns+srv://{name}"),
-            // Without credentials: this is what logs show.
-            Source::Http(uri) => f.write_str(&http::redacted(uri)),
+            Source::Http(uri) => write!(f, "{uri}"),
         }
     }
 }
@@ -232,7 +243,10 @@ impl Discovery {
             None
         };
         match misplaced {
-            Some(why) => Err(SourceError::BadSource(format!("{}: {why}", self.source))),
+            Some(why) => Err(SourceError::BadSource(format!(
+                "{}: {why}",
+                self.source.shown()
+            ))),
             None => Ok(()),
         }
     }
@@ -254,7 +268,7 @@ pub async fn initial(discovery: &Discovery) -> Result<Vec<String>, SourceError> 
             Ok(nodes) => return Ok(nodes),
             Err(e) if matches!(discovery.source, Source::File(_)) => return Err(e),
             Err(e) => {
-                tracing::warn!(source = %discovery.source, error = %e, retry_in = ?discovery.interval, "waiting for the membership source");
+                tracing::warn!(source = %discovery.source.shown(), error = %e, retry_in = ?discovery.interval, "waiting for the membership source");
                 tokio::time::sleep(discovery.interval).await;
             }
         }
@@ -389,13 +403,13 @@ async fn poll(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate; the caller has just read the source.
     tick.tick().await;
-    tracing::info!(source = %discovery.source, every = ?discovery.interval, "watching membership");
+    tracing::info!(source = %discovery.source.shown(), every = ?discovery.interval, "watching membership");
     loop {
         let force = tokio::select! {
             () = stopped(&mut stop) => return,
             _ = tick.tick() => false,
             () = distcache_serve::reload::next(&mut hangup) => {
-                tracing::info!(source = %discovery.source, "SIGHUP: reloading membership");
+                tracing::info!(source = %discovery.source.shown(), "SIGHUP: reloading membership");
                 true
             }
         };
@@ -408,7 +422,7 @@ async fn poll(
             Ok(None) => {}
             Err(e) => {
                 backend.metrics.discovery_error(kind);
-                tracing::warn!(source = %discovery.source, error = %e, "membership source failed; keeping the current nodes");
+                tracing::warn!(source = %discovery.source.shown(), error = %e, "membership source failed; keeping the current nodes");
             }
         }
     }
