@@ -5,56 +5,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
 use distcache_proto::v1::{self as pb, cache_service_client::CacheServiceClient};
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on port 0 and reads the bound gRPC address from its log.
-fn spawn(args: &[&str]) -> (Node, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_distcache-node"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn distcache-node");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("node exited before listening")
-            .expect("read log");
-        if let Some(rest) = line.split("grpc=").nth(1) {
-            break rest.split_whitespace().next().expect("addr").to_owned();
-        }
-    };
-    // Keep draining the log so the node never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Node(child), addr)
-}
-
-/// A `/proc/PID/status` figure in bytes: `VmRSS` (resident now) or `VmHWM`
-/// (the peak so far).
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    kb * 1024
-}
+use support::{spawn, status_bytes};
 
 #[tokio::test]
 async fn two_hundred_mib_into_a_32_mib_node() {
@@ -103,7 +57,7 @@ async fn two_hundred_mib_into_a_32_mib_node() {
         .expect("get")
         .into_inner();
     assert!(newest.found, "the newest write survives eviction");
-    let rss = status_bytes(node.0.id(), "VmRSS");
+    let rss = status_bytes(node.pid(), "VmRSS");
     assert!(rss < 128 << 20, "RSS {} MiB", rss >> 20);
     eprintln!(
         "wrote {} MiB; RSS {} MiB; {} keys",
@@ -193,7 +147,7 @@ async fn a_batch_of_10000_gets_of_a_1_mib_value_is_answered_within_the_message_l
     c.health_check(pb::HealthCheckRequest {})
         .await
         .expect("still answering");
-    let peak = status_bytes(node.0.id(), "VmHWM");
+    let peak = status_bytes(node.pid(), "VmHWM");
     assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
 }
 

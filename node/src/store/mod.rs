@@ -21,6 +21,7 @@
 mod config;
 mod scan;
 mod shard;
+mod value;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,7 @@ pub use config::{
 pub use scan::{Cursor, ScanItem, ScanPage};
 pub use shard::{ENTRY_OVERHEAD, ShardStats, charge};
 use shard::{Shard, Slot};
+pub use value::{MAPPED_VALUE_MIN, footprint};
 
 /// Hash seed for placing keys in shards. Deliberately different from the
 /// SDK's ring seed, so the keys one node owns still spread over all shards.
@@ -160,6 +162,8 @@ pub struct Store {
     mask: usize,
     used: AtomicU64,
     max_memory: u64,
+    /// Values from this many bytes on get a mapping of their own (`value`).
+    mapped_min: usize,
     tombstone_ttl_ms: u64,
     evict_cursor: AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -190,6 +194,7 @@ impl Store {
             mask: n - 1,
             used: AtomicU64::new(0),
             max_memory: config.max_memory,
+            mapped_min: value::mapped_min(config.max_memory),
             tombstone_ttl_ms: config.tombstone_ttl_ms,
             evict_cursor: AtomicUsize::new(0),
             clock,
@@ -346,7 +351,7 @@ impl Store {
         } else {
             opts.version
         };
-        let value = Some(Bytes::copy_from_slice(value));
+        let value = Some(value::copy(value, self.mapped_min));
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
         drop(shard);
         self.enforce_bound(lock, idx);
@@ -452,7 +457,7 @@ impl Store {
         }
         let version = next_version(stored, now);
         let expires_at = deadline(now, ttl_ms);
-        let value = Some(Bytes::copy_from_slice(value));
+        let value = Some(value::copy(value, self.mapped_min));
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);
         drop(shard);
         self.enforce_bound(lock, idx);
@@ -562,15 +567,11 @@ impl Store {
     pub fn restore(
         &self,
         key: &[u8],
-        value: Option<Bytes>,
+        value: Option<&[u8]>,
         version: u64,
         expires_at: u64,
     ) -> Restored {
-        if key.is_empty()
-            || self
-                .check_entry(key, value.as_ref().map_or(0, Bytes::len))
-                .is_err()
-        {
+        if key.is_empty() || self.check_entry(key, value.map_or(0, <[u8]>::len)).is_err() {
             return Restored::Invalid;
         }
         let now = self.clock.now_ms();
@@ -591,6 +592,7 @@ impl Store {
         let (value, expires_at, outcome) = if expired {
             (None, expires_at.clamp(1, now.max(1)), Restored::Expired)
         } else {
+            let value = value.map(|v| value::copy(v, self.mapped_min));
             (value, expires_at, Restored::Applied)
         };
         let idx = self.write(&mut shard, idx, hash, key, value, version, expires_at);

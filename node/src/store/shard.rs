@@ -88,9 +88,10 @@ impl Slot {
     }
 }
 
-/// The bytes an entry with this key and value length is charged.
+/// The bytes an entry with this key and value length is charged: a large
+/// value in whole pages (see `value`).
 pub fn charge(key_len: usize, value_len: usize) -> u64 {
-    key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
+    key_len as u64 + super::value::footprint(value_len) + ENTRY_OVERHEAD
 }
 
 /// Counters kept under the shard's lock (so the hot path has no shared atomics).

@@ -414,7 +414,7 @@ fn restoring_entries_in_snapshot_order_keeps_the_eviction_order() {
     assert_eq!(before, want.map(|k| k.as_bytes().to_vec()));
     let (restored, _) = store_with_shards(per * 10, 1);
     s.for_each_in_shard(0, |e| {
-        let r = restored.restore(e.key, e.value.cloned(), e.version, e.expires_at);
+        let r = restored.restore(e.key, e.value.map(|v| &v[..]), e.version, e.expires_at);
         assert_eq!(r, Restored::Applied);
     });
     assert_eq!(order(&restored), before);

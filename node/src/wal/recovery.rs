@@ -15,7 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Bytes;
 use distcache_proto::ring::Ranges;
 use distcache_proto::v1::HashRange;
 
@@ -394,12 +393,7 @@ fn apply_part(
                 value,
                 version,
                 expires_at,
-            } => store.restore(
-                key,
-                Some(Bytes::copy_from_slice(value)),
-                version,
-                expires_at,
-            ),
+            } => store.restore(key, Some(value), version, expires_at),
             Record::Tombstone {
                 key,
                 version,

@@ -18,8 +18,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
 use super::codec::{self, FileKind, Frame, Record};
 use super::segment::{list_segments, sync_dir};
 use crate::store::{Restored, Store};
@@ -265,12 +263,7 @@ pub(crate) fn load_snapshot(path: &Path, store: &Store) -> Result<Loaded, Snapsh
                 value,
                 version,
                 expires_at,
-            }) => (
-                key,
-                Some(Bytes::copy_from_slice(value)),
-                version,
-                expires_at,
-            ),
+            }) => (key, Some(value), version, expires_at),
             Ok(Record::Tombstone {
                 key,
                 version,
