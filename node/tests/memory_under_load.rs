@@ -156,6 +156,7 @@ async fn load(node: &mut Node, addr: &str, until: Until) -> Figures {
     for key in last {
         c.get(pb::GetRequest {
             key: key.into_bytes().into(),
+            ..Default::default()
         })
         .await
         .expect("get after load");
@@ -170,6 +171,7 @@ async fn load(node: &mut Node, addr: &str, until: Until) -> Figures {
     let got = c
         .get(pb::GetRequest {
             key: "after".into(),
+            ..Default::default()
         })
         .await
         .expect("get after load")
