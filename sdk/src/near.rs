@@ -217,18 +217,20 @@ impl NearCache {
 /// backoff.
 pub(crate) async fn subscription(weak: Weak<Inner>, node: Arc<Node>) {
     let mut pause = Duration::from_millis(50);
-    loop {
-        {
-            let Some(inner) = weak.upgrade() else { break };
-            let listed = inner
+    // Whether the client still exists and lists the node.
+    let wanted = || {
+        weak.upgrade().is_some_and(|inner| {
+            inner
                 .members
                 .load()
                 .nodes
                 .iter()
-                .any(|n| Arc::ptr_eq(n, &node));
-            if !listed {
-                break;
-            }
+                .any(|n| Arc::ptr_eq(n, &node))
+        })
+    };
+    loop {
+        if !wanted() {
+            break;
         }
         if let Ok(mut stream) = node.invalidations().await {
             if let Ok(Some(hello)) = stream.message().await
@@ -236,7 +238,16 @@ pub(crate) async fn subscription(weak: Weak<Inner>, node: Arc<Node>) {
             {
                 node.set_tracking(hello.subscriber_id);
                 pause = Duration::from_millis(50);
-                while let Ok(Some(m)) = stream.message().await {
+                loop {
+                    // A quiet stream is looked at every second: a node that
+                    // left the membership is not kept connected by it.
+                    let m = match tokio::time::timeout(Duration::from_secs(1), stream.message())
+                        .await
+                    {
+                        Err(_) if wanted() => continue,
+                        Ok(Ok(Some(m))) => m,
+                        _ => break,
+                    };
                     let Some(inner) = weak.upgrade() else { break };
                     let Some(near) = &inner.near else { break };
                     for k in &m.keys {
