@@ -226,6 +226,19 @@ impl Client {
         }
     }
 
+    /// [`Client::run`] for a write of `key`: once it is answered (or has
+    /// failed: it may have applied), the key's near-cache copy is dropped.
+    async fn run_write<T>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        f: impl AsyncFnOnce(&View, Instant) -> Result<T>,
+    ) -> Result<T> {
+        let r = self.run(op, f).await;
+        self.written(key);
+        r
+    }
+
     /// A write of `key` by this client was answered (or failed: it may
     /// have applied): its near-cache copy, if any, is stale.
     fn written(&self, key: &[u8]) {
@@ -333,51 +346,48 @@ impl Client {
             version: 0,
             keep_ttl: false,
         };
-        let r = self
-            .run("set", async |inner, deadline| {
-                if condition == Condition::Always {
-                    req.version = inner.clock.next();
-                    let stamped = req.version;
-                    let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
-                    // The version it was finally written with (it is stamped
-                    // again when a replica held a newer one).
-                    let version = acks
-                        .iter()
-                        .find_map(|(_, o)| match o {
-                            Out::Set(r) if r.applied => Some(r.version),
-                            _ => None,
-                        })
-                        .unwrap_or(stamped);
-                    return Ok(WriteOutcome {
-                        applied: true,
-                        version,
-                    });
-                }
-                req.condition = match condition {
-                    Condition::IfAbsent => pb::SetCondition::IfAbsent,
-                    _ => pb::SetCondition::IfPresent,
-                } as i32;
-                let (primary, out) = inner
-                    .on_primary(&key, Op::Set(req.clone()), c, deadline)
+        self.run_write("set", &key, async |inner, deadline| {
+            if condition == Condition::Always {
+                req.version = inner.clock.next();
+                let stamped = req.version;
+                let acks = inner.write(&key, Op::Set(req), c, deadline).await?;
+                // The version it was finally written with (it is stamped
+                // again when a replica held a newer one).
+                let version = acks
+                    .iter()
+                    .find_map(|(_, o)| match o {
+                        Out::Set(r) if r.applied => Some(r.version),
+                        _ => None,
+                    })
+                    .unwrap_or(stamped);
+                return Ok(WriteOutcome {
+                    applied: true,
+                    version,
+                });
+            }
+            req.condition = match condition {
+                Condition::IfAbsent => pb::SetCondition::IfAbsent,
+                _ => pb::SetCondition::IfPresent,
+            } as i32;
+            let (primary, out) = inner
+                .on_primary(&key, Op::Set(req.clone()), c, deadline)
+                .await?;
+            let Out::Set(r) = out else {
+                return Err(mismatched());
+            };
+            if r.applied {
+                req.condition = pb::SetCondition::Always as i32;
+                req.version = r.version;
+                inner
+                    .propagate(&key, primary, Op::Set(req), c, deadline)
                     .await?;
-                let Out::Set(r) = out else {
-                    return Err(mismatched());
-                };
-                if r.applied {
-                    req.condition = pb::SetCondition::Always as i32;
-                    req.version = r.version;
-                    inner
-                        .propagate(&key, primary, Op::Set(req), c, deadline)
-                        .await?;
-                }
-                Ok(WriteOutcome {
-                    applied: r.applied,
-                    version: r.version,
-                })
+            }
+            Ok(WriteOutcome {
+                applied: r.applied,
+                version: r.version,
             })
-            .await;
-        self.written(&key);
-        r
+        })
+        .await
     }
 
     /// Deletes a key (a versioned tombstone on every replica, so a replica
@@ -386,22 +396,19 @@ impl Client {
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = key_bytes(key);
         let c = self.write_c();
-        let r = self
-            .run("delete", async |inner, deadline| {
-                let version = inner.clock.next();
-                let op = Op::Delete(pb::DeleteRequest {
-                    key: key.clone(),
-                    version,
-                    return_value: false,
-                });
-                let acks = inner.write(&key, op, c, deadline).await?;
-                Ok(acks
-                    .iter()
-                    .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
-            })
-            .await;
-        self.written(&key);
-        r
+        self.run_write("delete", &key, async |inner, deadline| {
+            let version = inner.clock.next();
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version,
+                return_value: false,
+            });
+            let acks = inner.write(&key, op, c, deadline).await?;
+            Ok(acks
+                .iter()
+                .any(|(_, o)| matches!(o, Out::Delete(d) if d.deleted)))
+        })
+        .await
     }
 
     /// Reads and deletes a key in one step (Redis GETDEL): the value it held,
@@ -413,33 +420,30 @@ impl Client {
     pub async fn get_del(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let key = key_bytes(key);
         let c = self.write_c();
-        let r = self
-            .run("getdel", async |inner, deadline| {
-                let op = Op::Delete(pb::DeleteRequest {
-                    key: key.clone(),
-                    version: 0,
-                    return_value: true,
-                });
-                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-                let Out::Delete(d) = out else {
-                    return Err(mismatched());
-                };
-                if !d.deleted {
-                    return Ok(None);
-                }
-                let tombstone = Op::Delete(pb::DeleteRequest {
-                    key: key.clone(),
-                    version: d.version,
-                    return_value: false,
-                });
-                inner
-                    .propagate(&key, primary, tombstone, c, deadline)
-                    .await?;
-                Ok(Some(d.value))
-            })
-            .await;
-        self.written(&key);
-        r
+        self.run_write("getdel", &key, async |inner, deadline| {
+            let op = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: 0,
+                return_value: true,
+            });
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Delete(d) = out else {
+                return Err(mismatched());
+            };
+            if !d.deleted {
+                return Ok(None);
+            }
+            let tombstone = Op::Delete(pb::DeleteRequest {
+                key: key.clone(),
+                version: d.version,
+                return_value: false,
+            });
+            inner
+                .propagate(&key, primary, tombstone, c, deadline)
+                .await?;
+            Ok(Some(d.value))
+        })
+        .await
     }
 
     /// Replaces the value only if the key's version is `expected_version`
@@ -457,39 +461,36 @@ impl Client {
         let value = Bytes::copy_from_slice(value.as_ref());
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
-        let r = self
-            .run("cas", async |inner, deadline| {
-                let op = Op::CompareAndSwap(pb::CompareAndSwapRequest {
+        self.run_write("cas", &key, async |inner, deadline| {
+            let op = Op::CompareAndSwap(pb::CompareAndSwapRequest {
+                key: key.clone(),
+                expected_version,
+                value: value.clone(),
+                ttl_ms,
+            });
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::CompareAndSwap(r) = out else {
+                return Err(mismatched());
+            };
+            if r.swapped {
+                let set = pb::SetRequest {
                     key: key.clone(),
-                    expected_version,
-                    value: value.clone(),
+                    value,
                     ttl_ms,
-                });
-                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-                let Out::CompareAndSwap(r) = out else {
-                    return Err(mismatched());
-                };
-                if r.swapped {
-                    let set = pb::SetRequest {
-                        key: key.clone(),
-                        value,
-                        ttl_ms,
-                        condition: pb::SetCondition::Always as i32,
-                        version: r.version,
-                        keep_ttl: false,
-                    };
-                    inner
-                        .propagate(&key, primary, Op::Set(set), c, deadline)
-                        .await?;
-                }
-                Ok(WriteOutcome {
-                    applied: r.swapped,
+                    condition: pb::SetCondition::Always as i32,
                     version: r.version,
-                })
+                    keep_ttl: false,
+                };
+                inner
+                    .propagate(&key, primary, Op::Set(set), c, deadline)
+                    .await?;
+            }
+            Ok(WriteOutcome {
+                applied: r.swapped,
+                version: r.version,
             })
-            .await;
-        self.written(&key);
-        r
+        })
+        .await
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
@@ -497,32 +498,29 @@ impl Client {
     pub async fn incr_by(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
         let key = key_bytes(key);
         let c = self.write_c();
-        let r = self
-            .run("incr_by", async |inner, deadline| {
-                let op = Op::IncrBy(pb::IncrByRequest {
-                    key: key.clone(),
-                    delta,
-                });
-                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-                let Out::IncrBy(r) = out else {
-                    return Err(mismatched());
-                };
-                let set = pb::SetRequest {
-                    key: key.clone(),
-                    value: Bytes::from(r.value.to_string()),
-                    ttl_ms: 0,
-                    condition: pb::SetCondition::Always as i32,
-                    version: r.version,
-                    keep_ttl: true,
-                };
-                inner
-                    .propagate(&key, primary, Op::Set(set), c, deadline)
-                    .await?;
-                Ok(r.value)
-            })
-            .await;
-        self.written(&key);
-        r
+        self.run_write("incr_by", &key, async |inner, deadline| {
+            let op = Op::IncrBy(pb::IncrByRequest {
+                key: key.clone(),
+                delta,
+            });
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::IncrBy(r) = out else {
+                return Err(mismatched());
+            };
+            let set = pb::SetRequest {
+                key: key.clone(),
+                value: Bytes::from(r.value.to_string()),
+                ttl_ms: 0,
+                condition: pb::SetCondition::Always as i32,
+                version: r.version,
+                keep_ttl: true,
+            };
+            inner
+                .propagate(&key, primary, Op::Set(set), c, deadline)
+                .await?;
+            Ok(r.value)
+        })
+        .await
     }
 
     /// Sets the time to live of a live key (`None` removes its expiry);
@@ -537,51 +535,48 @@ impl Client {
         let key = key_bytes(key);
         let c = self.write_c();
         let ttl_ms = ttl_ms(ttl);
-        let r = self
-            .run("expire", async |inner, deadline| {
-                let op = Op::Expire(pb::ExpireRequest {
+        self.run_write("expire", &key, async |inner, deadline| {
+            let op = Op::Expire(pb::ExpireRequest {
+                key: key.clone(),
+                ttl_ms,
+                version: 0,
+            });
+            let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
+            let Out::Expire(e) = out else {
+                return Err(mismatched());
+            };
+            if !e.applied {
+                return Ok(false);
+            }
+            let get = Op::Get(pb::GetRequest {
+                key: key.clone(),
+                ..Default::default()
+            });
+            let Out::Get(g) = inner
+                .call(primary, get, deadline)
+                .await
+                .map_err(Error::from_status)?
+            else {
+                return Err(mismatched());
+            };
+            // (A newer version read back is a write that came in between,
+            // replicated by its own writer; copying it again is harmless.)
+            if g.found && g.version >= e.version {
+                let set = pb::SetRequest {
                     key: key.clone(),
-                    ttl_ms,
-                    version: 0,
-                });
-                let (primary, out) = inner.on_primary(&key, op, c, deadline).await?;
-                let Out::Expire(e) = out else {
-                    return Err(mismatched());
+                    value: g.value,
+                    ttl_ms: g.ttl_ms,
+                    condition: pb::SetCondition::Always as i32,
+                    version: g.version,
+                    keep_ttl: false,
                 };
-                if !e.applied {
-                    return Ok(false);
-                }
-                let get = Op::Get(pb::GetRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                });
-                let Out::Get(g) = inner
-                    .call(primary, get, deadline)
-                    .await
-                    .map_err(Error::from_status)?
-                else {
-                    return Err(mismatched());
-                };
-                // (A newer version read back is a write that came in between,
-                // replicated by its own writer; copying it again is harmless.)
-                if g.found && g.version >= e.version {
-                    let set = pb::SetRequest {
-                        key: key.clone(),
-                        value: g.value,
-                        ttl_ms: g.ttl_ms,
-                        condition: pb::SetCondition::Always as i32,
-                        version: g.version,
-                        keep_ttl: false,
-                    };
-                    inner
-                        .propagate(&key, primary, Op::Set(set), c, deadline)
-                        .await?;
-                }
-                Ok(true)
-            })
-            .await;
-        self.written(&key);
-        r
+                inner
+                    .propagate(&key, primary, Op::Set(set), c, deadline)
+                    .await?;
+            }
+            Ok(true)
+        })
+        .await
     }
 
     /// Reads many keys; results are in the order of `keys`. With read
