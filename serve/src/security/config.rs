@@ -173,20 +173,31 @@ pub fn weak_secrets(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
              (make one with `head -c 32 /dev/urandom | base64`)"
         ));
     }
-    #[cfg(unix)]
-    if let Some(path) = &auth.secret_file {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o004 != 0
-        {
-            w.push(format!(
-                "auth secret file {} is readable by every user (mode {:o}); chmod 600 it",
-                path.display(),
-                m.permissions().mode() & 0o777
-            ));
-        }
+    if let Some((path, mode)) = secret_file_mode(auth)
+        && mode & 0o004 != 0
+    {
+        w.push(format!(
+            "auth secret file {} is readable by every user (mode {mode:o}); chmod 600 it",
+            path.display()
+        ));
     }
     w
+}
+
+/// The secret file and its permission bits, where the platform has them.
+fn secret_file_mode(auth: &AuthConfig) -> Option<(&std::path::Path, u32)> {
+    let path = auth.secret_file.as_deref()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        Some((path, mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Refuses [`weak_secrets`] unless `auth.allow_weak_secrets` (then they are
@@ -217,17 +228,13 @@ pub fn auth_warnings(auth: &AuthConfig, keys: &KeySet) -> Vec<String> {
     if auth.allow_weak_secrets {
         w.extend(weak_secrets(auth, keys));
     }
-    #[cfg(unix)]
-    if let Some(path) = &auth.secret_file {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o044 == 0o040
-        {
-            w.push(format!(
-                "auth secret file {} is readable by its group; chmod 600 it unless that is meant",
-                path.display()
-            ));
-        }
+    if let Some((path, mode)) = secret_file_mode(auth)
+        && mode & 0o044 == 0o040
+    {
+        w.push(format!(
+            "auth secret file {} is readable by its group; chmod 600 it unless that is meant",
+            path.display()
+        ));
     }
     w
 }
