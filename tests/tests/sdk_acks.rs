@@ -69,6 +69,22 @@ async fn a_write_over_a_newer_version_is_resent_not_acknowledged() -> Result<(),
     Ok(())
 }
 
+/// Two nodes, in this process.
+async fn two_nodes() -> [TestNode; 2] {
+    [
+        TestNode::start(test_config()).await,
+        TestNode::start(test_config()).await,
+    ]
+}
+
+/// The index in `nodes` of the owner at `url`.
+fn owner(nodes: &[TestNode], url: &str) -> usize {
+    nodes
+        .iter()
+        .position(|n| n.url() == url)
+        .expect("an owner is one of the nodes")
+}
+
 /// Reads `key` on `node` directly: (found, value, version, tombstone version).
 async fn read_on(node: &TestNode, key: &str) -> (bool, String, u64, u64) {
     let r = node
@@ -98,10 +114,7 @@ async fn read_on(node: &TestNode, key: &str) -> (bool, String, u64, u64) {
 /// version, the delete is stamped again and wins on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_first_replica_took_is_not_applied_again() -> Result<(), BoxError> {
-    let nodes = [
-        TestNode::start(test_config()).await,
-        TestNode::start(test_config()).await,
-    ];
+    let nodes = two_nodes().await;
     let cache = distcache::Client::builder()
         .nodes(nodes.iter().map(TestNode::url))
         .replicas(2)
@@ -110,12 +123,7 @@ async fn a_write_the_first_replica_took_is_not_applied_again() -> Result<(), Box
         .write_consistency(distcache::Consistency::All)
         .build()
         .await?;
-    let by_url = |url: &str| {
-        nodes
-            .iter()
-            .find(|n| n.url() == url)
-            .expect("an owner is one of the nodes")
-    };
+    let by_url = |url: &str| &nodes[owner(&nodes, url)];
     let owners = cache.owners("lock");
     let (first, other) = (by_url(&owners[0]), by_url(&owners[1]));
 
@@ -159,22 +167,14 @@ async fn a_write_the_first_replica_took_is_not_applied_again() -> Result<(), Box
 /// reads at Quorum, and looks at the first replica at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_read_is_not_followed_by_an_older_state() -> Result<(), BoxError> {
-    let nodes = [
-        TestNode::start(test_config()).await,
-        TestNode::start(test_config()).await,
-    ];
+    let nodes = two_nodes().await;
     let cache = distcache::Client::builder()
         .nodes(nodes.iter().map(TestNode::url))
         .replicas(2)
         .read_consistency(distcache::Consistency::Quorum)
         .build()
         .await?;
-    let by_url = |url: &str| {
-        nodes
-            .iter()
-            .position(|n| n.url() == url)
-            .expect("an owner is one of the nodes")
-    };
+    let by_url = |url: &str| owner(&nodes, url);
     // Connected before the rounds: a look at the first replica right after
     // the read must not wait for a connection.
     let mut raw = Vec::new();
