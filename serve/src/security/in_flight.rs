@@ -178,9 +178,7 @@ where
         let path = req.uri().path();
         let (exempt, streaming) = (
             super::roles::is_health(path),
-            super::roles::is_stream(path)
-                || path == "/distcache.v1.CacheService/Invalidations"
-                || path.starts_with("/grpc.reflection."),
+            super::roles::answers_with_a_stream(path),
         );
         let permit = if exempt {
             None

@@ -72,6 +72,15 @@ pub fn is_stream(path: &str) -> bool {
     path == "/distcache.v1.CacheService/Pipeline"
 }
 
+/// Whether `path` answers with a stream that may stay open for long
+/// (`Pipeline`, `Invalidations`, reflection): it holds no in-flight slot
+/// past its opening (see `in_flight.rs`).
+pub fn answers_with_a_stream(path: &str) -> bool {
+    is_stream(path)
+        || path == "/distcache.v1.CacheService/Invalidations"
+        || path.starts_with("/grpc.reflection.")
+}
+
 /// The least role an RPC needs; `None` means open to anyone.
 pub fn required_role(path: &str) -> Option<Role> {
     if is_health(path) {
